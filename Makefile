@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Both call `make setup` first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+# Keep BLAS/OpenMP from oversubscribing the two cores of a small machine.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup data demo test test-fast lint bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+# The embedded default data set: Debian's dataset-fashion-mnist. Where it cannot be installed the
+# data code falls back to torchvision's download, or says how to get the files.
+data:
+	@if [ -d $(FMNIST_DIR) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "note: could not install dataset-fashion-mnist; bridgeattn will try torchvision's download"; \
+	else echo "note: $(FMNIST_DIR) missing and apt-get unavailable; bridgeattn will try torchvision's download"; fi
+
+demo: setup
+	$(VENV)/bin/bridgeattn demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: setup
+	$(PY) -m pytest -q -x -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info runs

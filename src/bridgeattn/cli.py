@@ -1,0 +1,90 @@
+"""``bridgeattn <command>``: a thin shell over the library's functions.
+
+Each command lives in ``bridgeattn.commands.<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their command runs, so ``bridgeattn --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import UserError
+
+# command -> one-line help
+COMMANDS: dict[str, str] = {
+    "models": "list the registered models with params and MACs",
+    "train": "train a model (single process, or DDP with --nproc / torchrun)",
+    "eval": "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix",
+    "demo": "the main job: BAv2 vs the plain baseline on Fashion-MNIST, side by side",
+    "compare": "train attention variants under one budget over several seeds and compare them",
+    "explain": "Grad-CAM of a block's taps and the gate statistics of a trained BA model",
+    "benchmark": "interleaved throughput benchmark of several models (img/s medians, ratios)",
+    "profile": "params, MACs, per-stage breakdown and activation memory of one model",
+    "export": "export a model to ONNX, TorchScript, safetensors or a hub-style folder",
+    "convert": "convert a reference BA-Net checkpoint to safetensors for our models",
+}
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"bridgeattn.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; with ``only`` just that subcommand's arguments are loaded."""
+    parser = argparse.ArgumentParser(
+        prog="bridgeattn",
+        description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if only is None or name == only:
+            try:
+                module = _command_module(name)
+            except ModuleNotFoundError as exc:  # a command whose optional pieces are missing
+                p.set_defaults(_unavailable=str(exc))
+                continue
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_unavailable", None):
+        print(f"bridgeattn {args.command}: unavailable ({args._unavailable})", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bridgeattn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if os.environ.get("BRIDGEATTN_DEBUG"):
+            raise
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

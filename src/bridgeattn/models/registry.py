@@ -1,0 +1,34 @@
+"""Which registered timm models belong to this project, by family."""
+from __future__ import annotations
+
+import fnmatch
+
+_FAMILIES: dict[str, list[str]] = {}
+
+# timm's own models that the comparisons use as reference points.
+TIMM_BASELINES: tuple[str, ...] = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "seresnet18", "seresnet34", "seresnet50", "seresnet101", "seresnet152",
+    "resnext50_32x4d", "resnext101_32x4d",
+    "mobilenetv3_large_100", "mobilenetv3_small_100", "efficientnet_b0",
+    "convnext_tiny", "swin_tiny_patch4_window7_224", "regnety_040",
+)
+
+
+def register_family(family: str, names: list[str]) -> list[str]:
+    """Record ``names`` (already registered with timm) under ``family``; returns ``names``."""
+    _FAMILIES.setdefault(family, []).extend(n for n in names if n not in _FAMILIES.get(family, []))
+    return names
+
+
+def model_families() -> dict[str, list[str]]:
+    """``{family: [model names]}`` of this project's models, plus ``"timm"`` for the timm baselines."""
+    return {**{k: list(v) for k, v in _FAMILIES.items()}, "timm": list(TIMM_BASELINES)}
+
+
+def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
+    """Names of this project's models (and the timm baselines) matching a shell-style ``pattern``."""
+    names = [n for family in _FAMILIES.values() for n in family]
+    if include_timm:
+        names += list(TIMM_BASELINES)
+    return sorted({n for n in names if fnmatch.fnmatch(n, pattern)})
