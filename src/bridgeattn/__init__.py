@@ -4,6 +4,7 @@ Importing the package registers its models with timm, so ``timm.create_model("ba
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import timm
@@ -11,24 +12,44 @@ import torch.nn as nn
 
 from . import models as _models  # noqa: F401  (registers the models)
 from .bridge import BridgeAttention, FusedBridgeAttention
+from .errors import UserError
 from .models import list_models, model_families
 
 __version__ = "0.1.0"
 
+# Public functions that live in heavier modules, imported on first use.
+_LAZY: dict[str, str] = {
+    "fuse": "bridgeattn.fusion",
+    "freeze_bn": "bridgeattn.freeze",
+    "convert_official_state_dict": "bridgeattn.convert",
+    "save_pretrained": "bridgeattn.hub",
+    "from_pretrained": "bridgeattn.hub",
+    "load_file": "bridgeattn.safe_load",
+}
+
 __all__ = [
     "BridgeAttention",
     "FusedBridgeAttention",
+    "UserError",
     "create_model",
     "list_models",
     "model_families",
     "__version__",
+    *_LAZY,
 ]
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with this project's models registered; unknown names raise ``ValueError``."""
+    """``timm.create_model`` with this project's models registered; unknown names raise ``UserError``."""
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[-1]}*")[:8] if name else []
+        stem = name.split("_")[-1] if name else ""
+        close = [n for n in list_models() if stem and stem in n][:8]
         hint = f"; similar: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown model {name!r} (see `bridgeattn models`){hint}")
+        raise UserError(f"unknown model {name!r} (see `bridgeattn models`){hint}")
     return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bridgeattn' has no attribute {name!r}")
