@@ -257,6 +257,7 @@ class BridgeAttention(nn.Module):
                 bias = bias + shift
             weight = torch.cat(parts, dim=1)
         fused = FusedBridgeAttention(self.in_channels, self.channels, self.hidden_channels, self.act, self.gate)
+        fused.to(device=weight.device, dtype=weight.dtype)
         fused.integration.weight.copy_(weight)
         fused.integration.bias.copy_(bias)
         fused.generation.weight.copy_(self.generation.weight)
