@@ -1,0 +1,15 @@
+"""Channel-attention baselines timm lacks, with timm's constructor vocabulary.
+
+Every module takes ``channels`` first (as ``timm.layers.create_attn`` passes it), maps ``(B, C, H, W)``
+to the same shape, and can be given to a timm block as ``attn_layer``.
+
+- :class:`FcaModule`: FcaNet multi-spectral channel attention (Qin et al., ICCV 2021).
+- :class:`CoordAttention`: Coordinate Attention (Hou et al., CVPR 2021); timm's ``CoordAttn`` with the paper's
+  defaults.
+- :class:`SrmModule`: SRM style-based recalibration (Lee et al., ICCV 2019).
+"""
+from .coord import CoordAttention
+from .fca import FCA_TOP_FREQUENCIES, FcaModule, dct_filters
+from .srm import SrmModule
+
+__all__ = ["CoordAttention", "FCA_TOP_FREQUENCIES", "FcaModule", "SrmModule", "dct_filters"]

@@ -1,0 +1,134 @@
+"""FcaNet multi-spectral channel attention.
+
+"FcaNet: Frequency Channel Attention Networks", Qin, Zhang, Wu, Li, ICCV 2021 (arXiv 2012.11879).
+
+SE squeezes each channel with global average pooling, which is the lowest (0, 0) coefficient of a 2-D DCT.
+FcaNet splits the ``C`` channels into ``n`` groups and squeezes group ``g`` with its own DCT basis function::
+
+    Freq_c = sum_{h,w} x_c[h, w] * B_{u_g}(h; H) * B_{v_g}(w; W)
+    B_u(t; T) = cos(pi * u * (t + 1/2) / T) / sqrt(T) * (sqrt(2) if u > 0 else 1)     (orthonormal DCT-II)
+    w = sigmoid(W_2 relu(W_1 Freq))                                                     (the SE excitation)
+
+``top16`` uses the 16 frequencies the paper found best, given on a 7x7 grid. For an ``H x W`` map they are
+scaled to ``(u * H // 7, v * W // 7)``, which reproduces the paper's 56/28/14/7 filters exactly and lets the
+module run on any feature-map size (filters are built lazily per size and cached). ``dct_size`` instead
+average-pools every input to a fixed size first, as the paper's detection models do.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import create_act_layer, make_divisible
+
+__all__ = ["FCA_TOP_FREQUENCIES", "FcaModule", "dct_filters"]
+
+# The paper's frequency ranking on a 7x7 grid (its Figure 4 / ablation), best first: (u on H, v on W).
+FCA_TOP_FREQUENCIES: tuple[tuple[int, int], ...] = tuple(zip(
+    (0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2, 4, 6, 3, 5, 5, 2, 6, 5, 5, 3, 3, 4, 2, 2, 6, 1),
+    (0, 1, 0, 5, 2, 0, 2, 0, 0, 6, 0, 4, 6, 3, 5, 2, 6, 3, 3, 3, 5, 1, 1, 2, 4, 2, 1, 1, 3, 0, 5, 3),
+))
+_GRID = 7
+
+
+def _frequencies(freq_select: str) -> list[tuple[int, int]]:
+    if not freq_select.startswith("top") or not freq_select[3:].isdigit():
+        raise ValueError(f"freq_select must be 'top1' .. 'top32', got {freq_select!r}")
+    n = int(freq_select[3:])
+    if not 1 <= n <= len(FCA_TOP_FREQUENCIES):
+        raise ValueError(f"freq_select must be 'top1' .. 'top32', got {freq_select!r}")
+    return list(FCA_TOP_FREQUENCIES[:n])
+
+
+def _dct_basis(freqs: torch.Tensor, size: int) -> torch.Tensor:
+    """Orthonormal DCT-II basis vectors: ``freqs`` ``(n,)`` -> ``(n, size)``."""
+    t = torch.arange(size, dtype=torch.float64, device=freqs.device)
+    basis = torch.cos(math.pi * freqs[:, None] * (t[None, :] + 0.5) / size) / math.sqrt(size)
+    return torch.where(freqs[:, None] > 0, basis * math.sqrt(2.0), basis)
+
+
+def dct_filters(
+    channels: int, height: int, width: int, frequencies: list[tuple[int, int]], grid: int = _GRID
+) -> torch.Tensor:
+    """The per-channel DCT filters ``(C, H, W)``.
+
+    Channel ``c`` belongs to group ``c * n // C`` (equal consecutive groups when ``n`` divides ``C``). The
+    ``grid``-based frequencies are scaled to the map size.
+    """
+    n = len(frequencies)
+    u = torch.tensor([f[0] * height // grid for f in frequencies], dtype=torch.float64)
+    v = torch.tensor([f[1] * width // grid for f in frequencies], dtype=torch.float64)
+    group = torch.arange(channels) * n // channels
+    per_group = _dct_basis(u, height)[:, :, None] * _dct_basis(v, width)[:, None, :]
+    return per_group[group].float()
+
+
+class FcaModule(nn.Module):
+    """FcaNet multi-spectral channel attention (Qin et al., ICCV 2021).
+
+    Args:
+        channels: input channels ``C``.
+        rd_ratio: hidden width of the excitation as a fraction of ``C`` (paper: 1/16).
+        rd_channels: explicit hidden width, overrides ``rd_ratio``.
+        rd_divisor: round the hidden width to a multiple of this (8 as timm's SE; 1 gives the paper's ``C // 16``
+            for power-of-two widths).
+        freq_select: ``"topN"``, the ``N`` best frequencies of the paper (``"top16"`` is its default).
+        dct_size: ``None`` to build filters for each input size, or a size to average-pool inputs to first.
+        bias: biases in the two excitation layers (the paper has none).
+        act_layer: activation of the hidden layer.
+        gate_layer: gate activation.
+
+    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        rd_ratio: float = 1 / 16,
+        rd_channels: int | None = None,
+        rd_divisor: int = 8,
+        freq_select: str = "top16",
+        dct_size: int | tuple[int, int] | None = None,
+        bias: bool = False,
+        act_layer: type[nn.Module] | str = nn.ReLU,
+        gate_layer: type[nn.Module] | str = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.channels = int(channels)
+        self.frequencies = _frequencies(freq_select)
+        self.dct_size = (dct_size, dct_size) if isinstance(dct_size, int) else dct_size
+        if not rd_channels:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+        dd = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Linear(channels, rd_channels, bias=bias, **dd)
+        self.act = create_act_layer(act_layer, inplace=True)
+        self.fc2 = nn.Linear(rd_channels, channels, bias=bias, **dd)
+        self.gate = create_act_layer(gate_layer)
+        # Filters depend only on (H, W): built on first use, never saved (they are not learned).
+        self._filters: dict[tuple, torch.Tensor] = {}
+
+    def filters(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(C, H, W)`` DCT filters for an ``H x W`` map (cached)."""
+        key = (height, width, device, dtype)
+        if key not in self._filters:
+            filt = dct_filters(self.channels, height, width, self.frequencies)
+            self._filters[key] = filt.to(device=device, dtype=dtype)
+        return self._filters[key]
+
+    def squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-spectral squeeze ``(B, C, H, W) -> (B, C)``."""
+        if self.dct_size is not None and tuple(x.shape[-2:]) != tuple(self.dct_size):
+            x = F.adaptive_avg_pool2d(x, self.dct_size)
+        filt = self.filters(x.shape[-2], x.shape[-1], x.device, x.dtype)
+        return torch.einsum("bchw,chw->bc", x, filt)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.gate(self.fc2(self.act(self.fc1(self.squeeze(x)))))
+        return x * w[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, frequencies={len(self.frequencies)}, dct_size={self.dct_size}"
