@@ -1,0 +1,86 @@
+"""``build_datasets(cfg)``: a dataset spec string -> (train, val, DataInfo)."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from . import synthetic
+from .config import DataConfig, DataInfo
+from .memory import TensorImageDataset
+from .stats import Stats, adapt_stats
+from .transforms import check_recipe, tensor_transform
+
+SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N")
+
+
+def _check_options(cfg: DataConfig) -> None:
+    check_recipe(cfg.recipe)
+    if cfg.img_size is not None and cfg.img_size < 8:
+        raise UserError(f"img_size must be at least 8 pixels, got {cfg.img_size}")
+    if cfg.in_chans not in (None, 1, 3):
+        raise UserError(f"in_chans must be 1 or 3 (or unset for the data set's own), got {cfg.in_chans}")
+    for name in ("train_subset", "val_subset"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be a positive number of samples, got {value}")
+
+
+def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch.Tensor],
+                    val: tuple[torch.Tensor, torch.Tensor], classes: list[str],
+                    stats: Stats) -> tuple[Dataset, Dataset, DataInfo]:
+    """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
+    native_size, native_chans = train[0].shape[-1], train[0].shape[1]
+    img_size, in_chans = cfg.img_size or native_size, cfg.in_chans or native_chans
+    mean, std = adapt_stats(stats, in_chans)
+    sets = [
+        TensorImageDataset(*split, classes, tensor_transform(cfg, is_train, native_size, img_size, in_chans, mean, std))
+        .head(subset)
+        for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset))
+    ]
+    info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
+                    class_names=list(classes), mean=mean, std=std, skipped=[])
+    return sets[0], sets[1], info
+
+
+def _positive_int(text: str, spec: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"dataset spec {spec!r}: {text!r} is not a positive number of samples (e.g. synthetic:512)")
+    return value
+
+
+def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, DataInfo]:
+    """Train and val datasets for ``cfg.spec``; items are ``(float (C, H, W) tensor, int label)``.
+
+    Specs: ``fashion-mnist`` (val = the 10k test set), ``folder:PATH`` (``PATH/train`` and ``PATH/val`` class
+    folders), ``cifar10:PATH`` / ``cifar100:PATH`` (python-pickle release under PATH), ``synthetic`` /
+    ``synthetic:N`` (N train samples, default 512, and N // 4 val samples). Unknown specs raise ``UserError``.
+    """
+    _check_options(cfg)
+    kind, sep, arg = cfg.spec.partition(":")
+    if kind == "synthetic":
+        n = _positive_int(arg, cfg.spec) if sep else 512
+        train, val = synthetic.make_synthetic(n)
+        return memory_datasets(cfg, "synthetic", train, val, synthetic.CLASSES, synthetic.STATS)
+    if kind == "fashion-mnist" and not sep:
+        from .fashion_mnist import load_fashion_mnist
+
+        train, val, classes = load_fashion_mnist(download=cfg.download)
+        from .stats import FASHION_MNIST
+
+        return memory_datasets(cfg, "fashion-mnist", train, val, classes, FASHION_MNIST)
+    if kind in ("cifar10", "cifar100") and arg:
+        from .cifar import load_cifar
+        from .stats import CIFAR10, CIFAR100
+
+        train, val, classes = load_cifar(kind, arg)
+        return memory_datasets(cfg, kind, train, val, classes, CIFAR10 if kind == "cifar10" else CIFAR100)
+    if kind == "folder" and arg:
+        from .folder import folder_datasets
+
+        return folder_datasets(cfg, arg)
+    raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")

@@ -1,0 +1,39 @@
+"""A data set held in memory as one uint8 tensor: Fashion-MNIST, CIFAR and the synthetic set."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import Transform
+
+
+class TensorImageDataset(Dataset):
+    """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``.
+
+    Decoded once, so an epoch costs only the tensor transforms (no image decoding, no PIL for the light recipe).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                 transform: Transform | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {tuple(images.shape)} "
+                             f"{images.dtype} and {tuple(labels.shape)}")
+        self.images = images
+        self.targets = labels.long()
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        img = self.images[index]
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+    def head(self, n: int | None) -> TensorImageDataset:
+        """The first ``n`` samples (all when ``n`` is None), sharing memory with this one."""
+        if n is None or n >= len(self):
+            return self
+        return TensorImageDataset(self.images[:n], self.targets[:n], self.classes, self.transform)

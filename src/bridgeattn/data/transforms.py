@@ -1,0 +1,103 @@
+"""Train/eval transforms for the three recipes, for in-memory uint8 tensors and for PIL images.
+
+``light``: small images; random crop with zero padding (img_size/8, 4 px at 28-32 px) and a horizontal flip.
+``imagenet``: timm's ``create_transform`` (RandomResizedCrop, RandAugment, color jitter, random erasing, bicubic;
+eval resize to img_size/crop_pct and center crop). ``none``: resize (folders: plus center crop) and normalise.
+Every pipeline ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from timm.data import create_transform
+from torchvision.transforms import InterpolationMode, v2
+
+from ..errors import UserError
+from .config import DataConfig
+
+RECIPES = ("light", "imagenet", "none")
+
+Transform = Callable[[object], torch.Tensor]
+
+
+class MatchChannels(nn.Module):
+    """uint8 ``(C, H, W)`` -> ``(in_chans, H, W)``: 1 -> 3 repeats the plane, 3 -> 1 takes the luma."""
+
+    def __init__(self, in_chans: int) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[-3] == self.in_chans:
+            return img
+        if img.shape[-3] == 1:
+            return img.expand(*img.shape[:-3], self.in_chans, *img.shape[-2:])
+        return v2.functional.rgb_to_grayscale(img, num_output_channels=self.in_chans)
+
+
+def crop_padding(img_size: int) -> int:
+    """Zero padding of the light recipe's random crop: an eighth of the side, 4 px at 28-32 px."""
+    return max(1, int(img_size / 8 + 0.5))
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    try:
+        return InterpolationMode(name)
+    except ValueError:
+        valid = ", ".join(m.value for m in InterpolationMode)
+        raise UserError(f"unknown interpolation {name!r}; use one of: {valid}") from None
+
+
+def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[nn.Module]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
+                    mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
+    """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel)."""
+    _interpolation(cfg.interpolation)
+    if train:
+        return create_transform(
+            (in_chans, img_size, img_size), is_training=True, auto_augment=cfg.auto_augment,
+            color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel", interpolation=cfg.interpolation,
+            mean=mean, std=std)
+    return create_transform((in_chans, img_size, img_size), is_training=False, interpolation=cfg.interpolation,
+                            crop_pct=cfg.crop_pct, mean=mean, std=std)
+
+
+def check_recipe(recipe: str) -> None:
+    if recipe not in RECIPES:
+        raise UserError(f"unknown data recipe {recipe!r}; use one of: {', '.join(RECIPES)}")
+
+
+def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
+                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
+    """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
+    check_recipe(cfg.recipe)
+    if cfg.recipe == "imagenet":
+        # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
+        to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
+        return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
+    steps: list[nn.Module] = []
+    if img_size != native_size:
+        steps.append(v2.Resize(img_size, interpolation=_interpolation(cfg.interpolation), antialias=True))
+    steps.append(MatchChannels(in_chans))
+    if train and cfg.recipe == "light":
+        steps += [v2.RandomCrop(img_size, padding=crop_padding(img_size)), v2.RandomHorizontalFlip()]
+    return v2.Compose(steps + _finish(mean, std))
+
+
+def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
+                  mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
+    """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
+    check_recipe(cfg.recipe)
+    if cfg.recipe == "imagenet":
+        return _timm_transform(cfg, train, img_size, in_chans, mean, std)
+    interpolation = _interpolation(cfg.interpolation)
+    steps: list[nn.Module] = [v2.Resize(img_size, interpolation=interpolation, antialias=True),
+                              v2.CenterCrop(img_size), v2.PILToTensor()]
+    if train and cfg.recipe == "light":
+        steps += [v2.RandomCrop(img_size, padding=crop_padding(img_size)), v2.RandomHorizontalFlip()]
+    return v2.Compose(steps + _finish(mean, std))
