@@ -1,0 +1,70 @@
+"""``bridgeattn export``: ONNX (checked with onnxruntime), TorchScript, safetensors or a hub-style folder."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..export import DEFAULT_OPSET, FORMATS
+
+    parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (optional with a save_pretrained folder)")
+    parser.add_argument("--checkpoint", help="weights: .safetensors, a training or reference checkpoint, or a "
+                        "folder written by save_pretrained (default: random init)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
+    parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
+    parser.add_argument("--img-size", type=int, help="example input side (default: the model's)")
+    parser.add_argument("--in-chans", type=int, help="input channels (default: the checkpoint's or the model's)")
+    parser.add_argument("--num-classes", type=int, help="classifier size (default: the checkpoint's or the model's)")
+    parser.add_argument("--fuse", action="store_true",
+                        help="fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)")
+    parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
+                        help="ONNX exporter (default: torch.export-based for opset >= 18)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |export - PyTorch| (fp32)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the numerical check")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow checkpoint pickles that may run code (trusted files only)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import copy
+
+    from ..errors import UserError
+    from ..export import build_export_model, export_model, resolve_input_size
+
+    if args.fuse and args.format in ("safetensors", "hub"):
+        raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
+    model = build_export_model(
+        args.model, args.checkpoint, in_chans=args.in_chans, num_classes=args.num_classes, unsafe=args.unsafe_load
+    )
+    input_size = resolve_input_size(model, args.img_size, args.in_chans)
+    reference = model
+    if args.fuse:
+        try:
+            from ..fusion import fuse
+        except ModuleNotFoundError as exc:
+            raise UserError(f"--fuse is unavailable in this installation ({exc})") from None
+        fused = copy.deepcopy(model)
+        model = (fuse(fused) or fused).eval()  # fuse may work in place
+    summary = export_model(
+        model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
+        verify=args.verify, atol=args.atol, reference=reference,
+    )
+    summary["fused"] = bool(args.fuse)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        line = f"wrote {summary['path']} ({args.format}"
+        line += f", opset {summary['opset']}" if "opset" in summary else ""
+        line += ", fused" if args.fuse else ""
+        line += ")"
+        if "max_abs_diff" in summary:
+            line += f"; max |export - PyTorch| = {summary['max_abs_diff']:.3g} (atol {args.atol:g})"
+        print(line)
+    if summary.get("ok") is False:
+        print(f"bridgeattn export: the exported model differs from PyTorch by more than {args.atol:g}")
+        return 1
+    return 0
