@@ -1,0 +1,119 @@
+"""Fashion-MNIST from local IDX files (the Debian package ``dataset-fashion-mnist``), decoded once into memory.
+
+Where the files come from, first match wins:
+1. ``$BRIDGEATTN_FASHION_MNIST_DIR`` (gz or raw IDX files, flat or in torchvision's ``FashionMNIST/raw`` layout);
+2. ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``);
+3. torchvision's download into the cache, when downloads are allowed.
+The gz files are decompressed once into a cache folder (``$BRIDGEATTN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bridgeattn``,
+else ``~/.cache/bridgeattn``) laid out as a torchvision root, and read by ``torchvision.datasets.FashionMNIST``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torchvision.datasets import FashionMNIST
+
+from ..errors import UserError
+
+ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+HOW_TO_GET = (
+    "install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
+    "/usr/share/datasets/fashion-mnist), "
+    f"or set {ENV_DIR} to a folder holding {', '.join(f + '.gz' for f in FILES)}, "
+    "or allow the download (torchvision fetches them into the cache)"
+)
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def cache_dir() -> Path:
+    """The project's cache folder (decoded data sets, downloads)."""
+    if os.environ.get("BRIDGEATTN_CACHE_DIR"):
+        return Path(os.environ["BRIDGEATTN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bridgeattn"
+
+
+def _find_files(folder: Path) -> dict[str, Path] | None:
+    """``{raw name: path}`` of the four IDX files (gz or raw) in ``folder`` or its torchvision subfolders."""
+    for candidate in (folder, folder / "FashionMNIST" / "raw", folder / "raw"):
+        found = {}
+        for name in FILES:
+            for path in (candidate / name, candidate / f"{name}.gz"):
+                if path.is_file():
+                    found[name] = path
+                    break
+        if len(found) == len(FILES):
+            return found
+    return None
+
+
+def _prepared_root(files: dict[str, Path]) -> Path:
+    """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``) in the cache, keyed by the source files."""
+    key = hashlib.sha1(
+        "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values()).encode()
+    ).hexdigest()[:16]
+    root = cache_dir() / "fashion-mnist" / key
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, src in files.items():
+        dst = raw / name
+        if dst.is_file():
+            continue
+        # Temp file + rename: concurrent processes (DDP ranks) never see a half-written file.
+        fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, (gzip.open(src) if src.suffix == ".gz" else open(src, "rb")) as inp:
+                shutil.copyfileobj(inp, out)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    return root
+
+
+def _read(root: Path, where: str) -> tuple[Split, Split, list[str]]:
+    try:
+        splits = [FashionMNIST(str(root), train=train, download=False) for train in (True, False)]
+    except (AssertionError, ValueError, TypeError, RuntimeError, OSError, EOFError) as err:
+        raise UserError(f"the Fashion-MNIST files in {where} cannot be read as IDX files ({err}); "
+                        f"{HOW_TO_GET}") from None
+    out = []
+    for ds in splits:
+        images, labels = ds.data, ds.targets
+        if images.ndim != 3 or len(images) != len(labels) or len(images) == 0:
+            raise UserError(f"the Fashion-MNIST files in {where} are inconsistent: {tuple(images.shape)} images, "
+                            f"{tuple(labels.shape)} labels")
+        out.append((images.unsqueeze(1).contiguous(), labels.long()))
+    return out[0], out[1], list(FashionMNIST.classes)
+
+
+def load_fashion_mnist(download: bool = True) -> tuple[Split, Split, list[str]]:
+    """``((train images (60000, 1, 28, 28) uint8, labels), (test images, labels), class names)``."""
+    env = os.environ.get(ENV_DIR)
+    if env:
+        files = _find_files(Path(env))
+        if files is None:
+            raise UserError(f"{ENV_DIR}={env} does not hold the Fashion-MNIST IDX files; {HOW_TO_GET}")
+        return _read(_prepared_root(files), env)
+    files = _find_files(SYSTEM_DIR)
+    if files is not None:
+        return _read(_prepared_root(files), str(SYSTEM_DIR))
+    download_root = cache_dir() / "fashion-mnist" / "download"
+    if _find_files(download_root) is None:
+        if not download:
+            raise UserError(f"Fashion-MNIST not found and downloads are off; {HOW_TO_GET}")
+        try:
+            FashionMNIST(str(download_root), train=True, download=True)
+            FashionMNIST(str(download_root), train=False, download=True)
+        except Exception as err:  # network errors come in many types; the advice is the same
+            raise UserError(f"Fashion-MNIST not found locally and the download failed ({err}); {HOW_TO_GET}") from None
+    return _read(download_root, str(download_root))

@@ -1,0 +1,156 @@
+"""Image folders in the ImageNet layout (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``).
+
+Every file is checked before training (see ``images.check_image`` for the cost): unreadable ones are left out and
+listed in ``DataInfo.skipped``, or stop the build at the first one with ``strict``. Layout mistakes (no ``train/`` or
+``val/``, an empty class folder, val classes that train lacks) are ``UserError``s raised before any training.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets import ImageFolder
+
+from ..errors import UserError
+from .config import DataConfig, DataInfo
+from .images import check_image, load_image
+from .stats import IMAGENET, adapt_stats
+from .transforms import pil_transform
+
+log = logging.getLogger(__name__)
+NATIVE_SIZE = 224
+_BATCH = 2048
+Sample = tuple[str, int]
+
+
+def _visible(names: list[str]) -> list[str]:
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def _class_files(class_dir: Path) -> list[str]:
+    """Every non-hidden file under ``class_dir`` (recursively, like ImageFolder), sorted."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = _visible(dirnames)
+        files += [os.path.join(dirpath, n) for n in _visible(filenames)]
+    return sorted(files)
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return _visible([e.name for e in os.scandir(split_dir) if e.is_dir()])
+
+
+def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
+    """``{path: reason}`` for the unreadable files; with ``strict``, a ``UserError`` at the first one (in order)."""
+    bad: dict[str, str] = {}
+    # Threads overlap the file reads; batches bound the number of pending futures on very large folders.
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        for start in range(0, len(paths), _BATCH):
+            batch = paths[start:start + _BATCH]
+            for path, reason in zip(batch, pool.map(check_image, batch)):
+                if reason is None:
+                    continue
+                if strict:
+                    raise UserError(f"unreadable image {path} ({reason}); remove it, or turn strict data checking "
+                                    "off to skip unreadable files")
+                bad[path] = reason
+    return bad
+
+
+def scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
+    """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons."""
+    names = _class_dirs(split_dir)
+    if not names:
+        raise UserError(f"{split_dir} holds no class folders; expected {split_dir}/<class name>/<image files>")
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise UserError(f"{split_dir} has classes that train/ lacks: {', '.join(unknown[:10])}"
+                        f"{' ...' if len(unknown) > 10 else ''}; every val class needs a train folder")
+    files = {name: _class_files(split_dir / name) for name in names}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise UserError(f"empty class folder(s) in {split_dir}: {', '.join(empty[:10])}; add images or remove them")
+    bad = _check_files([p for paths in files.values() for p in paths], strict)
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [(p, index[name]) for name, paths in files.items() for p in paths if p not in bad]
+    unreadable = [name for name, paths in files.items() if all(p in bad for p in paths)]
+    if unreadable:
+        raise UserError(f"no readable image in class folder(s) {', '.join(unreadable[:10])} of {split_dir}")
+    return samples, bad
+
+
+class CheckedImageFolder(ImageFolder):
+    """torchvision ``ImageFolder`` over an already checked sample list, with mode conversion on load.
+
+    A file that still fails to decode during training (changed on disk, or damaged in a way the header check
+    cannot see) is replaced by the next sample with a warning instead of ending the run; with ``strict`` it raises.
+    """
+
+    def __init__(self, root: Path, samples: list[Sample], classes: list[str], transform: Any,
+                 mode: str, strict: bool) -> None:
+        self._checked = (samples, classes)
+        self.strict = strict
+        super().__init__(str(root), transform=transform, loader=functools.partial(load_image, mode=mode))
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = self._checked[1]
+        return list(classes), {c: i for i, c in enumerate(classes)}
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: Any = None,
+                     is_valid_file: Any = None, allow_empty: bool = False) -> list[Sample]:
+        return list(self._checked[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                return super().__getitem__(i)
+            except Exception as err:
+                if self.strict:
+                    raise UserError(f"unreadable image {self.samples[i][0]} ({err})") from err
+                warnings.warn(f"skipping unreadable image {self.samples[i][0]} ({err})", stacklevel=2)
+        raise UserError(f"no readable image left in {self.root}")
+
+
+def _spread(ds: Dataset, n: int | None) -> Dataset:
+    """``n`` samples evenly spaced over ``ds`` (folders are sorted by class, so the first n would be one class)."""
+    if n is None or n >= len(ds):
+        return ds
+    return Subset(ds, torch.linspace(0, len(ds) - 1, n).round().long().tolist())
+
+
+def folder_datasets(cfg: DataConfig, path: str) -> tuple[Dataset, Dataset, DataInfo]:
+    """Train/val datasets from ``path/train`` and ``path/val`` (torchvision ImageFolder layout)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"folder:{path}: no such folder; expected {path}/train/<class>/... and {path}/val/<class>/...")
+    splits = {}
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(f"folder:{path}: missing {root / split}/; expected {path}/train/<class>/<images> and "
+                            f"{path}/val/<class>/<images>")
+        splits[split] = root / split
+    classes = _class_dirs(splits["train"])
+    img_size, in_chans = cfg.img_size or NATIVE_SIZE, cfg.in_chans or 3
+    mean, std = adapt_stats(IMAGENET, in_chans)
+    mode = "L" if in_chans == 1 else "RGB"
+    sets, skipped = [], {}
+    for split, is_train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
+        samples, bad = scan_split(splits[split], classes, cfg.strict)
+        skipped.update(bad)
+        transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)
+        sets.append(_spread(CheckedImageFolder(splits[split], samples, classes, transform, mode, cfg.strict), subset))
+    if skipped:
+        examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
+        log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
+                    " ..." if len(skipped) > 3 else "")
+    info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
+                    class_names=classes, mean=mean, std=std, skipped=sorted(skipped))
+    return sets[0], sets[1], info
