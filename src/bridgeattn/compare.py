@@ -193,7 +193,7 @@ def train_cell(
     """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary."""
     cell = _cell_dir(Path(cfg.output), name, seed)
     summary_path = cell / "summary.json"
-    recipe = _recipe({"spec": cfg.data, **cfg.train_options})
+    recipe = _recipe({"data": cfg.data, **cfg.train_options})
     if summary_path.is_file():
         done = json.loads(summary_path.read_text())
         if _jsonable(done.get("recipe")) != _jsonable(recipe):
@@ -206,7 +206,7 @@ def train_cell(
     run_dir = cell / "run"
     if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
         shutil.rmtree(run_dir)
-    options = {"spec": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
+    options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
                "progress": cfg.progress}
     if train_fn is None:
         from .engine import TrainConfig, train
@@ -235,7 +235,9 @@ def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     from .data import DataConfig, build_datasets
 
     keys = {f.name for f in dataclasses.fields(DataConfig)}
-    data_cfg = DataConfig(**{"spec": cfg.data, **{k: v for k, v in cfg.train_options.items() if k in keys}})
+    # TrainConfig spells two DataConfig fields differently.
+    options = {("strict" if k == "strict_data" else k): v for k, v in cfg.train_options.items()}
+    data_cfg = DataConfig(**{"spec": cfg.data, **{k: v for k, v in options.items() if k in keys}})
     _, _, info = build_datasets(data_cfg)
     return info.num_classes, info.in_chans, info.img_size
 
