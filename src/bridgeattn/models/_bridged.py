@@ -1,0 +1,102 @@
+"""Shared machinery for putting bridge gates into timm backbones built by timm's own builders.
+
+timm's builders (``EfficientNetBuilder``, ``ConvNeXtStage``, ``SwinTransformerStage``, ``RegNetStage``)
+instantiate their block classes by name. Rather than copy a builder to change one class name, a
+bridged model is built as its timm twin (same entrypoint, same ``features_only`` and ``in_chans``
+handling) and each target block is then *adopted* by a subclass: the instance's class becomes the
+subclass (which only overrides ``forward``) and the gate is added as ``block.ba``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.nn as nn
+from timm.models import get_pretrained_cfg, model_entrypoint
+
+from ..bridge import BridgeAttention
+
+__all__ = [
+    "BRIDGE_KEYS", "adopt", "blocks_of", "bridge", "channels_last_gate", "check_taps", "create_bridged",
+    "pop_bridge_args", "twin_cfg",
+]
+
+# Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
+BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
+
+T = TypeVar("T", bound=nn.Module)
+
+
+def adopt(block: nn.Module, cls: type[T]) -> T:
+    """Make an already built timm ``block`` an instance of its subclass ``cls`` (in place)."""
+    if not isinstance(block, cls.__mro__[1]):
+        raise TypeError(f"{cls.__name__} adopts {cls.__mro__[1].__name__} blocks, got {type(block).__name__}")
+    block.__class__ = cls
+    return block  # type: ignore[return-value]
+
+
+def pop_bridge_args(kwargs: dict[str, Any], version: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Remove the gate's settings from ``kwargs``; returns ``BridgeAttention`` keyword arguments."""
+    ba_args = dict(defaults, version=version)
+    for key in BRIDGE_KEYS:
+        if key in kwargs:
+            ba_args[key] = kwargs.pop(key)
+    return ba_args
+
+
+def check_taps(taps: Sequence[str], allowed: Sequence[str], model: str) -> tuple[str, ...]:
+    """Validate a ``ba_taps`` choice and return it in block order."""
+    taps = (taps,) if isinstance(taps, str) else tuple(taps)
+    unknown = [t for t in taps if t not in allowed]
+    if not taps or unknown:
+        raise ValueError(f"{model}: ba_taps must be a non-empty subset of {list(allowed)}, got {list(taps)}")
+    return tuple(t for t in allowed if t in taps)
+
+
+def bridge(in_channels: Sequence[int], channels: int, ba_args: dict[str, Any]) -> BridgeAttention:
+    return BridgeAttention(list(in_channels), channels, **ba_args)
+
+
+def create_bridged(
+    variant: str,
+    twin: str,
+    pretrained: bool,
+    convert: Callable[[nn.Module], int],
+    **kwargs: Any,
+) -> nn.Module:
+    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then ``convert`` its blocks in place.
+
+    ``convert(model)`` returns the number of blocks it bridged; zero means the twin changed shape and
+    is reported instead of silently returning the plain network.
+    """
+    if not kwargs.get("pretrained_cfg"):
+        kwargs["pretrained_cfg"] = get_pretrained_cfg(variant)
+    model = model_entrypoint(twin)(pretrained=pretrained, **kwargs)
+    if convert(model) == 0:
+        raise RuntimeError(f"{variant}: found no {twin} block to bridge")
+    return model
+
+
+def blocks_of(model: nn.Module, cls: type[nn.Module]) -> list[nn.Module]:
+    """Every module whose type is exactly ``cls`` (listed first: adoption changes the module tree)."""
+    return [m for m in model.modules() if type(m) is cls]
+
+
+def channels_last_gate(gate: torch.Tensor) -> torch.Tensor:
+    """``(B, C, 1, 1)`` gate -> ``(B, 1, 1, C)`` for NHWC feature maps."""
+    return gate.permute(0, 2, 3, 1)
+
+
+# Data-side fields of a twin's pretrained_cfg that a bridged model shares (no weights, so no URL/hub id).
+_CFG_KEYS = (
+    "input_size", "pool_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
+    "first_conv", "classifier", "fixed_input_size", "min_input_size",
+)
+
+
+def twin_cfg(twin: str, **overrides: Any) -> dict[str, Any]:
+    """A ``pretrained_cfg`` dict for a bridged model: the twin's preprocessing, no weights."""
+    base = get_pretrained_cfg(twin).to_dict()
+    cfg = {k: base[k] for k in _CFG_KEYS if base.get(k) is not None}
+    return {"url": "", "num_classes": 1000, "license": "apache-2.0", **cfg, **overrides}

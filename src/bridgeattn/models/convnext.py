@@ -1,0 +1,78 @@
+"""BA-ConvNeXt: timm's ConvNeXt with a bridge gate in every ConvNeXt block.
+
+A ConvNeXt block is ``x + gamma * fc2(act(fc1(LN(dwconv7x7(x)))))``. By the papers' principle (bridge the
+output of every transform inside the block, gate the last one before the residual add) the taps are:
+
+* ``"dw"``: the normalised depthwise output ``LN(dwconv(x))`` ``(B, H, W, C)``,
+* ``"hidden"``: the MLP hidden activation ``act(fc1(.))`` ``(B, H, W, 4C)``,
+* ``"out"``: the branch output ``gamma * fc2(.)`` ``(B, H, W, C)``, which the gate rescales.
+
+``ba_taps`` selects a subset (e.g. ``("dw", "out")`` drops the 4C-wide tap). See docs/placement.md.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models.convnext import ConvNeXtBlock
+
+from ._bridged import adopt, blocks_of, bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args, twin_cfg
+from .registry import register_family
+
+__all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext"]
+
+CONVNEXT_TAPS = ("dw", "hidden", "out")
+
+
+class BAConvNeXtBlock(ConvNeXtBlock):
+    """timm's ``ConvNeXtBlock`` (channels-last MLP) whose branch output is rescaled by a bridge gate."""
+
+    def init_bridge(self, ba_args: dict[str, Any], taps: Sequence[str] = CONVNEXT_TAPS) -> None:
+        if self.use_conv_mlp:
+            raise ValueError("bridge gates support ConvNeXt blocks with the channels-last MLP (conv_mlp=False)")
+        self.taps = check_taps(taps, CONVNEXT_TAPS, "ConvNeXt")
+        dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
+        widths = {"dw": dim, "hidden": hidden, "out": dim}
+        self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        dw = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+        mlp = self.mlp
+        hidden = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(dw))))
+        out = mlp.drop2(mlp.fc2(hidden))
+        if self.gamma is not None:
+            out = out * self.gamma
+        named = {"dw": dw, "hidden": hidden, "out": out}
+        gate = self.ba([named[t].mean((1, 2)) for t in self.taps])
+        out = (out * channels_last_gate(gate)).permute(0, 3, 1, 2)
+        return self.drop_path(out) + self.shortcut(shortcut)
+
+
+def bridge_convnext(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[str] = CONVNEXT_TAPS) -> int:
+    """Bridge every timm ``ConvNeXtBlock`` of ``model``; returns how many."""
+    blocks = blocks_of(model, ConvNeXtBlock)
+    for block in blocks:
+        adopt(block, BAConvNeXtBlock).init_bridge(ba_args, taps)
+    return len(blocks)
+
+
+def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    ba_args = pop_bridge_args(kwargs, version, {})
+    taps = kwargs.pop("ba_taps", CONVNEXT_TAPS)
+    return create_bridged(variant, twin, pretrained, lambda m: bridge_convnext(m, ba_args, taps), **kwargs)
+
+
+default_cfgs = generate_default_cfgs({"bav2_convnext_tiny": twin_cfg("convnext_tiny")})
+
+
+@register_model
+def bav2_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ConvNeXt-T with BAv2 gates over the depthwise, MLP-hidden and MLP-output taps (r = 16)."""
+    return _create("bav2_convnext_tiny", "convnext_tiny", "v2", pretrained, **kwargs)
+
+
+BRIDGE_CONVNEXTS = register_family("bridge-convnext", ["bav2_convnext_tiny"])

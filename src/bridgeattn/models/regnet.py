@@ -1,0 +1,81 @@
+"""BA-RegNetY: timm's RegNet with a bridge gate in every bottleneck block, replacing its SE.
+
+A RegNetY block is ``act(conv3(SE(conv2(conv1(x)))) + shortcut)``: a ResNeXt-style bottleneck (1x1,
+grouped 3x3, 1x1) with SE on the bottleneck width. Placements (``ba_placement``):
+
+* ``"output"`` (default, the BAv2 ResNet/ResNeXt placement): taps = the three conv outputs; the gate
+  rescales ``conv3``'s BatchNorm output before the residual add.
+* ``"se"``: taps = ``conv1`` and ``conv2`` outputs; the gate rescales the ``conv2`` output where SE was.
+
+The SE is removed in both. See docs/placement.md.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models.regnet import Bottleneck
+
+from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args, twin_cfg
+from .registry import register_family
+
+__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "bridge_regnet"]
+
+REGNET_PLACEMENTS = ("output", "se")
+
+
+class BARegNetBottleneck(Bottleneck):
+    """timm's RegNet ``Bottleneck`` with a bridge gate instead of SE."""
+
+    def init_bridge(self, ba_args: dict[str, Any], placement: str = "output") -> None:
+        if placement not in REGNET_PLACEMENTS:
+            raise ValueError(f"ba_placement must be one of {list(REGNET_PLACEMENTS)}, got {placement!r}")
+        mid, out = self.conv2.conv.out_channels, self.conv3.conv.out_channels
+        self.se = nn.Identity()
+        self.placement = placement
+        if placement == "output":
+            self.ba = bridge([mid, mid, out], out, ba_args)
+        else:
+            self.ba = bridge([mid, mid], mid, ba_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        y1 = self.conv1(x)
+        y2 = self.conv2(y1)
+        if self.placement == "se":
+            y2 = y2 * self.ba([y1.mean((2, 3)), y2.mean((2, 3))])
+            y3 = self.conv3(y2)
+        else:
+            y3 = self.conv3(y2)
+            y3 = y3 * self.ba([y1.mean((2, 3)), y2.mean((2, 3)), y3.mean((2, 3))])
+        if self.downsample is not None:
+            y3 = self.drop_path(y3) + self.downsample(shortcut)
+        return self.act3(y3)
+
+
+def bridge_regnet(model: nn.Module, ba_args: dict[str, Any], placement: str = "output") -> int:
+    """Bridge every timm RegNet ``Bottleneck`` of ``model``; returns how many."""
+    blocks = blocks_of(model, Bottleneck)
+    for block in blocks:
+        adopt(block, BARegNetBottleneck).init_bridge(ba_args, placement)
+    return len(blocks)
+
+
+def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    ba_args = pop_bridge_args(kwargs, version, {})
+    placement = kwargs.pop("ba_placement", "output")
+    return create_bridged(variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), **kwargs)
+
+
+default_cfgs = generate_default_cfgs({"bav2_regnety_040": twin_cfg("regnety_040")})
+
+
+@register_model
+def bav2_regnety_040(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """RegNetY-4.0GF with BAv2 gates (taps: the three conv outputs; r = 16) instead of SE."""
+    return _create("bav2_regnety_040", "regnety_040", "v2", pretrained, **kwargs)
+
+
+BRIDGE_REGNETS = register_family("bridge-regnet", ["bav2_regnety_040"])

@@ -1,0 +1,81 @@
+"""BA-Swin: timm's Swin Transformer with a bridge gate in every Swin block.
+
+A Swin block is ``x = x + attn(LN(x)); x = x + fc2(act(fc1(LN(x))))``. By the papers' principle the
+taps are the outputs of its transforms, squeezed by a mean over tokens:
+
+* ``"attn"``: the (shifted-)window attention output ``(B, H, W, C)``,
+* ``"hidden"``: the MLP hidden activation ``(B, N, 4C)``,
+* ``"out"``: the MLP output ``(B, N, C)``, which the gate rescales before the block's last residual add.
+
+``ba_taps`` selects a subset. See docs/placement.md.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models.swin_transformer import SwinTransformerBlock
+
+from ._bridged import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args, twin_cfg
+from .registry import register_family
+
+__all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "bridge_swin"]
+
+SWIN_TAPS = ("attn", "hidden", "out")
+
+
+class BASwinTransformerBlock(SwinTransformerBlock):
+    """timm's ``SwinTransformerBlock`` whose MLP output is rescaled by a bridge gate (token-mean taps)."""
+
+    def init_bridge(self, ba_args: dict[str, Any], taps: Sequence[str] = SWIN_TAPS) -> None:
+        self.taps = check_taps(taps, SWIN_TAPS, "Swin")
+        dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
+        widths = {"attn": dim, "hidden": hidden, "out": dim}
+        self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)`` -> ``(B, H, W, C)``."""
+        B, H, W, C = x.shape
+        attn = self._attn(self.norm1(x))
+        x = (x + self.drop_path1(attn)).reshape(B, -1, C)
+        mlp = self.mlp
+        hidden = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(self.norm2(x)))))  # (B, N, 4C)
+        out = mlp.drop2(mlp.fc2(hidden))  # (B, N, C)
+        named = {"attn": attn.mean((1, 2)), "hidden": hidden.mean(1), "out": out.mean(1)}
+        gate = self.ba([named[t] for t in self.taps]).flatten(1)  # (B, C)
+        x = x + self.drop_path2(out * gate[:, None, :])
+        return x.reshape(B, H, W, C)
+
+
+def bridge_swin(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[str] = SWIN_TAPS) -> int:
+    """Bridge every timm ``SwinTransformerBlock`` of ``model``; returns how many."""
+    blocks = blocks_of(model, SwinTransformerBlock)
+    for block in blocks:
+        adopt(block, BASwinTransformerBlock).init_bridge(ba_args, taps)
+    return len(blocks)
+
+
+def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    ba_args = pop_bridge_args(kwargs, version, {})
+    taps = kwargs.pop("ba_taps", SWIN_TAPS)
+    return create_bridged(variant, twin, pretrained, lambda m: bridge_swin(m, ba_args, taps), **kwargs)
+
+
+default_cfgs = generate_default_cfgs(
+    {"bav2_swin_tiny_patch4_window7_224": twin_cfg("swin_tiny_patch4_window7_224")}
+)
+
+
+@register_model
+def bav2_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Swin-T (patch 4, window 7, 224 px) with BAv2 gates over attention, MLP-hidden and MLP-output taps.
+
+    For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.
+    """
+    return _create("bav2_swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", "v2", pretrained, **kwargs)
+
+
+BRIDGE_SWINS = register_family("bridge-swin", ["bav2_swin_tiny_patch4_window7_224"])
