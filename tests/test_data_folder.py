@@ -180,3 +180,10 @@ def test_file_broken_after_the_check_is_replaced_with_a_warning(image_root: Path
     strict.strict = True
     with pytest.raises(UserError, match="unreadable image"):
         strict[0]
+
+
+def test_folder_dataset_pickles_for_loader_workers(image_root: Path) -> None:
+    import pickle
+
+    train, _, _ = build_datasets(DataConfig(f"folder:{image_root}", img_size=16, recipe="none"))
+    assert torch.equal(pickle.loads(pickle.dumps(train))[2][0], train[2][0])

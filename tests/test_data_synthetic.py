@@ -76,3 +76,27 @@ def test_bad_options_are_user_errors(field: str, value: object) -> None:
     with pytest.raises(UserError):
         build_datasets(DataConfig("synthetic:20", **{field: value}))
     assert "synthetic" in SPECS
+
+
+def test_light_crop_is_a_window_of_the_zero_padded_image_maybe_flipped() -> None:
+    train, val, info = build_datasets(DataConfig("synthetic:10"))
+    raw = train.images[0]
+    padded = torch.nn.functional.pad(raw, (4, 4, 4, 4)).float()
+    mean, std = torch.tensor(info.mean).view(-1, 1, 1), torch.tensor(info.std).view(-1, 1, 1)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        pixels = ((train[0][0] * std + mean) * 255).round()
+        windows = [padded[:, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        assert any(torch.equal(pixels, w) or torch.equal(pixels, w.flip(-1)) for w in windows)
+    assert torch.allclose((val[0][0] * std + mean) * 255, val.images[0].float(), atol=1e-3)
+
+
+def test_datasets_pickle_for_loader_workers() -> None:
+    import pickle
+
+    train, _, _ = build_datasets(DataConfig("synthetic:10"))
+    clone = pickle.loads(pickle.dumps(train))
+    torch.manual_seed(0)
+    a = train[3][0]
+    torch.manual_seed(0)
+    assert torch.equal(a, clone[3][0])
