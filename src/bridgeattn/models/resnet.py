@@ -20,8 +20,10 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..bridge import BridgeAttention
+from ..ops import gated_residual, spatial_mean
 from ._validate import check_image_batch
 from .registry import register_family
 
@@ -51,16 +53,35 @@ SMALL_RD_MIN_CHANNELS = 8
 
 
 class _BridgeGateMixin:
-    """Builds the ``ba`` module of a block from its tap widths."""
+    """Builds the ``ba`` module of a block from its tap widths and merges the gated output."""
 
     def _init_bridge(self, taps: list[int], channels: int, ba_args: dict[str, Any]) -> None:
         self.ba = BridgeAttention(taps, channels, **ba_args)
 
-    def _merge(self, x: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        """``x * gate + shortcut`` in one pass when no drop-path is active."""
+    def _merge(
+        self,
+        y: torch.Tensor,
+        shortcut: torch.Tensor,
+        taps: list[torch.Tensor],
+        pooled: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
+
+        ``pooled`` is ``mean(y)`` when the caller knows it without reading ``y``.
+        """
         if self.drop_path is not None and self.training:
-            return self.drop_path(x * gate) + shortcut
-        return torch.addcmul(shortcut, x, gate)
+            gate = self.ba([*taps, spatial_mean(y) if pooled is None else pooled])
+            return self.drop_path(y * gate) + shortcut
+        return gated_residual(y, shortcut, lambda last: self.ba([*taps, last]), pooled)
+
+
+def _pools_through(conv: nn.Module, norm: nn.Module) -> bool:
+    """Whether ``mean_hw(norm(conv(y))) == norm(conv(mean_hw(y)))``: a 1x1 stride-1 conv and a fixed affine norm."""
+    if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0):
+        return False
+    if type(norm) is nn.BatchNorm2d:
+        return not norm.training and norm.running_mean is not None
+    return type(norm) is FrozenBatchNorm2d
 
 
 class BABasicBlock(_BridgeGateMixin, BasicBlock):
@@ -75,8 +96,7 @@ class BABasicBlock(_BridgeGateMixin, BasicBlock):
         shortcut = x if self.downsample is None else self.downsample(x)
         y1 = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
         y2 = self.bn2(self.conv2(y1))
-        gate = self.ba([y1.mean((2, 3)), y2.mean((2, 3))])
-        return self.act2(self._merge(y2, gate, shortcut))
+        return self.act2(self._merge(y2, shortcut, [spatial_mean(y1)]))
 
 
 class BABottleneck(_BridgeGateMixin, Bottleneck):
@@ -96,8 +116,11 @@ class BABottleneck(_BridgeGateMixin, Bottleneck):
         y1 = self.act1(self.bn1(self.conv1(x)))
         y2 = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(y1)))))
         y3 = self.bn3(self.conv3(y2))
-        gate = self.ba([y1.mean((2, 3)), y2.mean((2, 3)), y3.mean((2, 3))])
-        return self.act3(self._merge(y3, gate, shortcut))
+        s2 = spatial_mean(y2)
+        # With fixed BatchNorm statistics (eval, frozen) the last tap follows from the second through the
+        # 1x1 conv: one pass over the widest map saved.
+        s3 = self.bn3(self.conv3(s2[:, :, None, None])).flatten(1) if _pools_through(self.conv3, self.bn3) else None
+        return self.act3(self._merge(y3, shortcut, [spatial_mean(y1), s2], s3))
 
 
 class BridgeResNet(ResNet):
