@@ -19,7 +19,16 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXtBlock
 
-from ._bridged import adopt, blocks_of, bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args, twin_cfg
+from ._bridged import (
+    adopt,
+    blocks_of,
+    bridge,
+    channels_last_gate,
+    check_taps,
+    create_bridged,
+    pop_bridge_args,
+    twin_cfg,
+)
 from .registry import register_family
 
 __all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext"]

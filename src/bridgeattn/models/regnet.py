@@ -7,7 +7,8 @@ grouped 3x3, 1x1) with SE on the bottleneck width. Placements (``ba_placement``)
   rescales ``conv3``'s BatchNorm output before the residual add.
 * ``"se"``: taps = ``conv1`` and ``conv2`` outputs; the gate rescales the ``conv2`` output where SE was.
 
-The SE is removed in both. See docs/placement.md.
+The SE is removed in both. As in the BA references the last BatchNorm of a block is not zero-initialised
+(``zero_init_last=False``; timm's RegNet default is True). See docs/placement.md.
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def bridge_regnet(model: nn.Module, ba_args: dict[str, Any], placement: str = "o
 def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     ba_args = pop_bridge_args(kwargs, version, {})
     placement = kwargs.pop("ba_placement", "output")
+    # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
+    # gradient at the start; the BA references never zero-init (SPEC section 2).
+    kwargs.setdefault("zero_init_last", False)
     return create_bridged(variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), **kwargs)
 
 
