@@ -71,7 +71,10 @@ def test_bad_specs_are_user_errors_listing_valid_ones(spec: str) -> None:
     assert "synthetic" in str(err.value)
 
 
-@pytest.mark.parametrize("field,value", [("recipe", "heavy"), ("in_chans", 4), ("img_size", 2), ("train_subset", 0)])
+@pytest.mark.parametrize("field,value", [
+    ("recipe", "heavy"), ("in_chans", 4), ("img_size", 2), ("train_subset", 0), ("interpolation", "cubic"),
+    ("interpolation", "random"), ("crop_pct", 1.5), ("reprob", -0.1),
+])
 def test_bad_options_are_user_errors(field: str, value: object) -> None:
     with pytest.raises(UserError):
         build_datasets(DataConfig("synthetic:20", **{field: value}))

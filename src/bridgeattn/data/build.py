@@ -9,13 +9,13 @@ from . import synthetic
 from .config import DataConfig, DataInfo
 from .memory import TensorImageDataset
 from .stats import Stats, adapt_stats
-from .transforms import check_recipe, tensor_transform
+from .transforms import check_transform_options, tensor_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N")
 
 
 def _check_options(cfg: DataConfig) -> None:
-    check_recipe(cfg.recipe)
+    check_transform_options(cfg)
     if cfg.img_size is not None and cfg.img_size < 8:
         raise UserError(f"img_size must be at least 8 pixels, got {cfg.img_size}")
     if cfg.in_chans not in (None, 1, 3):

@@ -88,19 +88,31 @@ def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[nn.Module]:
 def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel)."""
-    _interpolation(cfg.interpolation)
     if train:
         return create_transform(
             (in_chans, img_size, img_size), is_training=True, auto_augment=cfg.auto_augment,
             color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel", interpolation=cfg.interpolation,
             mean=mean, std=std)
-    return create_transform((in_chans, img_size, img_size), is_training=False, interpolation=cfg.interpolation,
+    # timm's "random" interpolation is a training augmentation; evaluation resizes bicubic.
+    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
+    return create_transform((in_chans, img_size, img_size), is_training=False, interpolation=interpolation,
                             crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
 def check_recipe(recipe: str) -> None:
     if recipe not in RECIPES:
         raise UserError(f"unknown data recipe {recipe!r}; use one of: {', '.join(RECIPES)}")
+
+
+def check_transform_options(cfg: DataConfig) -> None:
+    """``UserError`` for options no recipe can use; timm's ``random`` interpolation only with the imagenet recipe."""
+    check_recipe(cfg.recipe)
+    if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
+        _interpolation(cfg.interpolation)
+    if not 0 < cfg.crop_pct <= 1:
+        raise UserError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    if not 0 <= cfg.reprob <= 1:
+        raise UserError(f"reprob (random erasing probability) must be in [0, 1], got {cfg.reprob}")
 
 
 def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
