@@ -188,3 +188,16 @@ def test_mobilenetv3_gate_is_hard_sigmoid_before_activation() -> None:
     assert not block.pre_act and isinstance(block.ba.act, nn.SiLU)
     # A training batch of one sample works (the gate's BatchNorm1d falls back to running statistics).
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["bav2_mobilenetv3_small_100", "bav1_efficientnet_b0", "bav2_regnety_040"])
+def test_small_input_stem_doubles_the_feature_maps(name: str) -> None:
+    plain = bridgeattn.create_model(name, features_only=True, in_chans=1)
+    small = bridgeattn.create_model(name, features_only=True, in_chans=1, small_input=True)
+    assert small.feature_info.reduction() == [r // 2 for r in plain.feature_info.reduction()] == [1, 2, 4, 8, 16]
+    x = torch.randn(2, 1, 28, 28)  # Fashion-MNIST size
+    assert [f.shape[-1] for f in small(x)] == [28, 14, 7, 4, 2]
+    model = bridgeattn.create_model(name, num_classes=10, in_chans=1, small_input=True)
+    assert model(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="small_input"):
+        bridgeattn.create_model("bav2_convnext_tiny", small_input=True)

@@ -63,19 +63,40 @@ def create_bridged(
     twin: str,
     pretrained: bool,
     convert: Callable[[nn.Module], int],
+    stem: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then ``convert`` its blocks in place.
 
     ``convert(model)`` returns the number of blocks it bridged; zero means the twin changed shape and
-    is reported instead of silently returning the plain network.
+    is reported instead of silently returning the plain network. ``stem`` names the stride-2 stem conv
+    that ``small_input=True`` turns into stride 1 (families without one reject ``small_input``).
     """
+    small_input = bool(kwargs.pop("small_input", False))
+    if small_input and stem is None:
+        raise ValueError(
+            f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the MobileNetV3, "
+            "EfficientNet and RegNet models (Swin takes img_size)"
+        )
     if not kwargs.get("pretrained_cfg"):
         kwargs["pretrained_cfg"] = get_pretrained_cfg(variant)
     model = model_entrypoint(twin)(pretrained=pretrained, **kwargs)
     if convert(model) == 0:
         raise RuntimeError(f"{variant}: found no {twin} block to bridge")
+    if small_input:
+        _stride_one_stem(model, stem)
     return model
+
+
+def _stride_one_stem(model: nn.Module, stem: str) -> None:
+    """Stride-1 stem for 28-64 px images: every feature map becomes twice as large."""
+    conv = model.get_submodule(stem)
+    if not isinstance(conv, nn.Conv2d) or conv.stride != (2, 2) or conv.kernel_size != (3, 3):
+        raise RuntimeError(f"expected a 3x3 stride-2 stem conv at {stem!r}, got {conv}")
+    conv.stride = (1, 1)  # 3x3 with padding 1 keeps the size at stride 1
+    info = getattr(model, "feature_info", None)
+    for entry in getattr(info, "info", info) or []:
+        entry["reduction"] = max(1, entry["reduction"] // 2)
 
 
 def blocks_of(model: nn.Module, cls: type[nn.Module]) -> list[nn.Module]:

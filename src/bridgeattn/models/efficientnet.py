@@ -98,12 +98,13 @@ def create_mbconv_variant(
     Keyword arguments ``ba_placement`` (``"se"``/``"output"``), ``ba_pre_act`` and the gate settings
     (``rd_ratio``, ``act_layer``, ``gate_layer``, ``selection``, ...) configure the gates; all others
     go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ``drop_path_rate``, ...).
+    ``small_input=True`` makes the stem conv stride 1 (for 28-64 px images).
     """
     ba_args = pop_bridge_args(kwargs, version, gate_defaults)
     placement = kwargs.pop("ba_placement", "se")
     pre_act = kwargs.pop("ba_pre_act", pre_act if placement == "se" else False)
     return create_bridged(
-        variant, twin, pretrained, lambda m: bridge_mbconv(m, ba_args, placement, pre_act), **kwargs
+        variant, twin, pretrained, lambda m: bridge_mbconv(m, ba_args, placement, pre_act), stem="conv_stem", **kwargs
     )
 
 

@@ -8,7 +8,8 @@ grouped 3x3, 1x1) with SE on the bottleneck width. Placements (``ba_placement``)
 * ``"se"``: taps = ``conv1`` and ``conv2`` outputs; the gate rescales the ``conv2`` output where SE was.
 
 The SE is removed in both. As in the BA references the last BatchNorm of a block is not zero-initialised
-(``zero_init_last=False``; timm's RegNet default is True). See docs/placement.md.
+(``zero_init_last=False``; timm's RegNet default is True). ``small_input=True`` makes the stem conv
+stride 1 for 28-64 px images. See docs/placement.md.
 """
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: A
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
     # gradient at the start; the BA references never zero-init (SPEC section 2).
     kwargs.setdefault("zero_init_last", False)
-    return create_bridged(variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), **kwargs)
+    return create_bridged(
+        variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), stem="stem.conv", **kwargs
+    )
 
 
 default_cfgs = generate_default_cfgs({"bav2_regnety_040": twin_cfg("regnety_040")})
