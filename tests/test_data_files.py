@@ -65,6 +65,16 @@ def test_fashion_mnist_raw_torchvision_layout_and_resizing(monkeypatch: pytest.M
     assert len(train) == 7 and len(val) == 10
     assert train[0][0].shape == val[0][0].shape == (3, 32, 32)
     assert (info.in_chans, info.img_size, info.mean) == (3, 32, (0.2860,) * 3)
+    assert not (tmp_path / "cache").exists()  # a torchvision root is read in place
+
+
+def test_fashion_mnist_unwritable_cache_is_a_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _write_fashion(tmp_path / "fm")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(fm.ENV_DIR, str(tmp_path / "fm"))
+    monkeypatch.setenv("BRIDGEATTN_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with pytest.raises(UserError, match="BRIDGEATTN_CACHE_DIR"):
+        build_datasets(DataConfig("fashion-mnist"))
 
 
 def test_fashion_mnist_missing_files_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -83,6 +93,10 @@ def test_fashion_mnist_corrupt_files_are_user_errors(monkeypatch: pytest.MonkeyP
     (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x07junk"))
     monkeypatch.setenv(fm.ENV_DIR, str(tmp_path / "fm"))
     with pytest.raises(UserError, match="cannot be read as IDX"):
+        build_datasets(DataConfig("fashion-mnist"))
+    gz = (tmp_path / "fm" / "t10k-images-idx3-ubyte.gz")
+    gz.write_bytes(gz.read_bytes()[:100])  # a truncated download
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz is damaged"):
         build_datasets(DataConfig("fashion-mnist"))
 
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -56,7 +57,21 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 
 
 def _prepared_root(files: dict[str, Path]) -> Path:
-    """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``) in the cache, keyed by the source files."""
+    """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
+    else a folder in the cache keyed by the source files."""
+    raw_dirs = {p.parent for p in files.values()}
+    if len(raw_dirs) == 1 and not any(p.suffix == ".gz" for p in files.values()):
+        raw_dir = raw_dirs.pop()
+        if raw_dir.name == "raw" and raw_dir.parent.name == "FashionMNIST":
+            return raw_dir.parent.parent
+    try:
+        return _decompress(files)
+    except OSError as err:
+        raise UserError(f"cannot prepare Fashion-MNIST in the cache {cache_dir()} ({err}); set BRIDGEATTN_CACHE_DIR "
+                        "to a writable folder") from None
+
+
+def _decompress(files: dict[str, Path]) -> Path:
     key = hashlib.sha1(
         "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values()).encode()
     ).hexdigest()[:16]
@@ -74,6 +89,9 @@ def _prepared_root(files: dict[str, Path]) -> Path:
                 shutil.copyfileobj(inp, out)
             os.chmod(tmp, 0o644)
             os.replace(tmp, dst)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            os.unlink(tmp)
+            raise UserError(f"{src} is damaged ({err}); {HOW_TO_GET}") from None
         except BaseException:
             os.unlink(tmp)
             raise
