@@ -103,3 +103,12 @@ def test_datasets_pickle_for_loader_workers() -> None:
     a = train[3][0]
     torch.manual_seed(0)
     assert torch.equal(a, clone[3][0])
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_imagenet_recipe_on_in_memory_data(in_chans: int) -> None:
+    cfg = DataConfig("synthetic:20", recipe="imagenet", img_size=24, in_chans=in_chans,
+                     auto_augment="rand-m9-mstd0.5-inc1", reprob=0.25)
+    train, val, _ = build_datasets(cfg)
+    assert train[0][0].shape == val[0][0].shape == (in_chans, 24, 24)
+    assert torch.isfinite(train[0][0]).all()
