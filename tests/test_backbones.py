@@ -201,3 +201,19 @@ def test_small_input_stem_doubles_the_feature_maps(name: str) -> None:
     assert model(x).shape == (2, 10)
     with pytest.raises(ValueError, match="small_input"):
         bridgeattn.create_model("bav2_convnext_tiny", small_input=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("bav2_mobilenetv3_small_100", {"ba_placement": "output"}),
+        ("bav1_efficientnet_b0", {"ba_placement": "output", "drop_path_rate": 0.1}),
+        ("bav2_regnety_040", {"ba_placement": "se"}),
+        ("bav2_swin_tiny_patch4_window7_224", {"img_size": 32, "window_size": 4, "ba_taps": ("attn", "out")}),
+    ],
+)
+def test_alternative_placements_train(name: str, kwargs: dict) -> None:
+    model = bridgeattn.create_model(name, num_classes=10, **kwargs).train()
+    model(torch.randn(2, 3, 32, 32)).logsumexp(1).sum().backward()
+    gates = _gates(model)
+    assert gates and all(g.generation.weight.grad.abs().sum() > 0 for g in gates)
