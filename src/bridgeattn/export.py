@@ -143,10 +143,13 @@ def export_onnx(
             )
             program.save(str(path))
         else:
-            torch.onnx.export(
-                model, example, str(path), dynamo=False, opset_version=opset,
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names,
-            )
+            # Without autograd the blocks merge in place (addcmul with out=), which the TorchScript-based
+            # exporter cannot express; with it enabled they take their out-of-place path (same values).
+            with torch.enable_grad():
+                torch.onnx.export(
+                    model, example, str(path), dynamo=False, opset_version=opset,
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names,
+                )
     proto = onnx.load(str(path), load_external_data=False)
     written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
     return {"path": str(path), "opset": int(written), "exporter": exporter}
