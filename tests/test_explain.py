@@ -12,6 +12,8 @@ from PIL import Image
 import bridgeattn
 from bridgeattn.explain import block_gradcam, explain, gate_statistics, load_model
 
+pytest.importorskip("pytorch_grad_cam", reason="the explain extra (grad-cam) is not installed")
+
 
 @pytest.fixture
 def images(tmp_path: Path) -> list[Path]:

@@ -38,6 +38,13 @@ TITLE_INCHES = 0.35
 DPI = 100
 
 
+def _require_gradcam() -> None:
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except ImportError:
+        raise UserError("Grad-CAM needs pytorch-grad-cam: pip install 'bridgeattn[explain]' (grad-cam)") from None
+
+
 # ------------------------------------------------------------------------------------------------ the taps
 class _BlockInput(nn.Identity):
     """Passes the block's input through, so Grad-CAM can hook it like any layer output."""
@@ -74,6 +81,7 @@ def block_gradcam(
     Returns ``({label: cams (B, H, W) in [0, 1]}, explained classes)``; the class is the prediction
     unless ``target_class`` is given. Each tap gets its own Grad-CAM (they are not averaged).
     """
+    _require_gradcam()
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -380,6 +388,7 @@ def explain(
 
     Returns the ``explain.json`` content (written too).
     """
+    _require_gradcam()
     output = Path(output)
     (output / "gradcam").mkdir(parents=True, exist_ok=True)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
