@@ -445,5 +445,8 @@ def write_report(results: dict[str, Any], output: Path) -> None:
         "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
         f"({results.get('environment', {}).get('threads', '?')} threads).\n\n"
     )
+    budget = results["config"].get("train_options") or {}
+    if budget:
+        header += "Budget (identical for every cell): " + ", ".join(f"{k}={v}" for k, v in budget.items()) + ".\n\n"
     (output / "results.md").write_text(header + markdown_table(rows))
     plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}: top-1 vs params (area = MACs)")
