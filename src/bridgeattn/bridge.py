@@ -219,7 +219,7 @@ class BridgeAttention(nn.Module):
             # sum_i a_i W_i s_i == [a_1 W_1 | ... | a_n W_n] cat(s): one matmul instead of n, same math.
             a = self.selection.weight[0]
             weight = torch.cat([a[i] * fc.weight for i, fc in enumerate(self.integration)], dim=1)
-            u = F.linear(torch.cat(squeezed, dim=1), weight) + self.selection.bias
+            u = F.linear(torch.cat(squeezed, dim=1), weight, self.selection.bias.expand(self.hidden_channels))
         else:
             z = torch.stack([fc(s) for fc, s in zip(self.integration, squeezed)], dim=-1)
             u = self.selection(z)

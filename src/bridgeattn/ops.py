@@ -13,8 +13,8 @@ the MLP's whole arithmetic. PyTorch's generic autograd formulas spend more passe
   in a single ``addcmul``.
 
 The math is unchanged: forward values equal ``shortcut + y * gate_fn(mean(y))`` and gradients equal
-autograd's (up to float rounding). Under ``torch.compile`` the plain formula is used, which the
-compiler fuses by itself.
+autograd's (up to float rounding). Under ``torch.compile``, ``torch.export`` and tracing the plain
+formula is used, which compilers fuse by themselves.
 """
 from __future__ import annotations
 
@@ -109,13 +109,13 @@ def gated_residual(
     their shortcut in place.
     """
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
-    if torch.compiler.is_compiling() or torch.jit.is_scripting():
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        # Compilers fuse the plain formula themselves; exporters need it out of place.
         return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y) if pooled is None else pooled))
     if not needs_grad:
         gate = gate_fn(spatial_mean(y) if pooled is None else pooled)
         # In place, like timm's ``x += shortcut``: a fresh output map costs more than the arithmetic.
-        return torch.addcmul(shortcut, y, gate, out=y) if y.shape == torch.broadcast_shapes(y.shape, shortcut.shape) \
-            else torch.addcmul(shortcut, y, gate)
+        return torch.addcmul(shortcut, y, gate, out=y if shortcut.shape == y.shape else None)
     link = _Link() if pooled is None and y.requires_grad else None
     if pooled is None:
         pooled = _LinkedPool.apply(y, link) if link is not None else spatial_mean(y)

@@ -1,0 +1,232 @@
+"""Interleaved throughput benchmark: several models, one run, medians and ratios.
+
+Like timm's ``benchmark.py``, but the models take turns: each repeat times every model once, in
+round-robin order, so a busy or throttled machine slows all of them alike and the ratios stay fair.
+A train step is forward, cross-entropy, backward and an SGD step; inference is a ``no_grad`` forward.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import UserError
+
+__all__ = ["benchmark", "format_table", "machine_info"]
+
+ModelSpec = str | Callable[[], nn.Module]
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where the numbers come from: device name, threads, library versions."""
+    import timm
+
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(spec: ModelSpec) -> nn.Module:
+    if callable(spec):
+        return spec()
+    from . import create_model
+
+    return create_model(spec)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One model prepared for timing: moved, converted, optionally fused and compiled."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        batch_size: int,
+        img_size: int,
+        device: torch.device,
+        train: bool,
+        channels_last: bool,
+        compile: bool,
+        amp: bool,
+        fuse: bool,
+    ) -> None:
+        self.device, self.train, self.batch_size = device, train, batch_size
+        model = model.to(device).train(train)
+        if fuse:
+            from .fusion import fuse as fuse_model
+
+            model = fuse_model(model)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        in_chans = int(getattr(model, "in_chans", 3))
+        num_classes = int(getattr(model, "num_classes", 1000)) or 1
+        self.params = sum(p.numel() for p in model.parameters())
+        self.model = model
+        self.step_model = torch.compile(model, dynamic=False) if compile else model
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator).to(
+            device, memory_format=memory_format
+        )
+        self.target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if train else None
+        amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp else contextlib.nullcontext
+        )
+
+    def step(self) -> None:
+        if self.train:
+            with self.autocast():
+                loss = F.cross_entropy(self.step_model(self.x), self.target)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), self.autocast():
+                self.step_model(self.x)
+
+    def timed(self, steps: int) -> float:
+        """Seconds for ``steps`` steps, synchronised at both ends only."""
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def benchmark(
+    models: Sequence[ModelSpec] | Mapping[str, ModelSpec],
+    *,
+    batch_size: int = 8,
+    img_size: int = 224,
+    train: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+    amp: bool = False,
+    fuse: bool = False,
+    repeats: int = 7,
+    steps: int = 1,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time every model, interleaved, and return medians and ratios to the first model.
+
+    Args:
+        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or
+            zero-argument builder}``.
+        batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``.
+        train: time a training step instead of inference.
+        channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast
+            (bfloat16 on CPU and on GPUs that support it, float16 otherwise).
+        fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
+        repeats: timed rounds; each round times ``steps`` steps of every model in turn.
+        warmup: untimed steps per model before the first round (compilation happens here).
+
+    Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
+    ``img_per_s`` (median), ``step_ms`` (median time per step), ``time_ratio`` (step time over the first
+    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``.
+    """
+    if repeats < 1 or steps < 1 or batch_size < 1 or img_size < 1:
+        raise UserError("repeats, steps, batch size and image size must be positive")
+    if fuse and train:
+        raise UserError("--fuse folds the gates for inference; drop --train or --fuse")
+    specs = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
+    if not specs:
+        raise UserError("give at least one model")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA is not available on this machine; use --device cpu")
+    say = progress or (lambda msg: None)
+    if compile:
+        # Models of one family share their forward code; each is a separate graph, not a recompilation
+        # to give up on, so lift dynamo's per-function limit and start from an empty cache.
+        import torch._dynamo as dynamo
+
+        dynamo.reset()
+        for key in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo.config, key):
+                setattr(dynamo.config, key, max(64, getattr(dynamo.config, key)))
+    runners: dict[str, _Runner] = {}
+    for label, spec in specs.items():
+        torch.manual_seed(0)
+        runners[label] = _Runner(
+            _build(spec), batch_size=batch_size, img_size=img_size, device=device, train=train,
+            channels_last=channels_last, compile=compile, amp=amp, fuse=fuse,
+        )
+    for label, runner in runners.items():
+        say(f"warm-up {label}")
+        runner.timed(warmup)
+    rounds: dict[str, list[float]] = {label: [] for label in runners}
+    for r in range(repeats):
+        for label, runner in runners.items():
+            rounds[label].append(runner.timed(steps))
+        say(f"round {r + 1}/{repeats}")
+    results = []
+    first = None
+    for label, runner in runners.items():
+        step_s = statistics.median(rounds[label]) / steps
+        first = first if first is not None else step_s
+        results.append(
+            {
+                "model": label,
+                "img_per_s": batch_size / step_s,
+                "step_ms": step_s * 1e3,
+                "time_ratio": step_s / first,
+                "round_s": rounds[label],
+                "params": runner.params,
+            }
+        )
+    settings = dict(
+        batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
+        amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
+    )
+    return {"settings": settings, "machine": machine_info(device), "results": results}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`benchmark` report."""
+    s = report["settings"]
+    mode = "train step" if s["train"] else "inference"
+    flags = [k for k in ("channels_last", "compile", "amp", "fuse") if s[k]]
+    lines = [
+        f"{mode}, batch {s['batch_size']}, {s['img_size']} px, {report['machine']['device']}"
+        f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"
+        f" medians of {s['repeats']} interleaved rounds",
+        f"{'model':32s} {'img/s':>9s} {'ms/step':>9s} {'time vs first':>14s}",
+    ]
+    for r in report["results"]:
+        lines.append(f"{r['model']:32s} {r['img_per_s']:9.2f} {r['step_ms']:9.1f} {r['time_ratio']:14.3f}")
+    return "\n".join(lines)
