@@ -1,0 +1,46 @@
+"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="cpu_demo", metavar="NAME|FILE", help="recipe (default: cpu_demo)")
+    parser.add_argument("--models", nargs="+", metavar="MODEL", help="models to train under the same budget "
+                        "(default: bav2_resnet20 plain_resnet20)")
+    parser.add_argument("--output", metavar="DIR", help="demo folder (default: runs/demo-<date>-<time>)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                        help="continue an interrupted demo in --output")
+    parser.add_argument("--data", help="dataset spec instead of the recipe's (e.g. synthetic for a smoke test)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="epochs instead of the recipe's")
+    parser.add_argument("--train-subset", type=int, metavar="N", help="first N training samples only")
+    parser.add_argument("--val-subset", type=int, metavar="N", help="first N test samples only")
+    parser.add_argument("--seed", type=int, help="seed instead of the recipe's")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.demo import DEMO_MODELS, run_demo
+    from ..errors import UserError
+
+    if args.resume and not args.output:
+        raise UserError("--resume continues the demo in --output DIR; give the folder")
+    overrides = {k: getattr(args, k) for k in ("data", "epochs", "train_subset", "val_subset", "seed")
+                 if getattr(args, k) is not None}
+    overrides["progress"] = args.progress
+    result = run_demo(args.config, args.models or DEMO_MODELS, args.output, overrides, resume=args.resume)
+    rows = result["models"]
+    print()
+    print(f"{'model':24s} {'params':>10s} {'test top-1':>11s} {'top-5':>8s} {'train img/s':>12s} {'time':>8s}")
+    for name, r in rows.items():
+        print(f"{name:24s} {r['params']:10,d} {r['top1']:10.2f}% {r['top5']:7.2f}% {r['train_img_per_s']:12.0f} "
+              f"{r['train_time_s']:7.0f}s")
+    names = list(rows)
+    if len(names) == 2:
+        gap = rows[names[0]]["top1"] - rows[names[1]]["top1"]
+        print(f"{names[0]} - {names[1]}: {gap:+.2f} points test top-1 (one seed; `bridgeattn compare` runs several)")
+    print(f"total {result['time_s']:.0f} s; results in {result['output']}/demo.json")
+    if "plot" in result:
+        print(f"plots: {result['plot']} (both models) and <model>/curves.png, <model>/confusion.png under "
+              f"{result['output']}")
+    return 0

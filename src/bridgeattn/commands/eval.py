@@ -1,0 +1,46 @@
+"""``bridgeattn eval``: evaluate a training checkpoint; reproduces the accuracy stored at training time."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a checkpoint file (RUN/checkpoints/last.pth) or a run folder (its newest good one)")
+    parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own)")
+    parser.add_argument("--val-subset", type=int, default=-1, metavar="N",
+                        help="first N validation samples (default: as in training; 0: all)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="eval batch size (default: as in training)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N", help="data loader workers")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
+                        help="evaluate the EMA weights instead of the model's")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
+                        "(default: RUN/eval)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write confusion.png")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow checkpoints that need arbitrary code to load (trusted files only)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, workers=args.workers,
+                                 val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
+                                 device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
+                                 progress=args.progress)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=1))
+        return 0
+    print(f"{result['model']} ({result['weights']} weights, epoch {result['epoch']}) on {result['data']}: "
+          f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
+          f"({result['count']} images)")
+    stored = result["stored_top1"]
+    if stored is not None and args.data is None:
+        same = "reproduced" if abs(stored - result["top1"]) < 1e-9 else f"differs by {result['top1'] - stored:+.2f}"
+        print(f"stored at training time: top-1 {stored:.2f} % ({same})")
+    print(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
+    return 0

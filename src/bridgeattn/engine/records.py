@@ -1,0 +1,91 @@
+"""The run folder's files: config.yaml, metrics.jsonl/.csv, TensorBoard events, summary.json, eval reports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CKPT_DIR, atomic_write_text
+from .config import TrainConfig, dump_yaml
+
+# Files whose presence means a folder already holds a run.
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CKPT_DIR)
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_MARKERS)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_eval_report(metrics: dict[str, Any], class_names: Sequence[str], folder: Path, plots: bool = True,
+                      title: str = "") -> dict[str, str]:
+    """``per_class.csv`` (class, samples, correct, accuracy) and ``confusion.png`` in ``folder``; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    confusion = metrics["confusion"]
+    names = list(class_names) if len(class_names) == len(confusion) else [str(i) for i in range(len(confusion))]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["class", "name", "samples", "correct", "accuracy"])
+    for i, row in enumerate(confusion):
+        acc = metrics["per_class"][i]
+        writer.writerow([i, names[i], sum(row), row[i], "" if acc is None else f"{acc:.4f}"])
+    paths = {"per_class": str(folder / "per_class.csv")}
+    atomic_write_text(folder / "per_class.csv", buf.getvalue())
+    if plots:
+        from .plots import plot_confusion
+
+        paths["confusion"] = str(plot_confusion(confusion, names, folder / "confusion.png", title=title))
+    return paths
+
+
+class RunRecorder:
+    """Writes a run's files; only rank 0 creates one."""
+
+    def __init__(self, folder: Path, cfg: TrainConfig, start_epoch: int = 0) -> None:
+        self.folder = folder
+        self.cfg = cfg
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, folder / "config.yaml")
+        self.tb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step drops events a killed attempt wrote after the checkpoint we resume from
+                self.tb = SummaryWriter(str(folder / "tensorboard"), purge_step=start_epoch + 1)
+            except ImportError:
+                warnings.warn("TensorBoard events skipped: install the tensorboard package "
+                              "(pip install 'bridgeattn[tensorboard]')", stacklevel=2)
+
+    def write_history(self, history: Sequence[dict[str, Any]]) -> None:
+        """Rewrite metrics.jsonl and metrics.csv from the full history (consistent after a resume)."""
+        atomic_write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        columns: list[str] = []
+        for record in history:
+            columns += [k for k in record if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.folder / "metrics.csv", buf.getvalue())
+        if self.tb is not None and history:
+            record = history[-1]
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["epoch"])
+            self.tb.flush()
+        if self.cfg.plots and history:
+            from .plots import plot_curves
+
+            plot_curves(history, self.folder / "curves.png", title=f"{self.cfg.model} on {self.cfg.data}")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,532 @@
+"""``train(cfg)``: the training loop, built from timm's parts, readable in one sitting.
+
+    data (build_datasets) -> model (create_model) -> optimizer (create_optimizer_v2: no decay on 1-D params)
+    -> per-iteration schedule (create_scheduler_v2: warm-up + cosine) -> epochs of
+       [Mixup/CutMix -> autocast forward -> loss -> finite check -> scaled backward (accumulated)
+        -> unscale + clip -> step -> EMA] -> exact DDP evaluation -> atomic checkpoint -> metrics, plots.
+
+Reproducibility: every epoch reseeds Python, NumPy and torch from ``(seed, rank, epoch)`` and DistributedSampler
+orders the data from ``(seed, epoch)``, so a run resumed from an epoch checkpoint sees the same batches and the same
+augmentations as an uninterrupted one; with ``deterministic`` on CPU its weights end up bit-identical.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from .. import data as data_module
+from ..errors import UserError
+from . import checkpoint as ckpt
+from . import distributed
+from .config import TrainConfig
+from .evaluate import autocast, evaluate
+from .records import RunRecorder, holds_run, write_eval_report, write_json
+
+# Test hook for recovery tests: SIGKILL this process after optimizer step N ("N" or "N:RANK"), first attempt only.
+FAULT_ENV = "BRIDGEATTN_FAULT_KILL_AT_STEP"
+# Fields that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
+_SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_lr", "min_lr", "lr", "batch_size", "grad_accum")
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (a non-finite loss); the last good checkpoint is left in place."""
+
+
+def seed_everything(seed: int, *salt: int) -> None:
+    """Seed Python, NumPy and torch from ``(seed, *salt)`` (e.g. rank and epoch), independent of history."""
+    a, b = np.random.SeedSequence([seed, *salt]).generate_state(2)
+    random.seed(int(a))
+    np.random.seed(int(b))
+    torch.manual_seed(int(a) << 32 | int(b))
+
+
+def set_deterministic(enabled: bool) -> None:
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: float16 on CUDA; on CPU bfloat16, which ``auto`` uses only where the CPU has it natively."""
+    if not cfg.amp:
+        return None
+    if cfg.amp_dtype == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cpu":
+        if cfg.amp_dtype == "float16":
+            raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    return torch.float16
+
+
+@dataclass
+class Run:
+    """Everything a training run holds, so the loop functions take one argument."""
+
+    cfg: TrainConfig
+    dist: distributed.DistInfo
+    folder: Path
+    model: nn.Module  # the bare model (checkpoints, EMA, evaluation)
+    net: nn.Module  # the model being trained: ``model`` or its DDP wrapper
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: DistributedSampler
+    data_info: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    mixup: Mixup | None
+    ema: ModelEmaV3 | None
+    amp_dtype: torch.dtype | None
+    updates_per_epoch: int
+    params: int
+    step: int = 0
+    start_epoch: int = 0
+    skipped_steps: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    train_time_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    recorder: RunRecorder | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+
+# ---------------------------------------------------------------------------------------------------- set-up
+
+def _run_folder(cfg: TrainConfig, info: distributed.DistInfo) -> tuple[Path, Path | None]:
+    """The run folder and the checkpoint to resume from (same on every rank); refuses an occupied folder."""
+    default = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = Path(distributed.broadcast_object(str(cfg.output or default)))
+    resume = cfg.resume
+    if resume is None and distributed.restart_count() > 0:
+        resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
+    if resume is None and holds_run(folder):
+        raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--output {folder} is a file, not a folder")
+    path = None
+    if resume == "auto":
+        found = ckpt.find_resume(folder) if info.is_main else None
+        path = distributed.broadcast_object(str(found) if found else None)
+        path = Path(path) if path else None
+    elif resume is not None:
+        path = Path(resume)
+    return folder, path
+
+
+def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
+    # rank 0 first, so a download or cache happens once; the others wait, then read the same files
+    if not info.is_main:
+        distributed.barrier()
+    try:
+        train_set, val_set, data_info = data_module.build_datasets(cfg.data_config())
+    finally:
+        if info.is_main:
+            distributed.barrier()
+    global_batch = cfg.batch_size * info.world_size
+    if len(train_set) < global_batch * cfg.grad_accum:
+        raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
+                        f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {info.world_size} processes); lower "
+                        "--batch-size or --grad-accum, or raise --train-subset")
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed)
+    cuda = info.device.type == "cuda"
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                              pin_memory=cuda, drop_last=True)
+    val_loader = DataLoader(val_set, batch_size=cfg.val_batch_size or 2 * cfg.batch_size,
+                            sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size),
+                            num_workers=cfg.workers, pin_memory=cuda)
+    return train_loader, val_loader, sampler, data_info
+
+
+def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module:
+    from .. import create_model
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and for every model run with this seed
+    try:
+        model = create_model(cfg.model, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
+                             **cfg.model_kwargs)
+    except TypeError as exc:
+        raise UserError(f"--model-kwargs {cfg.model_kwargs} not accepted by {cfg.model}: {exc}") from None
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: int):
+    extra: dict[str, Any] = {}
+    if cfg.opt_eps is not None:
+        extra["eps"] = cfg.opt_eps
+    if cfg.opt_betas:
+        extra["betas"] = tuple(cfg.opt_betas)
+    try:
+        optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        momentum=cfg.momentum, filter_bias_and_bn=cfg.filter_bias_and_bn, **extra)
+    except (AssertionError, ValueError, TypeError) as exc:
+        raise UserError(f"--opt {cfg.opt}: {exc} (timm optimizer names: adamw, sgd, momentum, lamb, ...)") from None
+    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
+                                       warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
+                                       step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    return optimizer, scheduler
+
+
+def _restore(run: Run, path: Path) -> None:
+    """Load a checkpoint into the run: weights, optimizer, schedule, scaler, EMA, counters, history, RNG."""
+    cfg = run.cfg
+    state = ckpt.load_checkpoint(path, unsafe=cfg.unsafe_load)
+    stored = state["config"]
+    if stored.get("model") != cfg.model:
+        raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model!r}")
+    try:
+        run.model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not fit this model/data: {str(exc).splitlines()[0]}") from None
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.scheduler is not None and state.get("scheduler") is not None:
+        if all(stored.get(k) == getattr(cfg, k) for k in _SCHEDULE_FIELDS):
+            run.scheduler.load_state_dict(state["scheduler"])
+        elif run.dist.is_main:
+            warnings.warn("the schedule settings changed since the checkpoint; the learning rate follows the new "
+                          f"schedule from step {state['step']}", stacklevel=2)
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        if state.get("ema") is not None:
+            run.ema.module.load_state_dict(state["ema"])
+        else:
+            run.ema.module.load_state_dict(state["model"])
+    run.start_epoch, run.step = int(state["epoch"]), int(state["step"])
+    run.history = list(state.get("history", []))
+    run.best_top1, run.best_epoch = float(state.get("best_top1", -1.0)), int(state.get("best_epoch", 0))
+    run.train_time_s = float(state.get("train_time_s", 0.0))
+    run.skipped_steps = int(state.get("skipped_steps", 0))
+    rng = state.get("rng") or []
+    if len(rng) == run.dist.world_size:
+        ckpt.set_rng_state(rng[run.dist.rank])
+    if run.scheduler is not None:
+        run.scheduler.step_update(num_updates=run.step)
+    if run.dist.is_main:
+        print(f"resumed from {state['path']} (epoch {run.start_epoch}, step {run.step})", flush=True)
+
+
+def _setup(cfg: TrainConfig, info: distributed.DistInfo) -> Run:
+    folder, resume_path = _run_folder(cfg, info)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
+    model = _build_model(cfg, data_info, info.device)
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.sync_bn:
+        if info.device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices; drop --sync-bn on CPU")
+        if info.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    updates_per_epoch = len(train_loader) // cfg.grad_accum
+    optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
+    amp_dtype = amp_dtype_for(cfg, info.device)
+    if cfg.amp and amp_dtype is None and info.is_main:
+        print("note: this CPU has no native bfloat16, so --amp is off (force it with --amp-dtype bfloat16)")
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
+                      num_classes=data_info.num_classes)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+    net: nn.Module = model
+    if info.distributed:
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    run = Run(cfg, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer, scheduler,
+              scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params)
+    if resume_path is not None:
+        _restore(run, resume_path)
+    elif cfg.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
+        print(f"no usable checkpoint in {folder}; starting from scratch", flush=True)
+    if info.is_main:
+        run.recorder = RunRecorder(folder, cfg, run.start_epoch)
+        if data_info.skipped:
+            (folder / "skipped_files.txt").write_text("\n".join(data_info.skipped) + "\n")
+            print(f"data: skipped {len(data_info.skipped)} unreadable files (list in {folder}/skipped_files.txt)")
+    return run
+
+
+# ------------------------------------------------------------------------------------------------- the loop
+
+def _fault_step(rank: int) -> int | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or distributed.restart_count() > 0:
+        return None
+    step, _, only_rank = spec.partition(":")
+    return int(step) if not only_rank or int(only_rank) == rank else None
+
+
+def _nonfinite(run: Run, value: float, epoch: int, batch: int, batches: int) -> None:
+    """Count a step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
+    run.skipped_steps += 1
+    where = f"step {run.step + 1} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
+    last = ckpt.find_resume(run.folder) if run.dist.is_main else None
+    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+    if run.skipped_steps > run.cfg.skip_nonfinite:
+        hint = (f"more than --skip-nonfinite {run.cfg.skip_nonfinite} bad steps" if run.cfg.skip_nonfinite
+                else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
+        raise TrainingStopped(f"non-finite loss ({value}) at {where}; stopped ({hint}); {kept}")
+    if run.dist.is_main:
+        tqdm.write(f"warning: non-finite loss ({value}) at {where}: step skipped "
+                   f"({run.skipped_steps}/{run.cfg.skip_nonfinite} allowed)")
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One pass over the training data; returns the mean training loss, samples seen and seconds taken."""
+    cfg, net, device = run.cfg, run.net, run.device
+    accum = cfg.grad_accum
+    batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
+    fault_step = _fault_step(run.dist.rank)
+    buffers = [b for b in run.model.buffers()] if cfg.skip_nonfinite else []
+    net.train()
+    sums = torch.zeros(2, dtype=torch.float64)  # loss * samples, samples (finite steps only)
+    bad_update = False
+    start = time.perf_counter()
+    bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
+               disable=not (cfg.progress and run.dist.is_main), leave=False)
+    for index, (images, labels) in enumerate(run.train_loader):
+        if index >= batches:
+            break
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = labels
+        if run.mixup is not None:
+            images, targets = run.mixup(images, labels)
+        last_micro = (index + 1) % accum == 0
+        saved = [b.detach().clone() for b in buffers]  # BN statistics to restore if this step is skipped
+        # gradients are all-reduced only on the batch that completes an optimizer step
+        sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
+        with sync:
+            with autocast(device, run.amp_dtype is not None, run.amp_dtype):
+                loss = run.criterion(net(images), targets)
+            value = loss.item()
+            bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=device)
+            if distributed.all_reduce_sum(bad).item() > 0:  # every rank skips or stops together
+                _nonfinite(run, value, epoch, index, batches)
+                for buf, old in zip(buffers, saved):
+                    buf.copy_(old)
+                bad_update = True
+            else:
+                run.scaler.scale(loss / accum).backward()
+                sums += torch.tensor([value * len(labels), len(labels)], dtype=torch.float64)
+        if last_micro:
+            run.step += 1
+            if bad_update:
+                run.optimizer.zero_grad(set_to_none=True)
+                bad_update = False
+            else:
+                if cfg.clip_grad:
+                    run.scaler.unscale_(run.optimizer)
+                    nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+                run.scaler.step(run.optimizer)
+                run.scaler.update()
+                run.optimizer.zero_grad(set_to_none=True)
+                if run.ema is not None:
+                    run.ema.update(run.model, step=run.step)
+            if run.scheduler is not None:
+                run.scheduler.step_update(num_updates=run.step)
+            if fault_step == run.step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.update(1)
+        if bar.n % 10 == 0 or bar.n == batches:
+            elapsed = time.perf_counter() - start
+            seen = sums[1].item() * run.dist.world_size
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{_lr(run):.2e}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    distributed.all_reduce_sum(sums)
+    return {"train_loss": sums[0].item() / max(sums[1].item(), 1.0), "train_samples": int(sums[1].item()),
+            "epoch_time_s": seconds}
+
+
+def _lr(run: Run) -> float:
+    return max(group["lr"] for group in run.optimizer.param_groups)
+
+
+def _sync_buffers(module: nn.Module) -> None:
+    """Give every rank rank 0's BatchNorm statistics, so all ranks evaluate (and save) the same model."""
+    if distributed.active():
+        for buf in module.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
+def _evaluate(run: Run) -> dict[str, Any]:
+    _sync_buffers(run.model)
+    kw = dict(device=run.device, num_classes=run.data_info.num_classes, amp_dtype=run.amp_dtype,
+              channels_last=run.cfg.channels_last)
+    metrics = evaluate(run.model, run.val_loader, **kw)
+    if run.ema is not None:
+        _sync_buffers(run.ema.module)
+        ema = evaluate(run.ema.module, run.val_loader, **kw)
+        metrics.update({f"ema_{k}": ema[k] for k in ("top1", "top5", "loss")})
+    return metrics
+
+
+def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    rng = distributed.all_gather_object(ckpt.rng_state())  # every rank's generators
+    return {
+        "format": "bridgeattn-train-checkpoint/1",
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "ema": run.ema.module.state_dict() if run.ema is not None else None,
+        "epoch": epoch + 1,
+        "step": run.step,
+        "rng": rng,
+        "config": run.cfg.to_dict(),
+        "history": run.history,
+        "best_top1": run.best_top1,
+        "best_epoch": run.best_epoch,
+        "train_time_s": run.train_time_s,
+        "skipped_steps": run.skipped_steps,
+        "num_classes": run.data_info.num_classes,
+        "in_chans": run.data_info.in_chans,
+        "class_names": list(run.data_info.class_names),
+    }
+
+
+def _summary(run: Run, final: dict[str, Any], status: str = "finished", message: str = "") -> dict[str, Any]:
+    samples = sum(r.get("train_samples", 0) for r in run.history)
+    epoch_time = sum(r.get("epoch_time_s", 0.0) for r in run.history)
+    summary: dict[str, Any] = {
+        "status": status,
+        "model": run.cfg.model,
+        "data": run.cfg.data,
+        "top1": final.get("top1"),
+        "top5": final.get("top5"),
+        "loss": final.get("loss"),
+        "best_top1": run.best_top1 if run.history else None,
+        "best_epoch": run.best_epoch,
+        "epochs": len(run.history),
+        "steps": run.step,
+        "train_time_s": run.train_time_s,
+        "train_img_per_s": samples / epoch_time if epoch_time else None,
+        "params": run.params,
+        "num_classes": run.data_info.num_classes,
+        "world_size": run.dist.world_size,
+        "global_batch": run.cfg.batch_size * run.cfg.grad_accum * run.dist.world_size,
+        "device": str(run.device),
+        "seed": run.cfg.seed,
+        "skipped_steps": run.skipped_steps,
+        "skipped_files": len(run.data_info.skipped),
+        "output": str(run.folder),
+    }
+    for key in ("ema_top1", "ema_top5", "ema_loss"):
+        if key in final:
+            summary[key] = final[key]
+    if message:
+        summary["message"] = message
+    return summary
+
+
+def _fit(run: Run) -> dict[str, Any]:
+    cfg, main = run.cfg, run.dist.is_main
+    if main:
+        print(f"training {cfg.model} ({run.params:,} params) on {run.data_info.name}: {cfg.epochs} epochs x "
+              f"{run.updates_per_epoch} steps, global batch {cfg.batch_size * cfg.grad_accum * run.dist.world_size}"
+              f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}", flush=True)
+    final: dict[str, Any] = {}
+    for epoch in range(run.start_epoch, cfg.epochs):
+        run.sampler.set_epoch(epoch)
+        seed_everything(cfg.seed, run.dist.rank, epoch)
+        stats = train_one_epoch(run, epoch)
+        run.train_time_s += stats["epoch_time_s"]
+        final = _evaluate(run)
+        record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": _lr(run),
+                  **{k: v for k, v in final.items() if k not in ("per_class", "confusion", "count")},
+                  "train_img_per_s": stats["train_samples"] / max(stats["epoch_time_s"], 1e-9)}
+        run.history.append(record)
+        is_best = final["top1"] > run.best_top1
+        if is_best:
+            run.best_top1, run.best_epoch = final["top1"], epoch + 1
+        state = _checkpoint_state(run, epoch)  # collective (RNG states of all ranks)
+        if main:
+            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.keep)
+            run.recorder.write_history(run.history)
+            print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
+                  f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
+                  f"  {record['train_img_per_s'] * run.dist.world_size:.0f} img/s  {stats['epoch_time_s']:.1f}s",
+                  flush=True)
+        del state
+        distributed.barrier()
+    if not final:  # resumed a finished run: evaluate its weights once for the report
+        final = _evaluate(run)
+    summary = _summary(run, final)
+    if main:
+        report = write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.plots,
+                                   title=f"{cfg.model}: top-1 {final['top1']:.2f} %")
+        summary.update({k: report[k] for k in report})
+        if cfg.plots:
+            summary["curves"] = str(run.folder / "curves.png")
+        summary["checkpoint"] = str(run.folder / ckpt.CKPT_DIR / "last.pth")
+        summary["per_class_top1"] = final["per_class"]
+        write_json(run.folder / "summary.json", summary)
+    return summary
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``, write the run folder and return the summary (see summary.json).
+
+    Works in one process or under torchrun (one process per device). Raises ``UserError`` for bad options or
+    data and ``TrainingStopped`` for a non-finite loss beyond ``cfg.skip_nonfinite``.
+    """
+    cfg.validate()
+    set_deterministic(cfg.deterministic)
+    info = distributed.setup(cfg.device)
+    run = None
+    try:
+        run = _setup(cfg, info)
+        return _fit(run)
+    except TrainingStopped as exc:
+        if run is not None and info.is_main:
+            final = run.history[-1] if run.history else {}
+            write_json(run.folder / "summary.json", _summary(run, final, status="stopped", message=str(exc)))
+        raise
+    finally:
+        if run is not None and run.recorder is not None:
+            run.recorder.close()
+        distributed.cleanup()
