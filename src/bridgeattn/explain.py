@@ -228,7 +228,7 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     for stage, s in stats["stages"].items():
         edges = np.array(s["histogram"]["edges"])
         counts = np.array(s["histogram"]["counts"], dtype=float)
-        ax.step(edges[:-1], counts / max(counts.sum(), 1), where="post", label=f"{stage} (mean {s['mean']:.2f})")
+        ax.stairs(counts / max(counts.sum(), 1), edges, label=f"{stage} (mean {s['mean']:.2f})")
     ax.set_xlabel("gate value")
     ax.set_ylabel("fraction of gate values")
     ax.set_title(f"gate value distribution per stage ({stats['images']} images)")
