@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
             chans = timm.get_pretrained_cfg(name).input_size[0] if timm.get_pretrained_cfg(name) else 3
             size = (chans, args.img_size, args.img_size)
-        rows.append(model_cost(name, size))
+        try:
+            rows.append(model_cost(name, size))
+        except (AssertionError, RuntimeError, ValueError):
+            # Models with a fixed input size (Swin) are rebuilt for the requested one.
+            rows.append(model_cost(name, size, img_size=args.img_size))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
