@@ -443,7 +443,7 @@ def write_report(results: dict[str, Any], output: Path) -> None:
         f"{len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
         "Top-1 in percent on the validation split. Δ vs plain: mean of the per-seed differences to the plain "
         "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
-        f"({results.get('environment', {}).get('threads', '?')} threads).\n\n"
+        f"(torch threads: {results.get('environment', {}).get('threads', '?')}).\n\n"
     )
     budget = results["config"].get("train_options") or {}
     if budget:
