@@ -244,6 +244,12 @@ def _restore(run: Run, path: Path) -> None:
 
 
 def _setup(cfg: TrainConfig, info: distributed.DistInfo) -> Run:
+    import timm
+
+    if not timm.is_model(cfg.model):  # fail before any data is read
+        from .. import create_model
+
+        create_model(cfg.model)  # raises UserError naming similar models
     folder, resume_path = _run_folder(cfg, info)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
@@ -478,6 +484,7 @@ def _fit(run: Run) -> dict[str, Any]:
         final = _evaluate(run)
         record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": _lr(run),
                   **{k: v for k, v in final.items() if k not in ("per_class", "confusion", "count")},
+                  "val_samples": final["count"],
                   "train_img_per_s": stats["train_samples"] / max(stats["epoch_time_s"], 1e-9)}
         run.history.append(record)
         is_best = final["top1"] > run.best_top1

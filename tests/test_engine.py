@@ -1,0 +1,207 @@
+"""The training engine in-process: a tiny run learns, resume is bit-exact, bad checkpoints and NaNs are handled."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bridgeattn.engine import TrainConfig, TrainingStopped, evaluate_checkpoint, find_resume, load_checkpoint, train
+from bridgeattn.engine.config import add_train_arguments, config_from_args
+from bridgeattn.errors import UserError
+
+engine_train = importlib.import_module("bridgeattn.engine.train")
+
+# bav2_resnet20 on 16-px synthetic images: 128 train samples = 4 steps of 32 per epoch, 32 val samples
+TINY = dict(model="bav2_resnet20", data="synthetic:128", img_size=16, batch_size=32, lr=3e-3, epochs=2, workers=0,
+            warmup_epochs=0.5, progress=False, plots=False, deterministic=True)
+# the reference run exercises every piece of state a resume must restore
+FULL_STATE = dict(TINY, mixup=0.2, cutmix=1.0, smoothing=0.1, ema=True, ema_decay=0.9, clip_grad=5.0, keep=1)
+
+
+def _weights(path: Path, key: str = "model") -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)[key]
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted 2-epoch run with Mixup/CutMix, smoothing, EMA, clipping; epoch 1 and 2 checkpoints kept."""
+    folder = tmp_path_factory.mktemp("engine") / "reference"
+    summary = train(TrainConfig(output=str(folder), **FULL_STATE))
+    return folder, summary
+
+
+def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tmp_path):
+    summary = train(TrainConfig(output=str(tmp_path / "run"), **dict(TINY, epochs=3, plots=True)))
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert summary["loss"] < math.log(10) and summary["top1"] > 30  # chance: 10 % and ln(10) = 2.30
+    assert summary["status"] == "finished" and summary["epochs"] == 3 and summary["steps"] == 12
+    for key in ("top1", "top5", "loss", "best_top1", "train_time_s", "train_img_per_s", "params", "output"):
+        assert summary[key] is not None
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png", "confusion.png", "per_class.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"] == "bav2_resnet20"
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert len(json.loads((tmp_path / "run" / "summary.json").read_text())["per_class_top1"]) == 10
+    # the learning rate follows warm-up then cosine, per iteration
+    lrs = [r["lr"] for r in history]
+    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] == pytest.approx(TrainConfig.min_lr, rel=1e-6)
+
+
+def test_stopped_after_epoch_1_and_resumed_equals_uninterrupted(reference, tmp_path, monkeypatch):
+    ref_folder, ref_summary = reference
+    real_epoch = engine_train.train_one_epoch
+
+    def interrupted(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during epoch 2
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(engine_train, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(output=str(tmp_path / "run"), **FULL_STATE))
+    monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)
+    assert find_resume(tmp_path / "run").name == "epoch-0001.pth"
+    summary = train(TrainConfig(output=str(tmp_path / "run"), resume="auto", **FULL_STATE))
+    last = Path("checkpoints/last.pth")
+    _assert_same(_weights(ref_folder / last), _weights(tmp_path / "run" / last))
+    _assert_same(_weights(ref_folder / last, "ema"), _weights(tmp_path / "run" / last, "ema"))
+    ref_state, state = load_checkpoint(ref_folder / last), load_checkpoint(tmp_path / "run" / last)
+    assert state["step"] == ref_state["step"] == 8
+    assert state["optimizer"]["param_groups"][0]["lr"] == ref_state["optimizer"]["param_groups"][0]["lr"]
+    assert summary["top1"] == ref_summary["top1"] and summary["loss"] == ref_summary["loss"]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_truncated_checkpoint_is_skipped_with_a_warning(reference, tmp_path):
+    ref_folder, _ = reference
+    folder = tmp_path / "run"
+    shutil.copytree(ref_folder, folder, symlinks=True)
+    newest = folder / "checkpoints" / "epoch-0002.pth"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # a copy cut off half-way
+    with pytest.warns(UserWarning, match="epoch-0002.pth.*truncated"):
+        assert find_resume(folder).name == "epoch-0001.pth"
+    with pytest.raises(UserError, match="truncated"):
+        load_checkpoint(newest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(TrainConfig(output=str(folder), resume="auto", **FULL_STATE))  # redoes epoch 2 from epoch 1
+    _assert_same(_weights(ref_folder / "checkpoints/last.pth"), _weights(folder / "checkpoints/epoch-0002.pth"))
+    assert find_resume(folder).name == "epoch-0002.pth"
+
+
+def test_eval_reproduces_the_stored_accuracy(reference, tmp_path):
+    ref_folder, ref_summary = reference
+    result = evaluate_checkpoint(str(ref_folder), output=str(tmp_path / "eval"), plots=False)
+    assert result["top1"] == result["stored_top1"] == ref_summary["top1"]
+    assert result["loss"] == pytest.approx(ref_summary["loss"], rel=1e-12)
+    assert result["count"] == 32 and (tmp_path / "eval" / "per_class.csv").is_file()
+    ema = evaluate_checkpoint(str(ref_folder / "checkpoints" / "last.pth"), use_ema=True, output=str(tmp_path / "e"),
+                              plots=False)
+    assert ema["top1"] == ema["stored_top1"] == ref_summary["ema_top1"]
+
+
+def _nan_at(monkeypatch, bad_steps: set[int]) -> None:
+    """Make the model's output NaN on the given training forward passes (1-based)."""
+    real_build = engine_train._build_model
+
+    def build(cfg, data_info, device):
+        model = real_build(cfg, data_info, device)
+        calls = {"n": 0}
+
+        def hook(module, args, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] in bad_steps:
+                    return output * float("nan")
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(engine_train, "_build_model", build)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    _nan_at(monkeypatch, {6})
+    with pytest.raises(TrainingStopped, match=r"non-finite loss \(nan\) at step 6 \(epoch 2, batch 2/4\)") as info:
+        train(TrainConfig(output=str(tmp_path / "run"), **TINY))
+    assert "epoch-0001.pth" in str(info.value)
+    assert find_resume(tmp_path / "run").name == "epoch-0001.pth"  # the good checkpoint is intact
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "step 6" in summary["message"]
+
+
+def test_skip_nonfinite_skips_bad_steps_and_keeps_statistics_finite(tmp_path, monkeypatch):
+    _nan_at(monkeypatch, {2, 6})
+    summary = train(TrainConfig(output=str(tmp_path / "run"), skip_nonfinite=2, **TINY))
+    assert summary["status"] == "finished" and summary["skipped_steps"] == 2
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert math.isfinite(summary["loss"])
+    _nan_at(monkeypatch, {2, 5, 6})
+    with pytest.raises(TrainingStopped, match="step 6.*more than --skip-nonfinite 2"):
+        train(TrainConfig(output=str(tmp_path / "run2"), skip_nonfinite=2, **TINY))
+
+
+def test_occupied_output_folder_is_refused(reference):
+    ref_folder, _ = reference
+    with pytest.raises(UserError, match="already holds a run.*--resume auto"):
+        train(TrainConfig(output=str(ref_folder), **TINY))
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_config_file_then_flags_and_booleans_both_ways(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: plain_resnet20\nepochs: 7\nlr: 1.0e-2\nema: true\namp: true\nopt_betas: [0.8, 0.9]\n")
+    cfg = config_from_args(_parse(["--config", str(recipe), "--epochs", "3", "--no-ema", "--model-kwargs",
+                                   "drop_rate=0.1"]))
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.ema, cfg.amp) == ("plain_resnet20", 3, 0.01, False, True)
+    assert cfg.opt_betas == [0.8, 0.9] and cfg.model_kwargs == {"drop_rate": 0.1}
+    assert config_from_args(_parse(["--ema", "--no-amp"])).ema is True
+    builtin = config_from_args(_parse(["--config", "imagenet_bav2"]))
+    assert (builtin.lr, builtin.weight_decay, builtin.warmup_epochs, builtin.clip_grad) == (1e-3, 0.05, 20, 5.0)
+    assert (builtin.mixup, builtin.cutmix, builtin.smoothing, builtin.reprob) == (0.8, 1.0, 0.1, 0.25)
+    for name in ("cpu_demo", "imagenet_bav1"):
+        config_from_args(_parse(["--config", name]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--warmup-epochs", "5", "--epochs", "3"], "must be smaller than --epochs"),
+    (["--sync-bn", "--device", "cpu"], "--sync-bn needs CUDA"),
+    (["--mixup", "0.8", "--batch-size", "31"], "must be even"),
+    (["--resume", "/nonexistent/ckpt.pth"], "no such checkpoint"),
+    (["--max-restarts", "2"], "use it with --nproc"),
+    (["--config", "no_such_recipe"], "no such file or built-in recipe"),
+])
+def test_contradictory_or_bad_options_raise_user_error(argv, message):
+    with pytest.raises(UserError, match=message):
+        config_from_args(_parse(argv))
+
+
+def test_unknown_yaml_option_is_named(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("epoch: 3\n")
+    with pytest.raises(UserError, match="unknown training option 'epoch'; did you mean epochs"):
+        config_from_args(_parse(["--config", str(recipe)]))
