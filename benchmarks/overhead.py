@@ -100,9 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: as set)")
     parser.add_argument("--out", default=str(ROOT / "docs/results/overhead.json"))
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of one train step instead")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        bs = int(args.batch_sizes.split(",")[0])
+        for name in ("resnet50", "bav2_resnet50"):
+            print(f"{name}, train step, batch {bs}, {args.img_size} px")
+            print(profile_table(name, bs, args.img_size))
+        return 0
     assert sum(p.numel() for p in naive_bav2_resnet50().parameters()) == 28_702_664  # SPEC section 4
 
     configs = []
@@ -137,6 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def profile_table(name: str, batch_size: int, img_size: int, rows: int = 14) -> str:
+    """torch.profiler's self-time table of two train steps (after one untimed step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = bridgeattn.create_model(name).train()
+    x = torch.randn(batch_size, 3, img_size, img_size)
+    target = torch.randint(0, 1000, (batch_size,))
+
+    def step() -> None:
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+        model.zero_grad(set_to_none=True)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
 
 
 def summarise(runs: list[dict[str, Any]]) -> str:
