@@ -28,13 +28,20 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (and the usual exit status 2), pointing to --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _command_module(name: str):
     return importlib.import_module(f"bridgeattn.commands.{name}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; with ``only`` just that subcommand's arguments are loaded."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bridgeattn",
         description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
     )

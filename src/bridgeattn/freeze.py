@@ -38,7 +38,8 @@ class FrozenBatchNorm1d(nn.Module):
             if bn.running_mean is not None:
                 frozen.running_mean.copy_(bn.running_mean)
                 frozen.running_var.copy_(bn.running_var)
-        return frozen.to(device=bn.weight.device if bn.affine else None)
+        reference = bn.running_mean if bn.running_mean is not None else bn.weight
+        return frozen if reference is None else frozen.to(device=reference.device, dtype=reference.dtype)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # Checkpoints of the unfrozen model carry a counter that has no meaning here.
