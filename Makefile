@@ -40,7 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: setup
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --threads 2 --batch-sizes 8 --compile-batch-sizes 8 --repeats 7
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info runs
