@@ -25,6 +25,14 @@ _LAZY: dict[str, str] = {
     "save_pretrained": "bridgeattn.hub",
     "from_pretrained": "bridgeattn.hub",
     "load_file": "bridgeattn.safe_load",
+    "TrainConfig": "bridgeattn.engine",
+    "train": "bridgeattn.engine",
+    "evaluate": "bridgeattn.engine",
+    "DataConfig": "bridgeattn.data",
+    "build_datasets": "bridgeattn.data",
+    "create_detector": "bridgeattn.detection",
+    "create_fpn_backbone": "bridgeattn.detection",
+    "create_segmentation_model": "bridgeattn.detection",
 }
 
 __all__ = [
