@@ -92,16 +92,44 @@ def build_export_model(
 
     overrides = {k: v for k, v in dict(in_chans=in_chans, num_classes=num_classes).items() if v is not None}
     if checkpoint is not None and Path(checkpoint).is_dir():
-        model = from_pretrained(checkpoint, **overrides, **model_kwargs)
-        return model.eval()
+        run_checkpoint = _run_folder_checkpoint(Path(checkpoint))
+        if run_checkpoint is None:
+            model = from_pretrained(checkpoint, **overrides, **model_kwargs)
+            return model.eval()
+        checkpoint = run_checkpoint
+    if not model_name and checkpoint is not None:
+        model_name, stored_kwargs = _training_checkpoint_model(checkpoint, unsafe)
+        model_kwargs = {**stored_kwargs, **model_kwargs}
     if not model_name:
-        raise UserError("--model is required unless --checkpoint is a folder written by save_pretrained")
+        raise UserError(
+            "--model is required unless --checkpoint is a training checkpoint or run folder, "
+            "or a folder written by save_pretrained"
+        )
     if checkpoint is not None:
         overrides = {**_checkpoint_shapes(model_name, checkpoint, unsafe), **overrides}
     model = create_model(model_name, **overrides, **model_kwargs)
     if checkpoint is not None:
         load_weights(model, checkpoint, unsafe=unsafe)
     return model.eval()
+
+
+def _run_folder_checkpoint(folder: Path) -> Path | None:
+    """The best (else last) checkpoint of a ``bridgeattn train`` run folder; ``None`` for other folders."""
+    for name in ("best.pth", "last.pth"):
+        if (folder / "checkpoints" / name).exists():
+            return folder / "checkpoints" / name
+    return None
+
+
+def _training_checkpoint_model(checkpoint: str | Path, unsafe: bool) -> tuple[str | None, dict[str, Any]]:
+    """Model name and keyword arguments stored in a ``bridgeattn train`` checkpoint (``None`` if absent)."""
+    from .safe_load import load_file
+
+    raw = load_file(checkpoint, unsafe=unsafe)
+    config = raw.get("config") if isinstance(raw, dict) else None
+    if isinstance(config, dict) and isinstance(config.get("model"), str):
+        return config["model"], dict(config.get("model_kwargs") or {})
+    return None, {}
 
 
 def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""A training run goes straight to deployment: export reads the model name and shapes from the run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bridgeattn import UserError
+from bridgeattn.engine import TrainConfig, load_checkpoint, train
+from bridgeattn.export import build_export_model
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "run"
+    train(TrainConfig(model="bav2_resnet20", data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=1,
+                      workers=0, progress=False, plots=False, model_kwargs={"rd_ratio": 0.25}, output=str(folder)))
+    return folder
+
+
+def test_export_model_from_run_folder_and_checkpoint(run_folder) -> None:
+    stored = load_checkpoint(run_folder / "checkpoints" / "last.pth")["model"]
+    for source in (run_folder, run_folder / "checkpoints" / "last.pth"):
+        model = build_export_model(None, checkpoint=source)
+        assert model.layer3[0].ba.hidden_channels == 16  # stored model_kwargs restored: 64 * 1/4 (default: 8)
+        assert model.conv1.in_channels == 1 and model.num_classes == 10
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, stored[key]), key
+
+
+def test_export_without_model_name_needs_a_training_checkpoint(tmp_path) -> None:
+    path = tmp_path / "bare.pth"
+    torch.save({"fc.weight": torch.zeros(10, 64)}, path)
+    with pytest.raises(UserError, match="--model is required"):
+        build_export_model(None, checkpoint=path)
