@@ -128,6 +128,29 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ddp_run,
 
 
 @pytest.mark.slow
+def test_two_process_ddp_with_frozen_bn_equals_one_process(tmp_path):
+    # With frozen BatchNorm nothing depends on how the global batch is split, so DDP's averaged gradients are
+    # the one-process gradients: the runs agree up to float rounding, not only statistically.
+    ddp_folder = tmp_path / "ddp"
+    # no augmentation: each rank draws its own random crops, which a single process cannot reproduce
+    result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, "--freeze-bn", "--recipe", "none", "--output", str(ddp_folder),
+                  env=_env(OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = train(TrainConfig(output=str(tmp_path / "one"), freeze_bn=True, recipe="none",
+                               **dict(TINY, data="synthetic:160", train_subset=128, val_subset=37)))
+    ddp = json.loads((ddp_folder / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["steps"] == single["steps"] == 8
+    assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-4)
+    assert ddp["top1"] == pytest.approx(single["top1"], abs=1e-9)
+    wa = load_checkpoint(ddp_folder / "checkpoints" / "last.pth")["model"]
+    wb = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pth")["model"]
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-3, atol=1e-4, msg=key)
+    assert not any("num_batches_tracked" in k for k in wa)  # the model really was frozen
+
+
+@pytest.mark.slow
 def test_torchrun_restarts_after_a_rank_is_killed_and_finishes(ddp_run, tmp_path):
     run = tmp_path / "elastic"
     # rank 1 dies with SIGKILL after step 6 (epoch 2) on the first attempt; torchrun restarts both ranks. A second

@@ -78,6 +78,7 @@ class TrainConfig:
     amp_dtype: str = "auto"  # auto: float16 on CUDA (with a grad scaler), bfloat16 on CPUs that have it natively
     channels_last: bool = False
     sync_bn: bool = False
+    freeze_bn: bool = False  # fixed BatchNorm statistics (BatchNorm2d and the gate's BatchNorm1d): fine-tuning
     deterministic: bool = False
     seed: int = 42
     # run folder and reliability
@@ -126,6 +127,8 @@ class TrainConfig:
             raise UserError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.device == "cpu" and self.sync_bn:
             raise UserError("--sync-bn needs CUDA devices; drop --sync-bn or use --device cuda")
+        if self.sync_bn and self.freeze_bn:
+            raise UserError("--sync-bn and --freeze-bn contradict each other: frozen BatchNorm has nothing to sync")
         if self.device == "cpu" and self.amp and self.amp_dtype == "float16":
             raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
@@ -319,6 +322,7 @@ FLAGS: list[tuple[str, str, str]] = [
     ("--amp-dtype", "amp_dtype", "auto | float16 | bfloat16"),
     ("--channels-last", "channels_last", "channels_last memory format"),
     ("--sync-bn", "sync_bn", "SyncBatchNorm across processes (CUDA only)"),
+    ("--freeze-bn", "freeze_bn", "freeze every BatchNorm, the gate's included (fine-tuning with small batches)"),
     ("--deterministic", "deterministic", "deterministic algorithms (bit-exact resume on CPU)"),
     ("--seed", "seed", "seed for model init, data order and augmentation"),
     ("--output", "output", "run folder (default: runs/<model>-<date>-<time>)"),

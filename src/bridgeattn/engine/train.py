@@ -181,6 +181,10 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module
                              **cfg.model_kwargs)
     except TypeError as exc:
         raise UserError(f"--model-kwargs {cfg.model_kwargs} not accepted by {cfg.model}: {exc}") from None
+    if cfg.freeze_bn:
+        from ..freeze import freeze_bn
+
+        model = freeze_bn(model)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
