@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -54,6 +55,27 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def collective_timeout() -> timedelta:
+    """How long joining the group or a collective may wait for the other ranks (``BRIDGEATTN_DIST_TIMEOUT_S``).
+
+    A rank that waits longer fails, so that torchrun's ``--max-restarts`` can restart the job instead of it
+    hanging (a restarted gloo group can stall while connecting on a loaded machine).
+    """
+    return timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store of this torchrun attempt, its keys prefixed by the restart count.
+
+    After an elastic restart the store still holds the previous attempt's keys (among them the addresses of
+    the killed processes); without a fresh prefix a restarted rank can try to connect to a dead peer.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_store and rank == 0, timeout=collective_timeout())
+    return dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
     if not under_torchrun():
@@ -63,8 +85,9 @@ def setup(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=_attempt_store(rank, world),
+                                rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
+                                timeout=collective_timeout())
     return DistInfo(rank, world, local, dev)
 
 
