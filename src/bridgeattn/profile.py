@@ -14,11 +14,8 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
-    """MACs of one eval-mode forward pass on ``(batch_size, *input_size)``, via ``torch.utils.flop_counter``.
-
-    Runs on the model's device; a model on the ``meta`` device is counted without any arithmetic.
-    """
+def _count_flops(model: nn.Module, input_size: tuple[int, ...], batch_size: int) -> FlopCounterMode:
+    """Run one eval-mode forward of zeros ``(batch_size, *input_size)`` under a FLOP counter; returns the counter."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -30,7 +27,15 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 
             model(x)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops()) // 2
+    return counter
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
+    """MACs of one eval-mode forward pass on ``(batch_size, *input_size)``, via ``torch.utils.flop_counter``.
+
+    Runs on the model's device; a model on the ``meta`` device is counted without any arithmetic.
+    """
+    return int(_count_flops(model, input_size, batch_size).get_total_flops()) // 2
 
 
 def model_cost(name: str, input_size: tuple[int, ...] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -109,20 +114,9 @@ def activation_memory(
     return sum(per_stage.values()), per_stage
 
 
-@torch.no_grad()
 def stage_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> dict[str, int]:
     """MACs of each stage (see :func:`model_stages`) in one eval-mode forward."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    counter = _count_flops(model, input_size, batch_size)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     return {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
