@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from . import write_json_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +42,5 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(format_table(report))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {out}")
+    write_json_report(args.json, report)
     return 0

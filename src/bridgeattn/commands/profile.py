@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from . import write_json_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +21,5 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size and --img-size must be positive")
     report = profile_model(args.model, img_size=args.img_size, batch_size=args.batch_size)
     print(format_profile(report))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {out}")
+    write_json_report(args.json, report)
     return 0
