@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "save_pretrained": "bridgeattn.hub",
     "from_pretrained": "bridgeattn.hub",
     "load_file": "bridgeattn.safe_load",
+    "from_plain": "bridgeattn.warmstart",
     "TrainConfig": "bridgeattn.engine",
     "train": "bridgeattn.engine",
     "evaluate": "bridgeattn.engine",

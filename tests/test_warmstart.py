@@ -1,0 +1,127 @@
+"""Warm start from a plain twin: the bridged model computes what the plain one computes, and its gates learn."""
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import bridgeattn
+from bridgeattn.errors import UserError
+from bridgeattn.warmstart import from_plain, plain_twin, warm_sites
+
+# name -> (kwargs for a tiny trunk, image size). Each family's rule is exercised at least once.
+EXACT = {
+    "bav2_resnet20": ({}, 16),
+    "bav1_resnet18": (dict(channels=(8, 8, 16, 16)), 32),
+    "bav2_resnet50": (dict(channels=(4, 4, 8, 8)), 32),
+    "se_resnet20": ({}, 16),
+    "bav2_convnext_tiny": (dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16)), 32),
+    "bav2_swin_tiny_patch4_window7_224": (
+        dict(img_size=32, depths=(1, 1, 1, 1), embed_dim=8, num_heads=(1, 1, 1, 1), window_size=2, drop_path_rate=0.0),
+        32,
+    ),
+}
+
+
+def _plain(name: str, kwargs: dict) -> nn.Module:
+    """The plain twin in float64, with BatchNorm statistics and affines away from their defaults."""
+    plain = timm.create_model(plain_twin(name), **kwargs).double()
+    with torch.no_grad():
+        for m in plain.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.2)
+                m.bias.normal_(0, 0.1)
+    return plain
+
+
+def _assert_same_function(plain: nn.Module, model: nn.Module, size: int) -> None:
+    x = torch.randn(3, 3, size, size, dtype=torch.float64)
+    for training in (False, True):
+        p, m = copy.deepcopy(plain).train(training), copy.deepcopy(model).train(training)
+        with torch.no_grad():
+            expected, got = p(x), m(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+        if training:  # the same batch statistics were used: the running statistics moved alike
+            for (k, a), b in zip(p.state_dict().items(), (m.state_dict()[k] for k in p.state_dict())):
+                if "running" in k:
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8, msg=k)
+
+
+@pytest.mark.parametrize("name", list(EXACT))
+def test_from_plain_is_the_plain_function_in_eval_and_training(name: str) -> None:
+    kwargs, size = EXACT[name]
+    plain = _plain(name, kwargs)
+    model = from_plain(name, plain, **kwargs)
+    assert next(model.parameters()).dtype == torch.float64
+    assert warm_sites(model) and not warm_sites(plain)
+    _assert_same_function(plain, model, size)
+
+
+@pytest.mark.parametrize("name", ["bav2_resnet20", "bav2_convnext_tiny"])
+def test_gates_receive_gradient_from_the_first_step(name: str) -> None:
+    kwargs, size = EXACT[name]
+    model = from_plain(name, _plain(name, kwargs), **kwargs).train()
+    gates = [m.ba for m in model.modules() if hasattr(m, "ba")]
+    assert gates
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        x = torch.randn(4, 3, size, size, dtype=torch.float64)
+        model(x).logsumexp(1).sum().backward()
+        for gate in gates:
+            # Step 1: the generation weight (zero) has a gradient; the layers before it get theirs once it moved.
+            # (Not the selection bias: a training-mode BatchNorm follows it, so its gradient is 0 in any
+            # bridged model.)
+            later = [p for n, p in gate.named_parameters() if n != "selection.bias"]
+            learning = [gate.generation.weight] if step == 0 else later
+            for p in learning:
+                assert p.grad is not None and p.grad.abs().sum() > 0
+        opt.step()
+
+
+def test_se_families_load_the_trunk_and_say_they_are_not_exact(caplog: pytest.LogCaptureFixture) -> None:
+    plain = timm.create_model("mobilenetv3_small_100", num_classes=5)
+    with caplog.at_level(logging.WARNING, logger="bridgeattn.warmstart"):
+        model = from_plain("bav2_mobilenetv3_small_100", plain)
+    assert "SE modules" in caplog.text and "not exactly" in caplog.text
+    trunk = {k: v for k, v in plain.state_dict().items() if ".se." not in k}
+    assert model.num_classes == 5
+    ours = model.state_dict()
+    scaled = {k for site in warm_sites(model) for k in site.scale}
+    assert scaled
+    for k, v in trunk.items():
+        torch.testing.assert_close(ours[k], 2 * v if k in scaled else v, msg=k)  # 2 = 1 / gate(0)
+
+
+def test_wrong_depth_is_one_line_naming_the_mismatch() -> None:
+    deeper = timm.create_model("plain_resnet56").state_dict()
+    with pytest.raises(UserError) as err:
+        from_plain("bav2_resnet20", deeper)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "unexpected" in message and "layer1.3." in message and "plain_resnet20" in message
+
+
+def test_a_bridged_checkpoint_loads_as_itself(tmp_path) -> None:
+    trained = bridgeattn.create_model("bav2_resnet20")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "ba.pth"
+    torch.save({"model": trained.state_dict(), "epoch": 3}, path)  # a training-checkpoint wrapper
+    model = from_plain("bav2_resnet20", str(path))
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+
+
+def test_a_new_classifier_keeps_its_initialisation() -> None:
+    plain = timm.create_model("plain_resnet20")
+    model = from_plain("bav2_resnet20", plain, num_classes=3)
+    assert model.fc.out_features == 3
+    torch.testing.assert_close(model.conv1.weight, plain.conv1.weight)
