@@ -39,10 +39,21 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _card_markdown(card: Mapping[str, Any], name: str) -> str:
+    """A hub model card in timm's layout (YAML header, details, usage); timm's own writer is private."""
+    text = "---\ntags:\n" + "".join(f"- {t}\n" for t in card["tags"])
+    text += "pipeline_tag: image-classification\nlibrary_name: timm\nlicense: apache-2.0\n---\n"
+    text += f"# Model card for {name}\n\n{card['description']}\n\n## Model Details\n"
+    for key, value in card["details"].items():
+        if isinstance(value, (list, tuple)):
+            text += f"- **{key}:**\n" + "".join(f"  - {v}\n" for v in value)
+        else:
+            text += f"- **{key}:** {value}\n"
+    return text + f"\n## Model Usage\n{card['usage']}\n"
+
+
 def model_card_text(name: str, params: int, input_size: tuple[int, ...], metrics: Mapping[str, Any] | None) -> str:
     """The README.md of a saved folder: timm's card header and details, plus a metrics table."""
-    from timm.models._hub import generate_readme
-
     family = name.split("_")[0]
     details: dict[str, Any] = {
         "Model Type": "Image classification / feature backbone",
@@ -62,7 +73,7 @@ def model_card_text(name: str, params: int, input_size: tuple[int, ...], metrics
             "# model = timm.create_model(\"hf-hub:USER/REPO\", pretrained=True)\n```\n"
         ),
     }
-    text = generate_readme(card, name)
+    text = _card_markdown(card, name)
     if metrics:
         text += "\n## Metrics\n\n| metric | value |\n|---|---|\n"
         text += "".join(f"| {k} | {_format(v)} |\n" for k, v in metrics.items())

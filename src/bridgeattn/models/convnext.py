@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXtBlock
 
 from ._bridged import (
@@ -27,11 +26,9 @@ from ._bridged import (
     check_taps,
     create_bridged,
     pop_bridge_args,
-    twin_cfg,
 )
-from .registry import register_family
 
-__all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext"]
+__all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext", "create_convnext_variant"]
 
 CONVNEXT_TAPS = ("dw", "hidden", "out")
 
@@ -69,19 +66,8 @@ def bridge_convnext(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[st
     return len(blocks)
 
 
-def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def create_convnext_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's ConvNeXt ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", CONVNEXT_TAPS)
     return create_bridged(variant, twin, pretrained, lambda m: bridge_convnext(m, ba_args, taps), **kwargs)
-
-
-default_cfgs = generate_default_cfgs({"bav2_convnext_tiny": twin_cfg("convnext_tiny")})
-
-
-@register_model
-def bav2_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """ConvNeXt-T with BAv2 gates over the depthwise, MLP-hidden and MLP-output taps (r = 16)."""
-    return _create("bav2_convnext_tiny", "convnext_tiny", "v2", pretrained, **kwargs)
-
-
-BRIDGE_CONVNEXTS = register_family("bridge-convnext", ["bav2_convnext_tiny"])

@@ -13,15 +13,28 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d
-from timm.models import generate_default_cfgs, register_model
-from timm.models._efficientnet_blocks import InvertedResidual
+from timm.models.efficientnet import EfficientNetBuilder, decode_arch_def
 
-from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args, twin_cfg
-from .registry import register_family
+from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
 
-__all__ = ["BAInvertedResidual", "MBCONV_PLACEMENTS", "bridge_mbconv", "create_mbconv_variant"]
+__all__ = [
+    "BAInvertedResidual", "EFFICIENTNET_GATE", "MBCONV_PLACEMENTS", "bridge_mbconv", "create_mbconv_variant",
+]
 
 MBCONV_PLACEMENTS = ("se", "output")
+
+
+def _timm_mbconv_class() -> type[nn.Module]:
+    """timm's MBConv block class, taken from one block built by timm's public ``EfficientNetBuilder``.
+
+    timm publishes the class only in a private module; building a block is the public way to reach it.
+    """
+    builder = EfficientNetBuilder(act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d)
+    stages = builder(8, decode_arch_def([["ir_r1_k3_s1_e2_c8"]]))
+    return type(stages[0][0])
+
+
+InvertedResidual = _timm_mbconv_class()
 
 
 class BAInvertedResidual(InvertedResidual):
@@ -110,27 +123,3 @@ def create_mbconv_variant(
 
 # BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (SPEC section 3); sigmoid gate.
 EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")
-
-default_cfgs = generate_default_cfgs({
-    "bav1_efficientnet_b0": twin_cfg("efficientnet_b0"),
-    "bav2_efficientnet_b0": twin_cfg("efficientnet_b0"),
-})
-
-
-@register_model
-def bav1_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """EfficientNet-B0 with BAv1 gates (taps: expansion and depthwise outputs; r = 6, Swish)."""
-    return create_mbconv_variant(
-        "bav1_efficientnet_b0", "efficientnet_b0", "v1", pretrained, EFFICIENTNET_GATE, False, **kwargs
-    )
-
-
-@register_model
-def bav2_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """EfficientNet-B0 with BAv2 gates (same taps as BAv1, adaptive selection; r = 6, Swish)."""
-    return create_mbconv_variant(
-        "bav2_efficientnet_b0", "efficientnet_b0", "v2", pretrained, EFFICIENTNET_GATE, False, **kwargs
-    )
-
-
-BRIDGE_EFFICIENTNETS = register_family("bridge-efficientnet", ["bav1_efficientnet_b0", "bav2_efficientnet_b0"])

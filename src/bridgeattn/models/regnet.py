@@ -17,13 +17,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 from timm.models.regnet import Bottleneck
 
-from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args, twin_cfg
-from .registry import register_family
+from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
 
-__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "bridge_regnet"]
+__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "bridge_regnet", "create_regnet_variant"]
 
 REGNET_PLACEMENTS = ("output", "se")
 
@@ -65,7 +63,8 @@ def bridge_regnet(model: nn.Module, ba_args: dict[str, Any], placement: str = "o
     return len(blocks)
 
 
-def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def create_regnet_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's RegNet ``twin`` with bridged blocks; ``ba_placement`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     placement = kwargs.pop("ba_placement", "output")
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
@@ -75,14 +74,3 @@ def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: A
         variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), stem="stem.conv", **kwargs
     )
 
-
-default_cfgs = generate_default_cfgs({"bav2_regnety_040": twin_cfg("regnety_040")})
-
-
-@register_model
-def bav2_regnety_040(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """RegNetY-4.0GF with BAv2 gates (taps: the three conv outputs; r = 16) instead of SE."""
-    return _create("bav2_regnety_040", "regnety_040", "v2", pretrained, **kwargs)
-
-
-BRIDGE_REGNETS = register_family("bridge-regnet", ["bav2_regnety_040"])

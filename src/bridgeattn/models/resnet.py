@@ -10,22 +10,19 @@ and the CIFAR-style ``*_resnet20`` / ``*_resnet56`` (3 stages of 16/32/64 channe
 """
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._manipulate import checkpoint_seq
+from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..bridge import BridgeAttention
 from ..ops import gated_residual, spatial_mean
+from ._bridged import BRIDGE_KEYS, pop_bridge_args
 from ._validate import check_image_batch
-from .registry import register_family
 
 __all__ = [
     "BABasicBlock",
@@ -34,7 +31,9 @@ __all__ = [
     "RESNET_DEPTHS",
     "SMALL_DEPTHS",
     "create_resnet_variant",
-    "register_resnet_family",
+    "resnet_cfg",
+    "small_resnet_args",
+    "small_resnet_cfg",
 ]
 
 # depth -> (block kind, blocks per stage)
@@ -160,7 +159,8 @@ class BridgeResNet(ResNet):
         return x
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
+def resnet_cfg(**kwargs: Any) -> dict[str, Any]:
+    """``pretrained_cfg`` fields of an ImageNet-size ResNet-family model (no weights)."""
     return {
         "url": "",
         "num_classes": 1000,
@@ -177,11 +177,21 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-def _small_cfg(**kwargs: Any) -> dict[str, Any]:
-    return _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, **kwargs)
+def small_resnet_cfg(**kwargs: Any) -> dict[str, Any]:
+    """``pretrained_cfg`` fields of a small-input (32 px, 10-class) ``*_resnet20/56``."""
+    return resnet_cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, **kwargs)
 
 
-_BA_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
+def small_resnet_args(attention: str | type[nn.Module] | None) -> dict[str, Any]:
+    """Trunk arguments of the CIFAR-style ``*_resnet20/56``."""
+    # timm's stem is 64 wide unless 'deep' (2 x stem_width); the small-input option then
+    # replaces that deep stem by a single 3x3 conv.
+    extra: dict[str, Any] = dict(
+        channels=SMALL_CHANNELS, stem_type="deep", stem_width=SMALL_CHANNELS[0] // 2, small_input=True
+    )
+    if attention in ("bav1", "bav2"):
+        extra["rd_min_channels"] = SMALL_RD_MIN_CHANNELS
+    return extra
 
 
 def create_resnet_variant(
@@ -203,14 +213,10 @@ def create_resnet_variant(
     args = dict(model_args, **kwargs)
     block_args = dict(args.pop("block_args", None) or {})
     if attention in ("bav1", "bav2"):
-        ba_args = dict(block_args.pop("ba_args", None) or {}, version=attention[2:])
-        for key in _BA_KEYS:
-            if key in args:
-                ba_args[key] = args.pop(key)
-        block_args["ba_args"] = ba_args
+        block_args["ba_args"] = pop_bridge_args(args, attention[2:], block_args.pop("ba_args", None) or {})
         block: type[nn.Module] = BABasicBlock if block_kind == "basic" else BABottleneck
     else:
-        stray = [k for k in _BA_KEYS if k in args]
+        stray = [k for k in BRIDGE_KEYS if k in args]
         if stray:
             raise ValueError(f"{variant} has no bridge gate; unexpected arguments {stray}")
         if attention is not None:
@@ -223,86 +229,3 @@ def create_resnet_variant(
         BridgeResNet, variant, pretrained, feature_cfg=feature_cfg,
         block=block, layers=layers, block_args=block_args, **args,
     )
-
-
-def _make_entry(
-    name: str, attention: str | type[nn.Module] | None, layers: tuple[int, ...], kind: str, extra: dict[str, Any]
-) -> Callable[..., nn.Module]:
-    """A timm entrypoint function named ``name``, registered in this module."""
-
-    def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        return create_resnet_variant(
-            name, pretrained, layers=layers, block_kind=kind, attention=attention, model_args=extra, **kwargs
-        )
-
-    entry.__name__ = entry.__qualname__ = name
-    entry.__module__ = __name__
-    entry.__doc__ = f"{name}: ResNet trunk ({kind} blocks {layers}) with {attention or 'no'} attention."
-    setattr(sys.modules[__name__], name, entry)
-    return register_model(entry)
-
-
-def register_resnet_family(prefix: str, attention: str | type[nn.Module] | None) -> list[str]:
-    """Register ``{prefix}resnet{18..152}`` and the small-input ``{prefix}resnet{20,56}`` with timm.
-
-    Returns the registered names. ``prefix`` is e.g. ``"bav2_"`` or ``"fca_"``; ``attention`` as in
-    :func:`create_resnet_variant`.
-    """
-    cfgs: dict[str, dict[str, Any]] = {}
-    for depth, (kind, layers) in RESNET_DEPTHS.items():
-        name = f"{prefix}resnet{depth}"
-        _make_entry(name, attention, layers, kind, {})
-        cfgs[name] = _cfg()
-    for depth, layers in SMALL_DEPTHS.items():
-        name = f"{prefix}resnet{depth}"
-        # timm's stem is 64 wide unless 'deep' (2 x stem_width); the small-input option then
-        # replaces that deep stem by a single 3x3 conv.
-        extra: dict[str, Any] = dict(
-            channels=SMALL_CHANNELS, stem_type="deep", stem_width=SMALL_CHANNELS[0] // 2, small_input=True
-        )
-        if attention in ("bav1", "bav2"):
-            extra["rd_min_channels"] = SMALL_RD_MIN_CHANNELS
-        _make_entry(name, attention, layers, "basic", extra)
-        cfgs[name] = _small_cfg()
-    _register_cfgs(cfgs)
-    return list(cfgs)
-
-
-def _register_cfgs(cfgs: dict[str, dict[str, Any]]) -> None:
-    """Attach ``pretrained_cfg`` entries to already registered entrypoints."""
-    from timm.models._registry import _model_default_cfgs, _model_has_pretrained, _model_pretrained_cfgs
-
-    for name, cfg in generate_default_cfgs(cfgs).items():
-        _model_default_cfgs[name] = cfg
-        for tag in cfg.tags:
-            full = f"{name}.{tag}" if tag else name
-            _model_pretrained_cfgs[full] = cfg.cfgs[tag]
-        if cfg.default.url or cfg.default.file or cfg.default.hf_hub_id:
-            _model_has_pretrained.add(name)
-
-
-def _register_resnext() -> list[str]:
-    specs = {
-        "bav1_resnext50_32x4d": ("bav1", (3, 4, 6, 3)),
-        "bav2_resnext50_32x4d": ("bav2", (3, 4, 6, 3)),
-        "bav2_resnext101_32x4d": ("bav2", (3, 4, 23, 3)),
-    }
-    for name, (attention, layers) in specs.items():
-        _make_entry(name, attention, layers, "bottleneck", dict(cardinality=32, base_width=4))
-    _register_cfgs({name: _cfg() for name in specs})
-    return list(specs)
-
-
-BRIDGE_MODELS = register_family(
-    "bridge-resnet",
-    register_resnet_family("bav1_", "bav1") + register_resnet_family("bav2_", "bav2") + _register_resnext(),
-)
-# Baselines on the identical trunk (same stem, same init) so comparisons differ only in the attention.
-BASELINE_MODELS = register_family(
-    "baseline-resnet",
-    register_resnet_family("plain_", None)
-    + register_resnet_family("se_", "se")
-    + register_resnet_family("eca_", "eca")
-    + register_resnet_family("cbam_", "cbam")
-    + register_resnet_family("gc_", "gc"),
-)

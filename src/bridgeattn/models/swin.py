@@ -16,13 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import SwinTransformerBlock
 
-from ._bridged import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args, twin_cfg
-from .registry import register_family
+from ._bridged import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args
 
-__all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "bridge_swin"]
+__all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "bridge_swin", "create_swin_variant"]
 
 SWIN_TAPS = ("attn", "hidden", "out")
 
@@ -58,24 +56,11 @@ def bridge_swin(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[str] =
     return len(blocks)
 
 
-def _create(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    ba_args = pop_bridge_args(kwargs, version, {})
-    taps = kwargs.pop("ba_taps", SWIN_TAPS)
-    return create_bridged(variant, twin, pretrained, lambda m: bridge_swin(m, ba_args, taps), **kwargs)
-
-
-default_cfgs = generate_default_cfgs(
-    {"bav2_swin_tiny_patch4_window7_224": twin_cfg("swin_tiny_patch4_window7_224")}
-)
-
-
-@register_model
-def bav2_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Swin-T (patch 4, window 7, 224 px) with BAv2 gates over attention, MLP-hidden and MLP-output taps.
+def create_swin_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates.
 
     For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.
     """
-    return _create("bav2_swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", "v2", pretrained, **kwargs)
-
-
-BRIDGE_SWINS = register_family("bridge-swin", ["bav2_swin_tiny_patch4_window7_224"])
+    ba_args = pop_bridge_args(kwargs, version, {})
+    taps = kwargs.pop("ba_taps", SWIN_TAPS)
+    return create_bridged(variant, twin, pretrained, lambda m: bridge_swin(m, ba_args, taps), **kwargs)
