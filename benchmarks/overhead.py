@@ -12,7 +12,6 @@ Writes ``docs/results/overhead.json`` (every round's time, the machine, the comm
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ from timm.models.resnet import Bottleneck, ResNet
 
 import bridgeattn
 from bridgeattn.benchmark import benchmark, format_table, machine_info
+from bridgeattn.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "table": summary,
     }
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

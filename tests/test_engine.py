@@ -194,6 +194,8 @@ def test_config_file_then_flags_and_booleans_both_ways(tmp_path):
     (["--resume", "/nonexistent/ckpt.pth"], "no such checkpoint"),
     (["--max-restarts", "2"], "use it with --nproc"),
     (["--config", "no_such_recipe"], "no such file or built-in recipe"),
+    (["--clip-grad", "-1"], r"--clip-grad must be a positive gradient norm \(or none: off\), got -1.0"),
+    (["--ema-decay", "5"], r"--ema-decay must be in \[0, 1\), got 5.0"),
 ])
 def test_contradictory_or_bad_options_raise_user_error(argv, message):
     with pytest.raises(UserError, match=message):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .files import write_json
 
 __all__ = [
     "SHORT_NAMES",
@@ -223,9 +224,7 @@ def train_cell(
         **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
     }
     cell.mkdir(parents=True, exist_ok=True)
-    tmp = summary_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(summary_path)  # atomic: a half-written summary never marks a cell finished
+    write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
     summary["skipped"] = False
     return summary
 
@@ -429,7 +428,7 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     """``results.json``, ``results.csv``, ``results.md`` and ``results.png`` under ``output``."""
     output = Path(output)
     rows = results["models"]
-    (output / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(output / "results.json", results)
     with open(output / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .files import write_json
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -414,8 +415,8 @@ def explain(
     has_bridge = any(type(m).__name__ == "BridgeAttention" for m in model.modules())
     if has_bridge:
         stats = gate_statistics(model, torch.cat(all_inputs))
-        (output / "gate_stats.json").write_text(json.dumps(stats, indent=1))
+        write_json(output / "gate_stats.json", stats)
         report["gate_stats"] = str(output / "gate_stats.json")
         report["gate_plots"] = [str(p) for p in plot_gate_statistics(stats, output)]
-    (output / "explain.json").write_text(json.dumps(report, indent=1))
+    write_json(output / "explain.json", report)
     return report

@@ -1,6 +1,5 @@
 """One module per ``bridgeattn`` command: ``add_arguments(parser)`` and ``run(args) -> int``."""
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,5 +10,7 @@ def write_json_report(path: str | None, report: Any) -> None:
         return
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    from ..files import write_json
+
+    write_json(out, report)
     print(f"wrote {out}")

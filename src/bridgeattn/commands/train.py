@@ -22,6 +22,7 @@ def _launch(cfg) -> int:
 
     from ..engine import distributed
     from ..engine.config import dump_yaml
+    from ..engine.runlock import LOCK_ENV, RunLock
     from ..errors import UserError
 
     if not timm.is_model(cfg.model):
@@ -30,10 +31,11 @@ def _launch(cfg) -> int:
     cfg.output = cfg.output or str(Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}")
     nproc, restarts = cfg.nproc, cfg.max_restarts
     cfg.nproc, cfg.max_restarts = 1, 0
-    with tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
+    # the launcher holds the run folder's lock for all workers and every restart; they find its pid in LOCK_ENV
+    with RunLock(cfg.output), tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
         path = Path(tmp) / "config.yaml"
         dump_yaml(cfg, path)
-        code = distributed.launch_torchrun(str(path), nproc, restarts)
+        code = distributed.launch_torchrun(str(path), nproc, restarts, env={LOCK_ENV: str(os.getpid())})
     if code:
         print(f"bridgeattn train: torchrun exited with status {code} (see the messages above)", file=sys.stderr)
     return code
@@ -52,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun rank 0 reports
+    best = (f"best top-1 {summary['best_top1']:.2f} % at epoch {summary['best_epoch']}"
+            if summary["best_top1"] is not None else "no epoch with finite weights and loss")
     print(f"top-1 {summary['top1']:.2f} %  top-5 {summary['top5']:.2f} %  loss {summary['loss']:.4f}  "
-          f"(best top-1 {summary['best_top1']:.2f} % at epoch {summary['best_epoch']}; "
-          f"{summary['train_img_per_s']:.0f} img/s)")
+          f"({best}; {summary['train_img_per_s']:.0f} img/s)")
     print(f"run folder: {summary['output']} (summary.json, metrics.csv, curves.png, confusion.png, checkpoints/)")
     return 0

@@ -117,6 +117,10 @@ class TrainConfig:
             raise UserError(f"--val-batch-size must be positive, got {self.val_batch_size}")
         if self.warmup_epochs and self.warmup_epochs >= self.epochs:
             raise UserError(f"--warmup-epochs ({self.warmup_epochs}) must be smaller than --epochs ({self.epochs})")
+        if self.clip_grad is not None and not self.clip_grad >= 0:
+            raise UserError(f"--clip-grad must be a positive gradient norm (or none: off), got {self.clip_grad}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.smoothing < 1:
             raise UserError(f"--smoothing must be in [0, 1), got {self.smoothing}")
         if self.sched not in SCHEDULERS:

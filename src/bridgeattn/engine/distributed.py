@@ -145,7 +145,8 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
-def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None) -> int:
+def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
+                    env: dict[str, str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH`` in ``nproc`` processes under torchrun; its exit status.
 
     ``--standalone`` picks a free rendezvous port on this machine. For several machines call torchrun directly
@@ -153,7 +154,7 @@ def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: 
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            f"--max-restarts={max_restarts}", *(extra or []), "-m", "bridgeattn", "train", "--config", config_path]
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     # one process per core share: keep each process's intra-op threads from oversubscribing the machine
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)

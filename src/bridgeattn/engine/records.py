@@ -9,7 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CKPT_DIR, atomic_write_text
+import yaml
+
+from ..errors import UserError
+from ..files import atomic_path, write_json, write_text
+from .checkpoint import CKPT_DIR
 from .config import TrainConfig, dump_yaml
 
 # Files whose presence means a folder already holds a run.
@@ -20,8 +24,22 @@ def holds_run(folder: Path) -> bool:
     return any((folder / name).exists() for name in RUN_MARKERS)
 
 
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+__all__ = ["RUN_MARKERS", "RunRecorder", "check_stored_config", "holds_run", "write_eval_report", "write_json"]
+
+
+def check_stored_config(folder: Path) -> None:
+    """Refuse to continue a run whose ``config.yaml`` is missing, empty or unreadable: its settings are unknown,
+    and defaults in their place would silently train something else."""
+    path = folder / "config.yaml"
+    try:
+        stored = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = "is missing" if isinstance(exc, FileNotFoundError) else f"cannot be read ({type(exc).__name__})"
+        raise UserError(f"{path} {problem}: the run's settings are unknown; restore the file (or start a new run "
+                        "in another --output)") from None
+    if not isinstance(stored, dict) or not stored:
+        raise UserError(f"{path} is empty or not a mapping of option: value: the run's settings are unknown; "
+                        "restore the file (or start a new run in another --output)")
 
 
 def write_eval_report(metrics: dict[str, Any], class_names: Sequence[str], folder: Path, plots: bool = True,
@@ -37,7 +55,7 @@ def write_eval_report(metrics: dict[str, Any], class_names: Sequence[str], folde
         acc = metrics["per_class"][i]
         writer.writerow([i, names[i], sum(row), row[i], "" if acc is None else f"{acc:.4f}"])
     paths = {"per_class": str(folder / "per_class.csv")}
-    atomic_write_text(folder / "per_class.csv", buf.getvalue())
+    write_text(folder / "per_class.csv", buf.getvalue())
     if plots:
         from .plots import plot_confusion
 
@@ -52,7 +70,8 @@ class RunRecorder:
         self.folder = folder
         self.cfg = cfg
         folder.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, folder / "config.yaml")
+        with atomic_path(folder / "config.yaml") as tmp:  # a full disk leaves the previous config.yaml whole
+            dump_yaml(cfg, tmp)
         self.tb = None
         if cfg.tensorboard:
             try:
@@ -66,7 +85,7 @@ class RunRecorder:
 
     def write_history(self, history: Sequence[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl and metrics.csv from the full history (consistent after a resume)."""
-        atomic_write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         columns: list[str] = []
         for record in history:
             columns += [k for k in record if k not in columns]
@@ -74,7 +93,7 @@ class RunRecorder:
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
-        atomic_write_text(self.folder / "metrics.csv", buf.getvalue())
+        write_text(self.folder / "metrics.csv", buf.getvalue())
         if self.tb is not None and history:
             record = history[-1]
             for key, value in record.items():

@@ -41,7 +41,8 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
 from .evaluate import autocast, evaluate
-from .records import RunRecorder, holds_run, write_eval_report, write_json
+from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
+from .runlock import RunLock
 
 # Test hook for recovery tests: SIGKILL this process after optimizer step N ("N" or "N:RANK"), first attempt only.
 FAULT_ENV = "BRIDGEATTN_FAULT_KILL_AT_STEP"
@@ -126,25 +127,41 @@ class Run:
 
 # ---------------------------------------------------------------------------------------------------- set-up
 
-def _run_folder(cfg: TrainConfig, info: distributed.DistInfo) -> tuple[Path, Path | None]:
-    """The run folder and the checkpoint to resume from (same on every rank); refuses an occupied folder."""
-    default = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = Path(distributed.broadcast_object(str(cfg.output or default)))
+def _claim_folder(cfg: TrainConfig, folder: Path, stack: contextlib.ExitStack) -> Path | None:
+    """Lock the run folder for this run, check it may be (re)used, clear a killed writer's temp files; the
+    checkpoint to resume from. Rank 0 only."""
     resume = cfg.resume
     if resume is None and distributed.restart_count() > 0:
         resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
-    if resume is None and holds_run(folder):
-        raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--output {folder} is a file, not a folder")
-    path = None
+    stack.enter_context(RunLock(folder))  # before any check, so two runs cannot both pass them
+    if resume is None and holds_run(folder):
+        raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
+    if resume is not None and holds_run(folder):
+        check_stored_config(folder)
+    ckpt.clean_temps(folder)
     if resume == "auto":
-        found = ckpt.find_resume(folder) if info.is_main else None
-        path = distributed.broadcast_object(str(found) if found else None)
-        path = Path(path) if path else None
-    elif resume is not None:
-        path = Path(resume)
-    return folder, path
+        return ckpt.find_resume(folder)
+    return Path(resume) if resume is not None else None
+
+
+def _run_folder(cfg: TrainConfig, info: distributed.DistInfo,
+                stack: contextlib.ExitStack) -> tuple[Path, Path | None]:
+    """The run folder and the checkpoint to resume from (same on every rank); refuses an occupied folder."""
+    default = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = Path(distributed.broadcast_object(str(cfg.output or default)))
+    path, problem = None, None
+    if info.is_main:
+        try:
+            path = _claim_folder(cfg, folder, stack)
+        except UserError as exc:
+            problem = str(exc)
+    # every rank raises the same error, instead of the others waiting for rank 0 forever
+    path, problem = distributed.broadcast_object((str(path) if path else None, problem))
+    if problem:
+        raise UserError(problem)
+    return folder, Path(path) if path else None
 
 
 def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
@@ -244,17 +261,22 @@ def _restore(run: Run, path: Path) -> None:
     if run.scheduler is not None:
         run.scheduler.step_update(num_updates=run.step)
     if run.dist.is_main:
+        # a resume from further back must not overwrite (nor prune) the checkpoints after it
+        moved = ckpt.set_aside_newer(run.folder, run.start_epoch)
+        if moved:
+            print(f"moved {len(moved)} checkpoint(s) newer than {Path(state['path']).name} to "
+                  f"{run.folder / ckpt.CKPT_DIR / 'superseded'}", flush=True)
         print(f"resumed from {state['path']} (epoch {run.start_epoch}, step {run.step})", flush=True)
 
 
-def _setup(cfg: TrainConfig, info: distributed.DistInfo) -> Run:
+def _setup(cfg: TrainConfig, info: distributed.DistInfo, stack: contextlib.ExitStack) -> Run:
     import timm
 
     if not timm.is_model(cfg.model):  # fail before any data is read
         from .. import create_model
 
         create_model(cfg.model)  # raises UserError naming similar models
-    folder, resume_path = _run_folder(cfg, info)
+    folder, resume_path = _run_folder(cfg, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
     model = _build_model(cfg, data_info, info.device)
@@ -312,7 +334,7 @@ def _nonfinite(run: Run, value: float, epoch: int, batch: int, batches: int) -> 
     """Count a step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
     run.skipped_steps += 1
     where = f"step {run.step + 1} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
-    last = ckpt.find_resume(run.folder) if run.dist.is_main else None
+    last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
     kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
     if run.skipped_steps > run.cfg.skip_nonfinite:
         hint = (f"more than --skip-nonfinite {run.cfg.skip_nonfinite} bad steps" if run.cfg.skip_nonfinite
@@ -449,7 +471,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "top1": final.get("top1"),
         "top5": final.get("top5"),
         "loss": final.get("loss"),
-        "best_top1": run.best_top1 if run.history else None,
+        "best_top1": run.best_top1 if run.best_epoch else None,  # None: no epoch with finite results
         "best_epoch": run.best_epoch,
         "epochs": len(run.history),
         "steps": run.step,
@@ -491,16 +513,19 @@ def _fit(run: Run) -> dict[str, Any]:
                   "val_samples": final["count"],
                   "train_img_per_s": stats["train_samples"] / max(stats["epoch_time_s"], 1e-9)}
         run.history.append(record)
-        is_best = final["top1"] > run.best_top1
+        state = _checkpoint_state(run, epoch)  # collective (RNG states of all ranks)
+        # best and "last good" only for finite weights, buffers (BatchNorm statistics) and validation loss
+        good = ckpt.is_good(state, final["loss"])
+        is_best = good and final["top1"] > run.best_top1
         if is_best:
             run.best_top1, run.best_epoch = final["top1"], epoch + 1
-        state = _checkpoint_state(run, epoch)  # collective (RNG states of all ranks)
+            state.update(best_top1=run.best_top1, best_epoch=run.best_epoch)
         if main:
-            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.keep)
+            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.keep, good=good)
             run.recorder.write_history(run.history)
             print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
                   f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
-                  f"  {record['train_img_per_s'] * run.dist.world_size:.0f} img/s  {stats['epoch_time_s']:.1f}s",
+                  f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s",
                   flush=True)
         del state
         distributed.barrier()
@@ -530,14 +555,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     info = distributed.setup(cfg.device)
     run = None
     try:
-        run = _setup(cfg, info)
-        return _fit(run)
-    except TrainingStopped as exc:
-        if run is not None and info.is_main:
-            final = run.history[-1] if run.history else {}
-            write_json(run.folder / "summary.json", _summary(run, final, status="stopped", message=str(exc)))
-        raise
+        with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
+            run = _setup(cfg, info, stack)
+            try:
+                return _fit(run)
+            except TrainingStopped as exc:
+                if info.is_main:
+                    final = run.history[-1] if run.history else {}
+                    write_json(run.folder / "summary.json", _summary(run, final, status="stopped", message=str(exc)))
+                raise
+            finally:
+                if run.recorder is not None:
+                    run.recorder.close()
     finally:
-        if run is not None and run.recorder is not None:
-            run.recorder.close()
         distributed.cleanup()

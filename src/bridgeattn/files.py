@@ -1,0 +1,103 @@
+"""Atomic file writes: a reader (or a crash, or a full disk) sees the old file or the new one, never half of one.
+
+Every file the package writes (run folders, reports, checkpoints, figures) goes through ``atomic_path``: the
+content is written to a hidden temp file beside the target (``.NAME.tmp-PID``), flushed to disk, then renamed
+over the target with ``os.replace``, which is atomic within one file system.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: Path) -> Path:
+    """The temp file ``path`` is written through: hidden, in the same folder, named after this process."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def is_temp(path: Path) -> bool:
+    """Whether ``path`` is a temp file left by ``atomic_path`` (e.g. after a kill mid-write)."""
+    return path.name.startswith(".") and TEMP_MARK in path.name
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path to write ``path``'s new content to; on success it replaces ``path``, else it is removed.
+
+    For writers that take a file name (``yaml`` dumps, ``torch.onnx.export``, ...); see ``atomic_write``.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(file)`` on a binary temp file beside ``path``, then atomically rename it over ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically; non-finite floats become ``null`` (valid JSON)."""
+    write_text(path, json.dumps(_finite(data), indent=1) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN/Inf floats replaced by None, so every JSON reader accepts the file."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files ``atomic_path`` left in ``folder`` (call only while no other process writes there)."""
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if is_temp(path) and (path.is_file() or path.is_symlink()):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
