@@ -1,7 +1,7 @@
 """Dataset specs -> datasets: Fashion-MNIST (default), image folders, CIFAR, synthetic. See docs/data.md."""
 from __future__ import annotations
 
-from .build import SPECS, build_datasets
+from .build import SPECS, build_datasets, loader_options
 from .config import DataConfig, DataInfo
 
-__all__ = ["SPECS", "DataConfig", "DataInfo", "build_datasets"]
+__all__ = ["SPECS", "DataConfig", "DataInfo", "build_datasets", "loader_options"]

@@ -89,6 +89,29 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+class EpochKeyedSampler(DistributedSampler):
+    """DistributedSampler yielding ``(epoch, index)``, so that persistent workers know the epoch of each sample."""
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, index) for index in super().__iter__())
+
+
+class EpochSeeded(torch.utils.data.Dataset):
+    """``dataset[index]`` with Python, NumPy and torch seeded from ``(seed, epoch, index)`` first."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        seed_everything(self.seed, epoch, index)
+        return self.dataset[index]
+
+
 @dataclass
 class Run:
     """Everything a training run holds, so the loop functions take one argument."""
@@ -178,14 +201,19 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
         raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
                         f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {info.world_size} processes); lower "
                         "--batch-size or --grad-accum, or raise --train-subset")
-    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed)
-    cuda = info.device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                              pin_memory=cuda, drop_last=True)
+    options = data_module.loader_options(cfg.workers, info.device)
+    if cfg.workers > 0:
+        # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
+        # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
+        sampler: DistributedSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                                        shuffle=True, seed=cfg.seed)
+        train_set = EpochSeeded(train_set, cfg.seed)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                     seed=cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **options)
     val_loader = DataLoader(val_set, batch_size=cfg.val_batch_size or 2 * cfg.batch_size,
-                            sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size),
-                            num_workers=cfg.workers, pin_memory=cuda)
+                            sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size), **options)
     return train_loader, val_loader, sampler, data_info
 
 
@@ -330,31 +358,112 @@ def _fault_step(rank: int) -> int | None:
     return int(step) if not only_rank or int(only_rank) == rank else None
 
 
-def _nonfinite(run: Run, value: float, epoch: int, batch: int, batches: int) -> None:
-    """Count a step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
+def _nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: int) -> None:
+    """Count a skipped step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
     run.skipped_steps += 1
-    where = f"step {run.step + 1} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
+    where = f"step {step} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
     last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
     kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
     if run.skipped_steps > run.cfg.skip_nonfinite:
         hint = (f"more than --skip-nonfinite {run.cfg.skip_nonfinite} bad steps" if run.cfg.skip_nonfinite
                 else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
-        raise TrainingStopped(f"non-finite loss ({value}) at {where}; stopped ({hint}); {kept}")
+        raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
     if run.dist.is_main:
-        tqdm.write(f"warning: non-finite loss ({value}) at {where}: step skipped "
-                   f"({run.skipped_steps}/{run.cfg.skip_nonfinite} allowed)")
+        tqdm.write(f"warning: {what} at {where}: step skipped ({run.skipped_steps}/{run.cfg.skip_nonfinite} allowed)")
+
+
+def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:
+    """Clip, step, update the scaler and EMA; with ``skip_nonfinite`` skip a step whose gradients are not finite.
+
+    Returns the device-side "skipped" flag (0-dim bool) when skipping is on, else None. The flag is computed from
+    the gradient norm, on the device. Torch's fused optimizers (and the fp16 GradScaler) take it without a host
+    read; any other optimizer needs one host read of it per optimizer step, the price of skipping a step exactly
+    (zeroing the gradients instead would still apply weight decay and momentum).
+    """
+    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
+    skip = cfg.skip_nonfinite > 0
+    found = None
+    if cfg.clip_grad or skip:
+        scaler.unscale_(optimizer)  # a no-op without fp16 scaling
+    if cfg.clip_grad:
+        norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+    elif skip:
+        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    stepped = True
+    if skip:
+        found = ~torch.isfinite(norm)
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # the scaler skips non-finite steps itself
+        elif getattr(optimizer, "_step_supports_amp_scaling", False):
+            optimizer.found_inf = found.float()  # fused optimizers skip the update on the device
+            optimizer.step()
+            del optimizer.found_inf
+        else:
+            stepped = not found.item()
+            if stepped:
+                optimizer.step()
+    else:
+        scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None and stepped:
+        run.ema.update(run.model, step=run.step)
+    return found
+
+
+def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_step: int, epoch: int,
+                 batches: int, samples: int) -> tuple[float, float]:
+    """Bring the window's per-micro-batch figures to the host (one collective, one read); handle bad steps.
+
+    ``window`` is ``(2, W)``: loss x samples of each micro-batch, and 1 on the last micro-batch of a step that was
+    skipped on the device. Returns (loss x samples, samples) of the micro-batches with a finite loss on every rank.
+    """
+    block = distributed.all_reduce_sum(window[:, :used].double())  # a NaN on any rank makes the sum NaN
+    losses, skipped = block.tolist()
+    window.zero_()
+    world, accum = run.dist.world_size, run.cfg.grad_accum
+    loss_sum, seen = 0.0, 0.0
+    for start in range(0, used, accum):
+        step_losses = losses[start:start + accum]
+        bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
+        index = first + start  # micro-batch index in the epoch
+        step = first_step + index // accum + 1
+        if bad:
+            value = step_losses[bad[0]] / (samples * world)
+            _nonfinite(run, f"non-finite loss ({value})", step, epoch, index + bad[0], batches)
+        elif skipped[start + accum - 1]:
+            _nonfinite(run, "non-finite gradient", step, epoch, index + accum - 1, batches)
+        finite = [value for value in step_losses if math.isfinite(value)]
+        loss_sum += sum(finite)
+        seen += len(finite) * samples * world
+    return loss_sum, seen
+
+
+# Host reads of the loss and the non-finite vote: every this many optimizer steps and at the end of an epoch.
+SYNC_EVERY = 10
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
-    """One pass over the training data; returns the mean training loss, samples seen and seconds taken."""
+    """One pass over the training data; returns the mean training loss, samples seen and seconds taken.
+
+    Nothing here waits for the device per step: losses and "skipped" flags stay on the device in a window of
+    ``SYNC_EVERY`` optimizer steps, read (and summed over ranks in one collective) at its end. A non-finite loss
+    therefore stops the run at the next read, naming the first bad step; the weights it touched are never
+    checkpointed. With ``skip_nonfinite`` a bad step is skipped before the optimizer sees it (see
+    ``_optimizer_step``); a non-finite loss on any rank poisons the gradients it contributes, so DDP's own gradient
+    all-reduce tells every rank to skip the same step without another collective.
+    """
     cfg, net, device = run.cfg, run.net, run.device
     accum = cfg.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
     fault_step = _fault_step(run.dist.rank)
-    buffers = [b for b in run.model.buffers()] if cfg.skip_nonfinite else []
+    skip = cfg.skip_nonfinite > 0
+    buffers = list(run.model.buffers()) if skip else []
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    window = torch.zeros(2, SYNC_EVERY * accum, device=device)
+    first, first_step = 0, run.step  # the window's first micro-batch; the step count before this epoch
+    loss_sum, seen = 0.0, 0.0
     net.train()
-    sums = torch.zeros(2, dtype=torch.float64)  # loss * samples, samples (finite steps only)
-    bad_update = False
     start = time.perf_counter()
     bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
                disable=not (cfg.progress and run.dist.is_main), leave=False)
@@ -374,44 +483,36 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         with sync:
             with autocast(device, run.amp_dtype is not None, run.amp_dtype):
                 loss = run.criterion(net(images), targets)
-            value = loss.item()
-            bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=device)
-            if distributed.all_reduce_sum(bad).item() > 0:  # every rank skips or stops together
-                _nonfinite(run, value, epoch, index, batches)
-                for buf, old in zip(buffers, saved):
-                    buf.copy_(old)
-                bad_update = True
-            else:
-                run.scaler.scale(loss / accum).backward()
-                sums += torch.tensor([value * len(labels), len(labels)], dtype=torch.float64)
+            window[0, index - first] = loss.detach() * len(labels)
+            if skip:
+                finite = torch.isfinite(loss.detach())
+                loss = loss * torch.where(finite, 1.0, math.nan)  # NaN gradients carry the vote to every rank
+            run.scaler.scale(loss / accum).backward()
+            if skip:
+                for buf, old in zip(buffers, saved):  # after backward, which may still need the buffers
+                    buf.copy_(torch.where(finite, buf, old))
         if last_micro:
             run.step += 1
-            if bad_update:
-                run.optimizer.zero_grad(set_to_none=True)
-                bad_update = False
-            else:
-                if cfg.clip_grad:
-                    run.scaler.unscale_(run.optimizer)
-                    nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
-                run.scaler.step(run.optimizer)
-                run.scaler.update()
-                run.optimizer.zero_grad(set_to_none=True)
-                if run.ema is not None:
-                    run.ema.update(run.model, step=run.step)
+            found = _optimizer_step(run, params)
+            if found is not None:
+                window[1, index - first] = found
             if run.scheduler is not None:
                 run.scheduler.step_update(num_updates=run.step)
             if fault_step == run.step:
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.update(1)
-        if bar.n % 10 == 0 or bar.n == batches:
+        if last_micro and (run.step - first_step) % SYNC_EVERY == 0:
+            got = _read_window(run, window, index + 1 - first, first, first_step, epoch, batches, len(labels))
+            loss_sum, seen, first = loss_sum + got[0], seen + got[1], index + 1
             elapsed = time.perf_counter() - start
-            seen = sums[1].item() * run.dist.world_size
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{_lr(run):.2e}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{got[0] / max(got[1], 1.0):.4f}", lr=f"{_lr(run):.2e}",
+                            img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+    if first < batches:
+        got = _read_window(run, window, batches - first, first, first_step, epoch, batches, cfg.batch_size)
+        loss_sum, seen = loss_sum + got[0], seen + got[1]
     bar.close()
     seconds = time.perf_counter() - start
-    distributed.all_reduce_sum(sums)
-    return {"train_loss": sums[0].item() / max(sums[1].item(), 1.0), "train_samples": int(sums[1].item()),
-            "epoch_time_s": seconds}
+    return {"train_loss": loss_sum / max(seen, 1.0), "train_samples": int(seen), "epoch_time_s": seconds}
 
 
 def _lr(run: Run) -> float:
