@@ -13,9 +13,10 @@ import pytest
 import torch
 import yaml
 
-from bridgeattn.engine import TrainConfig, TrainingStopped, evaluate_checkpoint, find_resume, load_checkpoint, train
+from bridgeattn.engine import TrainConfig, TrainingStopped, find_resume, load_checkpoint, train
 from bridgeattn.engine.config import add_train_arguments, config_from_args
 from bridgeattn.errors import UserError
+from bridgeattn.evaluation import evaluate_checkpoint
 
 engine_train = importlib.import_module("bridgeattn.engine.train")
 

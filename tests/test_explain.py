@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 import bridgeattn
-from bridgeattn.explain import block_gradcam, explain, gate_statistics, load_model
+from bridgeattn.explain import block_gradcam, explain, gate_statistics
+from bridgeattn.loading import load_model
 
 pytest.importorskip("pytorch_grad_cam", reason="the explain extra (grad-cam) is not installed")
 
@@ -86,8 +87,8 @@ def test_explain_command_loads_a_checkpoint(tmp_path: Path, images: list[Path]) 
     model = _model()
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"model": model.state_dict(), "config": {"model": "bav2_resnet20"}}, ckpt)
-    loaded, meta = load_model(ckpt)
-    assert meta["model"] == "bav2_resnet20" and loaded.fc.out_features == 4 and loaded.in_chans == 1
+    loaded = load_model(ckpt, "bav2_resnet20")
+    assert loaded.name == "bav2_resnet20" and loaded.model.fc.out_features == 4 and loaded.model.in_chans == 1
     out = tmp_path / "cli"
     argv = ["explain", "--checkpoint", str(ckpt), "--images", str(images[0].parent), "--block", "layer1.1",
             "--output", str(out), "--img-size", "16", "--mean", "0.5", "--std", "0.25"]

@@ -97,6 +97,6 @@ def test_export_command_uses_the_checkpoint(tmp_path, capsys) -> None:
 
     assert main(["export", "--model", "bav2_resnet56", "--checkpoint", str(weights), "--format", "onnx",
                  "--output", str(tmp_path / "x.onnx")]) == 2
-    assert "missing in the checkpoint" in capsys.readouterr().err
+    assert "holds a bav2_resnet20 model, not bav2_resnet56" in capsys.readouterr().err
     assert main(["export", "--model", "bav2_resnet20", "--format", "hub", "--fuse",
                  "--output", str(tmp_path / "h")]) == 2

@@ -6,7 +6,7 @@ import torch
 
 from bridgeattn import UserError
 from bridgeattn.engine import TrainConfig, load_checkpoint, train
-from bridgeattn.export import build_export_model
+from bridgeattn.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,11 @@ def run_folder(tmp_path_factory):
 def test_export_model_from_run_folder_and_checkpoint(run_folder) -> None:
     stored = load_checkpoint(run_folder / "checkpoints" / "last.pth")["model"]
     for source in (run_folder, run_folder / "checkpoints" / "last.pth"):
-        model = build_export_model(None, checkpoint=source)
+        loaded = load_model(source)
+        model = loaded.model
         assert model.layer3[0].ba.hidden_channels == 16  # stored model_kwargs restored: 64 * 1/4 (default: 8)
         assert model.conv1.in_channels == 1 and model.num_classes == 10
+        assert loaded.preprocessing.input_size == (1, 16, 16)
         for key, value in model.state_dict().items():
             assert torch.equal(value, stored[key]), key
 
@@ -30,5 +32,5 @@ def test_export_model_from_run_folder_and_checkpoint(run_folder) -> None:
 def test_export_without_model_name_needs_a_training_checkpoint(tmp_path) -> None:
     path = tmp_path / "bare.pth"
     torch.save({"fc.weight": torch.zeros(10, 64)}, path)
-    with pytest.raises(UserError, match="--model is required"):
-        build_export_model(None, checkpoint=path)
+    with pytest.raises(UserError, match="pass --model NAME"):
+        load_model(path)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-import timm
-import torch.nn as nn
-
 from . import models as _models  # noqa: F401  (registers the models)
 from .bridge import BridgeAttention, FusedBridgeAttention
 from .errors import UserError
-from .models import list_models, model_families
+from .models import create_model, list_models, model_families
 
 __version__ = "0.1.0"
 
@@ -26,6 +23,7 @@ _LAZY: dict[str, str] = {
     "from_pretrained": "bridgeattn.hub",
     "load_file": "bridgeattn.safe_load",
     "from_plain": "bridgeattn.warmstart",
+    "load_model": "bridgeattn.loading",
     "TrainConfig": "bridgeattn.engine",
     "train": "bridgeattn.engine",
     "evaluate": "bridgeattn.engine",
@@ -46,16 +44,6 @@ __all__ = [
     "__version__",
     *_LAZY,
 ]
-
-
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with this project's models registered; unknown names raise ``UserError``."""
-    if not timm.is_model(name):
-        stem = name.split("_")[-1] if name else ""
-        close = [n for n in list_models() if stem and stem in n][:8]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise UserError(f"unknown model {name!r} (see `bridgeattn models`){hint}")
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

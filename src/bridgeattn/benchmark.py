@@ -55,7 +55,7 @@ def _cpu_name() -> str:
 def _build(spec: ModelSpec) -> nn.Module:
     if callable(spec):
         return spec()
-    from . import create_model
+    from .models import create_model
 
     return create_model(spec)
 

@@ -1,4 +1,4 @@
-"""Import checkpoints of the reference BA-Net implementations (SPEC section 5) into our models.
+"""Reference BA-Net checkpoints: their key layouts renamed to this package's.
 
 Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's
 bridge gate differ. Per block (prefix ``layerS.B.ba.``), reference -> ours:
@@ -16,51 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from .errors import UserError
+from .safe_load import load_state_dict_strict, state_dict_from
 
-__all__ = [
-    "convert_official_state_dict",
-    "detect_layout",
-    "load_state_dict_strict",
-    "convert_checkpoint",
-    "unwrap_checkpoint",
-]
+__all__ = ["convert_official_state_dict", "detect_layout", "load_state_dict_strict"]
 
-# Containers the reference training scripts wrap their weights in, in the order they are tried.
-_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 _BA = re.compile(r"^(?P<block>(?:.+\.)?ba)\.(?P<rest>.+)$")
-
-
-def unwrap_checkpoint(obj: Any) -> dict[str, torch.Tensor]:
-    """The bare state dict inside a checkpoint: ``{'model': sd, ...}``, ``{'state_dict': sd, ...}`` or ``sd``.
-
-    Removes DataParallel/DDP ``module.`` prefixes.
-    """
-    if not isinstance(obj, Mapping):
-        raise UserError(f"expected a checkpoint dict or state dict, got {type(obj).__name__}")
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            obj = inner
-            break
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise UserError(
-            f"no tensors found in the checkpoint (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
-            f"expected a state dict or one under {' / '.join(repr(k) for k in _WRAPPER_KEYS)}"
-        )
-    out = {}
-    for key, value in tensors.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        out[key] = value
-    return out
 
 
 def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -121,7 +86,7 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
     Returns a state dict for ``bav1_*`` / ``bav2_*`` ResNets; load it with :func:`load_state_dict_strict`
     for a clear error when it does not fit the model. Checkpoints already in our layout pass through.
     """
-    state_dict = unwrap_checkpoint(obj)
+    state_dict = state_dict_from(obj)
     layout = detect_layout(state_dict)
     version = _normalise_version(version)
     found = "v2" if layout == "bav2" else "v1" if layout.startswith("bav1") else None
@@ -153,82 +118,6 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
             continue
         out[f"{block}.{new}"] = value
     if unknown:
-        raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {_preview(unknown)}")
+        more = f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""
+        raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {', '.join(unknown[:8])}{more}")
     return out
-
-
-def _preview(keys: list[str], limit: int = 6) -> str:
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def load_state_dict_strict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` that names missing, unexpected and mis-shaped keys.
-
-    Raises ``UserError`` (nothing is loaded) when the checkpoint does not fit the model.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mis_shaped = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing in the {source}: {_preview(missing)}")
-        if unexpected:
-            parts.append(f"not in the model: {_preview(unexpected)}")
-        if mis_shaped:
-            parts.append(f"shape (file vs model): {_preview(mis_shaped)}")
-        raise UserError(
-            f"the {source} does not fit {type(model).__name__}: " + "; ".join(parts)
-            + " (check --model: depth, bav1 vs bav2, --num-classes)"
-        )
-    model.load_state_dict(state_dict, strict=True)
-
-
-def convert_checkpoint(
-    path: str | Path,
-    output: str | Path,
-    model_name: str,
-    version: str = "auto",
-    unsafe: bool = False,
-    num_classes: int | None = None,
-    **model_kwargs: Any,
-) -> dict[str, Any]:
-    """Convert a reference checkpoint file to ``output`` (``.safetensors``), checked against ``model_name``.
-
-    ``num_classes`` defaults to the rows of the checkpoint's ``fc.weight``. Returns a summary dict
-    (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``).
-    """
-    from safetensors.torch import save_file
-
-    from . import create_model
-    from .safe_load import load_file
-
-    output = Path(output)
-    if output.suffix != ".safetensors":
-        raise UserError(f"the output must be a .safetensors file, got {output}")
-    raw = load_file(path, unsafe=unsafe)
-    layout = detect_layout(unwrap_checkpoint(raw))
-    state_dict = convert_official_state_dict(raw, version)
-    if num_classes is None and "fc.weight" in state_dict:
-        num_classes = int(state_dict["fc.weight"].shape[0])
-    if num_classes is not None:
-        model_kwargs["num_classes"] = num_classes
-    model = create_model(model_name, **model_kwargs)
-    load_state_dict_strict(model, state_dict, source=f"checkpoint {Path(path).name}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(output))
-    return {
-        "layout": layout,
-        "model": model_name,
-        "num_classes": getattr(model, "num_classes", num_classes),
-        "tensors": len(state_dict),
-        "output": str(output),
-    }

@@ -48,7 +48,7 @@ def create_features(
     stem and lower stages are frozen. ``None``: everything trains. ``model_kwargs`` reach ``create_model``
     (e.g. ``pretrained=True, pretrained_cfg_overlay=dict(file="model.safetensors")``, ``output_stride=8``).
     """
-    from . import create_model
+    from .models import create_model
 
     body = create_model(model_name, features_only=True, **model_kwargs)
     if frozen_bn:

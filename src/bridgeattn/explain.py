@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .data.preprocessing import Preprocessing
 from .errors import UserError
 from .files import write_json
 
@@ -25,11 +26,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "block_gradcam",
     "block_taps",
+    "check_output",
     "explain",
     "find_images",
     "gate_statistics",
     "load_images",
-    "load_model",
     "save_gradcam_figure",
 ]
 
@@ -241,94 +242,27 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     return written
 
 
-# ------------------------------------------------------------------------------------------ model, images
-def _metadata(checkpoint: Path, obj: Any) -> dict[str, Any]:
-    """Model name and preprocessing found in a checkpoint dict or JSON files beside it."""
-    found: dict[str, Any] = {}
-    sources: list[dict[str, Any]] = []
-    if isinstance(obj, dict):
-        sources.append(obj)
-    # a run folder keeps its JSON files at the top, the weights in checkpoints/
-    for p in [d / f for d in (checkpoint.parent, checkpoint.parent.parent)
-              for f in ("config.json", "summary.json", "train_config.json", "args.json")]:
-        if p.is_file():
-            try:
-                sources.append(json.loads(p.read_text()))
-            except json.JSONDecodeError:
-                continue
-    for src in sources:
-        for sub in (src, src.get("config") or {}, src.get("args") or {}, src.get("data_info") or {},
-                    src.get("data") or {}, src.get("pretrained_cfg") or {}):
-            if not isinstance(sub, dict):
-                continue
-            for key in ("model", "model_name", "arch", "architecture"):
-                if isinstance(sub.get(key), str):
-                    found.setdefault("model", sub[key])
-            if isinstance(sub.get("data"), str):
-                found.setdefault("data", sub["data"])
-            for key in ("mean", "std", "img_size", "in_chans"):
-                if sub.get(key) is not None and not isinstance(sub.get(key), dict):
-                    found.setdefault(key, sub[key])
-    return found
+# ---------------------------------------------------------------------------------------------- images, run
+# What explain writes; an output folder holding any of these belongs to an earlier run.
+OUTPUTS = ("explain.json", "gradcam", "gate_stats.json", "selection_weights.png", "gate_distribution.png",
+           "skipped_files.txt")
 
 
-def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict", "model_state", "model_state_dict", "state_dict_ema"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError("the checkpoint holds no state dict (expected a weights file or a dict with 'model')")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+def check_output(output: str | Path, overwrite: bool = False) -> Path:
+    """``output`` made ready for a new report: refused (``UserError``) when it holds an earlier one, unless
+    ``overwrite``, which removes the earlier report's files (nothing else)."""
+    import shutil
 
-
-def load_model(
-    checkpoint: str | Path | None = None, model_name: str | None = None, unsafe: bool = False, **kwargs: Any
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a model from a checkpoint (file or run folder) and/or a registered name.
-
-    The head size and input channels are read from the weights (``fc.weight``, ``conv1.weight``); the model
-    name and preprocessing (mean/std/img_size) from the checkpoint or the JSON files beside it, or from
-    ``model_name``. Returns ``(model in eval mode, metadata)``.
-    """
-    from . import create_model
-    from .safe_load import load_file
-
-    meta: dict[str, Any] = {}
-    state = None
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if path.is_dir():
-            folders = [path / "checkpoints", path] if (path / "checkpoints").is_dir() else [path]
-            candidates = sorted(p for d in folders for p in d.iterdir()
-                                if p.suffix in (".safetensors", ".pth", ".pt", ".bin"))
-            preferred = sorted((p for p in candidates if p.stem in ("best", "last", "model", "checkpoint", "final")),
-                               key=lambda p: ("best", "last", "model", "checkpoint", "final").index(p.stem))
-            if not (preferred or candidates):
-                raise UserError(f"no weights (*.safetensors, *.pth, *.pt) in {path}")
-            path = (preferred or candidates)[0]
-        obj = load_file(path, unsafe=unsafe)
-        meta = _metadata(path, obj)
-        state = _state_dict(obj)
-    name = model_name or meta.get("model")
-    if not name:
-        raise UserError("cannot tell which model the checkpoint holds; pass --model NAME")
-    if state is not None:
-        if "fc.weight" in state:
-            kwargs.setdefault("num_classes", state["fc.weight"].shape[0])
-        if "conv1.weight" in state:
-            kwargs.setdefault("in_chans", state["conv1.weight"].shape[1])
-    model = create_model(name, **kwargs)
-    if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise UserError(
-                f"the checkpoint does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-                "pass the right --model"
-            )
-    meta["model"] = name
-    return model.eval(), meta
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder")
+    earlier = [output / name for name in OUTPUTS if (output / name).exists()]
+    if earlier and not overwrite:
+        raise UserError(f"{output} already holds an explain report ({earlier[0].name}, ...); choose another "
+                        "--output, or pass --overwrite to replace it")
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return output
 
 
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
@@ -336,7 +270,7 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         elif p.is_file():
             found.append(p)
         else:
@@ -347,28 +281,40 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_images(
-    files: Sequence[Path], in_chans: int, img_size: int, mean: Sequence[float], std: Sequence[float]
-) -> tuple[torch.Tensor, np.ndarray]:
-    """``(normalised batch (B, C, S, S), display images (B, S, S, 3) in [0, 1])``; resize + center crop."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import functional as TF
+    files: Sequence[Path], preprocessing: Preprocessing
+) -> tuple[torch.Tensor, np.ndarray, list[Path], dict[str, str]]:
+    """``(normalised batch (B, C, H, W), display images (B, H, W, 3) in [0, 1], files read, {skipped: reason})``.
 
-    batch, shown = [], []
+    Images go through timm's eval transform for ``preprocessing``; unreadable files are skipped, as training does.
+    """
+    from .data.images import check_image, load_image
+
+    transform = preprocessing.transform()
+    mode = "L" if preprocessing.in_chans == 1 else "RGB"
+    chans = preprocessing.in_chans
+    mean = torch.tensor(preprocessing.mean).view(-1, 1, 1)
+    std = torch.tensor(preprocessing.std).view(-1, 1, 1)
+    batch, shown, read, skipped = [], [], [], {}
     for f in files:
-        try:
-            img = Image.open(f).convert("L" if in_chans == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"cannot read image {f}: {exc}") from None
-        img = TF.center_crop(TF.resize(img, img_size, interpolation=TF.InterpolationMode.BICUBIC), img_size)
-        x = TF.to_tensor(img)
-        if in_chans not in (1, 3):
-            x = x.mean(0, keepdim=True).expand(in_chans, -1, -1)
-        rgb = x[:3] if x.shape[0] >= 3 else x[:1].expand(3, -1, -1)
-        shown.append(rgb.permute(1, 2, 0).numpy())
-        m = torch.tensor(list(mean) * (in_chans if len(mean) == 1 else 1))[:in_chans, None, None]
-        s = torch.tensor(list(std) * (in_chans if len(std) == 1 else 1))[:in_chans, None, None]
-        batch.append((x - m) / s)
-    return torch.stack(batch), np.stack(shown).astype(np.float32)
+        reason = check_image(f)
+        if reason is None:
+            try:
+                img = load_image(str(f), mode=mode)
+            except Exception as exc:  # PIL reports broken files with many exception types
+                reason = f"unreadable: {exc}"
+        if reason is not None:
+            skipped[str(f)] = reason
+            continue
+        x = transform(img)
+        if x.shape[0] != chans:  # a model with neither 1 nor 3 input channels: repeat the luma plane
+            x = x.mean(0, keepdim=True).expand(chans, -1, -1)
+        pixels = (x * std + mean).clamp(0, 1)
+        shown.append((pixels[:3] if chans >= 3 else pixels[:1].expand(3, -1, -1)).permute(1, 2, 0).numpy())
+        batch.append(x)
+        read.append(f)
+    if not batch:
+        return torch.empty(0, *preprocessing.input_size), np.empty((0, *preprocessing.input_size[1:], 3)), [], skipped
+    return torch.stack(batch), np.stack(shown).astype(np.float32), read, skipped
 
 
 def explain(
@@ -378,40 +324,59 @@ def explain(
     block: str = "layer2.0",
     *,
     target_class: int | None = None,
+    preprocessing: Preprocessing | None = None,
     img_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 32,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Grad-CAM figures for ``block`` (one PNG per image under ``output/gradcam/``) and, for a BA model,
     gate statistics (``gate_stats.json``, ``selection_weights.png``, ``gate_distribution.png``).
 
-    Returns the ``explain.json`` content (written too).
+    Images are prepared with ``preprocessing`` (default: the model's, from ``model.pretrained_cfg``, which
+    ``load_model`` sets to the run's); ``img_size``, ``mean``, ``std`` override parts of it. Unreadable images
+    are skipped and listed in ``skipped_files.txt``. An ``output`` holding an earlier report is refused unless
+    ``overwrite``. Returns the ``explain.json`` content (written too).
     """
+    import dataclasses
+
+    from .loading import model_preprocessing
+
     _require_gradcam()
-    output = Path(output)
+    output = check_output(output, overwrite)
+    prep = preprocessing or model_preprocessing(model)
+    if img_size:
+        prep = dataclasses.replace(prep, input_size=(prep.in_chans, int(img_size), int(img_size)))
+    if mean or std:
+        stats = Preprocessing.from_dict({"input_size": prep.input_size, "mean": mean or prep.mean,
+                                         "std": std or prep.std})
+        prep = dataclasses.replace(prep, mean=stats.mean, std=stats.std)
     (output / "gradcam").mkdir(parents=True, exist_ok=True)
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    in_chans = int(getattr(model, "in_chans", 3) or 3)
-    img_size = int(img_size or cfg.get("input_size", (3, 224, 224))[-1])
-    mean = tuple(mean or cfg.get("mean", (0.5,)))
-    std = tuple(std or cfg.get("std", (0.5,)))
     model.eval()
-    report: dict[str, Any] = {"block": block, "img_size": img_size, "mean": list(mean), "std": list(std),
-                              "images": []}
+    report: dict[str, Any] = {"block": block, "img_size": prep.img_size, "mean": list(prep.mean),
+                              "std": list(prep.std), "images": [], "skipped": {}}
     all_inputs = []
     for start in range(0, len(files), batch_size):
-        chunk = list(files[start:start + batch_size])
-        x, shown = load_images(chunk, in_chans, img_size, mean, std)
+        x, shown, chunk, skipped = load_images(list(files[start:start + batch_size]), prep)
+        report["skipped"].update(skipped)
+        if not chunk:
+            continue
         all_inputs.append(x)
         cams, classes = block_gradcam(model, x, block, target_class)
         for i, f in enumerate(chunk):
             label = class_names[classes[i]] if class_names and classes[i] < len(class_names) else str(classes[i])
-            png = output / "gradcam" / f"{start + i:04d}_{f.stem}.png"
+            png = output / "gradcam" / f"{len(report['images']):04d}_{f.stem}.png"
             size = save_gradcam_figure(shown[i], {k: v[i] for k, v in cams.items()}, png,
                                        title=f"{f.name}: Grad-CAM for class {label}, block {block}")
             report["images"].append({"file": str(f), "class": classes[i], "figure": str(png), "size": list(size)})
+    if not report["images"]:
+        example = next(iter(report["skipped"].items()))
+        raise UserError(f"none of the {len(files)} image(s) could be read (e.g. {example[0]}: {example[1]})")
+    if report["skipped"]:
+        (output / "skipped_files.txt").write_text(
+            "".join(f"{p}\t{r}\n" for p, r in report["skipped"].items()), encoding="utf-8")
     has_bridge = any(type(m).__name__ == "BridgeAttention" for m in model.modules())
     if has_bridge:
         stats = gate_statistics(model, torch.cat(all_inputs))

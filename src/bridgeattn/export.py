@@ -6,7 +6,10 @@ exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
 """
 from __future__ import annotations
 
+import json
+import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,12 @@ from .errors import UserError
 
 __all__ = [
     "FORMATS",
-    "build_export_model",
+    "convert_checkpoint",
     "export_model",
     "export_onnx",
     "export_torchscript",
-    "load_weights",
     "resolve_input_size",
+    "save_safetensors",
     "verify_onnx",
     "verify_torchscript",
 ]
@@ -42,94 +45,79 @@ def resolve_input_size(model: nn.Module, img_size: int | None = None, in_chans: 
     return int(chans), int(height), int(width)
 
 
-def load_weights(model: nn.Module, checkpoint: str | Path, unsafe: bool = False) -> None:
-    """Load a state dict file (ours, a training checkpoint, or a reference BA-Net checkpoint) strictly."""
-    from .convert import convert_official_state_dict, load_state_dict_strict, unwrap_checkpoint
-    from .safe_load import load_file
-
-    raw = load_file(checkpoint, unsafe=unsafe)
-    state_dict = unwrap_checkpoint(raw)
-    if any(".ba." in k and ".ba.integration" not in k for k in state_dict):
-        state_dict = convert_official_state_dict(state_dict, "auto")
-    load_state_dict_strict(model, state_dict, source=f"checkpoint {Path(checkpoint).name}")
+def publish_mode(path: str | Path) -> None:
+    """Give ``path`` the mode a newly created file gets (0644 under the usual umask); safetensors writes 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
-def _checkpoint_shapes(model_name: str, checkpoint: str | Path, unsafe: bool) -> dict[str, int]:
-    """``num_classes`` and ``in_chans`` read off a checkpoint's classifier and first conv."""
-    import timm
+def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What a weights file needs to rebuild its model: ``architecture``, ``model_args`` and ``preprocessing``
+    (timm's data-config keys), plus ``metrics``; values JSON-encoded (safetensors metadata is strings)."""
+    from timm.models import get_model_args
 
-    from .convert import unwrap_checkpoint
-    from .safe_load import load_file
+    from .loading import model_preprocessing
 
-    cfg = timm.get_pretrained_cfg(model_name)
-    if cfg is None:
-        return {}
-    state_dict = unwrap_checkpoint(load_file(checkpoint, unsafe=unsafe))
-    found = {}
-    head = state_dict.get(f"{cfg.classifier}.weight") if isinstance(cfg.classifier, str) else None
-    if head is not None and head.dim() == 2:
-        found["num_classes"] = int(head.shape[0])
-    stem = state_dict.get(f"{cfg.first_conv}.weight") if isinstance(cfg.first_conv, str) else None
-    if stem is not None and stem.dim() == 4:
-        found["in_chans"] = int(stem.shape[1])
-    return found
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "architecture" not in cfg:
+        raise UserError("only models from bridgeattn.create_model (or timm.create_model) can be saved with "
+                        "their architecture")
+    try:
+        args = json.dumps(get_model_args(model))
+        extra = json.dumps(dict(metrics or {}))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot record the model's arguments or metrics as JSON: {exc}") from None
+    return {"format": "pt", "architecture": cfg["architecture"], "model_args": args,
+            "preprocessing": json.dumps(model_preprocessing(model).to_dict()), "metrics": extra}
 
 
-def build_export_model(
-    model_name: str | None,
-    checkpoint: str | Path | None = None,
-    in_chans: int | None = None,
-    num_classes: int | None = None,
+def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s state dict to ``path`` (``.safetensors``) with :func:`weights_metadata`, mode 0644."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"the output must end in .safetensors, got {path}")
+    metadata = weights_metadata(model, metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
+    publish_mode(path)
+    return path
+
+
+def convert_checkpoint(
+    path: str | Path,
+    output: str | Path,
+    model_name: str,
+    version: str = "auto",
     unsafe: bool = False,
-    **model_kwargs: Any,
-) -> nn.Module:
-    """The model to export, in eval mode: built by name, or from a hub-style folder given as ``checkpoint``.
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """Convert a reference BA-Net checkpoint to ``output`` (``.safetensors``), checked against ``model_name``.
 
-    With a checkpoint file, ``num_classes`` and ``in_chans`` default to what its weights hold.
+    ``num_classes`` defaults to the checkpoint's classifier rows. Returns a summary dict (``layout``, ``model``,
+    ``num_classes``, ``tensors``, ``output``).
     """
-    from . import create_model
-    from .hub import from_pretrained
+    from .convert import convert_official_state_dict, detect_layout
+    from .loading import model_from_state_dict
+    from .safe_load import load_file, state_dict_from
 
-    overrides = {k: v for k, v in dict(in_chans=in_chans, num_classes=num_classes).items() if v is not None}
-    if checkpoint is not None and Path(checkpoint).is_dir():
-        run_checkpoint = _run_folder_checkpoint(Path(checkpoint))
-        if run_checkpoint is None:
-            model = from_pretrained(checkpoint, **overrides, **model_kwargs)
-            return model.eval()
-        checkpoint = run_checkpoint
-    if not model_name and checkpoint is not None:
-        model_name, stored_kwargs = _training_checkpoint_model(checkpoint, unsafe)
-        model_kwargs = {**stored_kwargs, **model_kwargs}
-    if not model_name:
-        raise UserError(
-            "--model is required unless --checkpoint is a training checkpoint or run folder, "
-            "or a folder written by save_pretrained"
-        )
-    if checkpoint is not None:
-        overrides = {**_checkpoint_shapes(model_name, checkpoint, unsafe), **overrides}
-    model = create_model(model_name, **overrides, **model_kwargs)
-    if checkpoint is not None:
-        load_weights(model, checkpoint, unsafe=unsafe)
-    return model.eval()
-
-
-def _run_folder_checkpoint(folder: Path) -> Path | None:
-    """The best (else last) checkpoint of a ``bridgeattn train`` run folder; ``None`` for other folders."""
-    for name in ("best.pth", "last.pth"):
-        if (folder / "checkpoints" / name).exists():
-            return folder / "checkpoints" / name
-    return None
-
-
-def _training_checkpoint_model(checkpoint: str | Path, unsafe: bool) -> tuple[str | None, dict[str, Any]]:
-    """Model name and keyword arguments stored in a ``bridgeattn train`` checkpoint (``None`` if absent)."""
-    from .safe_load import load_file
-
-    raw = load_file(checkpoint, unsafe=unsafe)
-    config = raw.get("config") if isinstance(raw, dict) else None
-    if isinstance(config, dict) and isinstance(config.get("model"), str):
-        return config["model"], dict(config.get("model_kwargs") or {})
-    return None, {}
+    if Path(output).suffix != ".safetensors":
+        raise UserError(f"the output must be a .safetensors file, got {output}")
+    state = state_dict_from(load_file(path, unsafe=unsafe), source=str(path))
+    layout = detect_layout(state)
+    state = convert_official_state_dict(state, version)
+    overrides = {"num_classes": num_classes} if num_classes is not None else {}
+    loaded = model_from_state_dict(state, model_name, path, **overrides)
+    save_safetensors(loaded.model, output)
+    return {
+        "layout": layout,
+        "model": model_name,
+        "num_classes": getattr(loaded.model, "num_classes", num_classes),
+        "tensors": len(state),
+        "output": str(output),
+    }
 
 
 def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
@@ -239,8 +227,13 @@ def export_model(
     verify: bool = True,
     atol: float = 1e-4,
     reference: nn.Module | None = None,
+    metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
+
+    The model's preprocessing (``model.pretrained_cfg``: input size, mean, std, interpolation, crop) goes with
+    it: into the hub folder's ``config.json`` and model card, the safetensors metadata, and the input shape
+    of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata.
 
     Returns a summary with ``format``, ``path``, and for onnx/torchscript ``max_abs_diff`` and ``ok``
     (``max_abs_diff <= atol``).
@@ -258,17 +251,11 @@ def export_model(
         if verify:
             summary["max_abs_diff"] = verify_torchscript(reference, output, input_size)
     elif fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        if Path(output).suffix != ".safetensors":
-            raise UserError(f"the output must end in .safetensors, got {output}")
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(output))
-        summary["path"] = str(output)
+        summary["path"] = str(save_safetensors(model, output, metrics=metrics))
     else:
         from .hub import save_pretrained
 
-        summary["path"] = str(save_pretrained(model, output))
+        summary["path"] = str(save_pretrained(model, output, metrics=metrics))
     if "max_abs_diff" in summary:
         summary["atol"] = atol
         summary["ok"] = bool(summary["max_abs_diff"] <= atol)

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch.nn as nn
 
 from .bridge import FusedBridgeAttention
@@ -52,9 +51,12 @@ def _card_markdown(card: Mapping[str, Any], name: str) -> str:
     return text + f"\n## Model Usage\n{card['usage']}\n"
 
 
-def model_card_text(name: str, params: int, input_size: tuple[int, ...], metrics: Mapping[str, Any] | None) -> str:
-    """The README.md of a saved folder: timm's card header and details, plus a metrics table."""
+def model_card_text(name: str, params: int, preprocessing: Mapping[str, Any], metrics: Mapping[str, Any] | None,
+                    command: str | None = None) -> str:
+    """The README.md of a saved folder: timm's card header and details, the preprocessing the weights expect,
+    and the metrics with the command that produced them."""
     family = name.split("_")[0]
+    input_size = preprocessing.get("input_size", ())
     details: dict[str, Any] = {
         "Model Type": "Image classification / feature backbone",
         "Architecture": name,
@@ -68,15 +70,21 @@ def model_card_text(name: str, params: int, input_size: tuple[int, ...], metrics
         "description": f"A `{name}` model saved by bridgeattn (Bridge Attention for PyTorch and timm).",
         "details": details,
         "usage": (
-            "```python\nimport bridgeattn\n\nmodel = bridgeattn.from_pretrained(\"path/to/this/folder\").eval()\n"
-            "# or, from the Hugging Face hub after `import bridgeattn`:\n"
-            "# model = timm.create_model(\"hf-hub:USER/REPO\", pretrained=True)\n```\n"
+            "```python\nimport bridgeattn, timm\n\n"
+            "loaded = bridgeattn.load_model(\"path/to/this/folder\")  # .model, .preprocessing\n"
+            "# or with timm alone, after `import bridgeattn`:\n"
+            "model = timm.create_model(\"local-dir:path/to/this/folder\", pretrained=True).eval()\n"
+            "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))\n```\n"
         ),
     }
     text = _card_markdown(card, name)
+    text += "\n## Preprocessing\n\n| key | value |\n|---|---|\n"
+    text += "".join(f"| {k} | {_format(v)} |\n" for k, v in preprocessing.items())
     if metrics:
         text += "\n## Metrics\n\n| metric | value |\n|---|---|\n"
         text += "".join(f"| {k} | {_format(v)} |\n" for k, v in metrics.items())
+    if command:
+        text += f"\nProduced by:\n\n```\n{command}\n```\n"
     return text
 
 
@@ -85,18 +93,25 @@ def save_pretrained(
     directory: str | Path,
     metrics: Mapping[str, Any] | None = None,
     model_args: Mapping[str, Any] | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write ``model`` as a hub-style folder and return its path.
 
     Args:
-        model: a model from ``bridgeattn.create_model`` (wrappers such as DDP or EMA are unwrapped).
+        model: a model from ``bridgeattn.create_model`` or ``bridgeattn.load_model`` (wrappers such as DDP or
+            EMA are unwrapped). Its ``pretrained_cfg`` preprocessing (input size, mean, std, interpolation,
+            crop) goes to ``config.json``, so timm's ``resolve_data_config`` gives the transform it expects.
         directory: the folder (created if needed; existing files of the same names are replaced).
         metrics: optional results (e.g. ``{"top1": 91.2, "dataset": "fashion-mnist"}``) for the model card
             and ``config.json``.
         model_args: construction arguments to record in addition to those timm recorded (``num_classes``,
             ``in_chans`` and the keyword arguments given to ``create_model`` are recorded already).
+        command: the command that produced the weights and metrics, quoted in the model card.
     """
     from timm.models import save_for_hf
+
+    from .export import publish_mode
+    from .loading import model_preprocessing
 
     model = _unwrap(model)
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -111,31 +126,36 @@ def save_pretrained(
     except TypeError as exc:
         raise UserError(f"metrics must be JSON-serialisable numbers and strings ({exc})") from None
     directory = Path(directory)
-    model_config = {"metrics": metrics} if metrics else None
+    preprocessing = model_preprocessing(model).to_dict()
+    model_config: dict[str, Any] = {"metrics": metrics} if metrics else {}
+    if command:
+        model_config["command"] = command
     try:
-        save_for_hf(model, str(directory), model_config=model_config, model_args=dict(model_args or {}),
-                    safe_serialization=True)
+        save_for_hf(model, str(directory), model_config=model_config or None, model_args=dict(model_args or {}),
+                    safe_serialization=True, data_config=preprocessing)
     except ValueError as exc:  # e.g. a non-serialisable construction argument such as a class
         raise UserError(f"cannot record the model's arguments: {exc}") from None
+    publish_mode(directory / "model.safetensors")
     name = model.pretrained_cfg["architecture"]
     params = sum(p.numel() for p in model.parameters())
-    input_size = tuple(json.loads((directory / "config.json").read_text())["pretrained_cfg"]["input_size"])
-    (directory / "README.md").write_text(model_card_text(name, params, input_size, metrics), encoding="utf-8")
+    (directory / "README.md").write_text(model_card_text(name, params, preprocessing, metrics, command),
+                                         encoding="utf-8")
     return directory
 
 
 def from_pretrained(directory: str | Path, **kwargs: Any) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pretrained` (strict load of ``model.safetensors``).
+    """Rebuild a model saved by :func:`save_pretrained` (strict load of ``model.safetensors``), in eval mode.
 
-    ``kwargs`` go to ``timm.create_model`` (e.g. ``num_classes=5`` re-initialises the classifier for fine-tuning).
+    ``num_classes=N`` different from the saved head re-initialises the classifier for fine-tuning; other
+    ``kwargs`` are construction arguments for ``create_model`` (e.g. ``drop_path_rate``).
     """
+    from .loading import load_model
+
     directory = Path(directory)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
+    if not (directory / "config.json").is_file():
         raise UserError(f"{directory} is not a saved model folder (no config.json); create one with save_pretrained")
-    if not (directory / "model.safetensors").is_file():
-        raise UserError(f"{directory} has no model.safetensors")
-    architecture = json.loads(config_file.read_text()).get("architecture")
-    if not architecture or not timm.is_model(architecture):
-        raise UserError(f"{config_file} names an unknown model {architecture!r}")
-    return timm.create_model(f"local-dir:{directory}", pretrained=True, **kwargs)
+    num_classes = kwargs.pop("num_classes", None)
+    model = load_model(directory, **kwargs).model
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    return model

@@ -137,7 +137,7 @@ def profile_model(
     """
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        from . import create_model
+        from .models import create_model
 
         with torch.device(device):
             model = create_model(model, **kwargs)

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_checkpoint
+    from ..export import convert_checkpoint
 
     summary = convert_checkpoint(
         args.input, args.output, args.model, version=args.version, unsafe=args.unsafe_load,

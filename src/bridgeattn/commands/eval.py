@@ -1,4 +1,4 @@
-"""``bridgeattn eval``: evaluate a training checkpoint; reproduces the accuracy stored at training time."""
+"""``bridgeattn eval``: score saved weights; a training run's stored accuracy is reproduced."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,10 @@ import json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a checkpoint file (RUN/checkpoints/last.pth) or a run folder (its newest good one)")
-    parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own)")
+                        help="a run folder (its newest checkpoint that passes its checksum), a checkpoint file, "
+                        "a .safetensors file or a saved model folder")
+    parser.add_argument("--model", help="model name, for weights that do not name their model")
+    parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
     parser.add_argument("--val-subset", type=int, default=-1, metavar="N",
                         help="first N validation samples (default: as in training; 0: all)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="eval batch size (default: as in training)")
@@ -26,16 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import evaluate_checkpoint
+    from ..evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, workers=args.workers,
                                  val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
-                                 progress=args.progress)
+                                 progress=args.progress, model=args.model)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=1))
         return 0
-    print(f"{result['model']} ({result['weights']} weights, epoch {result['epoch']}) on {result['data']}: "
+    epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
+    print(f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
           f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
           f"({result['count']} images)")
     stored = result["stored_top1"]

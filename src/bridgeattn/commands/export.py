@@ -8,9 +8,9 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..export import DEFAULT_OPSET, FORMATS
 
-    parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (optional with a save_pretrained folder)")
-    parser.add_argument("--checkpoint", help="weights: .safetensors, a training or reference checkpoint, or a "
-                        "folder written by save_pretrained (default: random init)")
+    parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (needed only for weights that do not say)")
+    parser.add_argument("--checkpoint", help="weights: a run folder, a training or reference checkpoint, a "
+                        ".safetensors file or a saved model folder (default: random init)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
     parser.add_argument("--img-size", type=int, help="example input side (default: the model's)")
@@ -31,15 +31,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import copy
+    import dataclasses
 
     from ..errors import UserError
-    from ..export import build_export_model, export_model, resolve_input_size
+    from ..export import export_model, resolve_input_size
 
     if args.fuse and args.format in ("safetensors", "hub"):
         raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
-    model = build_export_model(
-        args.model, args.checkpoint, in_chans=args.in_chans, num_classes=args.num_classes, unsafe=args.unsafe_load
-    )
+    overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
+    metrics = None
+    if args.checkpoint:
+        from ..loading import load_model
+
+        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
+        model, metrics = loaded.model, loaded.metrics or None
+    elif args.model:
+        from ..models import create_model
+
+        model = create_model(args.model, **overrides).eval()
+    else:
+        raise UserError("pass --model NAME (random weights) and/or --checkpoint PATH")
+    if args.img_size:  # the size asked for becomes the exported model's input size
+        from ..loading import model_preprocessing, set_preprocessing
+
+        prep = model_preprocessing(model)
+        set_preprocessing(model, dataclasses.replace(prep, input_size=(prep.in_chans, args.img_size, args.img_size)))
     input_size = resolve_input_size(model, args.img_size, args.in_chans)
     reference = model
     if args.fuse:
@@ -51,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         model = (fuse(fused) or fused).eval()  # fuse may work in place
     summary = export_model(
         model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
-        verify=args.verify, atol=args.atol, reference=reference,
+        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics,
     )
     summary["fused"] = bool(args.fuse)
     if args.json:

@@ -3,5 +3,7 @@ from __future__ import annotations
 
 from .build import SPECS, build_datasets, loader_options
 from .config import DataConfig, DataInfo
+from .preprocessing import Preprocessing, eval_preprocessing
 
-__all__ = ["SPECS", "DataConfig", "DataInfo", "build_datasets", "loader_options"]
+__all__ = ["SPECS", "DataConfig", "DataInfo", "Preprocessing", "build_datasets", "eval_preprocessing",
+           "loader_options"]

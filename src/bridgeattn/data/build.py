@@ -53,12 +53,13 @@ def _positive_int(text: str, spec: str) -> int:
     return value
 
 
-def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, DataInfo]:
+def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
     """Train and val datasets for ``cfg.spec``; items are ``(float (C, H, W) tensor, int label)``.
 
     Specs: ``fashion-mnist`` (val = the 10k test set), ``folder:PATH`` (``PATH/train`` and ``PATH/val`` class
     folders), ``cifar10:PATH`` / ``cifar100:PATH`` (python-pickle release under PATH), ``synthetic`` /
     ``synthetic:N`` (N train samples, default 512, and N // 4 val samples). Unknown specs raise ``UserError``.
+    ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread; the train set is then ``None``.
     """
     _check_options(cfg)
     kind, sep, arg = cfg.spec.partition(":")
@@ -82,7 +83,7 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, DataInfo]:
     if kind == "folder" and arg:
         from .folder import folder_datasets
 
-        return folder_datasets(cfg, arg)
+        return folder_datasets(cfg, arg, wanted=splits)
     raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
 
 

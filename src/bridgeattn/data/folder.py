@@ -126,8 +126,12 @@ def _spread(ds: Dataset, n: int | None) -> Dataset:
     return Subset(ds, torch.linspace(0, len(ds) - 1, n).round().long().tolist())
 
 
-def folder_datasets(cfg: DataConfig, path: str) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train/val datasets from ``path/train`` and ``path/val`` (torchvision ImageFolder layout)."""
+def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("train", "val"),
+                    ) -> tuple[Dataset, Dataset, DataInfo]:
+    """Train/val datasets from ``path/train`` and ``path/val`` (torchvision ImageFolder layout).
+
+    A split left out of ``wanted`` is ``None`` and its files are not read (its class folders still name the classes).
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UserError(f"folder:{path}: no such folder; expected {path}/train/<class>/... and {path}/val/<class>/...")
@@ -143,6 +147,9 @@ def folder_datasets(cfg: DataConfig, path: str) -> tuple[Dataset, Dataset, DataI
     mode = "L" if in_chans == 1 else "RGB"
     sets, skipped = [], {}
     for split, is_train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
+        if split not in wanted:
+            sets.append(None)
+            continue
         samples, bad = scan_split(splits[split], classes, cfg.strict)
         skipped.update(bad)
         transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from .checkpoint import find_resume, load_checkpoint
 from .config import TrainConfig, config_from_args, load_yaml, make_config
-from .evaluate import evaluate, evaluate_checkpoint
+from .evaluate import evaluate
 from .train import TrainingStopped, train
 
-__all__ = ["TrainConfig", "TrainingStopped", "config_from_args", "evaluate", "evaluate_checkpoint", "find_resume",
+__all__ = ["TrainConfig", "TrainingStopped", "config_from_args", "evaluate", "find_resume",
            "load_checkpoint", "load_yaml", "make_config", "train"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Any
 
 import torch
@@ -12,7 +11,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .config import TrainConfig
 
 
 def autocast(device: torch.device, enabled: bool, dtype: torch.dtype | None):
@@ -73,71 +71,3 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
         "per_class": per_class,
         "confusion": matrix.tolist(),
     }
-
-
-def evaluate_checkpoint(path: str, data: str | None = None, batch_size: int | None = None, workers: int = 0,
-                        val_subset: int | None = -1, use_ema: bool = False, device: str = "auto",
-                        unsafe: bool = False, output: str | None = None, plots: bool = True,
-                        progress: bool = False) -> dict[str, Any]:
-    """Evaluate a training checkpoint (file or run folder) on its run's validation data, or on ``data``.
-
-    Uses the stored config (model, data transforms, eval batch size, AMP) so the stored accuracy is reproduced;
-    ``val_subset=-1`` keeps the stored subset. Writes ``eval.json``, ``per_class.csv`` and ``confusion.png`` to
-    ``output`` (default: ``RUN/eval``). Returns the metrics plus ``stored_top1`` and the checkpoint's epoch.
-    """
-    from pathlib import Path
-
-    from .. import create_model
-    from ..data import build_datasets
-    from ..errors import UserError
-    from .checkpoint import load_checkpoint
-    from .config import make_config
-    from .records import write_eval_report, write_json
-
-    state = load_checkpoint(path, unsafe=unsafe)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    known = {k: v for k, v in state["config"].items() if k in fields}  # older checkpoints may hold others
-    cfg = make_config(known)
-    if data is not None:
-        cfg.data = data
-    if val_subset != -1:
-        cfg.val_subset = val_subset
-    _, val_set, info = build_datasets(cfg.data_config())
-    if info.num_classes != state["num_classes"]:
-        raise UserError(f"{cfg.data} has {info.num_classes} classes but the checkpoint was trained on "
-                        f"{state['num_classes']}")
-    dev = distributed.resolve_device(device)
-    model = create_model(cfg.model, num_classes=state["num_classes"], in_chans=state["in_chans"], **cfg.model_kwargs)
-    if use_ema and state.get("ema") is None:
-        raise UserError(f"{state['path']} holds no EMA weights (trained without --ema)")
-    model.load_state_dict(state["ema"] if use_ema else state["model"])
-    model.to(dev)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = DataLoader(val_set, batch_size=batch_size or cfg.val_batch_size or 2 * cfg.batch_size,
-                        num_workers=workers, pin_memory=dev.type == "cuda")
-    from .train import amp_dtype_for
-
-    amp_dtype = amp_dtype_for(cfg, dev)  # as in training, so the stored accuracy is reproduced
-    metrics = evaluate(model, loader, dev, num_classes=state["num_classes"], amp_dtype=amp_dtype,
-                       channels_last=cfg.channels_last, progress=progress)
-    ckpt_path = Path(state["path"])
-    run_dir = ckpt_path.resolve().parent.parent if ckpt_path.resolve().parent.name == "checkpoints" else None
-    out = Path(output) if output else (run_dir / "eval" if run_dir else ckpt_path.with_name(ckpt_path.stem + "-eval"))
-    record = state["history"][-1] if state.get("history") else {}
-    result = {
-        **metrics,
-        "stored_top1": record.get("ema_top1" if use_ema else "top1"),
-        "checkpoint": str(ckpt_path),
-        "epoch": state["epoch"],
-        "model": cfg.model,
-        "data": cfg.data,
-        "weights": "ema" if use_ema else "model",
-    }
-    paths = write_eval_report(metrics, state.get("class_names") or info.class_names, out, plots=plots,
-                              title=f"{cfg.model} epoch {state['epoch']}: top-1 {metrics['top1']:.2f} %")
-    result.update(paths)
-    write_json(out / "eval.json", result)
-    result["output"] = str(out)
-    return result
-

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .. import data as data_module
 from ..errors import UserError
+from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -218,7 +219,7 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
 
 
 def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module:
-    from .. import create_model
+    from ..models import create_model
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and for every model run with this seed
     try:
@@ -260,10 +261,7 @@ def _restore(run: Run, path: Path) -> None:
     stored = state["config"]
     if stored.get("model") != cfg.model:
         raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model!r}")
-    try:
-        run.model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint {path} does not fit this model/data: {str(exc).splitlines()[0]}") from None
+    load_state_dict_strict(run.model, state["model"], source=f"checkpoint {path}")
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scheduler is not None and state.get("scheduler") is not None:
         if all(stored.get(k) == getattr(cfg, k) for k in _SCHEDULE_FIELDS):
@@ -301,7 +299,7 @@ def _setup(cfg: TrainConfig, info: distributed.DistInfo, stack: contextlib.ExitS
     import timm
 
     if not timm.is_model(cfg.model):  # fail before any data is read
-        from .. import create_model
+        from ..models import create_model
 
         create_model(cfg.model)  # raises UserError naming similar models
     folder, resume_path = _run_folder(cfg, info, stack)

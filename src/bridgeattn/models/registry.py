@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import Any
+
+import timm
+import torch.nn as nn
+
+from ..errors import UserError
 
 _FAMILIES: dict[str, list[str]] = {}
 
@@ -32,3 +38,13 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     if include_timm:
         names += list(TIMM_BASELINES)
     return sorted({n for n in names if fnmatch.fnmatch(n, pattern)})
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with this project's models registered; unknown names raise ``UserError``."""
+    if not timm.is_model(name):
+        stem = name.split("_")[-1] if name else ""
+        close = [n for n in list_models() if stem and stem in n][:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise UserError(f"unknown model {name!r} (see `bridgeattn models`){hint}")
+    return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -1,0 +1,106 @@
+"""A model's evaluation preprocessing, in timm's vocabulary, so it travels with the weights.
+
+``Preprocessing`` holds what timm's ``pretrained_cfg`` / ``resolve_data_config`` call ``input_size``, ``mean``,
+``std``, ``interpolation``, ``crop_pct`` and ``crop_mode``; ``transform()`` is timm's standard eval transform
+for it. :func:`eval_preprocessing` says what a training run's evaluation pipeline does, without reading data:
+the in-memory data sets (Fashion-MNIST, CIFAR, synthetic) resize square images to ``img_size``, the folder
+data sets resize the short side and center-crop (``crop_pct`` 1), the ``imagenet`` recipe resizes to
+``img_size / crop_pct`` and center-crops.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import UserError
+from .config import DataConfig, DataInfo
+from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, Stats, adapt_stats
+
+__all__ = ["Preprocessing", "eval_preprocessing"]
+
+# The keys timm's data configs use, in a stable order.
+_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Evaluation preprocessing: images ``(C, H, W)`` = ``input_size``, normalised with ``mean``/``std``."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    crop_mode: str = "center"
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.input_size[0])
+
+    @property
+    def img_size(self) -> int:
+        return int(self.input_size[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """timm's data-config keys with JSON types (lists for tuples)."""
+        out = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any], in_chans: int | None = None) -> Preprocessing:
+        """From a timm ``pretrained_cfg`` or data config (missing keys take timm's defaults); ``in_chans``
+        adapts the channel count and the per-channel statistics as the data sets do."""
+        input_size = tuple(int(v) for v in cfg.get("input_size") or (3, 224, 224))
+        if len(input_size) != 3:
+            raise UserError(f"input_size must be (C, H, W), got {list(input_size)}")
+        chans = int(in_chans or input_size[0])
+        mean = tuple(float(v) for v in _as_tuple(cfg.get("mean", IMAGENET[0])))
+        std = tuple(float(v) for v in _as_tuple(cfg.get("std", IMAGENET[1])))
+        mean, std = adapt_stats((mean, std), chans)
+        interpolation = str(cfg.get("interpolation") or "bicubic")
+        return cls(input_size=(chans, *input_size[1:]), mean=mean, std=std,  # type: ignore[arg-type]
+                   interpolation="bicubic" if interpolation == "random" else interpolation,
+                   crop_pct=float(cfg.get("crop_pct") or 1.0), crop_mode=str(cfg.get("crop_mode") or "center"))
+
+    def transform(self) -> Any:
+        """timm's eval transform for PIL images (mode ``L`` for one channel, ``RGB`` for three)."""
+        from timm.data import create_transform
+
+        return create_transform(is_training=False, **self.to_dict())
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _native(spec: str) -> tuple[int, int, Stats]:
+    """``(side, channels, stats)`` of a data set before any resizing, from its spec alone."""
+    from . import synthetic
+    from .folder import NATIVE_SIZE
+
+    kind = spec.partition(":")[0]
+    if kind == "fashion-mnist":
+        return 28, 1, FASHION_MNIST
+    if kind in ("cifar10", "cifar100"):
+        return 32, 3, CIFAR10 if kind == "cifar10" else CIFAR100
+    if kind == "synthetic":
+        return synthetic.NATIVE_SIZE, 3, synthetic.STATS
+    if kind == "folder":
+        return NATIVE_SIZE, 3, IMAGENET
+    raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
+
+
+def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
+    """What the evaluation pipeline of ``cfg`` does to an image (``info``, when given, supplies the built data
+    set's size, channels and statistics)."""
+    side, chans, stats = _native(cfg.spec)
+    if info is not None:
+        img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
+    else:
+        img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
+        mean, std = adapt_stats(stats, in_chans)
+    crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
+    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
+    return Preprocessing(input_size=(int(in_chans), int(img_size), int(img_size)), mean=tuple(mean),
+                         std=tuple(std), interpolation=interpolation, crop_pct=float(crop_pct))
