@@ -262,7 +262,7 @@ def from_plain(name: str, plain: Any, unsafe: bool = False, **kwargs: Any) -> nn
 
     A checkpoint of the model itself (it holds gate keys) is loaded as it is.
     """
-    from . import create_model
+    from .models import create_model
 
     weights = load_plain(plain, unsafe=unsafe)
     try:
