@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch.nn as nn
 
 from .data.preprocessing import Preprocessing
 from .errors import UserError
-from .files import write_json
+from .files import write_json, write_text
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -375,8 +374,7 @@ def explain(
         example = next(iter(report["skipped"].items()))
         raise UserError(f"none of the {len(files)} image(s) could be read (e.g. {example[0]}: {example[1]})")
     if report["skipped"]:
-        (output / "skipped_files.txt").write_text(
-            "".join(f"{p}\t{r}\n" for p, r in report["skipped"].items()), encoding="utf-8")
+        write_text(output / "skipped_files.txt", "".join(f"{p}\t{r}\n" for p, r in report["skipped"].items()))
     has_bridge = any(type(m).__name__ == "BridgeAttention" for m in model.modules())
     if has_bridge:
         stats = gate_statistics(model, torch.cat(all_inputs))
