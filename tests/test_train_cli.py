@@ -112,6 +112,7 @@ def ddp_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ddp_run, tmp_path):
     single = train(TrainConfig(output=str(tmp_path / "one"), **dict(TINY, data="synthetic:160", train_subset=128,
                                                                      val_subset=37)))
@@ -128,38 +129,63 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ddp_run,
     for a, b in zip(ddp_hist, one_hist):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.1)
     # the sharded, all-reduced evaluation counts each of the 37 samples exactly once: it equals a one-process
-    # evaluation of the same weights
+    # evaluation of the same weights, up to the rounding of other batch shapes (at most one boundary sample flips)
     from bridgeattn.evaluation import evaluate_checkpoint
 
     again = evaluate_checkpoint(str(ddp_run), output=str(tmp_path / "eval"), plots=False)
     assert again["count"] == 37
-    assert again["top1"] == pytest.approx(ddp["top1"], abs=1e-9) and again["loss"] == pytest.approx(ddp["loss"])
+    assert again["top1"] == pytest.approx(ddp["top1"], abs=100 / 37 + 1e-9)
+    assert again["loss"] == pytest.approx(ddp["loss"], rel=1e-4)
+
+
+# Plain SGD (no momentum, no Adam normalisation): an update is lr * gradient, so a rounding difference in a gradient
+# moves a weight by lr times that difference and never by a whole step. Adam-type optimizers divide by the gradient's
+# running RMS, which turns rounding noise in near-zero gradients into lr-sized steps: their runs agree on one CPU only.
+SGD_LR = 0.05
+SGD_FLAGS = ["--opt", "momentum", "--momentum", "0", "--lr", str(SGD_LR)]
+# Rounding differences between the two layouts (two all-reduced half-batch gradients vs one full-batch gradient) are
+# bounded by a few float32 ulps of the per-sample gradient sums; 1e-4 is a generous absolute bound for gradients of
+# order one. Each of the `steps` updates moves a weight by at most lr times that, so the weights may differ by
+# lr * steps * 1e-4 (4e-5 here), plus as much again for the feedback of earlier differences through later gradients.
+GRAD_ROUNDING = 1e-4
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_ddp_with_frozen_bn_equals_one_process(tmp_path):
     # With frozen BatchNorm nothing depends on how the global batch is split, so DDP's averaged gradients are
     # the one-process gradients: the runs agree up to float rounding, not only statistically.
     ddp_folder = tmp_path / "ddp"
     # no augmentation: each rank draws its own random crops, which a single process cannot reproduce
-    result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, "--freeze-bn", "--recipe", "none", "--output", str(ddp_folder),
-                  env=_env(OMP_NUM_THREADS="1"))
+    result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, *SGD_FLAGS, "--freeze-bn", "--recipe", "none",
+                  "--output", str(ddp_folder), env=_env(OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     single = train(TrainConfig(output=str(tmp_path / "one"), freeze_bn=True, recipe="none",
-                               **dict(TINY, data="synthetic:160", train_subset=128, val_subset=37)))
+                               **dict(TINY, data="synthetic:160", train_subset=128, val_subset=37, opt="momentum",
+                                      momentum=0.0, lr=SGD_LR)))
     ddp = json.loads((ddp_folder / "summary.json").read_text())
     assert ddp["world_size"] == 2 and ddp["steps"] == single["steps"] == 8
-    assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-4)
-    assert ddp["top1"] == pytest.approx(single["top1"], abs=1e-9)
+    assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-3)
+    # a sample exactly on a decision boundary may flip: at most one of the 37
+    assert ddp["top1"] == pytest.approx(single["top1"], abs=100 / 37 + 1e-9)
     wa = load_checkpoint(ddp_folder / "checkpoints" / "last.pth")["model"]
     wb = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pth")["model"]
     assert wa.keys() == wb.keys()
+    atol = 2 * SGD_LR * single["steps"] * GRAD_ROUNDING
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-3, atol=1e-4, msg=key)
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=atol, msg=key)
     assert not any("num_batches_tracked" in k for k in wa)  # the model really was frozen
+    # the tolerance is far below what training changed: the comparison can fail
+    torch.manual_seed(42)
+    from bridgeattn import create_model
+
+    initial = create_model("bav2_resnet20", num_classes=10, in_chans=3).state_dict()
+    moved = max((wb[k].float() - initial[k].float()).abs().max().item() for k in wb if k in initial)
+    assert moved > 50 * atol
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_restarts_after_a_rank_is_killed_and_finishes(ddp_run, tmp_path):
     run = tmp_path / "elastic"
     # rank 1 dies with SIGKILL after step 6 (epoch 2) on the first attempt; torchrun restarts both ranks once.

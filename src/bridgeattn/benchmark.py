@@ -6,7 +6,6 @@ A train step is forward, cross-entropy, backward and an SGD step; inference is a
 """
 from __future__ import annotations
 
-import contextlib
 import platform
 import statistics
 import time
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .engine.hardware import amp_dtype_for, autocast
 from .errors import UserError
 
 __all__ = ["benchmark", "format_table", "machine_info"]
@@ -100,10 +100,9 @@ class _Runner:
         )
         self.target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if train else None
-        amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
-        self.autocast = (
-            (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp else contextlib.nullcontext
-        )
+        # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
+        self.amp_dtype = amp_dtype_for(amp, device)
+        self.autocast = lambda: autocast(device, self.amp_dtype)
 
     def step(self) -> None:
         if self.train:
@@ -149,8 +148,9 @@ def benchmark(
             zero-argument builder}``.
         batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``.
         train: time a training step instead of inference.
-        channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast
-            (bfloat16 on CPU and on GPUs that support it, float16 otherwise).
+        channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
+            training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
+            ``settings["amp_dtype"]`` says which ran).
         fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
         repeats: timed rounds; each round times ``steps`` steps of every model in turn.
         warmup: untimed steps per model before the first round (compilation happens here).
@@ -212,6 +212,7 @@ def benchmark(
     settings = dict(
         batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
         amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
+        amp_dtype=str(amp_dtype_for(amp, device) or torch.float32).removeprefix("torch."),
     )
     return {"settings": settings, "machine": machine_info(device), "results": results}
 
@@ -220,7 +221,10 @@ def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of a :func:`benchmark` report."""
     s = report["settings"]
     mode = "train step" if s["train"] else "inference"
-    flags = [k for k in ("channels_last", "compile", "amp", "fuse") if s[k]]
+    flags = [k for k in ("channels_last", "compile", "fuse") if s[k]]
+    if s["amp"]:
+        dtype = s.get("amp_dtype", "bfloat16")
+        flags.append(f"amp {dtype}" if dtype != "float32" else "amp off (no native bf16)")
     lines = [
         f"{mode}, batch {s['batch_size']}, {s['img_size']} px, {report['machine']['device']}"
         f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"

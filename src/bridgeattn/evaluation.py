@@ -17,8 +17,8 @@ from .data import DataConfig, build_datasets
 from .engine import distributed
 from .engine.config import TrainConfig, make_config
 from .engine.evaluate import evaluate
+from .engine.hardware import amp_dtype_for
 from .engine.records import write_eval_report, write_json
-from .engine.train import amp_dtype_for
 from .errors import UserError
 from .loading import LoadedModel, load_model
 
@@ -60,7 +60,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
             cfg.val_subset = val_subset
         data_cfg = cfg.data_config()
         default_batch = cfg.val_batch_size or 2 * cfg.batch_size
-        amp_dtype = amp_dtype_for(cfg, dev)  # as in training, so the stored accuracy is reproduced
+        amp_dtype = amp_dtype_for(cfg.amp, dev, cfg.amp_dtype)  # as in training, so the stored accuracy is reproduced
         channels_last = cfg.channels_last
     else:
         if data is None:

@@ -1,7 +1,6 @@
 """Evaluation: top-1, top-5, loss, per-class accuracy and the confusion matrix, exact under DDP."""
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -11,13 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-
-
-def autocast(device: torch.device, enabled: bool, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``device`` when enabled, else a no-op context."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from .hardware import autocast
 
 
 @torch.no_grad()
@@ -40,7 +33,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype is not None, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(images)
         logits = logits.float()
         if confusion is None:

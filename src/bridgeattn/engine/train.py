@@ -41,7 +41,8 @@ from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
-from .evaluate import autocast, evaluate
+from .evaluate import evaluate
+from .hardware import amp_dtype_for, autocast, numerics_report
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
 from .runlock import RunLock
 
@@ -69,25 +70,6 @@ def set_deterministic(enabled: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: float16 on CUDA; on CPU bfloat16, which ``auto`` uses only where the CPU has it natively."""
-    if not cfg.amp:
-        return None
-    if cfg.amp_dtype == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cpu":
-        if cfg.amp_dtype == "float16":
-            raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    return torch.float16
 
 
 class EpochKeyedSampler(DistributedSampler):
@@ -314,9 +296,9 @@ def _setup(cfg: TrainConfig, info: distributed.DistInfo, stack: contextlib.ExitS
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     updates_per_epoch = len(train_loader) // cfg.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
-    amp_dtype = amp_dtype_for(cfg, info.device)
-    if cfg.amp and amp_dtype is None and info.is_main:
-        print("note: this CPU has no native bfloat16, so --amp is off (force it with --amp-dtype bfloat16)")
+    amp_dtype = amp_dtype_for(cfg.amp, info.device, cfg.amp_dtype)
+    if info.is_main:
+        print(numerics_report(cfg.amp, cfg.amp_dtype, amp_dtype, cfg.channels_last, info.device), flush=True)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
     mixup = None
@@ -479,7 +461,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
         # gradients are all-reduced only on the batch that completes an optimizer step
         sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
         with sync:
-            with autocast(device, run.amp_dtype is not None, run.amp_dtype):
+            with autocast(device, run.amp_dtype):
                 loss = run.criterion(net(images), targets)
             window[0, index - first] = loss.detach() * len(labels)
             if skip:

@@ -1,0 +1,70 @@
+"""The one mixed-precision policy: bf16 autocast on a CPU only where the CPU has native bf16."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bridgeattn.engine import hardware
+from bridgeattn.engine.config import load_yaml, make_config, resolve_config_path
+from bridgeattn.engine.demo import run_demo
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """Set what the CPU reports: ``native_bf16(True)`` for an AVX512-BF16/AMX CPU, ``(False)`` for AVX2 only."""
+    monkeypatch.delenv(hardware.NO_NATIVE_BF16_ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+    def set_native(value: bool) -> None:
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, name, lambda: value, raising=False)
+
+    return set_native
+
+
+@pytest.mark.parametrize("recipe", ["cpu_demo", "cpu_demo_full"])
+def test_demo_recipes_use_bf16_only_on_cpus_with_native_bf16(recipe, native_bf16, monkeypatch):
+    cfg = make_config(load_yaml(resolve_config_path(recipe)))
+    native_bf16(True)
+    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) == torch.bfloat16
+    native_bf16(False)
+    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+    # the switches that emulate a CPU without native bf16 on one that has it
+    native_bf16(True)
+    monkeypatch.setenv(hardware.NO_NATIVE_BF16_ENV, "1")
+    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+    monkeypatch.setenv(hardware.NO_NATIVE_BF16_ENV, "0")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+
+
+def test_demo_never_autocasts_to_bf16_without_native_bf16(native_bf16, monkeypatch, tmp_path, capsys):
+    native_bf16(False)
+    calls = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(*args, **kwargs):
+        calls.append(kwargs.get("dtype"))
+        return real_autocast(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    tiny = dict(data="synthetic:64", train_subset=64, val_subset=32, img_size=16, batch_size=32, epochs=1,
+                progress=False, plots=False)
+    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=tiny)
+    assert torch.bfloat16 not in calls
+    assert "float32 (--amp off: the CPU has no native bf16" in capsys.readouterr().out
+    # the same run on a CPU with native bf16 does autocast: the recorder sees it
+    native_bf16(True)
+    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo-bf16"), overrides=tiny)
+    assert torch.bfloat16 in calls
+    assert "bfloat16 autocast (CPU has native bf16)" in capsys.readouterr().out
+
+
+def test_explicit_requests_are_honoured_or_refused():
+    assert hardware.amp_dtype_for(False, CPU, "bfloat16") is None
+    assert hardware.amp_dtype_for(True, CPU, "bfloat16") == torch.bfloat16
+    assert hardware.amp_dtype_for(True, torch.device("cuda"), "auto") == torch.float16
+    with pytest.raises(Exception, match="float16 needs CUDA"):
+        hardware.amp_dtype_for(True, CPU, "float16")
