@@ -227,3 +227,24 @@ def test_resume_into_a_different_model_names_the_keys(run: Path, tmp_path: Path)
     names = r"shape \(file vs model\): layer2\.0\.ba\.integration\.0\.weight \(8, 32\) vs \(16, 32\)"
     with pytest.raises(UserError, match=names):
         train(cfg)
+
+
+def test_eval_of_plain_weights_reads_only_the_validation_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    import bridgeattn.data.folder as folder
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                pixels = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / cls / f"{i}.png")
+    checked = []
+    real = folder.check_image
+    monkeypatch.setattr(folder, "check_image", lambda path: checked.append(Path(path)) or real(path))
+    model = bridgeattn.create_model(NAME, num_classes=2).eval()
+    weights = save_safetensors(model, tmp_path / "w.safetensors")
+    assert main(["eval", "--checkpoint", str(weights), "--data", f"folder:{tmp_path / 'data'}", "--no-plots",
+                 "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 4
+    assert len(checked) == 4 and all(p.parent.parent.name == "val" for p in checked)

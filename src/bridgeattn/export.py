@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .files import atomic_path
 
 __all__ = [
     "FORMATS",
@@ -81,7 +82,9 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
         raise UserError(f"the output must end in .safetensors, got {path}")
     metadata = weights_metadata(model, metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=metadata)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     publish_mode(path)
     return path
 
@@ -120,6 +123,18 @@ def convert_checkpoint(
     }
 
 
+@torch.no_grad()
+def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """``UserError`` (one line) when ``model`` cannot run on ``(C, H, W)`` = ``input_size`` (e.g. too small)."""
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+    try:
+        model.eval()(_example(input_size, 1))
+    except Exception as exc:  # shape errors surface as RuntimeError, ValueError or AssertionError by model
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({detail}); "
+                        "pass a larger --img-size") from None
+
+
 def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed + batch)
     return torch.randn(batch, *input_size, generator=g)
@@ -147,8 +162,18 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    check_input_size(model, input_size)
     example = (_example(input_size, 2),)
     names = dict(input_names=["input"], output_names=["output"])
+    with atomic_path(path) as tmp:  # a failed export leaves no file behind
+        _write_onnx(model, tmp, example, names, opset, exporter)
+    proto = onnx.load(str(path), load_external_data=False)
+    written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    return {"path": str(path), "opset": int(written), "exporter": exporter}
+
+
+def _write_onnx(model: nn.Module, path: Path, example: tuple[torch.Tensor], names: dict[str, list[str]], opset: int,
+                exporter: str) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths that do not apply
         if exporter == "dynamo":
@@ -166,9 +191,6 @@ def export_onnx(
                     model, example, str(path), dynamo=False, opset_version=opset,
                     dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names,
                 )
-    proto = onnx.load(str(path), load_external_data=False)
-    written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
-    return {"path": str(path), "opset": int(written), "exporter": exporter}
 
 
 @torch.no_grad()
@@ -195,10 +217,11 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     """Trace ``model`` (eval mode) with a batch of 2 and save it. Returns ``{"path"}``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad():
+    check_input_size(model, input_size)
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
         traced = torch.jit.trace(model.eval(), _example(input_size, 2), check_trace=False)
-        traced.save(str(path))
+        traced.save(str(tmp))
     return {"path": str(path)}
 
 
@@ -228,12 +251,14 @@ def export_model(
     atol: float = 1e-4,
     reference: nn.Module | None = None,
     metrics: Mapping[str, Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
 
     The model's preprocessing (``model.pretrained_cfg``: input size, mean, std, interpolation, crop) goes with
     it: into the hub folder's ``config.json`` and model card, the safetensors metadata, and the input shape
-    of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata.
+    of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata,
+    ``command`` (the one that reproduces the metrics) to the model card.
 
     Returns a summary with ``format``, ``path``, and for onnx/torchscript ``max_abs_diff`` and ``ok``
     (``max_abs_diff <= atol``).
@@ -255,7 +280,7 @@ def export_model(
     else:
         from .hub import save_pretrained
 
-        summary["path"] = str(save_pretrained(model, output, metrics=metrics))
+        summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command))
     if "max_abs_diff" in summary:
         summary["atol"] = atol
         summary["ok"] = bool(summary["max_abs_diff"] <= atol)

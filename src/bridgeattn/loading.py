@@ -204,7 +204,9 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
     model, preprocessing = _finish(model, state, file, preprocessing)
     extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
     last = (obj.get("history") or [{}])[-1]
-    metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1") if k in last}
+    metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
+    if metrics:  # where the numbers come from: the validation at the end of the stored epoch
+        metrics.update(epoch=obj.get("epoch"), data=stored_data_config(config).spec)
     return LoadedModel(model, name, kwargs, preprocessing, kind, file, config, extras, metrics,
                        list(obj.get("class_names") or []) or None)
 

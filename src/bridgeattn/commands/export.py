@@ -39,12 +39,16 @@ def run(args: argparse.Namespace) -> int:
     if args.fuse and args.format in ("safetensors", "hub"):
         raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
-    metrics = None
+    metrics, command = None, None
     if args.checkpoint:
+        import shlex
+
         from ..loading import load_model
 
         loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
         model, metrics = loaded.model, loaded.metrics or None
+        if loaded.config is not None and metrics:  # the command that measures them again
+            command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
     elif args.model:
         from ..models import create_model
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         model = (fuse(fused) or fused).eval()  # fuse may work in place
     summary = export_model(
         model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
-        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics,
+        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
     )
     summary["fused"] = bool(args.fuse)
     if args.json:
