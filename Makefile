@@ -33,8 +33,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# The suite without fault-injection, multi-process, torch.compile and ONNX tests (markers in pyproject.toml).
 test-fast: setup
-	$(PY) -m pytest -q -x -m "not slow" tests
+	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow and not multiprocess and not compile and not onnx" tests
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

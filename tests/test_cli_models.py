@@ -1,16 +1,34 @@
-"""`bridgeattn models` and the CLI's error contract (one line, non-zero exit, no traceback)."""
+"""`bridgeattn models` and the CLI's error contract (one line, exit status 2, no traceback).
+
+The commands run in-process (``main(argv)``); one smoke test runs ``python -m bridgeattn`` as a user does.
+"""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
+import pytest
 
-def bridgeattn(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridgeattn", *args], capture_output=True, text=True, timeout=300)
+from bridgeattn.cli import main
 
 
-def test_models_lists_params_and_macs() -> None:
+@pytest.fixture
+def bridgeattn(capsys):
+    """``bridgeattn ARGS`` in this process -> CompletedProcess-like (returncode, stdout, stderr)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            status = main(list(args))
+        except SystemExit as exc:  # argparse errors and --help
+            status = exc.code or 0
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["bridgeattn", *args], status, out, err)
+
+    return run
+
+
+def test_models_lists_params_and_macs(bridgeattn) -> None:
     result = bridgeattn("models", "bav2_resnet5*", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["model"]: r for r in json.loads(result.stdout)}
@@ -21,7 +39,7 @@ def test_models_lists_params_and_macs() -> None:
     assert "11,820,552" in table.stdout and "MACs" in table.stdout
 
 
-def test_unknown_pattern_and_command_errors_are_one_line() -> None:
+def test_unknown_pattern_and_command_errors_are_one_line(bridgeattn) -> None:
     for args in (["models", "nothing_like_this"], ["models", "--family", "nope"]):
         result = bridgeattn(*args)
         assert result.returncode == 2
@@ -31,8 +49,16 @@ def test_unknown_pattern_and_command_errors_are_one_line() -> None:
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
-def test_help_lists_every_command() -> None:
+def test_help_lists_every_command(bridgeattn) -> None:
     result = bridgeattn("--help")
     assert result.returncode == 0
     for command in ("models", "train", "eval", "demo", "compare", "explain", "benchmark", "profile", "export"):
         assert command in result.stdout
+
+
+def test_python_m_bridgeattn_error_reaches_the_shell() -> None:
+    # the one run through the interpreter, as a user does: exit status 2, one line, no traceback
+    result = subprocess.run([sys.executable, "-m", "bridgeattn", "train", "--epochs", "abc"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "invalid int value" in result.stderr

@@ -45,6 +45,7 @@ def _batch_dim(path) -> str:
     return dim.dim_param
 
 
+@pytest.mark.onnx
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 def test_onnx_matches_pytorch_with_a_dynamic_batch(tmp_path, fused: bool) -> None:
     model = _model("bav2_resnet20")
@@ -61,6 +62,7 @@ def test_onnx_matches_pytorch_with_a_dynamic_batch(tmp_path, fused: bool) -> Non
     assert verify_onnx(model, tmp_path / "m.onnx", size, batch_sizes=(5,)) < 1e-4
 
 
+@pytest.mark.onnx
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_onnx_opset17_and_torchscript_bav1(tmp_path) -> None:
     model = _model("bav1_resnet20", in_chans=1, num_classes=4)
@@ -77,6 +79,7 @@ def test_onnx_opset17_and_torchscript_bav1(tmp_path) -> None:
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.onnx
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_export_command_uses_the_checkpoint(tmp_path, capsys) -> None:
     model = _model("bav2_resnet20", num_classes=3, in_chans=1)

@@ -167,6 +167,7 @@ def test_eval_batch_of_one_and_train_batch_of_one() -> None:
     model.train()(torch.randn(1, 3, 16, 16)).sum().backward()  # the gate's BN1d copes with one sample
 
 
+@pytest.mark.compile
 def test_jit_trace_and_compile_match_eager() -> None:
     model = bridgeattn.create_model("bav2_resnet20", num_classes=10).eval()
     x = torch.randn(2, 3, 16, 16)

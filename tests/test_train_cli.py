@@ -1,4 +1,4 @@
-"""The train/eval commands as a user runs them: subprocesses, SIGKILL and resume, torchrun DDP and restarts."""
+"""The train/eval commands as a user runs them: errors in-process, SIGKILL and resume, torchrun DDP and restarts."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bridgeattn.cli import main
 from bridgeattn.engine import TrainConfig, find_resume, load_checkpoint, train
 from bridgeattn.engine.train import FAULT_ENV
 
@@ -47,6 +48,15 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> s
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    """``bridgeattn ARGV`` in this process: (exit status, stderr). argparse errors exit through SystemExit."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
 def _same_weights(a: Path, b: Path) -> bool:
     wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -60,22 +70,22 @@ def _same_weights(a: Path, b: Path) -> bool:
     (["train", "--data", "mnist-9000"], "unknown dataset spec"),
     (["eval", "--checkpoint", "/nonexistent/last.pth"], "/nonexistent/last.pth"),
 ])
-def test_cli_errors_are_one_clear_line(args, message, tmp_path):
+def test_cli_errors_are_one_clear_line(args, message, tmp_path, capsys):
     if args[0] == "train":
         args = [*args, "--output", str(tmp_path / "run")]
-    result = _cli(*args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert "error" in last and message in last, result.stderr
+    status, err = _main(args, capsys)
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error" in err and message in err, err
 
 
-def test_occupied_output_folder_is_refused_unless_resume(tmp_path):
+def test_occupied_output_folder_is_refused_unless_resume(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("model: plain_resnet20\n")
-    result = _cli("train", *TINY_FLAGS, "--output", str(tmp_path / "run"))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "already holds a run; continue it with --resume auto" in result.stderr.strip().splitlines()[-1]
+    status, err = _main(["train", *TINY_FLAGS, "--output", str(tmp_path / "run")], capsys)
+    assert status == 2 and "Traceback" not in err
+    assert "already holds a run; continue it with --resume auto" in err.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +95,8 @@ def uninterrupted(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted(uninterrupted, tmp_path):
     run = tmp_path / "run"
     # SIGKILL after optimizer step 6 of 8: in the middle of epoch 2, after the epoch-1 checkpoint
