@@ -71,6 +71,8 @@ def test_hub_and_onnx_exports_score_what_eval_scores(run: Path, tmp_path: Path, 
     dims = onnx.load(str(onnx_file)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]  # dynamic batch, the run's size
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    stored = json.loads(session.get_modelmeta().custom_metadata_map["preprocessing"])
+    assert stored["input_size"] == [1, 28, 28] and stored["mean"] == pytest.approx([0.286])
     logits = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
     onnx_top1 = 100.0 * float((logits.argmax(1) == labels).mean())
     assert abs(onnx_top1 - top1) <= 0.5, (onnx_top1, top1)

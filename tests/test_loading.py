@@ -124,9 +124,12 @@ def test_each_command_scores_and_exports_the_same_model(run: Path, tmp_path: Pat
     assert main(["export", "--checkpoint", str(run), "--format", "torchscript", "--output", str(script),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_size"] == [1, 16, 16]  # the run's size, not the model's 32
+    extra = {"bridgeattn.json": ""}
+    scripted = torch.jit.load(str(script), _extra_files=extra)
+    assert json.loads(json.loads(extra["bridgeattn.json"])["preprocessing"])["input_size"] == [1, 16, 16]
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
-        assert torch.equal(torch.jit.load(str(script))(x), ref.model(x))
+        assert torch.equal(scripted(x), ref.model(x))
 
 
 def test_explain_uses_the_run_and_refuses_an_earlier_report(run: Path, tmp_path: Path, capsys) -> None:

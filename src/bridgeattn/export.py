@@ -73,6 +73,14 @@ def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None)
             "preprocessing": json.dumps(model_preprocessing(model).to_dict()), "metrics": extra}
 
 
+def _metadata_or_empty(model: nn.Module) -> dict[str, str]:
+    """:func:`weights_metadata` for models that have it (a fused or hand-built model may not)."""
+    try:
+        return weights_metadata(model)
+    except UserError:
+        return {}
+
+
 def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, Any] | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` (``.safetensors``) with :func:`weights_metadata`, mode 0644."""
     from safetensors.torch import save_file
@@ -167,7 +175,11 @@ def export_onnx(
     names = dict(input_names=["input"], output_names=["output"])
     with atomic_path(path) as tmp:  # a failed export leaves no file behind
         _write_onnx(model, tmp, example, names, opset, exporter)
-    proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load(str(tmp), load_external_data=False)
+        meta = _metadata_or_empty(model)
+        if meta:  # the preprocessing and provenance, readable by onnxruntime (modelmeta.custom_metadata_map)
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **meta})
+            onnx.save(proto, str(tmp))
     written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
     return {"path": str(path), "opset": int(written), "exporter": exporter}
 
@@ -221,7 +233,8 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
         traced = torch.jit.trace(model.eval(), _example(input_size, 2), check_trace=False)
-        traced.save(str(tmp))
+        # torch.jit.load(path, _extra_files={"bridgeattn.json": ""}) reads the preprocessing back
+        traced.save(str(tmp), _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
     return {"path": str(path)}
 
 
