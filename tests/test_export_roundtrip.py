@@ -42,7 +42,7 @@ def _val_images() -> tuple[list[Image.Image], np.ndarray]:
     return [Image.fromarray(img[0].numpy(), mode="L") for img in images[:VAL]], labels[:VAL].numpy()
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.onnx
 def test_hub_and_onnx_exports_score_what_eval_scores(run: Path, tmp_path: Path, capsys) -> None:
     import onnxruntime as ort
 
