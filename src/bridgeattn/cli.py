@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "profile": "params, MACs, per-stage breakdown and activation memory of one model",
     "export": "export a model to ONNX, TorchScript, safetensors or a hub-style folder",
     "convert": "convert a reference BA-Net checkpoint to safetensors for our models",
+    "shard": "write a data set as webdataset tar shards for streaming (--data wds:DIR)",
 }
 
 

@@ -11,7 +11,8 @@ from .memory import TensorImageDataset
 from .stats import Stats, adapt_stats
 from .transforms import check_transform_options, tensor_transform
 
-SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N")
+SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
+         "wds:DIR_OR_URL")
 
 
 def _check_options(cfg: DataConfig) -> None:
@@ -58,7 +59,8 @@ def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) 
 
     Specs: ``fashion-mnist`` (val = the 10k test set), ``folder:PATH`` (``PATH/train`` and ``PATH/val`` class
     folders), ``cifar10:PATH`` / ``cifar100:PATH`` (python-pickle release under PATH), ``synthetic`` /
-    ``synthetic:N`` (N train samples, default 512, and N // 4 val samples). Unknown specs raise ``UserError``.
+    ``synthetic:N`` (N train samples, default 512, and N // 4 val samples), ``wds:DIR_OR_URL`` (tar shards written
+    by ``bridgeattn shard``; streamed, see ``shards.py``). Unknown specs raise ``UserError``.
     ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread; the train set is then ``None``.
     """
     _check_options(cfg)
@@ -84,6 +86,10 @@ def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) 
         from .folder import folder_datasets
 
         return folder_datasets(cfg, arg, wanted=splits)
+    if kind == "wds" and arg:
+        from .shards import shard_datasets
+
+        return shard_datasets(cfg, arg)
     raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
 
 

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .. import data as data_module
+from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
 from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
@@ -106,7 +107,7 @@ class Run:
     net: nn.Module  # the model being trained: ``model`` or its DDP wrapper
     train_loader: DataLoader
     val_loader: DataLoader
-    sampler: DistributedSampler
+    sampler: Any  # DistributedSampler, or ShardBatches for streamed shards: set_epoch(epoch)
     data_info: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -185,6 +186,11 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
                         f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {info.world_size} processes); lower "
                         "--batch-size or --grad-accum, or raise --train-subset")
     options = data_module.loader_options(cfg.workers, info.device)
+    if isinstance(train_set, ShardSet):  # streamed: the data set itself splits each epoch over ranks and workers
+        train_loader = shard_loader(train_set, cfg.batch_size, info.rank, info.world_size, True, cfg.seed, options)
+        val_loader = shard_loader(val_set, cfg.val_batch_size or 2 * cfg.batch_size, info.rank, info.world_size,
+                                  False, cfg.seed, options)
+        return train_loader, val_loader, train_loader.dataset, data_info
     if cfg.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
