@@ -7,7 +7,6 @@ exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, publish_mode
 
 __all__ = [
     "FORMATS",
@@ -44,13 +43,6 @@ def resolve_input_size(model: nn.Module, img_size: int | None = None, in_chans: 
     if img_size:
         height = width = img_size
     return int(chans), int(height), int(width)
-
-
-def publish_mode(path: str | Path) -> None:
-    """Give ``path`` the mode a newly created file gets (0644 under the usual umask); safetensors writes 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:

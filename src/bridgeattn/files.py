@@ -72,6 +72,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         write(f)
 
 
+def publish_mode(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a newly created file gets (0644 under the usual umask). Writers that create
+    private files (safetensors: 0600) are followed by this, so exported weights are readable like every other file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -110,7 +110,7 @@ def save_pretrained(
     """
     from timm.models import save_for_hf
 
-    from .export import publish_mode
+    from .files import publish_mode
     from .loading import model_preprocessing
 
     model = _unwrap(model)

@@ -76,8 +76,9 @@ def _as_tuple(value: Any) -> tuple:
 
 def _native(spec: str) -> tuple[int, int, Stats]:
     """``(side, channels, stats)`` of a data set before any resizing, from its spec alone."""
-    from . import synthetic
     from .folder import NATIVE_SIZE
+    from .synthetic import NATIVE_SIZE as SYNTHETIC_SIZE
+    from .synthetic import STATS as SYNTHETIC
 
     kind = spec.partition(":")[0]
     if kind == "fashion-mnist":
@@ -85,7 +86,7 @@ def _native(spec: str) -> tuple[int, int, Stats]:
     if kind in ("cifar10", "cifar100"):
         return 32, 3, CIFAR10 if kind == "cifar10" else CIFAR100
     if kind == "synthetic":
-        return synthetic.NATIVE_SIZE, 3, synthetic.STATS
+        return SYNTHETIC_SIZE, 3, SYNTHETIC
     if kind == "folder":
         return NATIVE_SIZE, 3, IMAGENET
     raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
