@@ -62,6 +62,10 @@ def test_every_location_gives_the_same_model_and_preprocessing(run: Path, tmp_pa
     assert ref.preprocessing.input_size == (1, 16, 16) and ref.model.pretrained_cfg["input_size"] == (1, 16, 16)
     assert ref.preprocessing.mean == (0.5,) and ref.preprocessing.std == (0.25,)  # synthetic data, one channel
     assert ref.config["data"] == "synthetic:64" and ref.checkpoint["epoch"] == 1 and "top1" in ref.metrics
+    older = load_file(run / "checkpoints" / "last.pth")  # a checkpoint from before preprocessing was recorded
+    assert older.pop("preprocessing") == ref.preprocessing.to_dict()
+    torch.save(older, tmp_path / "older.pth")
+    assert load_model(tmp_path / "older.pth").preprocessing == ref.preprocessing
 
     state = ref.model.state_dict()
     compiled = tmp_path / "compiled.pth"  # torch.compile inside DDP: both wrappers' prefixes

@@ -5,8 +5,9 @@
 - a run folder (``RUN`` or ``RUN/checkpoints``): its newest epoch checkpoint that matches its size/SHA-256
   record, the one ``--resume auto`` continues from and ``summary.json`` reports. For another epoch pass its file
   (``RUN/checkpoints/best.pth``, ``epoch-0003.pth``).
-- a training checkpoint file: checked against its record when it has one; the model name, construction arguments
-  and data settings come from the config stored in it.
+- a training checkpoint file: checked against its record when it has one; the model name and construction
+  arguments come from the config stored in it, the preprocessing from the record training keeps of it (older
+  checkpoints: from the stored data settings).
 - a hub-style folder (``config.json`` + ``model.safetensors``, from ``save_pretrained``, ``export --format hub``
   or timm's ``save_for_hf``): the architecture, arguments and preprocessing come from ``config.json``.
 - a ``.safetensors`` file: the files ``export`` and ``convert`` write name their model, arguments and
@@ -196,11 +197,13 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
     kwargs = {**_shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
     model = build_model(name, kwargs, source=str(file))
     preprocessing = None
-    if config.get("data"):
+    if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
+        preprocessing = Preprocessing.from_dict(obj["preprocessing"])
+    elif config.get("data"):  # older checkpoints: what the stored data settings imply
         try:
             preprocessing = eval_preprocessing(stored_data_config(config))
-        except (UserError, TypeError):  # a data set this version does not know: the model's own defaults
-            preprocessing = None
+        except (UserError, TypeError):
+            log.warning("%s does not record its preprocessing; using the model's defaults", file)
     model, preprocessing = _finish(model, state, file, preprocessing)
     extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
     last = (obj.get("history") or [{}])[-1]

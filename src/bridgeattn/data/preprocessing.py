@@ -93,12 +93,12 @@ def _native(spec: str) -> tuple[int, int, Stats]:
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
-    """What the evaluation pipeline of ``cfg`` does to an image (``info``, when given, supplies the built data
-    set's size, channels and statistics)."""
-    side, chans, stats = _native(cfg.spec)
+    """What the evaluation pipeline of ``cfg`` does to an image. ``info`` (the built data set's size, channels and
+    statistics) is needed for data sets whose statistics are not known from the spec alone (``wds:``)."""
     if info is not None:
         img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
     else:
+        side, chans, stats = _native(cfg.spec)
         img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
         mean, std = adapt_stats(stats, in_chans)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
