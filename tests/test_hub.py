@@ -35,6 +35,8 @@ def test_save_and_load_round_trip_with_args_and_metrics(tmp_path) -> None:
     x = torch.randn(3, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+    fine_tune = bridgeattn.from_pretrained(folder, num_classes=5)  # a new head, the rest as saved
+    assert fine_tune.num_classes == 5 and torch.equal(fine_tune.conv1.weight, model.conv1.weight)
     # timm reads the same folder directly.
     with torch.no_grad():
         assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), model(x))
