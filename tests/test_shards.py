@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from bridgeattn.cli import main
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.data import shards as shards_module
 from bridgeattn.data.shards import ShardSet, write_shards
@@ -117,13 +116,13 @@ def test_training_from_shards_takes_the_steps_of_the_source(tmp_path, shard_dir)
     assert rows[0]["val_samples"] == rows[1]["val_samples"] == 10
 
 
-def test_shard_command_writes_and_refuses_a_used_folder(tmp_path):
+def test_shard_command_writes_and_refuses_a_used_folder(tmp_path, capsys):
     out = tmp_path / "s"
-    cmd = [sys.executable, "-m", "bridgeattn", "shard", "--data", "synthetic:20", "--output", str(out),
-           "--shard-size", "8"]
-    first = subprocess.run(cmd, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
+    argv = ["shard", "--data", "synthetic:20", "--output", str(out), "--shard-size", "8"]
+    assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["shards.json", "train-000000.tar", "train-000001.tar",
                                                       "train-000002.tar", "val-000000.tar"]
-    again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 2 and "not an empty folder" in again.stderr and len(again.stderr.splitlines()) == 1
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not an empty folder" in err and len(err.splitlines()) == 1

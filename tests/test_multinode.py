@@ -1,0 +1,59 @@
+"""Two torchrun "nodes" on localhost (c10d rendezvous, gloo, one process each) train like one process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bridgeattn.engine import TrainConfig, train
+
+# 64 synthetic 16-px samples: 2 nodes x batch 8 and 1 process x batch 16 both take 4 steps per epoch
+FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "8",
+         "--lr", "1e-3", "--epochs", "1", "--warmup-epochs", "0", "--workers", "0", "--no-progress", "--no-plots"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_path):
+    port, folder = _free_port(), tmp_path / "two-nodes"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    nodes = []
+    for node in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", "two-nodes", "-m", "bridgeattn", "train", *FLAGS, "--output", str(folder)]
+        nodes.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      start_new_session=True))
+    outputs = []
+    for proc in nodes:
+        try:
+            outputs.append(proc.communicate(timeout=300))
+        except subprocess.TimeoutExpired:
+            for p in nodes:
+                os.killpg(p.pid, signal.SIGKILL)
+            pytest.fail("the two-node run timed out")
+    for proc, (_, err) in zip(nodes, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    two = json.loads((folder / "summary.json").read_text())
+    one = train(TrainConfig(model="bav2_resnet20", data="synthetic:64", img_size=16, batch_size=16, lr=1e-3,
+                            epochs=1, warmup_epochs=0, workers=0, progress=False, plots=False,
+                            output=str(tmp_path / "one")))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert two["global_batch"] == one["global_batch"] == 16
+    assert two["steps"] == one["steps"] == 4
+    rows = [json.loads((f / "metrics.jsonl").read_text().splitlines()[-1]) for f in (folder, tmp_path / "one")]
+    assert rows[0]["train_samples"] == rows[1]["train_samples"] == 64
+    assert rows[0]["val_samples"] == rows[1]["val_samples"] == 16
+    assert torch.isfinite(torch.tensor(two["loss"]))
