@@ -4,11 +4,17 @@
     python examples/detection.py --task mask-rcnn --model bav2_resnet18
     python examples/detection.py --task segmentation      # DeepLabV3 head on the last stage
     python examples/detection.py --weights run/model.safetensors   # start from your classification weights
+    python examples/detection.py --weights resnet18.safetensors --model bav2_resnet18  # from *plain* weights
+    python examples/detection.py --model bav2_resnet50.from_a1_in1k --pretrained    # timm's plain ResNet-50
 
-The synthetic images are coloured rectangles on noise (the colour gives the class). The backbone's
-BatchNorm2d and the bridge gates' BatchNorm1d are frozen (``bridgeattn.freeze_bn``), as torchvision does for
-detection backbones, so batches of two images train fine. The script trains a few steps, prints the losses,
-then runs inference on held-out images.
+Plain ResNet weights (timm's, or a file of them) warm-start the BA backbone: the gates start as the identity
+function, so the backbone computes exactly the plain one's features (docs/warmstart.md) and the gates learn
+while the detector trains. A BA checkpoint given the same way loads as it is.
+
+The synthetic images (``synthetic_shapes.py``) are coloured rectangles on noise (the colour gives the class).
+The backbone's BatchNorm2d and the bridge gates' BatchNorm1d are frozen (``bridgeattn.freeze_bn``), as
+torchvision does for detection backbones, so batches of two images train fine. The script trains a few steps,
+prints the losses, then runs inference on held-out images.
 """
 from __future__ import annotations
 
@@ -17,15 +23,19 @@ import time
 
 import torch
 import torch.nn.functional as F
+from synthetic_shapes import synthetic_detection_set
 
-from bridgeattn.detection import create_detector, create_segmentation_model, synthetic_detection_set
+from bridgeattn.detection import create_detector, create_segmentation_model
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=("faster-rcnn", "mask-rcnn", "segmentation"), default="faster-rcnn")
     p.add_argument("--model", default="bav2_resnet50", help="a bridgeattn ResNet, e.g. bav2_resnet18, bav1_resnet50")
-    p.add_argument("--weights", help="classification weights (.safetensors) to start the backbone from")
+    p.add_argument("--weights", help="weights to start the backbone from: a BA model's, or its plain twin's "
+                                     "(.safetensors or .pth), which warm-start the gates")
+    p.add_argument("--pretrained", action="store_true",
+                   help="timm's plain weights of the model's tag (network), e.g. --model bav2_resnet50.from_a1_in1k")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--classes", type=int, default=3, help="object classes + background")
     p.add_argument("--train-images", type=int, default=16)
@@ -52,6 +62,8 @@ def main() -> None:
     model_kwargs = {}
     if args.weights:
         model_kwargs = dict(pretrained=True, pretrained_cfg_overlay=dict(file=args.weights))
+    elif args.pretrained:
+        model_kwargs = dict(pretrained=True)
 
     if args.task == "segmentation":
         model = create_segmentation_model(args.classes, args.model, head="deeplabv3", **model_kwargs)

@@ -1,12 +1,27 @@
 """BA-ResNet backbones in torchvision detection and segmentation models (tiny, 64 px, a few steps)."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 import bridgeattn
-from bridgeattn.detection import create_detector, create_features, create_segmentation_model, synthetic_detection_set
+from bridgeattn.detection import create_detector, create_features, create_segmentation_model
 from bridgeattn.freeze import FrozenBatchNorm1d
+
+
+def _example_module(name: str):
+    """A module of examples/ (the synthetic data lives beside the example that uses it, not in the library)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic_detection_set = _example_module("synthetic_shapes").synthetic_detection_set
 
 SIZE = 64
 
