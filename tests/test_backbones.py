@@ -155,7 +155,11 @@ def test_features_only_channels(name: str) -> None:
 def test_registered_with_pretrained_cfg(name: str) -> None:
     assert name in timm.list_models("bav*") and name in bridgeattn.list_models()
     cfg = timm.models.get_pretrained_cfg(name)
-    assert cfg.url == "" and cfg.input_size == (3, 224, 224) and len(cfg.mean) == 3 and len(cfg.std) == 3
+    assert cfg.input_size == (3, 224, 224) and len(cfg.mean) == 3 and len(cfg.std) == 3
+    if cfg.tag and cfg.tag.startswith("from_"):  # a warm-start tag: the plain twin's timm weights
+        assert cfg.hf_hub_id == f"timm/{MODELS[name][0]}.{cfg.tag[len('from_'):]}"
+    else:
+        assert cfg.url == "" and not cfg.hf_hub_id
     model = bridgeattn.create_model(name, **MODELS[name][3])
     assert model.pretrained_cfg["architecture"] == name
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 
 import pytest
 import timm
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 
 import bridgeattn
 from bridgeattn.errors import UserError
@@ -125,3 +127,62 @@ def test_a_new_classifier_keeps_its_initialisation() -> None:
     model = from_plain("bav2_resnet20", plain, num_classes=3)
     assert model.fc.out_features == 3
     torch.testing.assert_close(model.conv1.weight, plain.conv1.weight)
+
+
+# ------------------------------------------------------------------------- through timm: pretrained=True
+
+
+def _float32_plain(name: str, kwargs: dict) -> nn.Module:
+    """A float32 plain twin (so that timm's float32 load rounds nothing), to be compared in float64."""
+    return _plain(name, kwargs).float()
+
+
+@pytest.mark.parametrize("name", list(EXACT))
+def test_pretrained_with_a_plain_file_is_the_same_warm_start(name: str, tmp_path) -> None:
+    kwargs, size = EXACT[name]
+    plain = _float32_plain(name, kwargs)
+    path = tmp_path / "plain.safetensors"
+    save_file(plain.state_dict(), str(path))
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    _assert_same_function(plain.double(), model.double(), size)
+    reference = from_plain(name, plain.float(), **kwargs)
+    for k, v in reference.state_dict().items():
+        if ".ba." not in k and ".se." not in k:  # fresh gates differ by their random draws, not by the rule
+            torch.testing.assert_close(model.state_dict()[k].to(v.dtype), v, msg=k)
+
+
+def test_a_bridged_checkpoint_given_as_pretrained_file_loads_as_itself(tmp_path) -> None:
+    trained = bridgeattn.create_model("bav2_resnet20")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "ba.safetensors"
+    save_file(trained.state_dict(), str(path))
+    model = timm.create_model("bav2_resnet20", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+
+
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_warm_start_tag_is_the_default_and_loads_from_a_faked_timm_cache(tmp_path, monkeypatch) -> None:
+    _no_network(monkeypatch)
+    cfg = timm.get_pretrained_cfg("bav1_resnet18")
+    assert cfg.tag == "from_a1_in1k" and cfg.hf_hub_id == "timm/resnet18.a1_in1k"
+    tiny = dict(channels=(8, 8, 16, 16))
+    plain = _float32_plain("bav1_resnet18", tiny)
+    # The Hugging Face cache layout that timm's hub download reads: models--ORG--NAME/{refs/main, snapshots/REV/}
+    repo, revision = tmp_path / "models--timm--resnet18.a1_in1k", "0" * 40
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    save_file(plain.state_dict(), str(repo / "snapshots" / revision / "model.safetensors"))
+    model = timm.create_model("bav1_resnet18", pretrained=True, cache_dir=str(tmp_path), **tiny)
+    _assert_same_function(plain.double(), model.double(), 32)

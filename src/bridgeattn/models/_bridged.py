@@ -8,18 +8,19 @@ subclass (which only overrides ``forward``) and the gate is added as ``block.ba`
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
-from timm.models import get_pretrained_cfg, model_entrypoint
+from timm.models import get_pretrained_cfg, load_pretrained, model_entrypoint
 
 from ..bridge import BridgeAttention
 
 __all__ = [
     "BRIDGE_KEYS", "adopt", "blocks_of", "bridge", "channels_last_gate", "check_taps", "create_bridged",
-    "pop_bridge_args", "twin_cfg",
+    "pop_bridge_args", "twin_cfg", "warm_start_cfg", "warm_start_filter",
 ]
 
 # Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
@@ -80,12 +81,42 @@ def create_bridged(
         )
     if not kwargs.get("pretrained_cfg"):
         kwargs["pretrained_cfg"] = get_pretrained_cfg(variant)
-    model = model_entrypoint(twin)(pretrained=pretrained, **kwargs)
+    if pretrained and kwargs.get("features_only"):
+        raise ValueError(f"{variant}: pretrained=True with features_only=True is not supported; build the "
+                         "classifier with pretrained=True and take features with forward_intermediates")
+    # Weights are loaded after the blocks are bridged: plain twin weights are warm-started, the model's own
+    # checkpoints load as they are (warm_start_filter).
+    model = model_entrypoint(twin)(pretrained=False, **kwargs)
     if convert(model) == 0:
         raise RuntimeError(f"{variant}: found no {twin} block to bridge")
     if small_input:
         _stride_one_stem(model, stem)
+    if pretrained:
+        twin_filter = getattr(sys.modules[model_entrypoint(twin).__module__], "checkpoint_filter_fn", None)
+
+        def filter_fn(state_dict: Mapping[str, Any], bridged: nn.Module) -> dict[str, Any]:
+            if twin_filter is not None:  # timm's conversion of the twin's original checkpoints
+                state_dict = twin_filter(state_dict, bridged)
+            return warm_start_filter(state_dict, bridged)
+
+        load_pretrained(model, model.pretrained_cfg, num_classes=model.num_classes,
+                        in_chans=kwargs.get("in_chans", 3), filter_fn=filter_fn, cache_dir=kwargs.get("cache_dir"))
     return model
+
+
+def warm_start_filter(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """timm ``pretrained_filter_fn`` of the bridged models: the plain twin's weights are warm-started
+    (``bridgeattn.warmstart``), a bridged checkpoint passes unchanged."""
+    from ..warmstart import warm_state_dict  # deferred: warmstart reads the block classes of this package
+
+    return warm_state_dict(model, state_dict)
+
+
+def warm_start_cfg(plain: str) -> dict[str, Any]:
+    """``pretrained_cfg`` fields of a warm-start tag: where timm keeps the plain ``arch.tag`` weights and their
+    preprocessing. Loading them goes through :func:`warm_start_filter`."""
+    cfg = get_pretrained_cfg(plain).to_dict()
+    return {k: v for k, v in cfg.items() if k not in ("architecture", "tag") and v is not None}
 
 
 def _stride_one_stem(model: nn.Module, stem: str) -> None:

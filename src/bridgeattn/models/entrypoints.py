@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
 
 from ..attention import CoordAttention, FcaModule, SrmModule
-from ._bridged import twin_cfg
+from ._bridged import twin_cfg, warm_start_cfg
 from .convnext import create_convnext_variant
 from .efficientnet import EFFICIENTNET_GATE, create_mbconv_variant
 from .mobilenetv3 import MOBILENETV3_TWINS, create_mobilenetv3_variant
@@ -34,7 +34,8 @@ from .resnet import (
 )
 from .swin import create_swin_variant
 
-__all__: list[str] = ["PRETRAINED_CFGS", "RESNET_FAMILIES"]  # register_model appends every model name
+# register_model appends every model name
+__all__: list[str] = ["PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
 
 # ResNet-family prefix -> the attention in every block: "bav1"/"bav2" bridge blocks, a timm attention
 # name, one of this package's baseline modules, or None for the plain trunk. All share one trunk (stem, init,
@@ -77,8 +78,21 @@ PRETRAINED_CFGS: dict[str, dict[str, Any]] = {
     **{name: twin_cfg(twin) for name, (twin, _) in MOBILENETV3_TWINS.items()},
 }
 
+# Warm-start tags: "bav2_resnet50.from_a1_in1k" is timm's plain resnet50.a1_in1k, whose weights load with the gates
+# warm-started (docs/warmstart.md). Being the only tags with weights, they are the default of pretrained=True.
+# Only the families whose warm start is exact (the others replace an SE the plain weights hold).
+_WARM_START_TWINS = {
+    **{n: n.split("_", 1)[1] for n in _RESNETS if n.startswith(("bav1_", "bav2_")) and n[-2:] not in ("20", "56")},
+    "bav2_convnext_tiny": "convnext_tiny",
+    "bav2_swin_tiny_patch4_window7_224": "swin_tiny_patch4_window7_224",
+}
+WARM_START_CFGS: dict[str, dict[str, Any]] = {
+    f"{name}.from_{get_pretrained_cfg(twin).tag}": warm_start_cfg(f"{twin}.{get_pretrained_cfg(twin).tag}")
+    for name, twin in _WARM_START_TWINS.items()
+}
+
 # Read by timm's register_model for every entrypoint below.
-default_cfgs = generate_default_cfgs(PRETRAINED_CFGS)
+default_cfgs = generate_default_cfgs({**PRETRAINED_CFGS, **WARM_START_CFGS})
 
 
 def _resnet_entrypoint(name: str) -> Callable[..., nn.Module]:

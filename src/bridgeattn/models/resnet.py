@@ -21,7 +21,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..bridge import BridgeAttention
 from ..ops import gated_residual, spatial_mean
-from ._bridged import BRIDGE_KEYS, pop_bridge_args
+from ._bridged import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
 from ._validate import check_image_batch
 
 __all__ = [
@@ -226,6 +226,6 @@ def create_resnet_variant(
     # One feature per stage plus the stem; the CIFAR-style trunks have 3 stages, not timm's 4.
     feature_cfg = dict(out_indices=tuple(range(len(layers) + 1)))
     return build_model_with_cfg(
-        BridgeResNet, variant, pretrained, feature_cfg=feature_cfg,
+        BridgeResNet, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=warm_start_filter,
         block=block, layers=layers, block_args=block_args, **args,
     )
