@@ -84,7 +84,7 @@ def model_card_text(name: str, params: int, preprocessing: Mapping[str, Any], me
         text += "\n## Metrics\n\n| metric | value |\n|---|---|\n"
         text += "".join(f"| {k} | {_format(v)} |\n" for k, v in metrics.items())
     if command:
-        text += f"\nProduced by:\n\n```\n{command}\n```\n"
+        text += f"\nMeasured again by:\n\n```\n{command}\n```\n"
     return text
 
 

@@ -124,6 +124,8 @@ def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights
 def set_preprocessing(model: nn.Module, preprocessing: Preprocessing) -> nn.Module:
     """Record ``preprocessing`` in ``model.pretrained_cfg`` (a copy), where timm and the exports look for it."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if tuple(cfg.get("input_size", ())[1:]) != tuple(preprocessing.input_size[1:]):
+        cfg["pool_size"] = None  # the default's final feature size no longer holds (informational in timm)
     cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in preprocessing.to_dict().items()})
     model.pretrained_cfg = cfg
     return model
