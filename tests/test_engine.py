@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from bridgeattn.engine import TrainConfig, TrainingStopped, find_resume, load_checkpoint, train
-from bridgeattn.engine.config import add_train_arguments, config_from_args
+from bridgeattn.engine import TrainingStopped, find_resume, load_checkpoint, train
+from bridgeattn.engine.config import OptimConfig, add_train_arguments, config_from_args, from_flat
 from bridgeattn.errors import UserError
 from bridgeattn.evaluation import evaluate_checkpoint
 
@@ -41,12 +41,12 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 def reference(tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted 2-epoch run with Mixup/CutMix, smoothing, EMA, clipping; epoch 1 and 2 checkpoints kept."""
     folder = tmp_path_factory.mktemp("engine") / "reference"
-    summary = train(TrainConfig(output=str(folder), **FULL_STATE))
+    summary = train(*from_flat(dict(output=str(folder), **FULL_STATE)))
     return folder, summary
 
 
 def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tmp_path):
-    summary = train(TrainConfig(output=str(tmp_path / "run"), **dict(TINY, epochs=3, plots=True)))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), **dict(TINY, epochs=3, plots=True))))
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
@@ -61,7 +61,7 @@ def test_tiny_run_lowers_the_loss_and_writes_the_run_folder(tmp_path):
     assert len(json.loads((tmp_path / "run" / "summary.json").read_text())["per_class_top1"]) == 10
     # the learning rate follows warm-up then cosine, per iteration
     lrs = [r["lr"] for r in history]
-    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] == pytest.approx(TrainConfig.min_lr, rel=1e-6)
+    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] == pytest.approx(OptimConfig.min_lr, rel=1e-6)
 
 
 def test_stopped_after_epoch_1_and_resumed_equals_uninterrupted(reference, tmp_path, monkeypatch):
@@ -75,10 +75,10 @@ def test_stopped_after_epoch_1_and_resumed_equals_uninterrupted(reference, tmp_p
 
     monkeypatch.setattr(engine_train, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(TrainConfig(output=str(tmp_path / "run"), **FULL_STATE))
+        train(*from_flat(dict(output=str(tmp_path / "run"), **FULL_STATE)))
     monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)
     assert find_resume(tmp_path / "run").name == "epoch-0001.pth"
-    summary = train(TrainConfig(output=str(tmp_path / "run"), resume="auto", **FULL_STATE))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), resume="auto", **FULL_STATE)))
     last = Path("checkpoints/last.pth")
     _assert_same(_weights(ref_folder / last), _weights(tmp_path / "run" / last))
     _assert_same(_weights(ref_folder / last, "ema"), _weights(tmp_path / "run" / last, "ema"))
@@ -102,7 +102,7 @@ def test_truncated_checkpoint_is_skipped_with_a_warning(reference, tmp_path):
         load_checkpoint(newest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(TrainConfig(output=str(folder), resume="auto", **FULL_STATE))  # redoes epoch 2 from epoch 1
+        train(*from_flat(dict(output=str(folder), resume="auto", **FULL_STATE)))  # redoes epoch 2 from epoch 1
     _assert_same(_weights(ref_folder / "checkpoints/last.pth"), _weights(folder / "checkpoints/epoch-0002.pth"))
     assert find_resume(folder).name == "epoch-0002.pth"
 
@@ -142,7 +142,7 @@ def _nan_at(monkeypatch, bad_steps: set[int]) -> None:
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     _nan_at(monkeypatch, {6})
     with pytest.raises(TrainingStopped, match=r"non-finite loss \(nan\) at step 6 \(epoch 2, batch 2/4\)") as info:
-        train(TrainConfig(output=str(tmp_path / "run"), **TINY))
+        train(*from_flat(dict(output=str(tmp_path / "run"), **TINY)))
     assert "epoch-0001.pth" in str(info.value)
     assert find_resume(tmp_path / "run").name == "epoch-0001.pth"  # the good checkpoint is intact
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -151,20 +151,20 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, 
 
 def test_skip_nonfinite_skips_bad_steps_and_keeps_statistics_finite(tmp_path, monkeypatch):
     _nan_at(monkeypatch, {2, 6})
-    summary = train(TrainConfig(output=str(tmp_path / "run"), skip_nonfinite=2, **TINY))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), skip_nonfinite=2, **TINY)))
     assert summary["status"] == "finished" and summary["skipped_steps"] == 2
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert math.isfinite(summary["loss"])
     _nan_at(monkeypatch, {2, 5, 6})
     with pytest.raises(TrainingStopped, match="step 6.*more than --skip-nonfinite 2"):
-        train(TrainConfig(output=str(tmp_path / "run2"), skip_nonfinite=2, **TINY))
+        train(*from_flat(dict(output=str(tmp_path / "run2"), skip_nonfinite=2, **TINY)))
 
 
 def test_occupied_output_folder_is_refused(reference):
     ref_folder, _ = reference
     with pytest.raises(UserError, match="already holds a run.*--resume auto"):
-        train(TrainConfig(output=str(ref_folder), **TINY))
+        train(*from_flat(dict(output=str(ref_folder), **TINY)))
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -176,14 +176,16 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_config_file_then_flags_and_booleans_both_ways(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: plain_resnet20\nepochs: 7\nlr: 1.0e-2\nema: true\namp: true\nopt_betas: [0.8, 0.9]\n")
-    cfg = config_from_args(_parse(["--config", str(recipe), "--epochs", "3", "--no-ema", "--model-kwargs",
-                                   "drop_rate=0.1"]))
-    assert (cfg.model, cfg.epochs, cfg.lr, cfg.ema, cfg.amp) == ("plain_resnet20", 3, 0.01, False, True)
-    assert cfg.opt_betas == [0.8, 0.9] and cfg.model_kwargs == {"drop_rate": 0.1}
-    assert config_from_args(_parse(["--ema", "--no-amp"])).ema is True
-    builtin = config_from_args(_parse(["--config", "imagenet_bav2"]))
-    assert (builtin.lr, builtin.weight_decay, builtin.warmup_epochs, builtin.clip_grad) == (1e-3, 0.05, 20, 5.0)
-    assert (builtin.mixup, builtin.cutmix, builtin.smoothing, builtin.reprob) == (0.8, 1.0, 0.1, 0.25)
+    cfg, _ = config_from_args(_parse(["--config", str(recipe), "--epochs", "3", "--no-ema", "--model-kwargs",
+                                      "drop_rate=0.1"]))
+    o = cfg.optim
+    assert (cfg.model.name, o.epochs, o.lr, o.ema, cfg.run.amp) == ("plain_resnet20", 3, 0.01, False, True)
+    assert o.opt_betas == [0.8, 0.9] and cfg.model.kwargs == {"drop_rate": 0.1}
+    assert config_from_args(_parse(["--ema", "--no-amp"]))[0].optim.ema is True
+    builtin, _ = config_from_args(_parse(["--config", "imagenet_bav2"]))
+    o = builtin.optim
+    assert (o.lr, o.weight_decay, o.warmup_epochs, o.clip_grad) == (1e-3, 0.05, 20, 5.0)
+    assert (o.mixup, o.cutmix, o.smoothing, builtin.data.reprob) == (0.8, 1.0, 0.1, 0.25)
     for name in ("cpu_demo", "imagenet_bav1"):
         config_from_args(_parse(["--config", name]))
 
@@ -193,7 +195,6 @@ def test_config_file_then_flags_and_booleans_both_ways(tmp_path):
     (["--sync-bn", "--device", "cpu"], "--sync-bn needs CUDA"),
     (["--mixup", "0.8", "--batch-size", "31"], "must be even"),
     (["--resume", "/nonexistent/ckpt.pth"], "no such checkpoint"),
-    (["--max-restarts", "2"], "use it with --nproc"),
     (["--config", "no_such_recipe"], "no such file or built-in recipe"),
     (["--clip-grad", "-1"], r"--clip-grad must be a positive gradient norm \(or none: off\), got -1.0"),
     (["--ema-decay", "5"], r"--ema-decay must be in \[0, 1\), got 5.0"),
@@ -201,6 +202,17 @@ def test_config_file_then_flags_and_booleans_both_ways(tmp_path):
 def test_contradictory_or_bad_options_raise_user_error(argv, message):
     with pytest.raises(UserError, match=message):
         config_from_args(_parse(argv))
+
+
+def test_launcher_options_are_checked_by_the_launcher(capsys, monkeypatch):
+    from bridgeattn.cli import main
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert main(["train", "--max-restarts", "2", "--epochs", "1"]) == 2
+    assert "use it with --nproc" in capsys.readouterr().err
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(["train", "--nproc", "2", "--epochs", "1"]) == 2
+    assert "under torchrun leave --nproc out" in capsys.readouterr().err
 
 
 def test_unknown_yaml_option_is_named(tmp_path):

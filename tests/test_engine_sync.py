@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 
 engine_train = importlib.import_module("bridgeattn.engine.train")
 distributed = importlib.import_module("bridgeattn.engine.distributed")
@@ -63,7 +64,7 @@ def _count_reads(monkeypatch) -> dict[str, int]:
 
 def test_an_epoch_reads_the_device_once_per_log_interval(tmp_path, monkeypatch):
     counts = _count_reads(monkeypatch)
-    summary = train(TrainConfig(output=str(tmp_path / "run"), **SMALL))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), **SMALL)))
     assert summary["steps"] == 24 and summary["status"] == "finished"
     windows = math.ceil(24 / engine_train.SYNC_EVERY)  # reads after steps 10, 20 and at the end of the epoch
     assert counts["tolist"] == windows and counts["all_reduce"] == windows
@@ -74,7 +75,7 @@ def test_an_epoch_reads_the_device_once_per_log_interval(tmp_path, monkeypatch):
 
 def test_skipping_a_bad_step_needs_no_collective_per_step(tmp_path, monkeypatch):
     counts = _count_reads(monkeypatch)
-    summary = train(TrainConfig(output=str(tmp_path / "run"), skip_nonfinite=1, **SMALL))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), skip_nonfinite=1, **SMALL)))
     assert summary["skipped_steps"] == 0
     assert counts["all_reduce"] == math.ceil(24 / engine_train.SYNC_EVERY)
     assert counts["item"] <= 24  # AdamW is not fused: one read of the skip flag per optimizer step at most
@@ -83,6 +84,6 @@ def test_skipping_a_bad_step_needs_no_collective_per_step(tmp_path, monkeypatch)
 def test_persistent_workers_draw_the_same_augmentations_whatever_their_number(tmp_path):
     # each sample's augmentation is seeded from (seed, epoch, index), not from the worker that loads it
     tiny = dict(SMALL, data="synthetic:32", batch_size=8, epochs=2, deterministic=True)
-    runs = [train(TrainConfig(output=str(tmp_path / f"w{n}"), **dict(tiny, workers=n))) for n in (1, 2)]
+    runs = [train(*from_flat(dict(output=str(tmp_path / f"w{n}"), **dict(tiny, workers=n)))) for n in (1, 2)]
     assert runs[0]["steps"] == runs[1]["steps"] == 8
     assert runs[0]["loss"] == runs[1]["loss"] and runs[0]["top1"] == runs[1]["top1"]

@@ -15,7 +15,8 @@ from PIL import Image
 
 from bridgeattn.cli import main
 from bridgeattn.data.fashion_mnist import SYSTEM_DIR
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 
 VAL = 500
 
@@ -28,9 +29,9 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("roundtrip") / "run"
-    train(TrainConfig(model="bav2_resnet20", data="fashion-mnist", train_subset=2048, val_subset=VAL, epochs=1,
+    train(*from_flat(dict(model="bav2_resnet20", data="fashion-mnist", train_subset=2048, val_subset=VAL, epochs=1,
                       batch_size=64, lr=3e-3, workers=0, progress=False, plots=False, download=False,
-                      output=str(folder)))
+                      output=str(folder))))
     return folder
 
 

@@ -5,15 +5,16 @@ import pytest
 import torch
 
 from bridgeattn import UserError
-from bridgeattn.engine import TrainConfig, load_checkpoint, train
+from bridgeattn.engine import load_checkpoint, train
+from bridgeattn.engine.config import from_flat
 from bridgeattn.loading import load_model
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "run"
-    train(TrainConfig(model="bav2_resnet20", data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=1,
-                      workers=0, progress=False, plots=False, model_kwargs={"rd_ratio": 0.25}, output=str(folder)))
+    train(*from_flat(dict(model="bav2_resnet20", data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=1,
+                      workers=0, progress=False, plots=False, model_kwargs={"rd_ratio": 0.25}, output=str(folder))))
     return folder
 
 

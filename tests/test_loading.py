@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 import bridgeattn
 from bridgeattn import UserError
 from bridgeattn.cli import main
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 from bridgeattn.export import save_safetensors
 from bridgeattn.loading import load_model
 from bridgeattn.safe_load import load_file
@@ -29,8 +30,8 @@ NAME = "bav2_resnet20"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("loading") / "run"
-    train(TrainConfig(model=NAME, data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=1, workers=0,
-                      progress=False, plots=False, output=str(folder)))
+    train(*from_flat(dict(model=NAME, data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=1, workers=0,
+                      progress=False, plots=False, output=str(folder))))
     return folder
 
 
@@ -228,12 +229,12 @@ def test_broken_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_resume_into_a_different_model_names_the_keys(run: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(model=NAME, data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=2, workers=0,
+    cfg = from_flat(dict(model=NAME, data="synthetic:64", img_size=16, in_chans=1, batch_size=32, epochs=2, workers=0,
                       progress=False, plots=False, output=str(tmp_path / "other"), model_kwargs={"rd_ratio": 0.5},
-                      resume=str(run / "checkpoints" / "last.pth"))
+                      resume=str(run / "checkpoints" / "last.pth")))
     names = r"shape \(file vs model\): layer2\.0\.ba\.integration\.0\.weight \(8, 32\) vs \(16, 32\)"
     with pytest.raises(UserError, match=names):
-        train(cfg)
+        train(*cfg)
 
 
 def test_eval_of_plain_weights_reads_only_the_validation_split(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 import yaml
 
-from bridgeattn.engine import TrainConfig, find_resume, load_checkpoint, records, train
 from bridgeattn.engine import checkpoint as ckpt
+from bridgeattn.engine import find_resume, load_checkpoint, records, train
+from bridgeattn.engine.config import from_flat
 from bridgeattn.engine.runlock import RunLock
 from bridgeattn.errors import UserError
 from bridgeattn.files import write_json
@@ -48,7 +49,7 @@ def test_second_run_on_a_live_folder_is_refused_and_the_first_finishes_intact(tm
     lock = run / ".lock"
     _wait_for(lambda: lock.is_file() and lock.read_text().startswith(f"{first.pid} "), proc=first)
     with pytest.raises(UserError) as refused:
-        train(TrainConfig(output=str(run), resume="auto", **TINY))
+        train(*from_flat(dict(output=str(run), resume="auto", **TINY)))
     message = str(refused.value)
     assert "\n" not in message
     assert f"in use by another run (pid {first.pid} on {socket.gethostname()})" in message
@@ -80,7 +81,7 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
 
 def test_full_disk_while_writing_config_yaml_leaves_the_old_one(tmp_path, monkeypatch):
     folder = tmp_path / "run"
-    records.RunRecorder(folder, TrainConfig(**TINY)).close()
+    records.RunRecorder(folder, from_flat(TINY)[0]).close()
     before = (folder / "config.yaml").read_text()
     assert yaml.safe_load(before)["model"] == "bav2_resnet20"
 
@@ -90,7 +91,7 @@ def test_full_disk_while_writing_config_yaml_leaves_the_old_one(tmp_path, monkey
 
     monkeypatch.setattr(records, "dump_yaml", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        records.RunRecorder(folder, TrainConfig(**dict(TINY, model="plain_resnet20")))
+        records.RunRecorder(folder, from_flat(dict(TINY, model="plain_resnet20"))[0])
     assert (folder / "config.yaml").read_text() == before
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml"]  # no temp file left behind
 
@@ -101,7 +102,7 @@ def test_resume_refuses_a_run_whose_stored_config_is_unreadable(tmp_path, conten
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "config.yaml").write_text(content)
     with pytest.raises(UserError, match="config.yaml (is empty|cannot be read).*settings are unknown"):
-        train(TrainConfig(output=str(folder), resume="auto", **TINY))
+        train(*from_flat(dict(output=str(folder), resume="auto", **TINY)))
     assert not (folder / "summary.json").exists()
 
 
@@ -153,7 +154,7 @@ def test_nan_batchnorm_statistics_never_make_a_best_checkpoint(tmp_path, monkeyp
         return real_evaluate(run)
 
     monkeypatch.setattr(engine_train, "_evaluate", poisoned)
-    summary = train(TrainConfig(output=str(tmp_path / "run"), **dict(TINY, epochs=1)))
+    summary = train(*from_flat(dict(output=str(tmp_path / "run"), **dict(TINY, epochs=1))))
     assert summary["best_top1"] is None and summary["top1"] >= 0
     assert not (tmp_path / "run" / "checkpoints" / "best.pth").exists()
     assert find_resume(tmp_path / "run", good_only=True) is None
@@ -163,7 +164,7 @@ def test_nan_batchnorm_statistics_never_make_a_best_checkpoint(tmp_path, monkeyp
 @pytest.fixture(scope="module")
 def three_epochs(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("resume") / "run"
-    train(TrainConfig(output=str(folder), keep=5, **dict(TINY, epochs=3)))
+    train(*from_flat(dict(output=str(folder), keep=5, **dict(TINY, epochs=3))))
     return folder
 
 
@@ -174,8 +175,8 @@ def test_resume_from_an_older_checkpoint_deletes_nothing(three_epochs, tmp_path)
     assert sorted(old) == ["epoch-0001.pth", "epoch-0002.pth", "epoch-0003.pth"]
     stale_temp = run / "checkpoints" / ".epoch-0004.pth.tmp-99999"  # a kill mid-save left it
     stale_temp.write_bytes(b"\0" * 1024)
-    summary = train(TrainConfig(output=str(run), resume=str(run / "checkpoints" / "epoch-0001.pth"),
-                                keep=5, **dict(TINY, epochs=3)))
+    summary = train(*from_flat(dict(output=str(run), resume=str(run / "checkpoints" / "epoch-0001.pth"),
+                                keep=5, **dict(TINY, epochs=3))))
     assert summary["status"] == "finished" and summary["epochs"] == 3
     assert not stale_temp.exists()
     aside = run / "checkpoints" / "superseded"

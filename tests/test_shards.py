@@ -15,7 +15,8 @@ from bridgeattn.cli import main
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.data import shards as shards_module
 from bridgeattn.data.shards import ShardSet, write_shards
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 
 wds = pytest.importorskip("webdataset")
 
@@ -108,8 +109,8 @@ def test_persistent_loader_workers_follow_the_epoch(shard_dir):
 def test_training_from_shards_takes_the_steps_of_the_source(tmp_path, shard_dir):
     common = dict(model="bav2_resnet20", img_size=16, batch_size=8, lr=1e-3, epochs=1, workers=0,
                   warmup_epochs=0, progress=False, plots=False)
-    streamed = train(TrainConfig(data=f"wds:{shard_dir}", output=str(tmp_path / "wds"), **common))
-    direct = train(TrainConfig(data="synthetic:40", output=str(tmp_path / "direct"), **common))
+    streamed = train(*from_flat(dict(data=f"wds:{shard_dir}", output=str(tmp_path / "wds"), **common)))
+    direct = train(*from_flat(dict(data="synthetic:40", output=str(tmp_path / "direct"), **common)))
     assert streamed["steps"] == direct["steps"] == 5 and streamed["num_classes"] == 10
     rows = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1]) for name in ("wds", "direct")]
     assert rows[0]["train_samples"] == rows[1]["train_samples"] == 40

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from bridgeattn import UserError
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import LaunchOptions, TrainConfig, train
+from bridgeattn.engine.config import from_flat
 
 
 def _image_folder(root) -> list[str]:
@@ -26,14 +27,14 @@ def _image_folder(root) -> list[str]:
     return [str(p) for p in broken]
 
 
-def _config(root, output, **kwargs) -> TrainConfig:
-    return TrainConfig(model="bav2_resnet20", data=f"folder:{root}", img_size=16, recipe="none", batch_size=4,
-                       epochs=1, workers=0, progress=False, plots=False, output=str(output), **kwargs)
+def _config(root, output, **kwargs) -> tuple[TrainConfig, LaunchOptions]:
+    return from_flat(dict(model="bav2_resnet20", data=f"folder:{root}", img_size=16, recipe="none", batch_size=4,
+                          epochs=1, workers=0, progress=False, plots=False, output=str(output), **kwargs))
 
 
 def test_broken_files_are_skipped_and_listed(tmp_path) -> None:
     broken = _image_folder(tmp_path / "data")
-    summary = train(_config(tmp_path / "data", tmp_path / "run"))
+    summary = train(*_config(tmp_path / "data", tmp_path / "run"))
     assert summary["status"] == "finished"
     listed = (tmp_path / "run" / "skipped_files.txt").read_text().split()
     assert sorted(listed) == sorted(broken)
@@ -42,5 +43,5 @@ def test_broken_files_are_skipped_and_listed(tmp_path) -> None:
 def test_strict_data_stops_before_training(tmp_path) -> None:
     _image_folder(tmp_path / "data")
     with pytest.raises(UserError, match="truncated.png|notes.jpg"):
-        train(_config(tmp_path / "data", tmp_path / "run", strict_data=True))
+        train(*_config(tmp_path / "data", tmp_path / "run", strict_data=True))
     assert not (tmp_path / "run" / "checkpoints").exists()

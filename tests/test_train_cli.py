@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bridgeattn.cli import main
-from bridgeattn.engine import TrainConfig, find_resume, load_checkpoint, train
+from bridgeattn.engine import find_resume, load_checkpoint, train
+from bridgeattn.engine.config import from_flat
 from bridgeattn.engine.train import FAULT_ENV
 
 # bav2_resnet20 on 16-px synthetic images; 4 optimizer steps per epoch at a global batch of 32
@@ -91,7 +92,7 @@ def test_occupied_output_folder_is_refused_unless_resume(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cli") / "reference"
-    train(TrainConfig(output=str(folder), **TINY))
+    train(*from_flat(dict(output=str(folder), **TINY)))
     return folder
 
 
@@ -126,8 +127,8 @@ def ddp_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ddp_run, tmp_path):
-    single = train(TrainConfig(output=str(tmp_path / "one"), **dict(TINY, data="synthetic:160", train_subset=128,
-                                                                     val_subset=37)))
+    single = train(*from_flat(dict(output=str(tmp_path / "one"), **dict(TINY, data="synthetic:160", train_subset=128,
+                                                                     val_subset=37))))
     ddp = json.loads((ddp_run / "summary.json").read_text())
     assert ddp["world_size"] == 2 and ddp["global_batch"] == 32 and ddp["steps"] == single["steps"] == 8
     one_hist = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
@@ -172,9 +173,9 @@ def test_two_process_ddp_with_frozen_bn_equals_one_process(tmp_path):
     result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, *SGD_FLAGS, "--freeze-bn", "--recipe", "none",
                   "--output", str(ddp_folder), env=_env(OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
-    single = train(TrainConfig(output=str(tmp_path / "one"), freeze_bn=True, recipe="none",
+    single = train(*from_flat(dict(output=str(tmp_path / "one"), freeze_bn=True, recipe="none",
                                **dict(TINY, data="synthetic:160", train_subset=128, val_subset=37, opt="momentum",
-                                      momentum=0.0, lr=SGD_LR)))
+                                      momentum=0.0, lr=SGD_LR))))
     ddp = json.loads((ddp_folder / "summary.json").read_text())
     assert ddp["world_size"] == 2 and ddp["steps"] == single["steps"] == 8
     assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-3)

@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "from_plain": "bridgeattn.warmstart",
     "load_model": "bridgeattn.loading",
     "TrainConfig": "bridgeattn.engine",
+    "LaunchOptions": "bridgeattn.engine",
     "train": "bridgeattn.engine",
     "evaluate": "bridgeattn.engine",
     "DataConfig": "bridgeattn.data",

@@ -159,12 +159,6 @@ def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]
     return out
 
 
-def _train_config_fields() -> set[str]:
-    from .engine import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 def _cell_dir(output: Path, name: str, seed: int) -> Path:
     return output / "cells" / name / f"seed{seed}"
 
@@ -210,13 +204,10 @@ def train_cell(
     options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
                "progress": cfg.progress}
     if train_fn is None:
-        from .engine import TrainConfig, train
+        from .engine import train
+        from .engine.config import from_flat
 
-        known = _train_config_fields()
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"unknown training options {unknown}; TrainConfig has: {', '.join(sorted(known))}")
-        result = train(TrainConfig(**options))
+        result = train(*from_flat(options))
     else:
         result = train_fn(options)
     summary = {
@@ -231,13 +222,11 @@ def train_cell(
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     """``(num_classes, in_chans, img_size)`` of the compared data set."""
-    from .data import DataConfig, build_datasets
+    from .data import build_datasets
+    from .engine.config import make_config, split_options
 
-    keys = {f.name for f in dataclasses.fields(DataConfig)}
-    # TrainConfig spells two DataConfig fields differently.
-    options = {("strict" if k == "strict_data" else k): v for k, v in cfg.train_options.items()}
-    data_cfg = DataConfig(**{"spec": cfg.data, **{k: v for k, v in options.items() if k in keys}})
-    _, _, info = build_datasets(data_cfg)
+    config, _ = split_options({**cfg.train_options, "data": cfg.data})
+    _, _, info = build_datasets(make_config(config).data)
     return info.num_classes, info.in_chans, info.img_size
 
 

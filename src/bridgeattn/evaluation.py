@@ -6,7 +6,6 @@ weights (a ``.safetensors`` file, a hub-style folder) need ``data`` and are eval
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .data import DataConfig, build_datasets
 from .engine import distributed
-from .engine.config import TrainConfig, make_config
+from .engine.config import OPTIONS, TrainConfig, make_config
 from .engine.evaluate import evaluate
 from .engine.hardware import amp_dtype_for
 from .engine.records import write_eval_report, write_json
@@ -26,8 +25,7 @@ __all__ = ["evaluate_checkpoint"]
 
 
 def _run_config(loaded: LoadedModel) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return make_config({k: v for k, v in (loaded.config or {}).items() if k in fields})  # older runs may hold others
+    return make_config({k: v for k, v in (loaded.config or {}).items() if k in OPTIONS})  # older runs hold others
 
 
 def _default_output(loaded: LoadedModel, location: Path) -> Path:
@@ -55,13 +53,14 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
     if loaded.config is not None:
         cfg = _run_config(loaded)
         if data is not None:
-            cfg.data = data
+            cfg.data.spec = data
         if val_subset != -1:
-            cfg.val_subset = val_subset
-        data_cfg = cfg.data_config()
-        default_batch = cfg.val_batch_size or 2 * cfg.batch_size
-        amp_dtype = amp_dtype_for(cfg.amp, dev, cfg.amp_dtype)  # as in training, so the stored accuracy is reproduced
-        channels_last = cfg.channels_last
+            cfg.data.val_subset = val_subset
+        data_cfg = cfg.data
+        default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
+        # as in training, so the stored accuracy is reproduced
+        amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
+        channels_last = cfg.run.channels_last
     else:
         if data is None:
             raise UserError(f"{path} holds weights without a training run: pass --data SPEC to evaluate them on")

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     config = "cpu_demo_full" if args.full else args.config or "cpu_demo"
     overrides = {k: getattr(args, k) for k in ("data", "epochs", "train_subset", "val_subset", "seed")
                  if getattr(args, k) is not None}
-    overrides["progress"] = args.progress
-    result = run_demo(config, args.models or DEMO_MODELS, args.output, overrides, resume=args.resume)
+    result = run_demo(config, args.models or DEMO_MODELS, args.output, overrides, resume=args.resume,
+                      progress=args.progress)
     rows = result["models"]
     print()
     print(f"{'model':24s} {'params':>10s} {'test top-1':>11s} {'top-5':>8s} {'train img/s':>12s} {'time':>8s}")

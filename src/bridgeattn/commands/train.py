@@ -14,41 +14,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_train_arguments(parser)
 
 
-def _launch(cfg) -> int:
-    """Write the merged config to a temp file and run it in ``cfg.nproc`` processes under torchrun."""
-    from datetime import datetime
+def _worker_flags(options) -> list[str]:
+    """The launch options as flags for the worker processes (they are never written into a file)."""
+    flags = ["--output", options.output]
+    if options.resume:
+        flags += ["--resume", options.resume]
+    if options.unsafe_load:
+        flags.append("--unsafe-load")
+    if not options.progress:
+        flags.append("--no-progress")
+    return flags
 
-    import timm
+
+def _launch(cfg, options) -> int:
+    """Write the merged config to a temp file and run it in ``options.nproc`` processes under torchrun."""
+    from datetime import datetime
 
     from ..engine import distributed
     from ..engine.config import dump_yaml
     from ..engine.runlock import LOCK_ENV, RunLock
-    from ..errors import UserError
 
-    if not timm.is_model(cfg.model):
-        raise UserError(f"unknown model {cfg.model!r} (see `bridgeattn models`)")
     # every process and every elastic restart must agree on one run folder
-    cfg.output = cfg.output or str(Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}")
-    nproc, restarts = cfg.nproc, cfg.max_restarts
-    cfg.nproc, cfg.max_restarts = 1, 0
+    options.output = options.output or str(Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}")
     # the launcher holds the run folder's lock for all workers and every restart; they find its pid in LOCK_ENV
-    with RunLock(cfg.output), tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
+    with RunLock(options.output), tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
         path = Path(tmp) / "config.yaml"
         dump_yaml(cfg, path)
-        code = distributed.launch_torchrun(str(path), nproc, restarts, env={LOCK_ENV: str(os.getpid())})
+        code = distributed.launch_torchrun(str(path), options.nproc, options.max_restarts,
+                                           env={LOCK_ENV: str(os.getpid())}, train_args=_worker_flags(options))
     if code:
         print(f"bridgeattn train: torchrun exited with status {code} (see the messages above)", file=sys.stderr)
     return code
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..engine import TrainingStopped, config_from_args, train
+def _check_launcher(options) -> None:
+    """``--nproc``/``--max-restarts`` start torchrun; under torchrun (LOCAL_RANK set) they make no sense."""
+    from ..errors import UserError
 
-    cfg = config_from_args(args)
-    if cfg.nproc > 1:
-        return _launch(cfg)
+    under_torchrun = "LOCAL_RANK" in os.environ
+    if options.nproc > 1 and under_torchrun:
+        raise UserError("--nproc launches torchrun itself; under torchrun leave --nproc out")
+    if options.max_restarts and options.nproc == 1 and not under_torchrun:
+        raise UserError("--max-restarts is for torchrun's elastic restarts: use it with --nproc N")
+
+
+def run(args: argparse.Namespace) -> int:
+    import timm
+
+    from ..engine import TrainingStopped, config_from_args, train
+    from ..errors import UserError
+
+    cfg, options = config_from_args(args)
+    _check_launcher(options)
+    if not timm.is_model(cfg.model.name):
+        raise UserError(f"unknown model {cfg.model.name!r} (see `bridgeattn models`)")
+    if options.nproc > 1:
+        return _launch(cfg, options)
     try:
-        summary = train(cfg)
+        summary = train(cfg, options)
     except TrainingStopped as exc:
         print(f"bridgeattn train: stopped: {exc}", file=sys.stderr)
         return 1

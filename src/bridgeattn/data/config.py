@@ -12,19 +12,26 @@ class DataConfig:
     ``synthetic:N`` (see docs/data.md). ``None`` sizes and channel counts mean "the data set's native value".
     """
 
-    spec: str = "fashion-mnist"
-    img_size: int | None = None
-    in_chans: int | None = None
-    recipe: str = "light"
-    auto_augment: str | None = None
-    color_jitter: float = 0.4
-    reprob: float = 0.0
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-    train_subset: int | None = None
-    val_subset: int | None = None
-    strict: bool = False
-    download: bool = True
+    # ``help`` feeds the training flags; ``key`` is the name in recipes and run configs, ``flag`` the option.
+    spec: str = field(default="fashion-mnist", metadata={
+        "key": "data",
+        "help": "dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | synthetic[:N]"})
+    img_size: int | None = field(default=None, metadata={"help": "input image size (default: the data set's own)"})
+    in_chans: int | None = field(default=None, metadata={
+        "help": "input channels, 1 or 3 (default: the data set's own)"})
+    recipe: str = field(default="light", metadata={"help": "augmentation recipe: light | imagenet | none"})
+    auto_augment: str | None = field(default=None, metadata={
+        "flag": "--aa", "help": "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1 (imagenet recipe)"})
+    color_jitter: float = field(default=0.4, metadata={"help": "color jitter strength (imagenet recipe)"})
+    reprob: float = field(default=0.0, metadata={"help": "random erasing probability (imagenet recipe)"})
+    interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation"})
+    crop_pct: float = field(default=0.875, metadata={"help": "eval center-crop fraction"})
+    train_subset: int | None = field(default=None, metadata={"help": "use the first N training samples"})
+    val_subset: int | None = field(default=None, metadata={"help": "use the first N validation samples"})
+    strict: bool = field(default=False, metadata={
+        "key": "strict_data", "help": "stop at the first unreadable image instead of skipping it"})
+    download: bool = field(default=True, metadata={
+        "help": "allow torchvision's download when local data files are absent"})
 
 
 @dataclass

@@ -1,13 +1,13 @@
-"""Training and evaluation: ``TrainConfig``, ``train(cfg) -> summary``, ``evaluate(model, loader) -> metrics``.
+"""Training and evaluation: ``TrainConfig``, ``train(cfg, options) -> summary``, ``evaluate(model, loader) -> metrics``.
 
 See docs/training.md for the recipes, the run folder, resuming and distributed training.
 """
 from __future__ import annotations
 
 from .checkpoint import find_resume, load_checkpoint
-from .config import TrainConfig, config_from_args, load_yaml, make_config
+from .config import LaunchOptions, TrainConfig, config_from_args, load_yaml, make_config
 from .evaluate import evaluate
 from .train import TrainingStopped, train
 
-__all__ = ["TrainConfig", "TrainingStopped", "config_from_args", "evaluate", "find_resume",
+__all__ = ["LaunchOptions", "TrainConfig", "TrainingStopped", "config_from_args", "evaluate", "find_resume",
            "load_checkpoint", "load_yaml", "make_config", "train"]

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import load_yaml, make_config, resolve_config_path
+from .config import LaunchOptions, load_yaml, make_config, resolve_config_path
 from .records import write_json
 from .train import train
 
@@ -40,7 +40,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, output: str | None = None,
-             overrides: dict[str, Any] | None = None, resume: bool = False) -> dict[str, Any]:
+             overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, seed and budget; returns their summaries and the folder.
 
     Writes ``OUTPUT/<model>/`` run folders, ``OUTPUT/demo.json`` and ``OUTPUT/demo.png`` (both models' curves).
@@ -51,8 +51,9 @@ def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, outp
     start = time.perf_counter()
     summaries: dict[str, dict[str, Any]] = {}
     for name in models:
-        run = {"model": name, "output": str(folder / name), "resume": "auto" if resume else None}
-        summaries[name] = train(make_config(recipe, overrides or {}, run).validate())
+        cfg = make_config(recipe, overrides or {}, model=name).validate()
+        options = LaunchOptions(output=str(folder / name), resume="auto" if resume else None, progress=progress)
+        summaries[name] = train(cfg, options)
     result = {"output": str(folder), "config": str(resolve_config_path(config)), "time_s": time.perf_counter() - start,
               "models": {name: {k: s.get(k) for k in ("top1", "top5", "loss", "best_top1", "params", "epochs",
                                                        "train_time_s", "train_img_per_s", "output", "curves",

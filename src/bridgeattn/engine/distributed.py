@@ -146,14 +146,17 @@ class ShardSampler(Sampler[int]):
 
 
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
-                    env: dict[str, str] | None = None) -> int:
-    """Run ``bridgeattn train --config CONFIG_PATH`` in ``nproc`` processes under torchrun; its exit status.
+                    env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
+    """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes under torchrun; its status.
+
+    ``extra`` goes to torchrun, ``train_args`` (the launch options) to ``bridgeattn train``, ``env`` to the workers.
 
     ``--standalone`` picks a free rendezvous port on this machine. For several machines call torchrun directly
     with its rendezvous flags (docs/training.md).
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           f"--max-restarts={max_restarts}", *(extra or []), "-m", "bridgeattn", "train", "--config", config_path]
+           f"--max-restarts={max_restarts}", *(extra or []), "-m", "bridgeattn", "train", "--config", config_path,
+           *(train_args or [])]
     env = {**os.environ, **(env or {})}
     # one process per core share: keep each process's intra-op threads from oversubscribing the machine
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))

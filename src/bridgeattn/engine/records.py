@@ -73,7 +73,7 @@ class RunRecorder:
         with atomic_path(folder / "config.yaml") as tmp:  # a full disk leaves the previous config.yaml whole
             dump_yaml(cfg, tmp)
         self.tb = None
-        if cfg.tensorboard:
+        if cfg.run.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -100,10 +100,10 @@ class RunRecorder:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self.tb.add_scalar(key, value, record["epoch"])
             self.tb.flush()
-        if self.cfg.plots and history:
+        if self.cfg.run.plots and history:
             from .plots import plot_curves
 
-            plot_curves(history, self.folder / "curves.png", title=f"{self.cfg.model} on {self.cfg.data}")
+            plot_curves(history, self.folder / "curves.png", title=f"{self.cfg.model.name} on {self.cfg.data.spec}")
 
     def close(self) -> None:
         if self.tb is not None:

@@ -41,7 +41,7 @@ from ..errors import UserError
 from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
-from .config import TrainConfig
+from .config import LaunchOptions, TrainConfig, make_config
 from .evaluate import evaluate
 from .hardware import amp_dtype_for, autocast, numerics_report
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
@@ -49,8 +49,9 @@ from .runlock import RunLock
 
 # Test hook for recovery tests: SIGKILL this process after optimizer step N ("N" or "N:RANK"), first attempt only.
 FAULT_ENV = "BRIDGEATTN_FAULT_KILL_AT_STEP"
-# Fields that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
-_SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_lr", "min_lr", "lr", "batch_size", "grad_accum")
+# Options that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
+_SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_prefix", "warmup_lr", "min_lr", "lr", "batch_size",
+                    "grad_accum")
 
 
 class TrainingStopped(RuntimeError):
@@ -101,6 +102,7 @@ class Run:
     """Everything a training run holds, so the loop functions take one argument."""
 
     cfg: TrainConfig
+    options: LaunchOptions
     dist: distributed.DistInfo
     folder: Path
     model: nn.Module  # the bare model (checkpoints, EMA, evaluation)
@@ -134,10 +136,10 @@ class Run:
 
 # ---------------------------------------------------------------------------------------------------- set-up
 
-def _claim_folder(cfg: TrainConfig, folder: Path, stack: contextlib.ExitStack) -> Path | None:
+def _claim_folder(options: LaunchOptions, folder: Path, stack: contextlib.ExitStack) -> Path | None:
     """Lock the run folder for this run, check it may be (re)used, clear a killed writer's temp files; the
     checkpoint to resume from. Rank 0 only."""
-    resume = cfg.resume
+    resume = options.resume
     if resume is None and distributed.restart_count() > 0:
         resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
     if folder.exists() and not folder.is_dir():
@@ -153,15 +155,15 @@ def _claim_folder(cfg: TrainConfig, folder: Path, stack: contextlib.ExitStack) -
     return Path(resume) if resume is not None else None
 
 
-def _run_folder(cfg: TrainConfig, info: distributed.DistInfo,
+def _run_folder(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
                 stack: contextlib.ExitStack) -> tuple[Path, Path | None]:
     """The run folder and the checkpoint to resume from (same on every rank); refuses an occupied folder."""
-    default = Path("runs") / f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = Path(distributed.broadcast_object(str(cfg.output or default)))
+    default = Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = Path(distributed.broadcast_object(str(options.output or default)))
     path, problem = None, None
     if info.is_main:
         try:
-            path = _claim_folder(cfg, folder, stack)
+            path = _claim_folder(options, folder, stack)
         except UserError as exc:
             problem = str(exc)
     # every rank raises the same error, instead of the others waiting for rank 0 forever
@@ -176,32 +178,34 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
     if not info.is_main:
         distributed.barrier()
     try:
-        train_set, val_set, data_info = data_module.build_datasets(cfg.data_config())
+        train_set, val_set, data_info = data_module.build_datasets(cfg.data)
     finally:
         if info.is_main:
             distributed.barrier()
-    global_batch = cfg.batch_size * info.world_size
-    if len(train_set) < global_batch * cfg.grad_accum:
+    global_batch = cfg.optim.batch_size * info.world_size
+    if len(train_set) < global_batch * cfg.optim.grad_accum:
         raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
-                        f"({cfg.batch_size} x {cfg.grad_accum} accumulation x {info.world_size} processes); lower "
+                        f"({cfg.optim.batch_size} x {cfg.optim.grad_accum} accumulation x {info.world_size} "
+                        "processes); lower "
                         "--batch-size or --grad-accum, or raise --train-subset")
-    options = data_module.loader_options(cfg.workers, info.device)
+    o, seed = cfg.optim, cfg.run.seed
+    options = data_module.loader_options(cfg.run.workers, info.device)
     if isinstance(train_set, ShardSet):  # streamed: the data set itself splits each epoch over ranks and workers
-        train_loader = shard_loader(train_set, cfg.batch_size, info.rank, info.world_size, True, cfg.seed, options)
-        val_loader = shard_loader(val_set, cfg.val_batch_size or 2 * cfg.batch_size, info.rank, info.world_size,
-                                  False, cfg.seed, options)
+        train_loader = shard_loader(train_set, o.batch_size, info.rank, info.world_size, True, seed, options)
+        val_loader = shard_loader(val_set, o.val_batch_size or 2 * o.batch_size, info.rank, info.world_size,
+                                  False, seed, options)
         return train_loader, val_loader, train_loader.dataset, data_info
-    if cfg.workers > 0:
+    if cfg.run.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
         sampler: DistributedSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                                        shuffle=True, seed=cfg.seed)
-        train_set = EpochSeeded(train_set, cfg.seed)
+                                                        shuffle=True, seed=cfg.run.seed)
+        train_set = EpochSeeded(train_set, cfg.run.seed)
     else:
         sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, **options)
-    val_loader = DataLoader(val_set, batch_size=cfg.val_batch_size or 2 * cfg.batch_size,
+                                     seed=cfg.run.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True, **options)
+    val_loader = DataLoader(val_set, batch_size=cfg.optim.val_batch_size or 2 * cfg.optim.batch_size,
                             sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size), **options)
     return train_loader, val_loader, sampler, data_info
 
@@ -209,35 +213,37 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
 def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module:
     from ..models import create_model
 
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and for every model run with this seed
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
     try:
-        model = create_model(cfg.model, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
-                             **cfg.model_kwargs)
+        model = create_model(cfg.model.name, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
+                             **cfg.model.kwargs)
     except TypeError as exc:
-        raise UserError(f"--model-kwargs {cfg.model_kwargs} not accepted by {cfg.model}: {exc}") from None
-    if cfg.freeze_bn:
+        raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
+    if cfg.run.freeze_bn:
         from ..freeze import freeze_bn
 
         model = freeze_bn(model)
     model.to(device)
-    if cfg.channels_last:
+    if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
 
 
 def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: int):
+    o = cfg.optim
     extra: dict[str, Any] = {}
-    if cfg.opt_eps is not None:
-        extra["eps"] = cfg.opt_eps
-    if cfg.opt_betas:
-        extra["betas"] = tuple(cfg.opt_betas)
+    if o.opt_eps is not None:
+        extra["eps"] = o.opt_eps
+    if o.opt_betas:
+        extra["betas"] = tuple(o.opt_betas)
     try:
-        optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        momentum=cfg.momentum, filter_bias_and_bn=cfg.filter_bias_and_bn, **extra)
+        optimizer = create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                                        filter_bias_and_bn=o.filter_bias_and_bn, **extra)
     except (AssertionError, ValueError, TypeError) as exc:
-        raise UserError(f"--opt {cfg.opt}: {exc} (timm optimizer names: adamw, sgd, momentum, lamb, ...)") from None
-    scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
-                                       warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
+        raise UserError(f"--opt {o.opt}: {exc} (timm optimizer names: adamw, sgd, momentum, lamb, ...)") from None
+    # with warmup_prefix the decay spans the epochs after the warm-up, so it runs from the peak lr to min_lr
+    scheduler, _ = create_scheduler_v2(optimizer, sched=o.sched, num_epochs=o.epochs, warmup_epochs=o.warmup_epochs,
+                                       warmup_lr=o.warmup_lr, warmup_prefix=o.warmup_prefix, min_lr=o.min_lr,
                                        step_on_epochs=False, updates_per_epoch=updates_per_epoch)
     return optimizer, scheduler
 
@@ -245,14 +251,16 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
 def _restore(run: Run, path: Path) -> None:
     """Load a checkpoint into the run: weights, optimizer, schedule, scaler, EMA, counters, history, RNG."""
     cfg = run.cfg
-    state = ckpt.load_checkpoint(path, unsafe=cfg.unsafe_load)
+    state = ckpt.load_checkpoint(path, unsafe=run.options.unsafe_load)
     stored = state["config"]
-    if stored.get("model") != cfg.model:
-        raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model!r}")
+    if stored.get("model") != cfg.model.name:
+        raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model.name!r}")
     load_state_dict_strict(run.model, state["model"], source=f"checkpoint {path}")
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scheduler is not None and state.get("scheduler") is not None:
-        if all(stored.get(k) == getattr(cfg, k) for k in _SCHEDULE_FIELDS):
+        known = {k: v for k, v in stored.items() if k in _SCHEDULE_FIELDS}  # older checkpoints lack newer keys
+        before, now = make_config(known).to_dict(), cfg.to_dict()
+        if all(before[k] == now[k] for k in _SCHEDULE_FIELDS):
             run.scheduler.load_state_dict(state["scheduler"])
         elif run.dist.is_main:
             warnings.warn("the schedule settings changed since the checkpoint; the learning rate follows the new "
@@ -283,48 +291,49 @@ def _restore(run: Run, path: Path) -> None:
         print(f"resumed from {state['path']} (epoch {run.start_epoch}, step {run.step})", flush=True)
 
 
-def _setup(cfg: TrainConfig, info: distributed.DistInfo, stack: contextlib.ExitStack) -> Run:
+def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo, stack: contextlib.ExitStack) -> Run:
     import timm
 
-    if not timm.is_model(cfg.model):  # fail before any data is read
+    if not timm.is_model(cfg.model.name):  # fail before any data is read
         from ..models import create_model
 
-        create_model(cfg.model)  # raises UserError naming similar models
-    folder, resume_path = _run_folder(cfg, info, stack)
+        create_model(cfg.model.name)  # raises UserError naming similar models
+    folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
     model = _build_model(cfg, data_info, info.device)
     params = sum(p.numel() for p in model.parameters())
-    if cfg.sync_bn:
+    if cfg.run.sync_bn:
         if info.device.type != "cuda":
             raise UserError("--sync-bn needs CUDA devices; drop --sync-bn on CPU")
         if info.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    updates_per_epoch = len(train_loader) // cfg.grad_accum
+    updates_per_epoch = len(train_loader) // cfg.optim.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
-    amp_dtype = amp_dtype_for(cfg.amp, info.device, cfg.amp_dtype)
+    r = cfg.run
+    amp_dtype = amp_dtype_for(r.amp, info.device, r.amp_dtype)
     if info.is_main:
-        print(numerics_report(cfg.amp, cfg.amp_dtype, amp_dtype, cfg.channels_last, info.device), flush=True)
+        print(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device), flush=True)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    ema = ModelEmaV3(model, decay=cfg.optim.ema_decay) if cfg.optim.ema else None
     mixup = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
-                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
-                      num_classes=data_info.num_classes)
+    o = cfg.optim
+    if o.mixup > 0 or o.cutmix > 0:
+        mixup = Mixup(mixup_alpha=o.mixup, cutmix_alpha=o.cutmix, prob=o.mixup_prob, switch_prob=o.mixup_switch_prob,
+                      mode=o.mixup_mode, label_smoothing=o.smoothing, num_classes=data_info.num_classes)
         criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    elif cfg.optim.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.optim.smoothing)
     else:
         criterion = nn.CrossEntropyLoss()
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    run = Run(cfg, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer, scheduler,
-              scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params)
+    run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
+              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params)
     if resume_path is not None:
         _restore(run, resume_path)
-    elif cfg.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
+    elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
         print(f"no usable checkpoint in {folder}; starting from scratch", flush=True)
     if info.is_main:
         run.recorder = RunRecorder(folder, cfg, run.start_epoch)
@@ -350,12 +359,13 @@ def _nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: 
     where = f"step {step} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
     last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
     kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    if run.skipped_steps > run.cfg.skip_nonfinite:
-        hint = (f"more than --skip-nonfinite {run.cfg.skip_nonfinite} bad steps" if run.cfg.skip_nonfinite
+    if run.skipped_steps > run.cfg.run.skip_nonfinite:
+        hint = (f"more than --skip-nonfinite {run.cfg.run.skip_nonfinite} bad steps" if run.cfg.run.skip_nonfinite
                 else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
         raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
     if run.dist.is_main:
-        tqdm.write(f"warning: {what} at {where}: step skipped ({run.skipped_steps}/{run.cfg.skip_nonfinite} allowed)")
+        tqdm.write(f"warning: {what} at {where}: step skipped "
+                   f"({run.skipped_steps}/{run.cfg.run.skip_nonfinite} allowed)")
 
 
 def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:
@@ -367,12 +377,12 @@ def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None
     (zeroing the gradients instead would still apply weight decay and momentum).
     """
     cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
-    skip = cfg.skip_nonfinite > 0
+    skip = cfg.run.skip_nonfinite > 0
     found = None
-    if cfg.clip_grad or skip:
+    if cfg.optim.clip_grad or skip:
         scaler.unscale_(optimizer)  # a no-op without fp16 scaling
-    if cfg.clip_grad:
-        norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+    if cfg.optim.clip_grad:
+        norm = nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
     elif skip:
         norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     stepped = True
@@ -407,7 +417,7 @@ def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_st
     block = distributed.all_reduce_sum(window[:, :used].double())  # a NaN on any rank makes the sum NaN
     losses, skipped = block.tolist()
     window.zero_()
-    world, accum = run.dist.world_size, run.cfg.grad_accum
+    world, accum = run.dist.world_size, run.cfg.optim.grad_accum
     loss_sum, seen = 0.0, 0.0
     for start in range(0, used, accum):
         step_losses = losses[start:start + accum]
@@ -440,10 +450,10 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     all-reduce tells every rank to skip the same step without another collective.
     """
     cfg, net, device = run.cfg, run.net, run.device
-    accum = cfg.grad_accum
+    accum = cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
     fault_step = _fault_step(run.dist.rank)
-    skip = cfg.skip_nonfinite > 0
+    skip = cfg.run.skip_nonfinite > 0
     buffers = list(run.model.buffers()) if skip else []
     params = [p for p in run.model.parameters() if p.requires_grad]
     window = torch.zeros(2, SYNC_EVERY * accum, device=device)
@@ -451,13 +461,13 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     loss_sum, seen = 0.0, 0.0
     net.train()
     start = time.perf_counter()
-    bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True,
-               disable=not (cfg.progress and run.dist.is_main), leave=False)
+    bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", dynamic_ncols=True,
+               disable=not (run.options.progress and run.dist.is_main), leave=False)
     for index, (images, labels) in enumerate(run.train_loader):
         if index >= batches:
             break
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if cfg.channels_last:
+        if cfg.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = labels
         if run.mixup is not None:
@@ -494,7 +504,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             bar.set_postfix(loss=f"{got[0] / max(got[1], 1.0):.4f}", lr=f"{_lr(run):.2e}",
                             img_s=f"{seen / max(elapsed, 1e-9):.0f}")
     if first < batches:
-        got = _read_window(run, window, batches - first, first, first_step, epoch, batches, cfg.batch_size)
+        got = _read_window(run, window, batches - first, first, first_step, epoch, batches, cfg.optim.batch_size)
         loss_sum, seen = loss_sum + got[0], seen + got[1]
     bar.close()
     seconds = time.perf_counter() - start
@@ -515,7 +525,7 @@ def _sync_buffers(module: nn.Module) -> None:
 def _evaluate(run: Run) -> dict[str, Any]:
     _sync_buffers(run.model)
     kw = dict(device=run.device, num_classes=run.data_info.num_classes, amp_dtype=run.amp_dtype,
-              channels_last=run.cfg.channels_last)
+              channels_last=run.cfg.run.channels_last)
     metrics = evaluate(run.model, run.val_loader, **kw)
     if run.ema is not None:
         _sync_buffers(run.ema.module)
@@ -555,8 +565,8 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
     epoch_time = sum(r.get("epoch_time_s", 0.0) for r in run.history)
     summary: dict[str, Any] = {
         "status": status,
-        "model": run.cfg.model,
-        "data": run.cfg.data,
+        "model": run.cfg.model.name,
+        "data": run.cfg.data.spec,
         "top1": final.get("top1"),
         "top5": final.get("top5"),
         "loss": final.get("loss"),
@@ -569,9 +579,9 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "params": run.params,
         "num_classes": run.data_info.num_classes,
         "world_size": run.dist.world_size,
-        "global_batch": run.cfg.batch_size * run.cfg.grad_accum * run.dist.world_size,
+        "global_batch": run.cfg.optim.batch_size * run.cfg.optim.grad_accum * run.dist.world_size,
         "device": str(run.device),
-        "seed": run.cfg.seed,
+        "seed": run.cfg.run.seed,
         "skipped_steps": run.skipped_steps,
         "skipped_files": len(run.data_info.skipped),
         "output": str(run.folder),
@@ -586,14 +596,16 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
 
 def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
+    epochs = cfg.optim.epochs
     if main:
-        print(f"training {cfg.model} ({run.params:,} params) on {run.data_info.name}: {cfg.epochs} epochs x "
-              f"{run.updates_per_epoch} steps, global batch {cfg.batch_size * cfg.grad_accum * run.dist.world_size}"
+        global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * run.dist.world_size
+        print(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}: {epochs} epochs x "
+              f"{run.updates_per_epoch} steps, global batch {global_batch}"
               f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}", flush=True)
     final: dict[str, Any] = {}
-    for epoch in range(run.start_epoch, cfg.epochs):
+    for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.sampler.set_epoch(epoch)
-        seed_everything(cfg.seed, run.dist.rank, epoch)
+        seed_everything(cfg.run.seed, run.dist.rank, epoch)
         stats = train_one_epoch(run, epoch)
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
@@ -610,9 +622,9 @@ def _fit(run: Run) -> dict[str, Any]:
             run.best_top1, run.best_epoch = final["top1"], epoch + 1
             state.update(best_top1=run.best_top1, best_epoch=run.best_epoch)
         if main:
-            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.keep, good=good)
+            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.run.keep, good=good)
             run.recorder.write_history(run.history)
-            print(f"epoch {epoch + 1}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
+            print(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
                   f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
                   f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s",
                   flush=True)
@@ -622,10 +634,10 @@ def _fit(run: Run) -> dict[str, Any]:
         final = _evaluate(run)
     summary = _summary(run, final)
     if main:
-        report = write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.plots,
-                                   title=f"{cfg.model}: top-1 {final['top1']:.2f} %")
+        report = write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.run.plots,
+                                   title=f"{cfg.model.name}: top-1 {final['top1']:.2f} %")
         summary.update({k: report[k] for k in report})
-        if cfg.plots:
+        if cfg.run.plots:
             summary["curves"] = str(run.folder / "curves.png")
         summary["checkpoint"] = str(run.folder / ckpt.CKPT_DIR / "last.pth")
         summary["per_class_top1"] = final["per_class"]
@@ -633,19 +645,22 @@ def _fit(run: Run) -> dict[str, Any]:
     return summary
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``, write the run folder and return the summary (see summary.json).
+def train(cfg: TrainConfig, options: LaunchOptions | None = None) -> dict[str, Any]:
+    """Train ``cfg.model.name`` on ``cfg.data.spec``, write the run folder and return the summary (see summary.json).
 
-    Works in one process or under torchrun (one process per device). Raises ``UserError`` for bad options or
-    data and ``TrainingStopped`` for a non-finite loss beyond ``cfg.skip_nonfinite``.
+    ``options`` says where the run goes and whether it resumes (``LaunchOptions(output=..., resume="auto")``);
+    it is not stored with the run. Works in one process or under torchrun (one process per device). Raises
+    ``UserError`` for bad options or data and ``TrainingStopped`` for a non-finite loss beyond
+    ``cfg.run.skip_nonfinite``.
     """
     cfg.validate()
-    set_deterministic(cfg.deterministic)
-    info = distributed.setup(cfg.device)
+    options = (options or LaunchOptions()).validate()
+    set_deterministic(cfg.run.deterministic)
+    info = distributed.setup(cfg.run.device)
     run = None
     try:
         with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
-            run = _setup(cfg, info, stack)
+            run = _setup(cfg, options, info, stack)
             try:
                 return _fit(run)
             except TrainingStopped as exc:
