@@ -26,8 +26,10 @@ class DataConfig:
     reprob: float = field(default=0.0, metadata={"help": "random erasing probability (imagenet recipe)"})
     interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation"})
     crop_pct: float = field(default=0.875, metadata={"help": "eval center-crop fraction"})
-    train_subset: int | None = field(default=None, metadata={"help": "use the first N training samples"})
-    val_subset: int | None = field(default=None, metadata={"help": "use the first N validation samples"})
+    train_subset: int | None = field(default=None, metadata={
+        "help": "keep N training samples: the first N (N evenly spaced ones in image folders)"})
+    val_subset: int | None = field(default=None, metadata={
+        "help": "keep N validation samples: the first N (N evenly spaced ones in image folders)"})
     strict: bool = field(default=False, metadata={
         "key": "strict_data", "help": "stop at the first unreadable image instead of skipping it"})
     download: bool = field(default=True, metadata={

@@ -71,8 +71,8 @@ class OptimConfig:
     filter_bias_and_bn: bool = option(True, help="no weight decay on biases and 1-D params")
     sched: str = option("cosine", choices=SCHEDULERS, help="learning rate schedule, stepped per iteration")
     warmup_epochs: float = option(0.0, help="linear warm-up epochs")
-    warmup_prefix: bool = option(False, help="run the schedule after the warm-up instead of over all epochs "
-                                             "(the warm-up adds to the decay's length)")
+    warmup_prefix: bool = option(False, help="decay over the epochs after the warm-up (--epochs minus "
+                                             "--warmup-epochs), from the peak lr, instead of over all epochs")
     warmup_lr: float = option(1e-6, help="learning rate at the start of warm-up")
     min_lr: float = option(1e-5, help="final learning rate of the cosine schedule")
     clip_grad: float | None = option(None, help="clip the gradient norm to this value (none: off)")
@@ -305,7 +305,9 @@ def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
             for name, inner in value.items():
                 name = str(name).replace("-", "_")
                 if name not in by_name:
-                    raise _unknown(f"{key}.{name}")
+                    close = difflib.get_close_matches(name, by_name, n=3)
+                    hint = f"; did you mean {', '.join(f'{key}.{c}' for c in close)}?" if close else ""
+                    raise UserError(f"unknown training option '{key}.{name}'{hint}")
                 flat[by_name[name]] = inner
         else:
             flat[key] = value
@@ -379,7 +381,7 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
         raise UserError(f"{path}: expected a mapping of option: value")
     options, launch = split_options(raw)
     defaults = LaunchOptions()
-    ignored = [k for k, v in launch.items() if v != getattr(defaults, LAUNCH_OPTIONS[k].name)]
+    ignored = sorted(k for k, v in launch.items() if v != getattr(defaults, LAUNCH_OPTIONS[k].name))
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)
@@ -428,8 +430,7 @@ def _optional(kind: type):
 def _help(opt: Option) -> str:
     if "default:" in opt.help:  # the text already says what the default is
         return opt.help
-    default = opt.default if opt.default not in ({}, None) else ("none" if opt.default is None else "{}")
-    return f"{opt.help} (default: {default})"
+    return f"{opt.help} (default: {opt.default})"
 
 
 def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: Option, **overrides: Any) -> None:

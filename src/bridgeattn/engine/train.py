@@ -241,10 +241,13 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
                                         filter_bias_and_bn=o.filter_bias_and_bn, **extra)
     except (AssertionError, ValueError, TypeError) as exc:
         raise UserError(f"--opt {o.opt}: {exc} (timm optimizer names: adamw, sgd, momentum, lamb, ...)") from None
-    # with warmup_prefix the decay spans the epochs after the warm-up, so it runs from the peak lr to min_lr
-    scheduler, _ = create_scheduler_v2(optimizer, sched=o.sched, num_epochs=o.epochs, warmup_epochs=o.warmup_epochs,
-                                       warmup_lr=o.warmup_lr, warmup_prefix=o.warmup_prefix, min_lr=o.min_lr,
-                                       step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    # ``epochs`` is the whole run; with warmup_prefix timm's num_epochs is the decay after the warm-up, which then
+    # starts from the peak lr and ends at min_lr on the last step (the BAv1 reference: 5 warm-up + 95 cosine)
+    decay_epochs = o.epochs - o.warmup_epochs if o.warmup_prefix else o.epochs
+    scheduler, _ = create_scheduler_v2(optimizer, sched=o.sched, num_epochs=decay_epochs,
+                                       warmup_epochs=o.warmup_epochs, warmup_lr=o.warmup_lr,
+                                       warmup_prefix=o.warmup_prefix, min_lr=o.min_lr, step_on_epochs=False,
+                                       updates_per_epoch=updates_per_epoch)
     return optimizer, scheduler
 
 
