@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 
 # 64 synthetic 16-px samples: 2 nodes x batch 8 and 1 process x batch 16 both take 4 steps per epoch
 FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "8",
@@ -47,9 +48,9 @@ def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_pa
     for proc, (_, err) in zip(nodes, outputs):
         assert proc.returncode == 0, err[-3000:]
     two = json.loads((folder / "summary.json").read_text())
-    one = train(TrainConfig(model="bav2_resnet20", data="synthetic:64", img_size=16, batch_size=16, lr=1e-3,
-                            epochs=1, warmup_epochs=0, workers=0, progress=False, plots=False,
-                            output=str(tmp_path / "one")))
+    one = train(*from_flat(dict(model="bav2_resnet20", data="synthetic:64", img_size=16, batch_size=16, lr=1e-3,
+                                epochs=1, warmup_epochs=0, workers=0, progress=False, plots=False,
+                                output=str(tmp_path / "one"))))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["global_batch"] == one["global_batch"] == 16
     assert two["steps"] == one["steps"] == 4

@@ -559,7 +559,7 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "in_chans": run.data_info.in_chans,
         "class_names": list(run.data_info.class_names),
         # what evaluation does to an image, so the weights can be used without the data set
-        "preprocessing": data_module.eval_preprocessing(run.cfg.data_config(), run.data_info).to_dict(),
+        "preprocessing": data_module.eval_preprocessing(run.cfg.data, run.data_info).to_dict(),
     }
 
 
