@@ -241,24 +241,19 @@ def measure_cost(name: str, num_classes: int, in_chans: int, img_size: int) -> d
     return {"params": count_params(model), "macs": count_macs(model, (in_chans, img_size, img_size))}
 
 
-@torch.inference_mode()
 def measure_inference(
     names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64, reps: int = 7
 ) -> dict[str, float]:
-    """Inference img/s per model: median of ``reps`` timed batches, models interleaved round by round."""
+    """Inference img/s per model: median of ``reps`` rounds, models interleaved (``bridgeattn.benchmark``)."""
+    import functools
+
     import timm
 
-    models = {n: timm.create_model(n, num_classes=num_classes, in_chans=in_chans).eval() for n in names}
-    x = torch.randn(batch, in_chans, img_size, img_size)
-    for m in models.values():  # warm-up
-        m(x)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(reps):
-        for n, m in models.items():
-            t0 = time.perf_counter()
-            m(x)
-            times[n].append(time.perf_counter() - t0)
-    return {n: batch / statistics.median(t) for n, t in times.items()}
+    from .benchmark import benchmark
+
+    builders = {n: functools.partial(timm.create_model, n, num_classes=num_classes, in_chans=in_chans) for n in names}
+    report = benchmark(builders, batch_size=batch, img_size=img_size, repeats=reps, warmup=1)
+    return {r["model"]: r["img_per_s"] for r in report["results"]}
 
 
 def summarize(
@@ -305,6 +300,15 @@ def _mean(values: Any) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def _earlier_speeds(path: Path) -> dict[str, float | None]:
+    """Inference img/s per model name from an earlier ``results.json`` (none when absent or unreadable)."""
+    try:
+        rows = json.loads(path.read_text())["models"]
+        return {r["name"]: r.get("infer_img_per_s") for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def run_compare(
     cfg: CompareConfig,
     train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -318,8 +322,15 @@ def run_compare(
     """
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
+    repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed is one paired sample")
     models = resolve_models(cfg.models, cfg.backbone)
     output = Path(cfg.output)
+    from .engine.records import holds_run
+
+    if holds_run(output):
+        raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
     output.mkdir(parents=True, exist_ok=True)
     cells, total, k = [], len(models) * len(cfg.seeds), 0
     # Seed-major order: after each round every model has the same number of finished seeds.
@@ -336,7 +347,10 @@ def run_compare(
     if cfg.speed:
         speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
                                    cfg.speed_batch, cfg.speed_reps)
-        for name, ips in speeds.items():
+    else:  # keep what an earlier run of this comparison measured
+        speeds = _earlier_speeds(output / "results.json")
+    for name, ips in speeds.items():
+        if name in costs and ips is not None:
             costs[name]["infer_img_per_s"] = ips
     rows = summarize(cells, models, costs)
     results = {

@@ -114,12 +114,18 @@ def activation_memory(
     return sum(per_stage.values()), per_stage
 
 
-def stage_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> dict[str, int]:
-    """MACs of each stage (see :func:`model_stages`) in one eval-mode forward."""
+def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
+    """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
     counter = _count_flops(model, input_size, batch_size)
     counts = counter.get_flop_counts()
     root = type(model).__name__
-    return {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
+    stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
+    return int(counter.get_total_flops()) // 2, stages
+
+
+def stage_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> dict[str, int]:
+    """MACs of each stage (see :func:`model_stages`) in one eval-mode forward."""
+    return macs_breakdown(model, input_size, batch_size)[1]
 
 
 def profile_model(
@@ -144,7 +150,7 @@ def profile_model(
     default = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224)))
     in_chans = int(getattr(model, "in_chans", default[0]))
     size = (in_chans, img_size, img_size) if img_size else (in_chans, *default[1:])
-    macs = stage_macs(model, size)
+    total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
     act_total, act_stages = activation_memory(model, size, batch_size)
     stages = []
     for stage_name, stage in model_stages(model):
@@ -162,7 +168,7 @@ def profile_model(
         "batch_size": batch_size,
         "params": count_params(model),
         "trainable_params": count_params(model, trainable_only=True),
-        "macs": count_macs(model, size),
+        "macs": total_macs,
         "activation_bytes": act_total,
         "stages": stages,
     }

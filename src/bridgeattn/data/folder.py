@@ -64,8 +64,33 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
     return bad
 
 
+# The last scan of each (split folder, classes, strict) in this process, with the folders' modification times it
+# saw: a comparison builds the same folder data set for every cell, and checking every file is the slow part.
+_SCANS: dict[tuple[str, tuple[str, ...], bool], tuple[Any, tuple[list[Sample], dict[str, str]]]] = {}
+
+
+def _folder_times(split_dir: Path) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """Modification times of ``split_dir`` and its class folders: they change when a file is added or removed."""
+    entries = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
+    return split_dir.stat().st_mtime_ns, tuple(entries)
+
+
 def scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
-    """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons."""
+    """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons.
+
+    Repeated scans in one process reuse the last result while no file was added to or removed from a class folder
+    (a file damaged in place later is still caught when it is loaded, see ``CheckedImageFolder``).
+    """
+    key = (str(split_dir.resolve()), tuple(classes), strict)
+    times = _folder_times(split_dir)
+    cached = _SCANS.get(key)
+    if cached is None or cached[0] != times:
+        _SCANS[key] = (times, _scan_split(split_dir, classes, strict))
+    samples, bad = _SCANS[key][1]
+    return list(samples), dict(bad)
+
+
+def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
     names = _class_dirs(split_dir)
     if not names:
         raise UserError(f"{split_dir} holds no class folders; expected {split_dir}/<class name>/<image files>")
