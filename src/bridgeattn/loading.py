@@ -43,7 +43,7 @@ from .data.preprocessing import Preprocessing, eval_preprocessing
 from .engine import checkpoint as ckpt
 from .errors import UserError
 from .models.registry import create_model
-from .safe_load import load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = [
     "LoadedModel",
@@ -273,7 +273,7 @@ def load_model(
     obj = load_file(file, unsafe=unsafe)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
         return _load_training(obj, file, "run" if kind == "run" else "checkpoint", model_name, use_ema, overrides)
-    meta = safetensors_metadata(file) if _is_safetensors(file) else {}
+    meta = safetensors_metadata(file) if is_safetensors(file) else {}
     return model_from_state_dict(state_dict_from(obj, use_ema=use_ema, source=str(file)), model_name, file, meta,
                                  **overrides)
 
@@ -309,9 +309,3 @@ def model_from_state_dict(
     model, preprocessing = _finish(model, state, source, preprocessing)
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     return LoadedModel(model, name, kwargs, preprocessing, kind, source, None, {}, dict(metrics))
-
-
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"

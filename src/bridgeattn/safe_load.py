@@ -23,7 +23,8 @@ from timm.models import clean_state_dict
 
 from .errors import UserError
 
-__all__ = ["UNSAFE_HINT", "load_file", "load_state_dict_strict", "safetensors_metadata", "state_dict_from"]
+__all__ = ["UNSAFE_HINT", "is_safetensors", "load_file", "load_state_dict_strict", "safetensors_metadata",
+           "state_dict_from"]
 
 UNSAFE_HINT = (
     "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
@@ -53,6 +54,11 @@ def _kind(path: Path) -> str:
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= os.path.getsize(path):
         return "safetensors"
     return "unknown"
+
+
+def is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a safetensors file (by its content, not its name)."""
+    return _kind(Path(path)) == "safetensors"
 
 
 def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
