@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 
 from .data import DataConfig, build_datasets
 from .engine import distributed
-from .engine.config import OPTIONS, TrainConfig, make_config
 from .engine.evaluate import evaluate
 from .engine.hardware import amp_dtype_for
 from .engine.records import write_eval_report, write_json
@@ -22,10 +21,6 @@ from .errors import UserError
 from .loading import LoadedModel, load_model
 
 __all__ = ["evaluate_checkpoint"]
-
-
-def _run_config(loaded: LoadedModel) -> TrainConfig:
-    return make_config({k: v for k, v in (loaded.config or {}).items() if k in OPTIONS})  # older runs hold others
 
 
 def _default_output(loaded: LoadedModel, location: Path) -> Path:
@@ -51,7 +46,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
     loaded = load_model(location, model, use_ema=use_ema, unsafe=unsafe)
     dev = distributed.resolve_device(device)
     if loaded.config is not None:
-        cfg = _run_config(loaded)
+        cfg = loaded.train_config
         if data is not None:
             cfg.data.spec = data
         if val_subset != -1:

@@ -25,7 +25,6 @@ point at remote weights are dropped. The loaded model's ``pretrained_cfg`` carri
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -38,9 +37,9 @@ import torch
 import torch.nn as nn
 
 from .convert import convert_official_state_dict, detect_layout
-from .data.config import DataConfig
 from .data.preprocessing import Preprocessing, eval_preprocessing
 from .engine import checkpoint as ckpt
+from .engine.config import TrainConfig
 from .errors import UserError
 from .models.registry import create_model
 from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
@@ -79,9 +78,9 @@ class LoadedModel:
     class_names: list[str] | None = None
 
     @property
-    def data_config(self) -> DataConfig | None:
-        """The training run's data settings (``None`` for plain weights)."""
-        return None if self.config is None else stored_data_config(self.config)
+    def train_config(self) -> TrainConfig | None:
+        """The training run's settings as a ``TrainConfig`` (``None`` for plain weights)."""
+        return None if self.config is None else stored_train_config(self.config)
 
 
 def resolve_location(location: str | Path) -> tuple[Path, str]:
@@ -138,25 +137,11 @@ def model_preprocessing(model: nn.Module) -> Preprocessing:
 
 
 # ----------------------------------------------------------------------------------------------- stored config
-def stored_model(config: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``(model name, construction arguments)`` of a stored training config (flat or nested)."""
-    model = config.get("model")
-    if isinstance(model, Mapping):
-        return model.get("name") or model.get("model"), dict(model.get("kwargs") or model.get("model_kwargs") or {})
-    return model, dict(config.get("model_kwargs") or {})
+def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint stores (its flat keys; keys this version does not know are left out)."""
+    from .engine.config import OPTIONS, make_config
 
-
-def stored_data_config(config: Mapping[str, Any]) -> DataConfig:
-    """The ``DataConfig`` of a stored training config (flat or nested)."""
-    names = {f.name for f in dataclasses.fields(DataConfig)}
-    data = config.get("data")
-    if isinstance(data, Mapping):
-        values = dict(data)
-    else:
-        values = {**config, "spec": data or "fashion-mnist"}
-        if "strict_data" in config:
-            values["strict"] = config["strict_data"]
-    return DataConfig(**{k: v for k, v in values.items() if k in names})
+    return make_config({k: v for k, v in config.items() if k in OPTIONS})
 
 
 # ----------------------------------------------------------------------------------------------- the loaders
@@ -192,7 +177,10 @@ def _finish(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path, p
 def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str | None, use_ema: bool,
                    overrides: dict[str, Any]) -> LoadedModel:
     config = dict(obj["config"])
-    name, stored_kwargs = stored_model(config)
+    if not isinstance(config.get("model"), str):
+        raise UserError(f"{file}: its stored config does not name a model; pass --model NAME")
+    cfg = stored_train_config(config)
+    name, stored_kwargs = cfg.model.name, dict(cfg.model.kwargs)
     _check_name(model_name, name, file)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
     shapes = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
@@ -203,15 +191,15 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
         preprocessing = Preprocessing.from_dict(obj["preprocessing"])
     elif config.get("data"):  # older checkpoints: what the stored data settings imply
         try:
-            preprocessing = eval_preprocessing(stored_data_config(config))
-        except (UserError, TypeError):
+            preprocessing = eval_preprocessing(cfg.data)
+        except UserError:
             log.warning("%s does not record its preprocessing; using the model's defaults", file)
     model, preprocessing = _finish(model, state, file, preprocessing)
     extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
     last = (obj.get("history") or [{}])[-1]
     metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
     if metrics:  # where the numbers come from: the validation at the end of the stored epoch
-        metrics.update(epoch=obj.get("epoch"), data=stored_data_config(config).spec)
+        metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
     return LoadedModel(model, name, kwargs, preprocessing, kind, file, config, extras, metrics,
                        list(obj.get("class_names") or []) or None)
 
