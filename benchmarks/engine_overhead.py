@@ -33,30 +33,33 @@ from torch.utils.data import DataLoader
 import bridgeattn
 from bridgeattn.benchmark import machine_info
 from bridgeattn.data import build_datasets, loader_options
-from bridgeattn.engine import TrainConfig, train
+from bridgeattn.engine import train
+from bridgeattn.engine.config import from_flat
 from bridgeattn.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def engine_epoch(cfg: TrainConfig, folder: Path) -> float:
+def engine_epoch(options: dict[str, Any], folder: Path) -> float:
     """img/s of one engine epoch (a fresh run in ``folder``)."""
-    cfg = TrainConfig(**{**cfg.to_dict(), "output": str(folder)})
+    cfg, launch = from_flat({**options, "output": str(folder), "progress": False})
     with contextlib.redirect_stdout(io.StringIO()):
-        summary = train(cfg)
+        summary = train(cfg, launch)
     return float(summary["train_img_per_s"])
 
 
-def loop_epoch(cfg: TrainConfig, device: torch.device) -> float:
+def loop_epoch(options: dict[str, Any], device: torch.device) -> float:
     """img/s of one epoch of the bare loop: forward, loss, backward, step, nothing else."""
-    train_set, _, info = build_datasets(cfg.data_config())
-    torch.manual_seed(cfg.seed)
-    model = bridgeattn.create_model(cfg.model, num_classes=info.num_classes, in_chans=info.in_chans).to(device)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    momentum=cfg.momentum, filter_bias_and_bn=cfg.filter_bias_and_bn)
+    cfg, _ = from_flat(options)
+    o = cfg.optim
+    train_set, _, info = build_datasets(cfg.data)
+    torch.manual_seed(cfg.run.seed)
+    model = bridgeattn.create_model(cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans).to(device)
+    optimizer = create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                                    filter_bias_and_bn=o.filter_bias_and_bn)
     criterion = nn.CrossEntropyLoss()
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        **loader_options(cfg.workers, device))
+    loader = DataLoader(train_set, batch_size=o.batch_size, shuffle=True, drop_last=True,
+                        **loader_options(cfg.run.workers, device))
     model.train()
     seen = 0
     start = time.perf_counter()
@@ -87,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cfg = TrainConfig(model=args.model, data=f"synthetic:{args.samples}", img_size=args.img_size,
-                      batch_size=args.batch_size, epochs=1, warmup_epochs=0, workers=args.workers,
-                      device=args.device, progress=False, plots=False)
+    cfg = dict(model=args.model, data=f"synthetic:{args.samples}", img_size=args.img_size,
+               batch_size=args.batch_size, epochs=1, warmup_epochs=0, workers=args.workers, device=args.device,
+               plots=False)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.rounds + 1):  # round 0 warms both up and is not counted
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": shlex.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine_info(device),
-        "config": {k: getattr(cfg, k) for k in ("model", "data", "img_size", "batch_size", "workers", "opt")},
+        "config": from_flat(cfg)[0].to_dict(),
         "rounds": rows,
         "engine_img_per_s": engine,
         "loop_img_per_s": loop,

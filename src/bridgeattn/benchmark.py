@@ -80,6 +80,7 @@ class _Runner:
         compile: bool,
         amp: bool,
         fuse: bool,
+        amp_dtype: str = "auto",
     ) -> None:
         self.device, self.train, self.batch_size = device, train, batch_size
         model = model.to(device).train(train)
@@ -101,7 +102,7 @@ class _Runner:
         self.target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if train else None
         # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
-        self.amp_dtype = amp_dtype_for(amp, device)
+        self.amp_dtype = amp_dtype_for(amp, device, amp_dtype)
         self.autocast = lambda: autocast(device, self.amp_dtype)
 
     def step(self) -> None:
@@ -134,6 +135,7 @@ def benchmark(
     channels_last: bool = False,
     compile: bool = False,
     amp: bool = False,
+    amp_dtype: str = "auto",
     fuse: bool = False,
     repeats: int = 7,
     steps: int = 1,
@@ -150,14 +152,16 @@ def benchmark(
         train: time a training step instead of inference.
         channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
             training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
-            ``settings["amp_dtype"]`` says which ran).
+            ``settings["amp_dtype"]`` says which ran); ``amp_dtype`` ``bfloat16`` or ``float16`` forces one.
         fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
         repeats: timed rounds; each round times ``steps`` steps of every model in turn.
         warmup: untimed steps per model before the first round (compilation happens here).
 
     Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
     ``img_per_s`` (median), ``step_ms`` (median time per step), ``time_ratio`` (step time over the first
-    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``.
+    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``; on CUDA also ``peak_step_mib``, the
+    most memory a warm-up step of that model allocated above what was allocated before it (activations, gradients,
+    optimizer state and workspaces; the weights of every model are already in place).
     """
     if repeats < 1 or steps < 1 or batch_size < 1 or img_size < 1:
         raise UserError("repeats, steps, batch size and image size must be positive")
@@ -184,11 +188,18 @@ def benchmark(
         torch.manual_seed(0)
         runners[label] = _Runner(
             _build(spec), batch_size=batch_size, img_size=img_size, device=device, train=train,
-            channels_last=channels_last, compile=compile, amp=amp, fuse=fuse,
+            channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
         )
+    peaks: dict[str, float] = {}
     for label, runner in runners.items():
         say(f"warm-up {label}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         runner.timed(warmup)
+        if device.type == "cuda":
+            peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     rounds: dict[str, list[float]] = {label: [] for label in runners}
     for r in range(repeats):
         for label, runner in runners.items():
@@ -207,12 +218,13 @@ def benchmark(
                 "time_ratio": step_s / first,
                 "round_s": rounds[label],
                 "params": runner.params,
+                **({"peak_step_mib": peaks[label]} if label in peaks else {}),
             }
         )
     settings = dict(
         batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
         amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
-        amp_dtype=str(amp_dtype_for(amp, device) or torch.float32).removeprefix("torch."),
+        amp_dtype=str(amp_dtype_for(amp, device, amp_dtype) or torch.float32).removeprefix("torch."),
     )
     return {"settings": settings, "machine": machine_info(device), "results": results}
 
