@@ -19,7 +19,9 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_act_layer, get_act_layer, make_divisible
+from timm.layers import create_act_layer, make_divisible, register_notrace_module
+
+from .ops import is_fx_proxy
 
 __all__ = [
     "BridgeAttention",
@@ -54,9 +56,9 @@ def bridge_hidden_channels(
     return max(rd_min_channels, int(channels * rd_ratio))
 
 
-def squeeze_taps(taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def squeeze_taps(taps: list[torch.Tensor]) -> list[torch.Tensor]:
     """Global-average-pool each tap to ``(B, C_i)``; taps already ``(B, C_i)`` pass through."""
-    squeezed = []
+    squeezed: list[torch.Tensor] = []
     for tap in taps:
         if tap.dim() == 2:
             squeezed.append(tap)
@@ -65,7 +67,7 @@ def squeeze_taps(taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         elif tap.dim() == 3:  # token layout (B, N, C): mean over tokens
             squeezed.append(tap.mean(1))
         else:
-            raise ValueError(f"a bridge tap must be (B, C), (B, N, C) or (B, C, H, W); got shape {tuple(tap.shape)}")
+            raise ValueError("a bridge tap must be (B, C), (B, N, C) or (B, C, H, W); got " + str(tap.shape))
     return squeezed
 
 
@@ -74,13 +76,35 @@ class GateBatchNorm1d(nn.BatchNorm1d):
 
     Batch statistics of a single vector are undefined (PyTorch raises). For such a batch the layer
     normalises with its running statistics and leaves them unchanged, as in eval mode; every
-    larger batch behaves exactly like ``nn.BatchNorm1d``.
+    larger batch behaves exactly like ``nn.BatchNorm1d``. Registered with timm as a leaf module for
+    fx tracing: the one-sample rule depends on the batch size, which a symbolic trace cannot branch on.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.shape[0] == 1 and self.track_running_stats:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
+        # nn.BatchNorm1d.forward, written out: TorchScript cannot compile ``super().forward``.
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(
+            x,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            momentum,
+            self.eps,
+        )
+
+
+register_notrace_module(GateBatchNorm1d)
 
 
 class LinearSelection(nn.Module):
@@ -191,8 +215,7 @@ class BridgeAttention(nn.Module):
             else:
                 self.selection = SoftmaxSelection(len(in_channels), hidden)
             self.norm = GateBatchNorm1d(hidden)
-        act = get_act_layer(act_layer) if isinstance(act_layer, str) else act_layer
-        self.act = act(inplace=True) if _takes_inplace(act) else act()
+        self.act = create_act_layer(act_layer, inplace=True)
         self.generation = nn.Linear(hidden, channels, bias=False)
         self.gate = create_act_layer(gate_layer)
 
@@ -200,7 +223,11 @@ class BridgeAttention(nn.Module):
     def num_taps(self) -> int:
         return len(self.in_channels)
 
-    def _check_taps(self, taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def _check_taps(self, taps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Squeeze the taps and check their number and widths (one clear error instead of a shape error)."""
+        if torch.jit.is_scripting() or is_fx_proxy(taps[0]):
+            # Scripted: squeeze without the checks. fx-traced: shapes are symbolic, taps come pooled (B, C_i).
+            return taps if not torch.jit.is_scripting() else squeeze_taps(taps)
         if len(taps) != self.num_taps:
             raise ValueError(f"BridgeAttention expects {self.num_taps} taps, got {len(taps)}")
         squeezed = squeeze_taps(taps)
@@ -209,23 +236,36 @@ class BridgeAttention(nn.Module):
                 raise ValueError(f"tap {i} has {s.shape[1]} channels, expected {c}")
         return squeezed
 
-    def hidden(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def hidden(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """The bridged hidden vector after normalisation and activation, ``(B, h)``."""
         squeezed = self._check_taps(taps)
-        if self.version == "v1":
-            u = sum(norm(fc(s)) for fc, norm, s in zip(self.integration, self.integration_norm, squeezed))
+        if self.integration_norm is not None:  # BAv1: u = sum_i BN_i(W_i s_i)
+            zs: list[torch.Tensor] = []
+            for i, fc in enumerate(self.integration):
+                zs.append(fc(squeezed[i]))
+            normed: list[torch.Tensor] = []
+            for i, norm in enumerate(self.integration_norm):
+                normed.append(norm(zs[i]))
+            u = normed[0]
+            for z in normed[1:]:
+                u = u + z
             return self.act(u)
         if isinstance(self.selection, LinearSelection):
             # sum_i a_i W_i s_i == [a_1 W_1 | ... | a_n W_n] cat(s): one matmul instead of n, same math.
             a = self.selection.weight[0]
-            weight = torch.cat([a[i] * fc.weight for i, fc in enumerate(self.integration)], dim=1)
-            u = F.linear(torch.cat(squeezed, dim=1), weight, self.selection.bias.expand(self.hidden_channels))
+            parts: list[torch.Tensor] = []
+            for i, fc in enumerate(self.integration):
+                parts.append(a[i] * fc.weight)
+            bias = self.selection.bias.expand(self.hidden_channels)
+            u = F.linear(torch.cat(squeezed, dim=1), torch.cat(parts, dim=1), bias)
         else:
-            z = torch.stack([fc(s) for fc, s in zip(self.integration, squeezed)], dim=-1)
-            u = self.selection(z)
+            zs: list[torch.Tensor] = []
+            for i, fc in enumerate(self.integration):
+                zs.append(fc(squeezed[i]))
+            u = self.selection(torch.stack(zs, dim=-1))
         return self.act(self.norm(u))
 
-    def forward(self, taps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
         w = self.gate(self.generation(self.hidden(taps)))
         return w[:, :, None, None]
 
@@ -301,11 +341,3 @@ def _bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         shift = shift + bn.bias
     return scale, shift
-
-
-def _takes_inplace(act: type[nn.Module]) -> bool:
-    try:
-        act(inplace=True)
-    except TypeError:
-        return False
-    return True

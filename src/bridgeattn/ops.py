@@ -13,22 +13,31 @@ the MLP's whole arithmetic. PyTorch's generic autograd formulas spend more passe
   in a single ``addcmul``.
 
 The math is unchanged: forward values equal ``shortcut + y * gate_fn(mean(y))`` and gradients equal
-autograd's (up to float rounding). Under ``torch.compile``, ``torch.export`` and tracing the plain
-formula is used, which compilers fuse by themselves.
+autograd's (up to float rounding). The backward is made of differentiable ops, so double backward
+(``create_graph=True``, gradient penalties) and ``torch.func.grad``/``vmap`` (per-sample gradients) give
+the plain formula's results; forward-mode AD (``torch.func.jvp``, ``jacfwd``) is not implemented on this
+path. Under ``torch.compile``, ``torch.export``, TorchScript and jit/fx tracing the plain formula is used,
+which compilers fuse by themselves.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
-__all__ = ["gated_residual", "spatial_mean"]
+__all__ = ["gated_residual", "is_fx_proxy", "spatial_mean"]
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Global average pool ``(B, C, H, W) -> (B, C)``; its backward adds a broadcast view, not a new map."""
     return x.sum((2, 3)) * (1.0 / (x.shape[-2] * x.shape[-1]))
+
+
+@torch.jit.unused
+def is_fx_proxy(x):  # unannotated: TorchScript compiles the stub of an unused function as (Tensor) -> bool
+    """Whether ``x`` is a symbolic value of an fx trace (no shapes or flags to branch on)."""
+    return isinstance(x, torch.fx.Proxy)
 
 
 class _Link:
@@ -47,18 +56,25 @@ class _Link:
 
 
 class _LinkedPool(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, link: _Link) -> torch.Tensor:  # type: ignore[override]
-        ctx.link = link
-        ctx.shape = y.shape
-        return y.mean((2, 3))
+    # Written in setup_context style with a backward made of differentiable ops: double backward
+    # (gradient penalties) and torch.func (grad, vmap: per-sample gradients) work through it.
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_pooled: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def forward(y: torch.Tensor, link: _Link) -> torch.Tensor:  # type: ignore[override]
+        return y.mean((-2, -1))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        y, link = inputs
+        ctx.link = link
+        ctx.shape = y.shape
+
+    @staticmethod
+    def backward(ctx: Any, grad_pooled: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         link: _Link = ctx.link
         shape = ctx.shape
-        grad_pooled = (grad_pooled * (1.0 / (shape[-2] * shape[-1])))[:, :, None, None]
+        grad_pooled = (grad_pooled * (1.0 / (shape[-2] * shape[-1])))[..., None, None]
         if link.grad_out is None:  # the merged output received no gradient
             return grad_pooled.expand(shape), None
         grad = torch.addcmul(grad_pooled, link.grad_out, link.gate)
@@ -67,20 +83,25 @@ class _LinkedPool(torch.autograd.Function):
 
 
 class _LinkedMerge(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, y: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, link: _Link | None
+        y: torch.Tensor, gate: torch.Tensor, shortcut: torch.Tensor, link: _Link | None
     ) -> torch.Tensor:
-        ctx.save_for_backward(y, gate)
-        ctx.link = link
         return torch.addcmul(shortcut, y, gate)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        y, gate, _, link = inputs
+        ctx.save_for_backward(y, gate)
+        ctx.link = link
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
         y, gate = ctx.saved_tensors
         need_y, need_gate, need_shortcut, _ = ctx.needs_input_grad
-        grad_gate = (grad_out * y).sum((2, 3), keepdim=True) if need_gate else None
+        grad_gate = (grad_out * y).sum((-2, -1), keepdim=True) if need_gate else None
         grad_y = None
         if need_y:
             if ctx.link is not None:
@@ -109,7 +130,7 @@ def gated_residual(
     their shortcut in place.
     """
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
-    if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_proxy(y):
         # Compilers fuse the plain formula themselves; exporters need it out of place.
         return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y) if pooled is None else pooled))
     if not needs_grad:

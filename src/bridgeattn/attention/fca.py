@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_act_layer, make_divisible
+from timm.layers import create_act_layer, make_divisible, register_notrace_module
 
 __all__ = ["FCA_TOP_FREQUENCIES", "FcaModule", "dct_filters"]
 
@@ -65,8 +65,11 @@ def dct_filters(
     return per_group[group].float()
 
 
+@register_notrace_module  # filters are built per input size: an fx leaf (its size is not symbolic there)
 class FcaModule(nn.Module):
     """FcaNet multi-spectral channel attention (Qin et al., ICCV 2021).
+
+    Not scriptable: the DCT filters are built lazily per feature-map size and cached in a Python dict.
 
     Args:
         channels: input channels ``C``.

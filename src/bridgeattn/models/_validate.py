@@ -6,7 +6,7 @@ import torch
 
 def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str) -> None:
     """Raise ``ValueError`` unless ``x`` is a float ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):
         return
     expected = f"a float tensor of shape (B, {in_chans}, H, W) with H, W >= {min_size}"
     if not isinstance(x, torch.Tensor):

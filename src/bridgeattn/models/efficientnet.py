@@ -60,26 +60,25 @@ class BAInvertedResidual(InvertedResidual):
         self.se = nn.Identity()
         self.placement = placement
         self.pre_act = pre_act
+        # With pre_act the depthwise activation moves behind the gate: bn2 keeps BatchNorm (+ drop) only.
+        self.dw_act = nn.Identity()
+        if pre_act:
+            self.dw_act, self.bn2.act = self.bn2.act, nn.Identity()
         if placement == "se":
             self.ba = bridge([mid, mid], mid, ba_args)
         else:
             self.ba = bridge([mid, mid, out], out, ba_args)
 
-    def _depthwise(self, y1: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv + BatchNorm, with the activation only when it does not follow the gate."""
-        y2 = self.conv_dw(y1)
-        if self.pre_act:
-            return self.bn2.drop(nn.BatchNorm2d.forward(self.bn2, y2))
-        return self.aa(self.bn2(y2))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         y1 = self.bn1(self.conv_pw(x))
-        y2 = self._depthwise(y1)
+        y2 = self.bn2(self.conv_dw(y1))
+        if not self.pre_act:
+            y2 = self.aa(y2)
         if self.placement == "se":
             y2 = y2 * self.ba([y1.mean((2, 3)), y2.mean((2, 3))])
             if self.pre_act:
-                y2 = self.aa(self.bn2.act(y2))
+                y2 = self.aa(self.dw_act(y2))
             y3 = self.bn3(self.conv_pwl(y2))
         else:
             y3 = self.bn3(self.conv_pwl(y2))

@@ -20,7 +20,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..bridge import BridgeAttention
-from ..ops import gated_residual, spatial_mean
+from ..ops import gated_residual, is_fx_proxy, spatial_mean
 from ._bridged import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
 from ._validate import check_image_batch
 
@@ -66,11 +66,18 @@ class _BridgeGateMixin:
     ) -> torch.Tensor:
         """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
 
-        ``pooled`` is ``mean(y)`` when the caller knows it without reading ``y``.
+        ``pooled`` is ``mean(y)`` when the caller knows it without reading ``y``. Scripted and fx-traced models
+        take the plain formula (compilers fuse it themselves); eager models the lean one of :mod:`bridgeattn.ops`.
         """
-        if self.drop_path is not None and self.training:
-            gate = self.ba([*taps, spatial_mean(y) if pooled is None else pooled])
-            return self.drop_path(y * gate) + shortcut
+        if torch.jit.is_scripting() or is_fx_proxy(y) or (self.drop_path is not None and self.training):
+            gate = self.ba(taps + [spatial_mean(y) if pooled is None else pooled])
+            if self.drop_path is not None:
+                return self.drop_path(y * gate) + shortcut
+            return torch.addcmul(shortcut, y, gate)
+        return self._lean_merge(y, shortcut, taps, pooled)
+
+    @torch.jit.unused
+    def _lean_merge(self, y, shortcut, taps, pooled):  # unannotated: TorchScript compiles only a stub
         return gated_residual(y, shortcut, lambda last: self.ba([*taps, last]), pooled)
 
 
@@ -116,18 +123,28 @@ class BABottleneck(_BridgeGateMixin, Bottleneck):
         y2 = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(y1)))))
         y3 = self.bn3(self.conv3(y2))
         s2 = spatial_mean(y2)
-        # With fixed BatchNorm statistics (eval, frozen) the last tap follows from the second through the
-        # 1x1 conv: one pass over the widest map saved.
-        s3 = self.bn3(self.conv3(s2[:, :, None, None])).flatten(1) if _pools_through(self.conv3, self.bn3) else None
+        s3 = None if torch.jit.is_scripting() else self._pooled_through(s2)
         return self.act3(self._merge(y3, shortcut, [spatial_mean(y1), s2], s3))
+
+    @torch.jit.unused
+    def _pooled_through(self, s2):  # unannotated: TorchScript compiles only a stub
+        """``mean(bn3(conv3(y2)))`` from ``mean(y2)`` when BatchNorm statistics are fixed (eval, frozen): one
+        pass over the widest map saved. ``None`` otherwise."""
+        if _pools_through(self.conv3, self.bn3):
+            return self.bn3(self.conv3(s2[:, :, None, None])).flatten(1)
+        return None
 
 
 class BridgeResNet(ResNet):
-    """timm ``ResNet`` with input checks and an optional small-input stem.
+    """timm ``ResNet`` with input checks, an optional small-input stem, and 3- or 4-stage trunks.
 
     Args:
         small_input: use a 3x3 stride-1 stem conv and no max-pool (for 28-64 px images).
         **kwargs: everything timm's ``ResNet`` takes.
+
+    A 3-stage trunk (``*_resnet20/56``) gets an empty ``layer4`` (as timm's own ``prune_intermediate_layers``
+    leaves one), so timm's forward, TorchScript and ``forward_intermediates`` work unchanged; its
+    ``feature_info`` and intermediates have 4 entries (stem and 3 stages).
     """
 
     def __init__(self, *args: Any, small_input: bool = False, **kwargs: Any) -> None:
@@ -141,22 +158,48 @@ class BridgeResNet(ResNet):
             # The stem no longer reduces by 4: every feature is 4x larger.
             for info in self.feature_info:
                 info["reduction"] = max(1, info["reduction"] // 4)
-
-    @property
-    def min_input_size(self) -> int:
-        """Smallest image side the network accepts: its total stride."""
-        return int(self.feature_info[-1]["reduction"])
+        if not hasattr(self, "layer4"):
+            # Registered right after layer3 so that the module order still reads as the forward.
+            children = list(self._modules.items())
+            at = [name for name, _ in children].index("layer3") + 1
+            self._modules = dict(children[:at] + [("layer4", nn.Sequential())] + children[at:])
+        # Smallest image side the network accepts: its total stride.
+        self.min_input_size = int(self.feature_info[-1]["reduction"])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
+        if not torch.jit.is_scripting():
+            self._check_input(x)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        # timm's ResNet names four stages; the CIFAR-style trunks have three.
-        stages = [m for name, m in self.named_children() if name.startswith("layer")]
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(stages, x, flatten=True)
-        for stage in stages:
-            x = stage(x)
-        return x
+            return checkpoint_seq([self.layer1, self.layer2, self.layer3, self.layer4], x, flatten=True)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    @torch.jit.unused
+    def _check_input(self, x):  # unannotated: TorchScript compiles only a stub
+        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
+
+    def _feature_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+        """``indices`` of ``forward_intermediates`` over this trunk's ``len(feature_info)`` features."""
+        n = len(self.feature_info)
+        if indices is None:
+            indices = n
+        if isinstance(indices, int):
+            if not 0 < indices <= n:
+                raise ValueError(f"indices must be 1..{n} (the last n features), got {indices}")
+            return list(range(n - indices, n))
+        if any(not -n <= i < n for i in indices):
+            raise ValueError(f"feature indices must be in [{-n}, {n}), got {list(indices)}")
+        return sorted(i % n for i in indices)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, **kwargs: Any
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates`` with ``indices`` counted over ``feature_info`` (4 or 5 features)."""
+        return super().forward_intermediates(x, self._feature_indices(indices), **kwargs)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, **kwargs: Any) -> list[int]:
+        """timm's ``prune_intermediate_layers`` with ``indices`` counted over ``feature_info``."""
+        return super().prune_intermediate_layers(self._feature_indices(indices), **kwargs)
 
 
 def resnet_cfg(**kwargs: Any) -> dict[str, Any]:
