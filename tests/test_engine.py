@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
+from bridgeattn.config import OptimConfig, add_train_arguments, config_from_args, from_flat
 from bridgeattn.engine import TrainingStopped, find_resume, load_checkpoint, train
-from bridgeattn.engine.config import OptimConfig, add_train_arguments, config_from_args, from_flat
 from bridgeattn.errors import UserError
 from bridgeattn.evaluation import evaluate_checkpoint
 

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
+from bridgeattn.config import from_flat
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 
 engine_train = importlib.import_module("bridgeattn.engine.train")
 distributed = importlib.import_module("bridgeattn.engine.distributed")

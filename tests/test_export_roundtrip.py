@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from bridgeattn.cli import main
+from bridgeattn.config import from_flat
 from bridgeattn.data.fashion_mnist import SYSTEM_DIR
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 
 VAL = 500
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from bridgeattn import UserError
+from bridgeattn.config import from_flat
 from bridgeattn.engine import load_checkpoint, train
-from bridgeattn.engine.config import from_flat
 from bridgeattn.loading import load_model
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bridgeattn.config import load_yaml, make_config, resolve_config_path
 from bridgeattn.engine import hardware
-from bridgeattn.engine.config import load_yaml, make_config, resolve_config_path
 from bridgeattn.engine.demo import run_demo
 
 CPU = torch.device("cpu")

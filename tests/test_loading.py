@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 import bridgeattn
 from bridgeattn import UserError
 from bridgeattn.cli import main
+from bridgeattn.config import from_flat
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 from bridgeattn.export import save_safetensors
 from bridgeattn.loading import load_model
 from bridgeattn.safe_load import load_file

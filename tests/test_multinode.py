@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
+from bridgeattn.config import from_flat
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 
 # 64 synthetic 16-px samples: 2 nodes x batch 8 and 1 process x batch 16 both take 4 steps per epoch
 FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "8",

@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import yaml
 
+from bridgeattn.config import from_flat
 from bridgeattn.engine import checkpoint as ckpt
 from bridgeattn.engine import find_resume, load_checkpoint, records, train
-from bridgeattn.engine.config import from_flat
 from bridgeattn.engine.runlock import RunLock
 from bridgeattn.errors import UserError
 from bridgeattn.files import write_json

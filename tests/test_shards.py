@@ -12,11 +12,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bridgeattn.cli import main
+from bridgeattn.config import from_flat
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.data import shards as shards_module
 from bridgeattn.data.shards import ShardSet, write_shards
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 
 wds = pytest.importorskip("webdataset")
 

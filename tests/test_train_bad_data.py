@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from bridgeattn import UserError
+from bridgeattn.config import from_flat
 from bridgeattn.engine import LaunchOptions, TrainConfig, train
-from bridgeattn.engine.config import from_flat
 
 
 def _image_folder(root) -> list[str]:

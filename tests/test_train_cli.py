@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from bridgeattn.cli import main
+from bridgeattn.config import from_flat
 from bridgeattn.engine import find_resume, load_checkpoint, train
-from bridgeattn.engine.config import from_flat
 from bridgeattn.engine.train import FAULT_ENV
 
 # bav2_resnet20 on 16-px synthetic images; 4 optimizer steps per epoch at a global batch of 32

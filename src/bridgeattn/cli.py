@@ -41,7 +41,7 @@ def _command_module(name: str):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The top-level parser; with ``only`` just that subcommand's arguments are loaded."""
+    """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
     parser = _Parser(
         prog="bridgeattn",
         description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
@@ -52,7 +52,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
-        if only is None or name == only:
+        if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
             try:
                 module = _command_module(name)
             except ModuleNotFoundError as exc:  # a command whose optional pieces are missing

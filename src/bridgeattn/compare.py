@@ -204,8 +204,8 @@ def train_cell(
     options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
                "progress": cfg.progress}
     if train_fn is None:
+        from .config import from_flat
         from .engine import train
-        from .engine.config import from_flat
 
         result = train(*from_flat(options))
     else:
@@ -222,8 +222,8 @@ def train_cell(
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     """``(num_classes, in_chans, img_size)`` of the compared data set."""
+    from .config import make_config, split_options
     from .data import build_datasets
-    from .engine.config import make_config, split_options
 
     config, _ = split_options({**cfg.train_options, "data": cfg.data})
     _, _, info = build_datasets(make_config(config).data)

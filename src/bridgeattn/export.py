@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .errors import UserError
 from .files import atomic_path, publish_mode
+from .formats import DEFAULT_OPSET, FORMATS
 
 __all__ = [
     "FORMATS",
@@ -30,8 +31,6 @@ __all__ = [
     "verify_torchscript",
 ]
 
-FORMATS = ("onnx", "torchscript", "safetensors", "hub")
-DEFAULT_OPSET = 18
 MIN_OPSET = 17
 
 

@@ -6,7 +6,7 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..export import DEFAULT_OPSET, FORMATS
+    from ..formats import DEFAULT_OPSET, FORMATS
 
     parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (needed only for weights that do not say)")
     parser.add_argument("--checkpoint", help="weights: a run folder, a training or reference checkpoint, a "

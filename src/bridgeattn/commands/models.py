@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import list_models, model_families
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'bav2_*' (default: all)")
@@ -19,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
+    from ..models import list_models, model_families
     from ..profile import model_cost
 
     families = model_families()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..engine.config import add_train_arguments
+    from ..config import add_train_arguments
 
     add_train_arguments(parser)
 
@@ -30,8 +30,8 @@ def _launch(cfg, options) -> int:
     """Write the merged config to a temp file and run it in ``options.nproc`` processes under torchrun."""
     from datetime import datetime
 
+    from ..config import dump_yaml
     from ..engine import distributed
-    from ..engine.config import dump_yaml
     from ..engine.runlock import LOCK_ENV, RunLock
 
     # every process and every elastic restart must agree on one run folder

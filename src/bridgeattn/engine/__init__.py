@@ -4,8 +4,8 @@ See docs/training.md for the recipes, the run folder, resuming and distributed t
 """
 from __future__ import annotations
 
+from ..config import LaunchOptions, TrainConfig, config_from_args, load_yaml, make_config
 from .checkpoint import find_resume, load_checkpoint
-from .config import LaunchOptions, TrainConfig, config_from_args, load_yaml, make_config
 from .evaluate import evaluate
 from .train import TrainingStopped, train
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import LaunchOptions, load_yaml, make_config, resolve_config_path
+from ..config import LaunchOptions, load_yaml, make_config, resolve_config_path
 from .records import write_json
 from .train import train
 

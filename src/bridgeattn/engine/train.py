@@ -36,12 +36,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from .. import data as data_module
+from ..config import LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
 from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
-from .config import LaunchOptions, TrainConfig, make_config
 from .evaluate import evaluate
 from .hardware import amp_dtype_for, autocast, numerics_report
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json

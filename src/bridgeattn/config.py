@@ -1,0 +1,502 @@
+"""The training configuration: one tree of dataclasses from which recipe keys and ``bridgeattn train`` flags come.
+
+``TrainConfig`` has four sections, ``model`` (``ModelConfig``), ``data`` (the data package's ``DataConfig``),
+``optim`` (``OptimConfig``) and ``run`` (``RunConfig``); it is what a run folder's ``config.yaml`` and a checkpoint
+store. ``LaunchOptions`` (run folder, resume, code-running loads, progress bar, process count) belong to one
+invocation: they are never written, and never read from a file.
+
+Each field carries its help in ``metadata["help"]``; ``metadata["key"]`` names it in YAML files (default: the field
+name) and ``metadata["flag"]`` on the command line (default: ``--`` + the key with dashes). YAML files use the flat
+keys (``lr: 0.1``) or sections (``optim: {lr: 0.1}``).
+
+Precedence, lowest first: the defaults, the run folder's stored ``config.yaml`` (when resuming), the ``--config``
+recipe (a name under ``bridgeattn/configs`` or a file), then the flags given on the command line.
+
+This module imports neither torch nor timm, so building the command line stays fast (``bridgeattn.engine.config``
+is the same module under its older name).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import types
+import typing
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.config import DataConfig
+from .errors import UserError
+
+__all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
+           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "add_option",
+           "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten", "from_flat",
+           "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option", "resolve_config_path",
+           "split_options", "to_yaml"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
+AMP_DTYPES = ("auto", "float16", "bfloat16")
+MIXUP_MODES = ("batch", "pair", "elem")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
+           **meta: Any) -> Any:
+    """A dataclass field with its help text (and optional ``key``, ``flag``, ``choices``) in its metadata."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build: a registered name and extra ``create_model`` arguments."""
+
+    name: str = option("bav2_resnet20", key="model", help="model name (see `bridgeattn models`)")
+    kwargs: dict[str, Any] = option(factory=dict, key="model_kwargs",
+                                    help="extra create_model arguments: 'drop_rate=0.1 rd_ratio=0.125'")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation: budget, optimizer, schedule, regularisation. ``batch_size`` is per process."""
+
+    epochs: int = option(10, help="number of epochs")
+    batch_size: int = option(128, help="batch size per process")
+    val_batch_size: int | None = option(None, help="eval batch size per process (default: 2x --batch-size)")
+    grad_accum: int = option(1, help="accumulate gradients over N batches per optimizer step")
+    opt: str = option("adamw", help="optimizer (timm name: adamw, sgd, lamb, ...)")
+    lr: float = option(1e-3, help="peak learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    opt_eps: float | None = option(None, help="optimizer epsilon")
+    opt_betas: list[float] | None = option(None, help="optimizer betas, e.g. 0.9 0.999")
+    weight_decay: float = option(0.05, help="weight decay")
+    filter_bias_and_bn: bool = option(True, help="no weight decay on biases and 1-D params")
+    sched: str = option("cosine", choices=SCHEDULERS, help="learning rate schedule, stepped per iteration")
+    warmup_epochs: float = option(0.0, help="linear warm-up epochs")
+    warmup_prefix: bool = option(False, help="decay over the epochs after the warm-up (--epochs minus "
+                                             "--warmup-epochs), from the peak lr, instead of over all epochs")
+    warmup_lr: float = option(1e-6, help="learning rate at the start of warm-up")
+    min_lr: float = option(1e-5, help="final learning rate of the cosine schedule")
+    clip_grad: float | None = option(None, help="clip the gradient norm to this value (none: off)")
+    mixup: float = option(0.0, help="Mixup alpha (0: off)")
+    cutmix: float = option(0.0, help="CutMix alpha (0: off)")
+    mixup_prob: float = option(1.0, help="probability of mixing a batch")
+    mixup_switch_prob: float = option(0.5, help="probability of CutMix instead of Mixup when both are on")
+    mixup_mode: str = option("batch", choices=MIXUP_MODES, help="batch | pair | elem")
+    smoothing: float = option(0.0, help="label smoothing")
+    ema: bool = option(False, help="keep an exponential moving average of the weights (timm ModelEmaV3)")
+    ema_decay: float = option(0.9998, help="EMA decay")
+
+
+@dataclass
+class RunConfig:
+    """How the run executes: devices, numerics, seed, loader workers, what it records."""
+
+    device: str = option("auto", help="auto | cpu | cuda")
+    amp: bool = option(False, help="mixed precision: float16 + grad scaler on CUDA, bfloat16 autocast on CPUs with "
+                                   "native bf16")
+    amp_dtype: str = option("auto", choices=AMP_DTYPES, help="auto | float16 | bfloat16")
+    channels_last: bool = option(False, help="channels_last memory format")
+    sync_bn: bool = option(False, help="SyncBatchNorm across processes (CUDA only)")
+    freeze_bn: bool = option(False, help="freeze every BatchNorm, the gate's included (fine-tuning with small "
+                                         "batches)")
+    deterministic: bool = option(False, help="deterministic algorithms (bit-exact resume on CPU)")
+    seed: int = option(42, help="seed for model init, data order and augmentation")
+    workers: int = option(2, help="data loader worker processes per training process")
+    keep: int = option(0, help="epoch checkpoints kept besides the last and the best")
+    skip_nonfinite: int = option(0, help="skip up to N steps with a NaN/Inf loss instead of stopping")
+    tensorboard: bool = option(False, help="write TensorBoard events (needs the tensorboard package)")
+    plots: bool = option(True, help="write curves.png and confusion.png")
+
+
+@dataclass
+class LaunchOptions:
+    """One invocation's choices, never stored in a run: where, whether to resume, trust, display, processes."""
+
+    output: str | None = option(None, help="run folder (default: runs/<model>-<date>-<time>)")
+    resume: str | None = option(None, help="'auto' (latest good checkpoint in --output) or a checkpoint path")
+    unsafe_load: bool = option(False, help="allow checkpoints that need arbitrary code to load (trusted files only)")
+    progress: bool = option(True, help="show a progress bar")
+    nproc: int = option(1, help="processes on this machine: relaunches itself under torchrun")
+    max_restarts: int = option(0, help="torchrun elastic restarts after a failed process (with --nproc)")
+
+    def validate(self) -> LaunchOptions:
+        """Raise ``UserError`` for impossible launch options; returns self."""
+        if self.nproc < 1:
+            raise UserError(f"--nproc must be at least 1, got {self.nproc}")
+        if self.max_restarts < 0:
+            raise UserError(f"--max-restarts must not be negative, got {self.max_restarts}")
+        if self.resume not in (None, "auto") and not Path(self.resume).exists():
+            raise UserError(f"--resume {self.resume}: no such checkpoint (use --resume auto to continue the run "
+                            "in --output, if any)")
+        if self.resume == "auto" and self.output is None:
+            raise UserError("--resume auto needs --output: the run folder to continue")
+        return self
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass
+class TrainConfig:
+    """A training run: what ``config.yaml`` stores. The global batch is ``batch_size * grad_accum * world``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat ``{key: value}`` form that ``config.yaml``, checkpoints and reports store."""
+        return {opt.key: getattr(getattr(self, opt.section), opt.name) for opt in OPTIONS.values()
+                if opt.section is not None}
+
+    def validate(self) -> TrainConfig:
+        """Raise ``UserError`` for values out of range and for contradictory options; returns self."""
+        m, d, o, r = self.model, self.data, self.optim, self.run
+        _at_least(1, epochs=o.epochs, batch_size=o.batch_size, grad_accum=o.grad_accum)
+        _at_least(0, workers=r.workers, keep=r.keep, skip_nonfinite=r.skip_nonfinite, warmup_epochs=o.warmup_epochs,
+                  mixup=o.mixup, cutmix=o.cutmix, weight_decay=o.weight_decay, min_lr=o.min_lr,
+                  warmup_lr=o.warmup_lr, momentum=o.momentum, color_jitter=d.color_jitter)
+        _at_least(1, val_batch_size=o.val_batch_size, train_subset=d.train_subset, val_subset=d.val_subset)
+        if o.lr <= 0:
+            raise UserError(f"--lr must be positive, got {o.lr}")
+        if o.clip_grad is not None and not o.clip_grad >= 0:
+            raise UserError(f"--clip-grad must be a positive gradient norm (or none: off), got {o.clip_grad}")
+        if not 0 <= o.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1), got {o.ema_decay}")
+        if o.opt_eps is not None and o.opt_eps <= 0:
+            raise UserError(f"--opt-eps must be positive, got {o.opt_eps}")
+        _unit_interval(smoothing=o.smoothing, mixup_prob=o.mixup_prob, mixup_switch_prob=o.mixup_switch_prob,
+                       reprob=d.reprob)
+        if o.smoothing >= 1:
+            raise UserError(f"--smoothing must be in [0, 1), got {o.smoothing}")
+        if not 0 < d.crop_pct <= 1:
+            raise UserError(f"--crop-pct must be in (0, 1], got {d.crop_pct}")
+        if o.warmup_epochs and o.warmup_epochs >= o.epochs:
+            raise UserError(f"--warmup-epochs ({o.warmup_epochs}) must be smaller than --epochs ({o.epochs})")
+        if o.sched not in SCHEDULERS:
+            raise UserError(f"unknown --sched {o.sched!r}; use one of: {', '.join(SCHEDULERS)}")
+        if o.mixup_mode not in MIXUP_MODES:
+            raise UserError(f"unknown --mixup-mode {o.mixup_mode!r}; use one of: {', '.join(MIXUP_MODES)}")
+        if r.amp_dtype not in AMP_DTYPES:
+            raise UserError(f"unknown --amp-dtype {r.amp_dtype!r}; use one of: {', '.join(AMP_DTYPES)}")
+        if r.device != "auto" and not (r.device == "cpu" or r.device.startswith("cuda")):
+            raise UserError(f"--device must be auto, cpu or cuda[:N], got {r.device!r}")
+        if r.device == "cpu" and r.sync_bn:
+            raise UserError("--sync-bn needs CUDA devices; drop --sync-bn or use --device cuda")
+        if r.sync_bn and r.freeze_bn:
+            raise UserError("--sync-bn and --freeze-bn contradict each other: frozen BatchNorm has nothing to sync")
+        if r.device == "cpu" and r.amp and r.amp_dtype == "float16":
+            raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
+        if (o.mixup > 0 or o.cutmix > 0) and o.batch_size % 2:
+            raise UserError(f"Mixup/CutMix mix pairs within a batch: --batch-size must be even, got {o.batch_size}")
+        if not isinstance(m.kwargs, dict):
+            raise UserError(f"model_kwargs must be a mapping, got {m.kwargs!r}")
+        return self
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _at_least(low: int, **values: float | None) -> None:
+    for key, value in values.items():
+        if value is not None and value < low:
+            need = "must be at least 1" if low == 1 else "must not be negative"
+            raise UserError(f"{_flag(key)} {need}, got {value}")
+
+
+def _unit_interval(**values: float) -> None:
+    for key, value in values.items():
+        if not 0 <= value <= 1:
+            raise UserError(f"{_flag(key)} must be in [0, 1], got {value}")
+
+
+# ------------------------------------------------------------------------------------- the generated option table
+
+@dataclass(frozen=True)
+class Option:
+    """One field of the tree as the outside world sees it: its YAML key and flag, type, default and help."""
+
+    key: str
+    section: str | None  # None: a launch option
+    name: str
+    hint: Any
+    default: Any
+    help: str
+    flag: str
+    choices: tuple[str, ...] | None = None
+
+
+def _options(owner: type, section: str | None) -> Iterator[Option]:
+    hints = typing.get_type_hints(owner)
+    for f in dataclasses.fields(owner):
+        meta = f.metadata
+        key = meta.get("key", f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        yield Option(key, section, f.name, hints[f.name], default, meta.get("help", ""),
+                     meta.get("flag", _flag(key)), meta.get("choices"))
+
+
+# key -> Option, in help order: the four sections, then the launch options
+OPTIONS: dict[str, Option] = {o.key: o for section, owner in SECTIONS.items() for o in _options(owner, section)}
+LAUNCH_OPTIONS: dict[str, Option] = {o.key: o for o in _options(LaunchOptions, None)}
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    """``int | None`` -> (int, True); ``list[float]`` -> (list, False)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    return (origin or hint), False
+
+
+def _unknown(key: str) -> UserError:
+    close = difflib.get_close_matches(key, [*OPTIONS, *LAUNCH_OPTIONS], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UserError(f"unknown training option {key!r}{hint}")
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert a YAML or flag value to the option's type; ``UserError`` when it cannot be."""
+    opt = OPTIONS.get(key) or LAUNCH_OPTIONS.get(key)
+    if opt is None:
+        raise _unknown(key)
+    kind, optional = _base_type(opt.hint)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise UserError(f"option {key!r} cannot be empty")
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return str(value)
+        if kind is list:
+            return [float(v) for v in value]
+        if kind is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        raise UserError(f"option {key!r}: {value!r} is not a valid {kind.__name__}") from None
+    return value
+
+
+def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat keys from flat or sectioned mappings: ``{"optim": {"lr": 0.1}}`` -> ``{"lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key in SECTIONS and isinstance(value, Mapping):
+            by_name = {o.name: o.key for o in OPTIONS.values() if o.section == key}
+            for name, inner in value.items():
+                name = str(name).replace("-", "_")
+                if name not in by_name:
+                    close = difflib.get_close_matches(name, by_name, n=3)
+                    hint = f"; did you mean {', '.join(f'{key}.{c}' for c in close)}?" if close else ""
+                    raise UserError(f"unknown training option '{key}.{name}'{hint}")
+                flat[by_name[name]] = inner
+        else:
+            flat[key] = value
+    return flat
+
+
+def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
+    """Defaults updated by each mapping (flat keys or sections) in turn, then by ``values`` (later wins)."""
+    merged: dict[str, Any] = {}
+    for layer in (*layers, values):
+        for key, value in flatten(layer).items():
+            if key in LAUNCH_OPTIONS:
+                raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
+                                f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
+            merged[key] = coerce(key, value)
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in merged.items():
+        opt = OPTIONS[key]
+        sections[opt.section][opt.name] = value
+    return TrainConfig(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+
+
+def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` -> (training options, launch options), both flat."""
+    flat = flatten(values)
+    launch = {k: v for k, v in flat.items() if k in LAUNCH_OPTIONS}
+    return {k: v for k, v in flat.items() if k not in LAUNCH_OPTIONS}, launch
+
+
+def make_launch(**values: Any) -> LaunchOptions:
+    """``LaunchOptions`` from flag-named values, converted like flags."""
+    return LaunchOptions(**{LAUNCH_OPTIONS[k].name: coerce(k, v) for k, v in values.items()})
+
+
+def from_flat(values: Mapping[str, Any]) -> tuple[TrainConfig, LaunchOptions]:
+    """One mapping of flag-named values, training and launch options mixed -> ``(TrainConfig, LaunchOptions)``."""
+    config, launch = split_options(values)
+    return make_config(config), make_launch(**launch)
+
+
+# -------------------------------------------------------------------------------------------------- YAML files
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A recipe name (``cpu_demo``, ``imagenet_bav2.yaml``), a YAML file path or a run folder -> the file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return path / "config.yaml"
+    for candidate in (CONFIG_DIR / name_or_path, CONFIG_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise UserError(f"--config {name_or_path}: no such file or built-in recipe (built-in: {known})")
+
+
+def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
+    """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted.
+
+    Launch options found in the file (``output``, ``resume``, ``unsafe_load``, ``progress``, ``nproc``,
+    ``max_restarts``, which older run folders stored) are ignored, with a warning unless ``quiet``: they come
+    from the invocation only.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of option: value")
+    options, launch = split_options(raw)
+    defaults = LaunchOptions()
+    ignored = sorted(k for k, v in launch.items() if v != getattr(defaults, LAUNCH_OPTIONS[k].name))
+    if ignored and not quiet:
+        warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
+                      "(or the Python call) only", stacklevel=2)
+    return {key: coerce(key, value) for key, value in options.items()}
+
+
+def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def to_yaml(cfg: TrainConfig) -> str:
+    """The text of a ``config.yaml`` for ``cfg`` (flat keys, section order)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------- flags
+
+def model_kwargs_arg(text: str) -> dict[str, Any]:
+    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars)."""
+    text = text.strip()
+    try:
+        if text.startswith("{"):
+            value = yaml.safe_load(text)
+        else:
+            value = {}
+            for item in text.replace(",", " ").split():
+                key, sep, raw = item.partition("=")
+                if not sep or not key:
+                    raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+                value[key] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not a YAML mapping ({str(exc).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected key=value pairs, got {text!r}")
+    return value
+
+
+def _optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _help(opt: Option) -> str:
+    """The help with its default once: not when the text says it, nor when the default is "not given"."""
+    if "default:" in opt.help or opt.default is None or opt.default == {}:
+        return opt.help
+    return f"{opt.help} (default: {opt.default})"
+
+
+def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: Option, **overrides: Any) -> None:
+    """One flag for ``opt``; unset flags stay absent from the namespace (``dest`` is the option's key)."""
+    kind, optional = _base_type(opt.hint)
+    kw: dict[str, Any] = {"dest": opt.key, "default": argparse.SUPPRESS, "help": _help(opt)}
+    if kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif kind is dict:
+        kw.update(type=model_kwargs_arg, metavar="K=V ...")
+    elif kind is list:
+        kw.update(type=float, nargs="+", metavar="X")
+    else:
+        kw["type"] = _optional(kind) if optional else kind
+        kw["metavar"] = "N" if kind is int else opt.key.upper().split("_")[-1]
+        if opt.choices:
+            kw["choices"] = opt.choices
+    kw.update(overrides)
+    parser.add_argument(opt.flag, **kw)
+
+
+GROUPS = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True,
+                        exclude: tuple[str, ...] = ()) -> None:
+    """``--config`` and one flag per training option (grouped by section), plus the launch flags with ``launch``.
+
+    ``exclude``: keys a command sets itself (compare sets ``model`` and ``seed`` per cell).
+    """
+    parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="NAME|FILE",
+                        help="recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a YAML file, "
+                             "or a run folder (its config.yaml; a new run starts)")
+    groups = {name: parser.add_argument_group(f"{title} options") for name, title in GROUPS.items()}
+    for opt in OPTIONS.values():
+        if opt.key not in exclude:
+            add_option(groups[opt.section], opt)
+    if launch:
+        group = parser.add_argument_group("launch options (never stored with the run)")
+        for opt in LAUNCH_OPTIONS.values():
+            if opt.key not in exclude:
+                add_option(group, opt)
+
+
+def flags_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given as flags (flat keys)."""
+    return {key: getattr(args, key) for key in OPTIONS if hasattr(args, key)}
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptions]:
+    """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated.
+
+    Launch options come from the flags only: a recipe or a stored ``config.yaml`` never sets where a run goes,
+    whether it resumes, or whether a checkpoint may run code.
+    """
+    launch = make_launch(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
+    recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
+    stored: dict[str, Any] = {}
+    if launch.resume and launch.output and (Path(launch.output) / "config.yaml").is_file():
+        stored = load_yaml(Path(launch.output) / "config.yaml", quiet=True)
+    return make_config(stored, recipe, flags_given(args)).validate(), launch.validate()
