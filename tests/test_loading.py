@@ -105,6 +105,29 @@ def test_every_location_gives_the_same_model_and_preprocessing(run: Path, tmp_pa
         load_model(tmp_path)
 
 
+def test_a_run_folder_stands_for_its_newest_complete_verified_finite_checkpoint(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from bridgeattn.engine.checkpoint import record_path
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    folder = copy / "checkpoints"
+    good = folder / "epoch-0001.pth"
+    record = json.loads(record_path(good).read_text())
+    for name, rec in (("epoch-0001-batch-000001.pth", record),  # mid-epoch: for --resume only
+                      ("epoch-0002.pth", None),  # no record: the write never finished
+                      ("epoch-0003.pth", {**record, "epoch": 3, "finite": False})):  # NaN statistics
+        shutil.copy(good, folder / name)
+        if rec is not None:
+            record_path(folder / name).write_text(json.dumps(rec))
+    assert load_model(copy).source == good
+    for name in ("epoch-0001.pth", "epoch-0001.pth.json"):
+        (folder / name).unlink()
+    with pytest.raises(UserError, match="no usable checkpoint.*epoch-0003.pth \\(non-finite"):
+        load_model(copy)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_each_command_scores_and_exports_the_same_model(run: Path, tmp_path: Path, capsys) -> None:
     ref = load_model(run)

@@ -2,8 +2,9 @@
 
 ``load_model(location)`` accepts, and reads:
 
-- a run folder (``RUN`` or ``RUN/checkpoints``): its newest epoch checkpoint that matches its size/SHA-256
-  record, the one ``--resume auto`` continues from and ``summary.json`` reports. For another epoch pass its file
+- a run folder (``RUN`` or ``RUN/checkpoints``): its newest end-of-epoch checkpoint that matches its
+  size/SHA-256 record and holds finite weights, the one ``summary.json`` and the last metrics describe
+  (mid-epoch checkpoints of an interrupted run are for ``--resume``). For another epoch pass its file
   (``RUN/checkpoints/best.pth``, ``epoch-0003.pth``).
 - a training checkpoint file: checked against its record when it has one; the model name and construction
   arguments come from the config stored in it, the preprocessing from the record training keeps of it (older
@@ -52,6 +53,7 @@ __all__ = [
     "model_from_state_dict",
     "model_preprocessing",
     "resolve_location",
+    "run_checkpoint",
     "set_preprocessing",
 ]
 
@@ -89,10 +91,7 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     if path.is_dir():
         run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
         if (run_dir / ckpt.CKPT_DIR).is_dir():
-            found = ckpt.find_resume(run_dir)
-            if found is None:
-                raise UserError(f"{path}: no usable checkpoint in this run folder (none matches its checksum record)")
-            return found, "run"
+            return run_checkpoint(run_dir), "run"
         if (path / "config.json").is_file():
             for name in HUB_WEIGHTS:
                 if (path / name).is_file():
@@ -103,6 +102,30 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     if not path.is_file():
         raise UserError(f"no such file or folder: {path}")
     return path, "file"
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run folder stands for: its newest end-of-epoch checkpoint that matches its size/SHA-256
+    record and holds finite weights (the weights ``summary.json`` and the last metrics describe)."""
+    skipped = []
+    for (_, batch), path in ckpt.epoch_files(run_dir / ckpt.CKPT_DIR):
+        if batch:  # written on an interruption mid-epoch: no validation measured these weights
+            continue
+        problem = ckpt.check(path)
+        if problem is None:
+            try:
+                finite = json.loads(ckpt.record_path(path).read_text()).get("finite", True)
+            except (OSError, ValueError, AttributeError):
+                finite = False
+            problem = None if finite is not False else "non-finite weights or validation loss"
+        if problem is None:
+            if skipped:
+                log.warning("%s: skipped newer checkpoint(s) %s", run_dir, "; ".join(skipped))
+            return path
+        skipped.append(f"{path.name} ({problem})")
+    detail = f": {'; '.join(skipped)}" if skipped else ""
+    raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
+                    f"finite){detail}")
 
 
 def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights") -> nn.Module:
