@@ -186,3 +186,16 @@ def test_warm_start_tag_is_the_default_and_loads_from_a_faked_timm_cache(tmp_pat
     save_file(plain.state_dict(), str(repo / "snapshots" / revision / "model.safetensors"))
     model = timm.create_model("bav1_resnet18", pretrained=True, cache_dir=str(tmp_path), **tiny)
     _assert_same_function(plain.double(), model.double(), 32)
+
+
+def test_detection_backbone_starts_from_plain_weights(tmp_path) -> None:
+    from bridgeattn.detection import create_features
+
+    plain = _float32_plain("bav2_resnet20", {}).eval()
+    path = tmp_path / "plain.safetensors"
+    save_file(plain.state_dict(), str(path))
+    body = create_features("bav2_resnet20", pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert any(".ba." in k for k in body.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(body(x)[-1], plain.forward_features(x), rtol=1e-5, atol=1e-5)
