@@ -59,6 +59,9 @@ class ModelConfig:
     name: str = option("bav2_resnet20", key="model", help="model name (see `bridgeattn models`)")
     kwargs: dict[str, Any] = option(factory=dict, key="model_kwargs",
                                     help="extra create_model arguments: 'drop_rate=0.1 rd_ratio=0.125'")
+    init_from: str | None = option(None, help="start from these weights: a timm name (resnet50.a1_in1k), a weights "
+                                              "file or a run folder; plain weights warm-start the gates "
+                                              "(docs/warmstart.md)")
 
 
 @dataclass
@@ -83,6 +86,8 @@ class OptimConfig:
     warmup_lr: float = option(1e-6, help="learning rate at the start of warm-up")
     min_lr: float = option(1e-5, help="final learning rate of the cosine schedule")
     clip_grad: float | None = option(None, help="clip the gradient norm to this value (none: off)")
+    gate_lr_scale: float = option(1.0, help="learning rate of the gate parameters that plain weights lack, as a "
+                                            "multiple of --lr (fine-tuning from --init-from)")
     mixup: float = option(0.0, help="Mixup alpha (0: off)")
     cutmix: float = option(0.0, help="CutMix alpha (0: off)")
     mixup_prob: float = option(1.0, help="probability of mixing a batch")
@@ -166,6 +171,8 @@ class TrainConfig:
         _at_least(1, val_batch_size=o.val_batch_size, train_subset=d.train_subset, val_subset=d.val_subset)
         if o.lr <= 0:
             raise UserError(f"--lr must be positive, got {o.lr}")
+        if o.gate_lr_scale <= 0:
+            raise UserError(f"--gate-lr-scale must be positive, got {o.gate_lr_scale}")
         if o.clip_grad is not None and not o.clip_grad >= 0:
             raise UserError(f"--clip-grad must be a positive gradient norm (or none: off), got {o.clip_grad}")
         if not 0 <= o.ema_decay < 1:

@@ -210,7 +210,7 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
     return train_loader, val_loader, sampler, data_info
 
 
-def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module:
+def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool = False) -> nn.Module:
     from ..models import create_model
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
@@ -219,6 +219,10 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device) -> nn.Module
                              **cfg.model.kwargs)
     except TypeError as exc:
         raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
+    if cfg.model.init_from:
+        from .finetune import init_from
+
+        init_from(model, cfg.model.init_from, unsafe)
     if cfg.run.freeze_bn:
         from ..freeze import freeze_bn
 
@@ -236,8 +240,11 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
         extra["eps"] = o.opt_eps
     if o.opt_betas:
         extra["betas"] = tuple(o.opt_betas)
+    from .finetune import optimizer_params
+
+    params = optimizer_params(model, o.lr, o.weight_decay, o.filter_bias_and_bn, o.gate_lr_scale)
     try:
-        optimizer = create_optimizer_v2(model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+        optimizer = create_optimizer_v2(params, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
                                         filter_bias_and_bn=o.filter_bias_and_bn, **extra)
     except (AssertionError, ValueError, TypeError) as exc:
         raise UserError(f"--opt {o.opt}: {exc} (timm optimizer names: adamw, sgd, momentum, lamb, ...)") from None
@@ -304,7 +311,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
-    model = _build_model(cfg, data_info, info.device)
+    model = _build_model(cfg, data_info, info.device, options.unsafe_load)
     params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
         if info.device.type != "cuda":

@@ -1,0 +1,69 @@
+"""Fine-tuning: start a run from other weights (``--init-from``) and give the new gates their own learning rate.
+
+``--init-from`` takes a timm name (``resnet50.a1_in1k``), a weights file or a run folder. Plain weights are
+warm-started (:func:`bridgeattn.warmstart.warm_state_dict`: the bridged model starts as the plain function),
+weights of the model itself are loaded as they are. ``--gate-lr-scale`` multiplies the learning rate of the
+gate parameters that the plain weights lacked: their param groups start at ``lr * scale``, and timm's
+schedulers shape every group from its own starting value.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import UserError
+from ..warmstart import load_plain, warm_sites, warm_state_dict
+
+__all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
+
+
+def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
+    path = Path(spec)
+    if path.is_dir():  # a run folder: its newest checksum-verified checkpoint
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path, unsafe=unsafe)["model"]
+    return load_plain(spec, unsafe=unsafe)
+
+
+def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> None:
+    """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights."""
+    state = warm_state_dict(model, _weights(spec, unsafe))
+    model.load_state_dict(state)
+
+
+def gate_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the gate parameters that a plain twin lacks (``*.ba.*``, the SE baseline's ``*.se.*``)."""
+    prefixes = tuple(site.new for site in warm_sites(model))
+    return {n for n, _ in model.named_parameters() if prefixes and n.startswith(prefixes)}
+
+
+def optimizer_params(
+    model: nn.Module, lr: float, weight_decay: float, filter_bias_and_bn: bool, gate_lr_scale: float = 1.0
+) -> nn.Module | list[dict[str, Any]]:
+    """What ``create_optimizer_v2`` takes: the model itself, or param groups when the gates get another lr.
+
+    The groups keep timm's rule (no weight decay on biases, norms and ``no_weight_decay()`` names when
+    ``filter_bias_and_bn``) and give the gate groups the learning rate ``lr * gate_lr_scale``.
+    """
+    if gate_lr_scale == 1.0:
+        return model
+    if gate_lr_scale <= 0:
+        raise UserError(f"--gate-lr-scale must be positive, got {gate_lr_scale}")
+    gates = gate_parameter_names(model)
+    if not gates:  # a plain model in a comparison that scales the gates of the others
+        return model
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = filter_bias_and_bn and (param.ndim <= 1 or name.endswith(".bias") or name in skip)
+        groups.setdefault((name in gates, no_decay), []).append(param)
+    return [
+        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+         **({"lr": lr * gate_lr_scale} if gate else {})}
+        for (gate, no_decay), params in groups.items()
+    ]
