@@ -199,3 +199,11 @@ def test_detection_backbone_starts_from_plain_weights(tmp_path) -> None:
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(body(x)[-1], plain.forward_features(x), rtol=1e-5, atol=1e-5)
+
+
+def test_wrapped_and_prefixed_plain_weights_warm_start_alike() -> None:
+    plain = _plain("bav2_resnet20", {})
+    compiled = {f"_orig_mod.{k}": v for k, v in plain.state_dict().items()}
+    ddp = {"state_dict": {f"module.{k}": v for k, v in plain.state_dict().items()}}
+    for weights in (compiled, ddp):
+        _assert_same_function(plain, from_plain("bav2_resnet20", weights), 16)

@@ -33,16 +33,11 @@ from .models.efficientnet import BAInvertedResidual
 from .models.regnet import BARegNetBottleneck
 from .models.resnet import BABasicBlock, BABottleneck
 from .models.swin import BASwinTransformerBlock
-from .safe_load import load_file
+from .safe_load import load_file, state_dict_from
 
 __all__ = ["WarmSite", "from_plain", "plain_twin", "pretrained_filter", "warm_sites", "warm_state_dict"]
 
 _log = logging.getLogger(__name__)
-
-# Wrappers of a state dict in checkpoints (training runs, timm's train.py) and prefixes of wrapped models.
-_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
-_PREFIXES = ("module.", "_orig_mod.")
-
 
 @dataclass(frozen=True)
 class WarmSite:
@@ -117,26 +112,6 @@ def warm_sites(model: nn.Module) -> list[WarmSite]:
     return sites
 
 
-def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
-def clean(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a state dict, out of training-checkpoint wrappers and DDP / compile prefixes."""
-    for key in _WRAPPER_KEYS:
-        inner = state_dict.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            state_dict = inner
-            break
-    return {_strip(k): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-
-
 def _examples(keys: set[str], n: int = 2) -> str:
     listed = sorted(keys)
     more = f" (+{len(listed) - n} more)" if len(listed) > n else ""
@@ -159,7 +134,7 @@ def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str |
     is adapted as timm does.
     """
     name = name or getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-    given = clean(state_dict)
+    given = state_dict_from(state_dict, source=f"the weights for {name}")
     target = model.state_dict()
     sites = warm_sites(model)
     new = tuple(s.new for s in sites)
@@ -236,14 +211,11 @@ def load_plain(plain: Any, unsafe: bool = False) -> dict[str, torch.Tensor]:
     if isinstance(plain, nn.Module):
         return dict(plain.state_dict())
     if isinstance(plain, Mapping):
-        return clean(plain)
+        return state_dict_from(plain, source="the plain weights")
     if isinstance(plain, (str, os.PathLike)):
         path = Path(plain)
         if path.is_file():
-            loaded = load_file(path, unsafe=unsafe)
-            if not isinstance(loaded, Mapping):
-                raise UserError(f"{path} holds a {type(loaded).__name__}, not a state dict")
-            return clean(loaded)
+            return state_dict_from(load_file(path, unsafe=unsafe), source=str(path))
         if isinstance(plain, str) and timm.is_model(plain.split(".", 1)[0]) and not path.exists():
             return dict(timm.create_model(plain, pretrained=True).state_dict())
         raise UserError(f"no such weights file or timm model: {plain}")
