@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # Keep BLAS/OpenMP from oversubscribing the two cores of a small machine.
 export OMP_NUM_THREADS ?= 2
+# OpenMP threads that wait for each other sleep instead of spinning: on a machine busy with other processes the
+# spinning thread takes the core its partner needs, and a 2-thread training step ran 7 times slower than with
+# this setting (docs/speed.md, "Threads on a busy machine").
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup data demo test test-fast lint bench clean
 
