@@ -28,16 +28,16 @@ def native_bf16(monkeypatch):
 def test_demo_recipes_use_bf16_only_on_cpus_with_native_bf16(recipe, native_bf16, monkeypatch):
     cfg = make_config(load_yaml(resolve_config_path(recipe)))
     native_bf16(True)
-    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) == torch.bfloat16
+    assert hardware.amp_dtype_for(cfg.run.amp, CPU, cfg.run.amp_dtype) == torch.bfloat16
     native_bf16(False)
-    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+    assert hardware.amp_dtype_for(cfg.run.amp, CPU, cfg.run.amp_dtype) is None
     # the switches that emulate a CPU without native bf16 on one that has it
     native_bf16(True)
     monkeypatch.setenv(hardware.NO_NATIVE_BF16_ENV, "1")
-    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+    assert hardware.amp_dtype_for(cfg.run.amp, CPU, cfg.run.amp_dtype) is None
     monkeypatch.setenv(hardware.NO_NATIVE_BF16_ENV, "0")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert hardware.amp_dtype_for(cfg.amp, CPU, cfg.amp_dtype) is None
+    assert hardware.amp_dtype_for(cfg.run.amp, CPU, cfg.run.amp_dtype) is None
 
 
 def test_demo_never_autocasts_to_bf16_without_native_bf16(native_bf16, monkeypatch, tmp_path, capsys):
@@ -51,13 +51,14 @@ def test_demo_never_autocasts_to_bf16_without_native_bf16(native_bf16, monkeypat
 
     monkeypatch.setattr(torch, "autocast", recording_autocast)
     tiny = dict(data="synthetic:64", train_subset=64, val_subset=32, img_size=16, batch_size=32, epochs=1,
-                progress=False, plots=False)
-    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=tiny)
+                plots=False)
+    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=tiny, progress=False)
     assert torch.bfloat16 not in calls
     assert "float32 (--amp off: the CPU has no native bf16" in capsys.readouterr().out
     # the same run on a CPU with native bf16 does autocast: the recorder sees it
     native_bf16(True)
-    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo-bf16"), overrides=tiny)
+    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo-bf16"), overrides=tiny,
+             progress=False)
     assert torch.bfloat16 in calls
     assert "bfloat16 autocast (CPU has native bf16)" in capsys.readouterr().out
 
