@@ -86,3 +86,14 @@ def test_finetune_recipes_load_with_their_gate_learning_rate(recipe):
     cfg, _ = config_from_args(parser.parse_args(["--config", recipe, "--init-from", "runs/plain"]))
     assert cfg.model.init_from == "runs/plain" and cfg.optim.gate_lr_scale > 1
     assert cfg.model.name.startswith("bav2_")
+
+
+def test_init_from_a_saved_model_folder(tmp_path):
+    plain = timm.create_model("plain_resnet20")
+    folder = bridgeattn.save_pretrained(plain, tmp_path / "plain")
+    model = bridgeattn.create_model("bav2_resnet20")
+    init_from(model, str(folder))
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(model.eval()(x), plain.eval()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match="neither a run folder"):
+        init_from(model, str(tmp_path))

@@ -15,16 +15,23 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..warmstart import load_plain, warm_sites, warm_state_dict
+from . import checkpoint as ckpt
 
 __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 
 def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
-    path = Path(spec)
-    if path.is_dir():  # a run folder: its newest checksum-verified checkpoint
-        from .checkpoint import load_checkpoint
-
-        return load_checkpoint(path, unsafe=unsafe)["model"]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
+        if (run_dir / ckpt.CKPT_DIR).is_dir():  # a run folder: its newest checksum-verified, finite checkpoint
+            found = ckpt.find_resume(run_dir, good_only=True)
+            if found is None:
+                raise UserError(f"--init-from {spec}: no usable checkpoint in this run folder")
+            return ckpt.load_checkpoint(found, unsafe=unsafe)["model"]
+        if (path / "model.safetensors").is_file():  # a saved model folder (save_pretrained, export --format hub)
+            return load_plain(path / "model.safetensors", unsafe=unsafe)
+        raise UserError(f"--init-from {spec}: neither a run folder (with checkpoints/) nor a saved model folder")
     return load_plain(spec, unsafe=unsafe)
 
 
