@@ -187,3 +187,20 @@ def test_folder_dataset_pickles_for_loader_workers(image_root: Path) -> None:
 
     train, _, _ = build_datasets(DataConfig(f"folder:{image_root}", img_size=16, recipe="none"))
     assert torch.equal(pickle.loads(pickle.dumps(train))[2][0], train[2][0])
+
+
+def test_symlink_loops_count_each_image_once(image_root, caplog):
+    train = image_root / "train"
+    (train / "cat" / "nested").mkdir()
+    _save(train / "cat" / "nested" / "deep.png", seed=99)
+    (train / "cat" / "nested" / "back").symlink_to("..")  # a loop: cat/nested/back/nested/back/...
+    (train / "cat" / "root").symlink_to("../..")  # a second loop, through the whole data set
+    (train / "cat" / "dogs").symlink_to("../dog")  # another class's images under "cat"
+    (train / "cat" / "also-nested").symlink_to("nested")  # the same folder twice
+    with caplog.at_level("WARNING"):
+        train_set, _, info = build_datasets(DataConfig(f"folder:{image_root}", img_size=16))
+    paths = [Path(p).resolve() for p, _ in train_set.samples]
+    assert len(paths) == len(set(paths)) == 3 + 1 + 3  # cat's 3 + nested/deep.png + dog's 3, each once
+    labels = {Path(p).resolve().parent.name: label for p, label in train_set.samples}
+    assert labels["dog"] == info.class_names.index("dog") and labels["nested"] == info.class_names.index("cat")
+    assert "not following 4 directory link(s)" in caplog.text

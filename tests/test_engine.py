@@ -5,16 +5,21 @@ import argparse
 import importlib
 import json
 import math
+import os
 import shutil
+import signal
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 import yaml
+from torch.utils.data import TensorDataset
 
 from bridgeattn.config import OptimConfig, add_train_arguments, config_from_args, from_flat
 from bridgeattn.engine import TrainingStopped, find_resume, load_checkpoint, train
+from bridgeattn.engine.interrupt import TrainingInterrupted
 from bridgeattn.errors import UserError
 from bridgeattn.evaluation import evaluate_checkpoint
 
@@ -68,16 +73,19 @@ def test_stopped_after_epoch_1_and_resumed_equals_uninterrupted(reference, tmp_p
     ref_folder, ref_summary = reference
     real_epoch = engine_train.train_one_epoch
 
-    def interrupted(run, epoch):
+    def interrupted(run, epoch, partial=None):
         if epoch == 1:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C during epoch 2
-        return real_epoch(run, epoch)
+            raise KeyboardInterrupt  # the user pressed Ctrl-C twice during epoch 2
+        return real_epoch(run, epoch, partial)
 
     monkeypatch.setattr(engine_train, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(*from_flat(dict(output=str(tmp_path / "run"), **FULL_STATE)))
     monkeypatch.setattr(engine_train, "train_one_epoch", real_epoch)
     assert find_resume(tmp_path / "run").name == "epoch-0001.pth"
+    stopped = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["checkpoint"].endswith("epoch-0001.pth")
+    assert stopped["resume_command"] == f"bridgeattn train --output {tmp_path / 'run'} --resume auto"
     summary = train(*from_flat(dict(output=str(tmp_path / "run"), resume="auto", **FULL_STATE)))
     last = Path("checkpoints/last.pth")
     _assert_same(_weights(ref_folder / last), _weights(tmp_path / "run" / last))
@@ -122,8 +130,8 @@ def _nan_at(monkeypatch, bad_steps: set[int]) -> None:
     """Make the model's output NaN on the given training forward passes (1-based)."""
     real_build = engine_train._build_model
 
-    def build(cfg, data_info, device):
-        model = real_build(cfg, data_info, device)
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
         calls = {"n": 0}
 
         def hook(module, args, output):
@@ -220,3 +228,94 @@ def test_unknown_yaml_option_is_named(tmp_path):
     recipe.write_text("epoch: 3\n")
     with pytest.raises(UserError, match="unknown training option 'epoch'; did you mean epochs"):
         config_from_args(_parse(["--config", str(recipe)]))
+
+
+def _signal_at(step: int, sig: signal.Signals):
+    def on_step(n: int) -> None:
+        if n == step:
+            os.kill(os.getpid(), sig)  # arrives in the middle of the step loop, as from a scheduler
+    return on_step
+
+
+def test_sigterm_mid_epoch_then_resume_auto_equals_uninterrupted(reference, tmp_path):
+    ref_folder, ref_summary = reference
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(*from_flat(dict(output=str(run), **FULL_STATE)), on_step=_signal_at(6, signal.SIGTERM))
+    assert info.value.exit_code == 143 and info.value.signal_name == "SIGTERM"
+    # the step in progress was finished, then the exact position written: 2 of epoch 2's 4 batches done
+    assert find_resume(run).name == "epoch-0001-batch-000002.pth"
+    state = load_checkpoint(find_resume(run))
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM" and summary["steps"] == 6
+    assert summary["resume_command"] == f"bridgeattn train --output {run} --resume auto"
+    assert summary["resume_command"] in str(info.value) and "step 6 (epoch 2, batch 2/4)" in str(info.value)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+
+    resumed = train(*from_flat(dict(output=str(run), resume="auto", **FULL_STATE)))
+    last = Path("checkpoints/last.pth")
+    _assert_same(_weights(ref_folder / last), _weights(run / last))
+    _assert_same(_weights(ref_folder / last, "ema"), _weights(run / last, "ema"))
+    assert resumed["top1"] == ref_summary["top1"] and resumed["loss"] == ref_summary["loss"]
+    ref_hist, hist = ((f / "metrics.jsonl").read_text().splitlines() for f in (ref_folder, run))
+    for a, b in zip(map(json.loads, ref_hist), map(json.loads, hist), strict=True):
+        assert (a["train_loss"], a["train_samples"], a["lr"]) == (b["train_loss"], b["train_samples"], b["lr"])
+    assert resumed["status"] == "finished" and "resume_command" not in resumed
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGUSR1, 143), (signal.SIGINT, 130)])
+def test_sigusr1_and_ctrl_c_also_checkpoint_and_say_how_to_continue(tmp_path, sig, code):
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(*from_flat(dict(output=str(run), **TINY)), on_step=_signal_at(3, sig))
+    assert info.value.exit_code == code
+    assert find_resume(run).name == "epoch-0000-batch-000003.pth"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == sig.name
+    assert summary["checkpoint"] == str(find_resume(run))
+
+
+class TinyNet(nn.Module):
+    """A user's own model: no timm, no registry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _tensor_sets() -> tuple[TensorDataset, TensorDataset]:
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.arange(96) % 5
+    images = torch.randn(96, 3, 12, 12, generator=gen) + labels.view(-1, 1, 1, 1) * 0.5
+    return TensorDataset(images[:64], labels[:64]), TensorDataset(images[64:], labels[64:])
+
+
+def test_train_takes_a_users_module_and_datasets_and_resumes_exactly(tmp_path):
+    custom = dict(batch_size=16, epochs=2, lr=1e-2, workers=0, progress=False, plots=False, deterministic=True)
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(7)
+        return TinyNet()
+
+    whole = train(*from_flat(dict(output=str(tmp_path / "whole"), **custom)), model=fresh(), datasets=_tensor_sets())
+    assert whole["status"] == "finished" and whole["steps"] == 8 and whole["num_classes"] == 5
+    assert whole["model"].endswith("TinyNet") and whole["data"] == "custom"
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == 2
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(*from_flat(dict(output=str(run), **custom)), model=fresh(), datasets=_tensor_sets(),
+              on_step=_signal_at(5, signal.SIGTERM))
+    assert "resume='auto'" in info.value.resume_command
+    again = train(*from_flat(dict(output=str(run), resume="auto", **custom)), model=fresh(), datasets=_tensor_sets())
+    _assert_same(_weights(tmp_path / "whole" / "checkpoints/last.pth"), _weights(run / "checkpoints/last.pth"))
+    assert again["loss"] == whole["loss"] and again["top1"] == whole["top1"]
+    with pytest.raises(UserError, match="is for model class .*TinyNet"):
+        other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 5))
+        train(*from_flat(dict(output=str(run), resume="auto", **dict(custom, epochs=3))), model=other,
+              datasets=_tensor_sets())

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ import torch
 from bridgeattn.cli import main
 from bridgeattn.config import from_flat
 from bridgeattn.engine import find_resume, load_checkpoint, train
-from bridgeattn.engine.train import FAULT_ENV
+
+# tests/faults/sitecustomize.py injects faults into the subprocesses: ACTION@STEP[:RANK]
+FAULT_ENV = "BRIDGEATTN_TEST_FAULT"
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
 
 # bav2_resnet20 on 16-px synthetic images; 4 optimizer steps per epoch at a global batch of 32
 TINY_FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:128", "--img-size", "16", "--batch-size", "32",
@@ -32,6 +36,8 @@ def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONWARNINGS="ignore")
     env.pop(FAULT_ENV, None)
     env.update(extra)
+    if FAULT_ENV in env:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FAULTS_DIR), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -101,7 +107,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted(uninterrupted, tmp_path):
     run = tmp_path / "run"
     # SIGKILL after optimizer step 6 of 8: in the middle of epoch 2, after the epoch-1 checkpoint
-    killed = _cli("train", *TINY_FLAGS, "--output", str(run), env=_env(**{FAULT_ENV: "6"}))
+    killed = _cli("train", *TINY_FLAGS, "--output", str(run), env=_env(**{FAULT_ENV: "SIGKILL@6"}))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert find_resume(run).name == "epoch-0001.pth"  # at most the work since the last checkpoint is lost
     resumed = _cli("train", *TINY_FLAGS, "--output", str(run), "--resume", "auto")
@@ -121,6 +127,7 @@ def ddp_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ddp") / "two-procs"
     result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, "--output", str(folder), env=_env(OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
+    (folder.parent / "stdout.txt").write_text(result.stdout)
     return folder
 
 
@@ -205,9 +212,106 @@ def test_torchrun_restarts_after_a_rank_is_killed_and_finishes(ddp_run, tmp_path
     # One restart must suffice: each attempt rendezvouses under its own store prefix, so no restarted rank waits
     # for a dead peer (a regression would fail within the 45 s collective timeout, not hang).
     result = _cli("train", *TINY_FLAGS, *DDP_FLAGS, "--max-restarts", "1", "--output", str(run),
-                  env=_env(OMP_NUM_THREADS="1", BRIDGEATTN_DIST_TIMEOUT_S="45", **{FAULT_ENV: "6:1"}), timeout=420)
+                  env=_env(OMP_NUM_THREADS="1", BRIDGEATTN_DIST_TIMEOUT_S="45", **{FAULT_ENV: "SIGKILL@6:1"}),
+                  timeout=420)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stdout and "epoch-0001.pth" in result.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs"] == 2 and summary["steps"] == 8
     assert _same_weights(ddp_run / "checkpoints" / "last.pth", run / "checkpoints" / "last.pth")
+
+
+@pytest.mark.slow
+def test_ddp_epoch_line_reports_the_global_img_per_s_once(ddp_run):
+    printed = [float(line.split(" img/s")[0].split()[-1])
+               for line in (ddp_run.parent / "stdout.txt").read_text().splitlines() if line.startswith("epoch ")]
+    history = [json.loads(line) for line in (ddp_run / "metrics.jsonl").read_text().splitlines()]
+    # train_img_per_s is all ranks' samples over the epoch's time: the printed figure, not world size times it
+    assert printed == [round(r["train_img_per_s"]) for r in history] and len(printed) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _paused_workers(proc: subprocess.Popen, markers: Path, timeout: float = 300) -> list[int]:
+    """The worker pids, once both ranks wait at the step the fault helper pauses them at."""
+    deadline = time.monotonic() + timeout
+    while len(list(markers.glob("paused-*"))) < 2:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"workers never paused: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # the markers' contents are written
+    return [int(p.read_text()) for p in sorted(markers.glob("paused-*"))]
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_checkpoints_every_rank_and_resume_matches_uninterrupted(ddp_run, tmp_path):
+    run, markers = tmp_path / "run", tmp_path / "markers"
+    markers.mkdir()
+    env = _env(OMP_NUM_THREADS="1", BRIDGEATTN_TEST_MARKERS=str(markers), **{FAULT_ENV: "pause@6"})
+    launcher = _start([sys.executable, "-m", "bridgeattn", "train", *TINY_FLAGS, *DDP_FLAGS, "--output", str(run)],
+                      env)
+    workers = _paused_workers(launcher, markers)
+    launcher.send_signal(signal.SIGTERM)  # what a scheduler sends before preemption
+    out, err = launcher.communicate(timeout=240)
+    assert launcher.returncode == 143, err[-3000:]
+    assert not any(_alive(pid) for pid in workers)
+    # both ranks finished step 6, agreed to stop one step later and wrote the exact position: 3 of 4 batches
+    assert find_resume(run).name == "epoch-0001-batch-000003.pth"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == 7 and summary["signal"] == "SIGTERM"
+    assert summary["resume_command"] == f"bridgeattn train --output {run} --resume auto --nproc 2"
+    assert "--resume auto --nproc 2" in err.strip().splitlines()[-1]
+
+    resumed = _cli("train", *TINY_FLAGS, *DDP_FLAGS, "--output", str(run), "--resume", "auto",
+                   env=_env(OMP_NUM_THREADS="1"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "batch 3 of epoch 2" in resumed.stdout
+    assert _same_weights(ddp_run / "checkpoints" / "last.pth", run / "checkpoints" / "last.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["torchrun", "launcher"])
+def test_workers_die_with_their_killed_launcher_and_write_nothing_more(tmp_path, killed):
+    run, markers = tmp_path / "run", tmp_path / "markers"
+    markers.mkdir()
+    env = _env(OMP_NUM_THREADS="1", BRIDGEATTN_TEST_MARKERS=str(markers), **{FAULT_ENV: "pause@2"})
+    train_args = ["train", *TINY_FLAGS, *DDP_FLAGS[:-2], "--output", str(run)]
+    if killed == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "bridgeattn", *train_args]
+    else:
+        cmd = [sys.executable, "-m", "bridgeattn", *train_args, "--nproc", "2"]
+    proc = _start(cmd, env)
+    workers = _paused_workers(proc, markers)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers still running"
+    files = sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    time.sleep(1.0)
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*")) == files
+
+
+def test_ctrl_c_prints_how_to_continue_and_writes_the_summary(tmp_path):
+    run = tmp_path / "run"
+    result = _cli("train", *TINY_FLAGS, "--output", str(run), env=_env(**{FAULT_ENV: "SIGINT@3"}))
+    assert result.returncode == 130, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "stopped by SIGINT after step 3" in last and "Traceback" not in result.stderr
+    assert last.endswith(f"continue with: bridgeattn train --output {run} --resume auto")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["checkpoint"].endswith("epoch-0000-batch-000003.pth")

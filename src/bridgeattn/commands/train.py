@@ -32,6 +32,7 @@ def _launch(cfg, options) -> int:
 
     from ..config import dump_yaml
     from ..engine import distributed
+    from ..engine.interrupt import EXIT_CTRL_C, EXIT_TERMINATED
     from ..engine.runlock import LOCK_ENV, RunLock
 
     # every process and every elastic restart must agree on one run folder
@@ -42,7 +43,10 @@ def _launch(cfg, options) -> int:
         dump_yaml(cfg, path)
         code = distributed.launch_torchrun(str(path), options.nproc, options.max_restarts,
                                            env={LOCK_ENV: str(os.getpid())}, train_args=_worker_flags(options))
-    if code:
+    if code in (EXIT_TERMINATED, EXIT_CTRL_C):
+        print(f"bridgeattn train: stopped on request; continue with: bridgeattn train --output {options.output} "
+              f"--resume auto --nproc {options.nproc}", file=sys.stderr)
+    elif code:
         print(f"bridgeattn train: torchrun exited with status {code} (see the messages above)", file=sys.stderr)
     return code
 
@@ -62,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import timm
 
     from ..engine import TrainingStopped, config_from_args, train
+    from ..engine.interrupt import TrainingInterrupted
     from ..errors import UserError
 
     cfg, options = config_from_args(args)
@@ -75,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingStopped as exc:
         print(f"bridgeattn train: stopped: {exc}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as exc:  # checkpoint and summary.json written: 143 (SIGTERM/SIGUSR1), 130 (Ctrl-C)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"bridgeattn train: {exc}", file=sys.stderr)
+        return exc.exit_code
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun rank 0 reports
     best = (f"best top-1 {summary['best_top1']:.2f} % at epoch {summary['best_epoch']}"

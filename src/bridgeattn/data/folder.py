@@ -34,11 +34,41 @@ def _visible(names: list[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
-def _class_files(class_dir: Path) -> list[str]:
-    """Every non-hidden file under ``class_dir`` (recursively, like ImageFolder), sorted."""
+# Folders nested deeper than this under a class folder are not walked (a bound for pathological trees).
+MAX_DEPTH = 32
+DirKey = tuple[int, int]
+
+
+def _dir_key(path: str | Path) -> DirKey | None:
+    """``(st_dev, st_ino)`` of the directory ``path`` leads to (through symlinks); None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> list[str]:
+    """Every non-hidden file under ``class_dir`` (recursively, like ImageFolder, through directory symlinks), sorted.
+
+    A directory is walked once per split, however many links lead to it: ``walked`` holds the ``(st_dev, st_ino)``
+    of the directories seen so far (the split's class folders included), so a symlink loop, or a link from one
+    class into another, adds nothing; such links, and folders deeper than ``MAX_DEPTH``, go to ``passed``.
+    """
     files = []
+    top = len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = _visible(dirnames)
+        depth = len(Path(dirpath).parts) - top
+        kept = []
+        for name in _visible(dirnames):
+            path = os.path.join(dirpath, name)
+            key = _dir_key(path)
+            if key is None or key in walked or depth >= MAX_DEPTH:
+                passed.append(path)
+                continue
+            walked.add(key)
+            kept.append(name)
+        dirnames[:] = kept
         files += [os.path.join(dirpath, n) for n in _visible(filenames)]
     return sorted(files)
 
@@ -98,7 +128,16 @@ def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list
     if unknown:
         raise UserError(f"{split_dir} has classes that train/ lacks: {', '.join(unknown[:10])}"
                         f"{' ...' if len(unknown) > 10 else ''}; every val class needs a train folder")
-    files = {name: _class_files(split_dir / name) for name in names}
+    # the data set's root, the split and every class folder count as walked before any is entered, so no link
+    # leads from one class into another or back up the tree
+    tops = [split_dir.parent, split_dir, *(split_dir / name for name in names)]
+    walked = {key for key in map(_dir_key, tops) if key is not None}
+    passed: list[str] = []
+    files = {name: _class_files(split_dir / name, walked, passed) for name in names}
+    if passed:
+        log.warning("image folder %s: not following %d directory link(s) to folders already walked (or nested "
+                    "deeper than %d): %s%s", split_dir, len(passed), MAX_DEPTH, ", ".join(passed[:3]),
+                    " ..." if len(passed) > 3 else "")
     empty = [name for name, paths in files.items() if not paths]
     if empty:
         raise UserError(f"empty class folder(s) in {split_dir}: {', '.join(empty[:10])}; add images or remove them")

@@ -5,7 +5,10 @@ the run is a single process and every helper here is a no-op.
 """
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from ..errors import UserError
 
@@ -76,10 +79,33 @@ def _attempt_store(rank: int, world: int) -> dist.Store:
     return dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux; elsewhere a no-op).
+
+    A torchrun worker whose launcher is killed would otherwise train on as an orphan, writing into a run folder
+    whose lock has gone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
     if not under_torchrun():
         return DistInfo(device=resolve_device(device))
+    die_with_parent()
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
@@ -88,10 +114,18 @@ def setup(device: str = "auto") -> DistInfo:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=_attempt_store(rank, world),
                                 rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
                                 timeout=collective_timeout())
+        global _control_group
+        # a CPU group for small votes (stop requests), so they never wait on the device
+        _control_group = dist.new_group(backend="gloo", timeout=collective_timeout()) if dev.type == "cuda" else None
     return DistInfo(rank, world, local, dev)
 
 
+_control_group: Any = None
+
+
 def cleanup() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -129,6 +163,50 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+class StopVote:
+    """Ranks agree to stop at the same optimizer step when any of them was asked to, without a host wait.
+
+    ``poll(wanted)`` is called once per step on every rank; each call starts an asynchronous all-reduce of the
+    rank's wish and reads the one started by the previous call, so every rank gets the same answer at the same
+    step, one step after the request.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = torch.zeros(1)
+        self.work: Any = None
+
+    def poll(self, wanted: bool) -> bool:
+        if not active():
+            return wanted
+        decided = False
+        if self.work is not None:
+            self.work.wait()
+            decided = self.buffer.item() > 0
+            self.work = None
+        if not decided:
+            self.buffer.fill_(1.0 if wanted else 0.0)
+            self.work = dist.all_reduce(self.buffer, group=_control_group, async_op=True)
+        return decided
+
+    def close(self) -> None:
+        if self.work is not None:
+            self.work.wait()
+            self.work = None
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way (``start``: this rank's samples already consumed),
+    so a run resumed mid-epoch gets exactly the remaining batches of the interrupted epoch."""
+
+    start: int = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
 class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` without padding, so every sample is evaluated exactly once.
 
@@ -145,6 +223,10 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
+def _exit_with_launcher() -> None:  # runs in the torchrun child between fork and exec
+    die_with_parent(signal.SIGKILL)
+
+
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
                     env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes under torchrun; its status.
@@ -152,12 +234,35 @@ def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: 
     ``extra`` goes to torchrun, ``train_args`` (the launch options) to ``bridgeattn train``, ``env`` to the workers.
 
     ``--standalone`` picks a free rendezvous port on this machine. For several machines call torchrun directly
-    with its rendezvous flags (docs/training.md).
+    with its rendezvous flags (docs/training.md). SIGTERM, SIGUSR1 and Ctrl-C to this process are passed on once
+    to torchrun, which passes them to the workers (they checkpoint and stop); a second one, or this process's
+    death, kills torchrun and so its workers. Returns 128 + the signal number when stopped by a signal.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           f"--max-restarts={max_restarts}", *(extra or []), "-m", "bridgeattn", "train", "--config", config_path,
-           *(train_args or [])]
+           f"--max-restarts={max_restarts}", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+           *(extra or []), "-m", "bridgeattn", "train", "--config", config_path, *(train_args or [])]
     env = {**os.environ, **(env or {})}
     # one process per core share: keep each process's intra-op threads from oversubscribing the machine
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(cmd, env=env)
+    received: list[int] = []
+    # own session: a Ctrl-C in the terminal reaches torchrun once, through us, not twice
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=_exit_with_launcher if sys.platform.startswith("linux") else None)
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        proc.send_signal(signum if len(received) == 1 else signal.SIGKILL)
+
+    names = [n for n in ("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP") if hasattr(signal, n)]
+    previous = {getattr(signal, n): signal.signal(getattr(signal, n), forward) for n in names}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if received:
+        return 128 + (signal.SIGINT if received[0] == signal.SIGINT else signal.SIGTERM)
+    return code

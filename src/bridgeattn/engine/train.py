@@ -7,7 +7,9 @@
 
 Reproducibility: every epoch reseeds Python, NumPy and torch from ``(seed, rank, epoch)`` and DistributedSampler
 orders the data from ``(seed, epoch)``, so a run resumed from an epoch checkpoint sees the same batches and the same
-augmentations as an uninterrupted one; with ``deterministic`` on CPU its weights end up bit-identical.
+augmentations as an uninterrupted one; with ``deterministic`` on CPU its weights end up bit-identical. A run stopped
+by a signal mid-epoch (see ``interrupt``) stores its position and RNG states, and continues with the remaining
+batches of that epoch, bit-identical too.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import contextlib
 import math
 import os
 import random
-import signal
+import shlex
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,23 +35,23 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .. import data as data_module
 from ..config import LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
+from ..files import write_text
 from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
 from .evaluate import evaluate
 from .hardware import amp_dtype_for, autocast, numerics_report
+from .interrupt import StopRequest, TrainingInterrupted
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
-from .runlock import RunLock
+from .runlock import LOCK_ENV, RunLock
 
-# Test hook for recovery tests: SIGKILL this process after optimizer step N ("N" or "N:RANK"), first attempt only.
-FAULT_ENV = "BRIDGEATTN_FAULT_KILL_AT_STEP"
 # Options that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
 _SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_prefix", "warmup_lr", "min_lr", "lr", "batch_size",
                     "grad_accum")
@@ -74,7 +77,7 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = not enabled
 
 
-class EpochKeyedSampler(DistributedSampler):
+class EpochKeyedSampler(distributed.ResumableSampler):
     """DistributedSampler yielding ``(epoch, index)``, so that persistent workers know the epoch of each sample."""
 
     def __iter__(self):
@@ -109,7 +112,7 @@ class Run:
     net: nn.Module  # the model being trained: ``model`` or its DDP wrapper
     train_loader: DataLoader
     val_loader: DataLoader
-    sampler: Any  # DistributedSampler, or ShardBatches for streamed shards: set_epoch(epoch)
+    sampler: Any  # ResumableSampler, or ShardBatches for streamed shards: set_epoch(epoch)
     data_info: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -128,6 +131,11 @@ class Run:
     train_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     recorder: RunRecorder | None = None
+    custom_model: bool = False  # the caller's nn.Module rather than cfg.model from the registry
+    partial: dict[str, Any] | None = None  # where a run stopped mid-epoch resumes: batch, sums, seconds, RNG
+    stop: StopRequest = field(default_factory=StopRequest)
+    vote: distributed.StopVote = field(default_factory=distributed.StopVote)
+    on_step: Callable[[int], None] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -173,15 +181,45 @@ def _run_folder(cfg: TrainConfig, options: LaunchOptions, info: distributed.Dist
     return folder, Path(path) if path else None
 
 
-def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
-    # rank 0 first, so a download or cache happens once; the others wait, then read the same files
-    if not info.is_main:
-        distributed.barrier()
+def _custom_data_info(train_set: Dataset, model: nn.Module | None) -> data_module.DataInfo:
+    """What the engine needs to know about the caller's datasets: classes, channels, size (from one sample)."""
     try:
-        train_set, val_set, data_info = data_module.build_datasets(cfg.data)
-    finally:
-        if info.is_main:
+        image, _ = train_set[0]
+    except (TypeError, ValueError, IndexError) as exc:
+        raise UserError(f"the training dataset must yield (image tensor, label) pairs: {exc}") from None
+    if not torch.is_tensor(image) or image.ndim != 3:
+        raise UserError(f"the training dataset must yield (C, H, W) image tensors, got {type(image).__name__} "
+                        f"{tuple(getattr(image, 'shape', ()))}")
+    names = getattr(train_set, "classes", None)
+    if names is not None:
+        num_classes = len(names)
+    elif model is not None:
+        model.eval()
+        with torch.no_grad():  # the number of outputs of the caller's model
+            num_classes = int(model(image.unsqueeze(0).to(next(model.parameters()).device)).shape[-1])
+    elif isinstance(train_set, torch.utils.data.TensorDataset):
+        num_classes = int(train_set.tensors[1].max()) + 1
+    else:
+        raise UserError("cannot tell the number of classes: pass a model, or give the dataset a `classes` list")
+    names = [str(c) for c in names] if names is not None else [str(i) for i in range(num_classes)]
+    return data_module.DataInfo(name="custom", num_classes=num_classes, in_chans=image.shape[0],
+                                img_size=image.shape[-1], class_names=names, mean=(), std=())
+
+
+def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Dataset, Dataset] | None = None,
+                model: nn.Module | None = None):
+    if datasets is not None:
+        train_set, val_set = datasets
+        data_info = _custom_data_info(train_set, model)
+    else:
+        # rank 0 first, so a download or cache happens once; the others wait, then read the same files
+        if not info.is_main:
             distributed.barrier()
+        try:
+            train_set, val_set, data_info = data_module.build_datasets(cfg.data)
+        finally:
+            if info.is_main:
+                distributed.barrier()
     global_batch = cfg.optim.batch_size * info.world_size
     if len(train_set) < global_batch * cfg.optim.grad_accum:
         raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
@@ -198,27 +236,29 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo):
     if cfg.run.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
-        sampler: DistributedSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                                        shuffle=True, seed=cfg.run.seed)
+        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size,
+                                                                  rank=info.rank, shuffle=True, seed=cfg.run.seed)
         train_set = EpochSeeded(train_set, cfg.run.seed)
     else:
-        sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=cfg.run.seed)
+        sampler = distributed.ResumableSampler(train_set, num_replicas=info.world_size, rank=info.rank,
+                                               shuffle=True, seed=cfg.run.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True, **options)
     val_loader = DataLoader(val_set, batch_size=cfg.optim.val_batch_size or 2 * cfg.optim.batch_size,
                             sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size), **options)
     return train_loader, val_loader, sampler, data_info
 
 
-def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool = False) -> nn.Module:
-    from ..models import create_model
+def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool = False,
+                 model: nn.Module | None = None) -> nn.Module:
+    if model is None:
+        from ..models import create_model
 
-    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
-    try:
-        model = create_model(cfg.model.name, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
-                             **cfg.model.kwargs)
-    except TypeError as exc:
-        raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
+        try:
+            model = create_model(cfg.model.name, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
+                                 **cfg.model.kwargs)
+        except TypeError as exc:
+            raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
     if cfg.model.init_from:
         from .finetune import init_from
 
@@ -263,7 +303,11 @@ def _restore(run: Run, path: Path) -> None:
     cfg = run.cfg
     state = ckpt.load_checkpoint(path, unsafe=run.options.unsafe_load)
     stored = state["config"]
-    if stored.get("model") != cfg.model.name:
+    if run.custom_model:
+        if state.get("model_class") != _model_class(run.model):
+            raise UserError(f"checkpoint {path} is for model class {state.get('model_class')!r}, "
+                            f"not {_model_class(run.model)!r}")
+    elif stored.get("model") != cfg.model.name:
         raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model.name!r}")
     load_state_dict_strict(run.model, state["model"], source=f"checkpoint {path}")
     run.optimizer.load_state_dict(state["optimizer"])
@@ -288,30 +332,44 @@ def _restore(run: Run, path: Path) -> None:
     run.train_time_s = float(state.get("train_time_s", 0.0))
     run.skipped_steps = int(state.get("skipped_steps", 0))
     rng = state.get("rng") or []
-    if len(rng) == run.dist.world_size:
+    batch = int(state.get("batch", 0))
+    if batch:  # stopped mid-epoch: continue with the remaining batches, as each rank left them
+        if len(rng) != run.dist.world_size or stored.get("batch_size") != cfg.optim.batch_size:
+            raise UserError(f"checkpoint {path} was written mid-epoch by {len(rng)} process(es) with --batch-size "
+                            f"{stored.get('batch_size')}; resume it with the same (it holds their data positions)")
+        partial = state["partial"]
+        run.partial = {"batch": batch, "rng": rng[run.dist.rank], "sums": partial["sums"][run.dist.rank],
+                       "seconds": float(partial["seconds"])}
+    elif len(rng) == run.dist.world_size:
         ckpt.set_rng_state(rng[run.dist.rank])
     if run.scheduler is not None:
         run.scheduler.step_update(num_updates=run.step)
     if run.dist.is_main:
         # a resume from further back must not overwrite (nor prune) the checkpoints after it
-        moved = ckpt.set_aside_newer(run.folder, run.start_epoch)
+        moved = ckpt.set_aside_newer(run.folder, run.start_epoch, batch)
         if moved:
             print(f"moved {len(moved)} checkpoint(s) newer than {Path(state['path']).name} to "
                   f"{run.folder / ckpt.CKPT_DIR / 'superseded'}", flush=True)
-        print(f"resumed from {state['path']} (epoch {run.start_epoch}, step {run.step})", flush=True)
+        where = f"epoch {run.start_epoch}" + (f", batch {batch} of epoch {run.start_epoch + 1}" if batch else "")
+        print(f"resumed from {state['path']} ({where}, step {run.step})", flush=True)
 
 
-def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo, stack: contextlib.ExitStack) -> Run:
+def _model_class(model: nn.Module) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo, stack: contextlib.ExitStack,
+           user_model: nn.Module | None = None, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     import timm
 
-    if not timm.is_model(cfg.model.name):  # fail before any data is read
+    if user_model is None and not timm.is_model(cfg.model.name):  # fail before any data is read
         from ..models import create_model
 
         create_model(cfg.model.name)  # raises UserError naming similar models
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    train_loader, val_loader, sampler, data_info = _build_data(cfg, info)
-    model = _build_model(cfg, data_info, info.device, options.unsafe_load)
+    train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
+    model = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model)
     params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
         if info.device.type != "cuda":
@@ -340,7 +398,8 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
-              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params)
+              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
+              custom_model=user_model is not None)
     if resume_path is not None:
         _restore(run, resume_path)
     elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
@@ -348,20 +407,12 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     if info.is_main:
         run.recorder = RunRecorder(folder, cfg, run.start_epoch)
         if data_info.skipped:
-            (folder / "skipped_files.txt").write_text("\n".join(data_info.skipped) + "\n")
+            write_text(folder / "skipped_files.txt", "\n".join(data_info.skipped) + "\n")
             print(f"data: skipped {len(data_info.skipped)} unreadable files (list in {folder}/skipped_files.txt)")
     return run
 
 
 # ------------------------------------------------------------------------------------------------- the loop
-
-def _fault_step(rank: int) -> int | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or distributed.restart_count() > 0:
-        return None
-    step, _, only_rank = spec.partition(":")
-    return int(step) if not only_rank or int(only_rank) == rank else None
-
 
 def _nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: int) -> None:
     """Count a skipped step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
@@ -418,17 +469,18 @@ def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None
 
 
 def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_step: int, epoch: int,
-                 batches: int, samples: int) -> tuple[float, float]:
+                 batches: int, samples: int, totals: tuple[float, float]) -> tuple[float, float]:
     """Bring the window's per-micro-batch figures to the host (one collective, one read); handle bad steps.
 
     ``window`` is ``(2, W)``: loss x samples of each micro-batch, and 1 on the last micro-batch of a step that was
-    skipped on the device. Returns (loss x samples, samples) of the micro-batches with a finite loss on every rank.
+    skipped on the device. Returns ``totals`` (loss x samples, samples) plus the micro-batches with a finite loss
+    on every rank, added one at a time: the same sums wherever windows start (a mid-epoch resume starts one).
     """
     block = distributed.all_reduce_sum(window[:, :used].double())  # a NaN on any rank makes the sum NaN
     losses, skipped = block.tolist()
     window.zero_()
     world, accum = run.dist.world_size, run.cfg.optim.grad_accum
-    loss_sum, seen = 0.0, 0.0
+    loss_sum, seen = totals
     for start in range(0, used, accum):
         step_losses = losses[start:start + accum]
         bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
@@ -439,9 +491,10 @@ def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_st
             _nonfinite(run, f"non-finite loss ({value})", step, epoch, index + bad[0], batches)
         elif skipped[start + accum - 1]:
             _nonfinite(run, "non-finite gradient", step, epoch, index + accum - 1, batches)
-        finite = [value for value in step_losses if math.isfinite(value)]
-        loss_sum += sum(finite)
-        seen += len(finite) * samples * world
+        for value in step_losses:
+            if math.isfinite(value):
+                loss_sum += value
+                seen += samples * world
     return loss_sum, seen
 
 
@@ -449,8 +502,10 @@ def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_st
 SYNC_EVERY = 10
 
 
-def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
-    """One pass over the training data; returns the mean training loss, samples seen and seconds taken.
+def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One pass over the training data (the rest of it after ``partial``, the position a stopped run left);
+    returns the mean training loss, samples seen and seconds taken, or, when all ranks agreed to stop on a
+    signal, ``stopped_at`` (batches done) with the running sums.
 
     Nothing here waits for the device per step: losses and "skipped" flags stay on the device in a window of
     ``SYNC_EVERY`` optimizer steps, read (and summed over ranks in one collective) at its end. A non-finite loss
@@ -462,18 +517,29 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     cfg, net, device = run.cfg, run.net, run.device
     accum = cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    fault_step = _fault_step(run.dist.rank)
     skip = cfg.run.skip_nonfinite > 0
     buffers = list(run.model.buffers()) if skip else []
     params = [p for p in run.model.parameters() if p.requires_grad]
     window = torch.zeros(2, SYNC_EVERY * accum, device=device)
-    first, first_step = 0, run.step  # the window's first micro-batch; the step count before this epoch
-    loss_sum, seen = 0.0, 0.0
+    done, before, totals = 0, 0.0, (0.0, 0.0)  # batches done, seconds taken, (loss x samples, samples) so far
+    if partial is not None:
+        done, before, totals = partial["batch"], partial["seconds"], tuple(partial["sums"])
+    first, first_step = done, run.step - done // accum  # the window's first micro-batch; steps before this epoch
+    resumable = isinstance(run.sampler, distributed.ResumableSampler)
+    if resumable:
+        run.sampler.start = done * cfg.optim.batch_size  # this rank's samples already trained on (reset below)
+    loader = iter(run.train_loader)  # draws the loader's base seed as the uninterrupted epoch did
+    if not resumable:
+        for _ in range(done):  # a stream cannot start part-way: read past the batches already trained on
+            next(loader)
+    if partial is not None:
+        ckpt.set_rng_state(partial["rng"])  # the generators exactly as they were when the run stopped
+    stopped_at = 0
     net.train()
     start = time.perf_counter()
-    bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch", dynamic_ncols=True,
-               disable=not (run.options.progress and run.dist.is_main), leave=False)
-    for index, (images, labels) in enumerate(run.train_loader):
+    bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
+               dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
+    for index, (images, labels) in enumerate(loader, start=done):
         if index >= batches:
             break
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -504,21 +570,32 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
                 window[1, index - first] = found
             if run.scheduler is not None:
                 run.scheduler.step_update(num_updates=run.step)
-            if fault_step == run.step:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if run.on_step is not None:
+                run.on_step(run.step)
+            if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
+                stopped_at = index + 1
         bar.update(1)
         if last_micro and (run.step - first_step) % SYNC_EVERY == 0:
-            got = _read_window(run, window, index + 1 - first, first, first_step, epoch, batches, len(labels))
-            loss_sum, seen, first = loss_sum + got[0], seen + got[1], index + 1
+            got = _read_window(run, window, index + 1 - first, first, first_step, epoch, batches, len(labels),
+                               totals)
+            first = index + 1
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{got[0] / max(got[1], 1.0):.4f}", lr=f"{_lr(run):.2e}",
-                            img_s=f"{seen / max(elapsed, 1e-9):.0f}")
-    if first < batches:
-        got = _read_window(run, window, batches - first, first, first_step, epoch, batches, cfg.optim.batch_size)
-        loss_sum, seen = loss_sum + got[0], seen + got[1]
+            bar.set_postfix(loss=f"{(got[0] - totals[0]) / max(got[1] - totals[1], 1.0):.4f}",
+                            lr=f"{_lr(run):.2e}", img_s=f"{got[1] / max(elapsed, 1e-9):.0f}")
+            totals = got
+        if stopped_at:
+            break
+    if first < (stopped_at or batches):
+        totals = _read_window(run, window, (stopped_at or batches) - first, first, first_step, epoch, batches,
+                              cfg.optim.batch_size, totals)
     bar.close()
-    seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum / max(seen, 1.0), "train_samples": int(seen), "epoch_time_s": seconds}
+    del loader
+    if resumable:
+        run.sampler.start = 0
+    seconds = before + time.perf_counter() - start
+    if stopped_at:
+        return {"stopped_at": stopped_at, "sums": list(totals), "epoch_time_s": seconds}
+    return {"train_loss": totals[0] / max(totals[1], 1.0), "train_samples": int(totals[1]), "epoch_time_s": seconds}
 
 
 def _lr(run: Run) -> float:
@@ -544,8 +621,14 @@ def _evaluate(run: Run) -> dict[str, Any]:
     return metrics
 
 
-def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state after ``epoch`` (0-based), or ``stopped`` part-way through it (collective: every rank's RNG)."""
     rng = distributed.all_gather_object(ckpt.rng_state())  # every rank's generators
+    position: dict[str, Any] = {"epoch": epoch + 1, "batch": 0}
+    if stopped is not None:
+        position = {"epoch": epoch, "batch": stopped["stopped_at"],
+                    "partial": {"sums": distributed.all_gather_object(stopped["sums"]),
+                                "seconds": stopped["epoch_time_s"]}}
     return {
         "format": "bridgeattn-train-checkpoint/1",
         "model": run.model.state_dict(),
@@ -553,7 +636,7 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
-        "epoch": epoch + 1,
+        **position,
         "step": run.step,
         "rng": rng,
         "config": run.cfg.to_dict(),
@@ -567,6 +650,7 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "class_names": list(run.data_info.class_names),
         # what evaluation does to an image, so the weights can be used without the data set
         "preprocessing": data_module.eval_preprocessing(run.cfg.data, run.data_info).to_dict(),
+        "model_class": _model_class(run.model),
     }
 
 
@@ -575,8 +659,8 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
     epoch_time = sum(r.get("epoch_time_s", 0.0) for r in run.history)
     summary: dict[str, Any] = {
         "status": status,
-        "model": run.cfg.model.name,
-        "data": run.cfg.data.spec,
+        "model": _model_class(run.model) if run.custom_model else run.cfg.model.name,
+        "data": run.data_info.name if run.data_info.name == "custom" else run.cfg.data.spec,
         "top1": final.get("top1"),
         "top5": final.get("top5"),
         "loss": final.get("loss"),
@@ -604,6 +688,47 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
     return summary
 
 
+def _resume_command(run: Run) -> str:
+    """What continues this run: the command line (or, for the caller's own model, the Python call)."""
+    if run.custom_model:
+        return f"train(cfg, LaunchOptions(output={str(run.folder)!r}, resume='auto'), model, datasets)"
+    command = f"bridgeattn train --output {shlex.quote(str(run.folder))} --resume auto"
+    if run.dist.world_size > 1 and os.environ.get(LOCK_ENV):
+        command += f" --nproc {run.dist.world_size}"
+    elif run.dist.world_size > 1:
+        command = f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', run.dist.world_size)} -m {command}"
+    return command
+
+
+def _interrupted(run: Run, signal_name: str, checkpoint: Path | None, message: str) -> TrainingInterrupted:
+    """Write summary.json with status "interrupted" and how to continue; the exception to raise."""
+    command = _resume_command(run)
+    where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint yet"
+    text = f"{message}; {where}; continue with: {command}"
+    if run.dist.is_main:
+        final = run.history[-1] if run.history else {}
+        summary = _summary(run, final, status="interrupted", message=text)
+        summary.update(signal=signal_name, resume_command=command,
+                       checkpoint=str(checkpoint) if checkpoint else None)
+        write_json(run.folder / "summary.json", summary)
+    return TrainingInterrupted(text, signal_name, command, str(checkpoint) if checkpoint else None)
+
+
+def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingInterrupted:
+    """Checkpoint the exact position a signal stopped the run at; the exception to raise."""
+    state = _checkpoint_state(run, epoch, stopped)  # collective
+    path = None
+    if run.dist.is_main:
+        good = ckpt.finite_state(state["model"], state.get("ema"))
+        path = ckpt.save_checkpoint(state, run.folder, is_best=False, keep=run.cfg.run.keep, good=good)
+    del state
+    distributed.barrier()
+    name = run.stop.signal_name or "a signal on another rank"
+    batches = run.updates_per_epoch * run.cfg.optim.grad_accum
+    return _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
+                                        f"batch {stopped['stopped_at']}/{batches})")
+
+
 def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
@@ -616,7 +741,10 @@ def _fit(run: Run) -> dict[str, Any]:
     for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.sampler.set_epoch(epoch)
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
-        stats = train_one_epoch(run, epoch)
+        partial, run.partial = run.partial, None
+        stats = train_one_epoch(run, epoch, partial)
+        if "stopped_at" in stats:
+            raise _stop_mid_epoch(run, epoch, stats)
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
         record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": _lr(run),
@@ -655,13 +783,21 @@ def _fit(run: Run) -> dict[str, Any]:
     return summary
 
 
-def train(cfg: TrainConfig, options: LaunchOptions | None = None) -> dict[str, Any]:
-    """Train ``cfg.model.name`` on ``cfg.data.spec``, write the run folder and return the summary (see summary.json).
+def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Module | None = None,
+          datasets: tuple[Dataset, Dataset] | None = None,
+          on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train and write the run folder; returns the summary (see summary.json).
 
     ``options`` says where the run goes and whether it resumes (``LaunchOptions(output=..., resume="auto")``);
-    it is not stored with the run. Works in one process or under torchrun (one process per device). Raises
-    ``UserError`` for bad options or data and ``TrainingStopped`` for a non-finite loss beyond
-    ``cfg.run.skip_nonfinite``.
+    it is not stored with the run. Without ``model`` and ``datasets`` it builds ``cfg.model`` and ``cfg.data``.
+    With them it trains the caller's ``nn.Module`` on ``(train, val)`` datasets yielding
+    ``(float (C, H, W) tensor, int label)`` with everything the engine offers (checkpoints, resume, DDP under
+    torchrun, metrics, plots); the number of classes comes from a ``classes`` attribute of the training set, else
+    from the model's output. ``on_step(step)`` is called on every rank after each optimizer step.
+
+    Works in one process or under torchrun (one process per device). Raises ``UserError`` for bad options or
+    data, ``TrainingStopped`` for a non-finite loss beyond ``cfg.run.skip_nonfinite`` and ``TrainingInterrupted``
+    (a ``KeyboardInterrupt``) after SIGTERM, SIGUSR1 or Ctrl-C, once the position is checkpointed.
     """
     cfg.validate()
     options = (options or LaunchOptions()).validate()
@@ -670,7 +806,9 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None) -> dict[str, A
     run = None
     try:
         with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
-            run = _setup(cfg, options, info, stack)
+            stop = stack.enter_context(StopRequest())
+            run = _setup(cfg, options, info, stack, model, datasets)
+            run.stop, run.on_step = stop, on_step
             try:
                 return _fit(run)
             except TrainingStopped as exc:
@@ -678,7 +816,13 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None) -> dict[str, A
                     final = run.history[-1] if run.history else {}
                     write_json(run.folder / "summary.json", _summary(run, final, status="stopped", message=str(exc)))
                 raise
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt as exc:  # a second Ctrl-C: stop now, the last checkpoint stays
+                last = ckpt.find_resume(run.folder) if info.is_main else None
+                raise _interrupted(run, "SIGINT", last, "interrupted") from exc
             finally:
+                run.vote.close()
                 if run.recorder is not None:
                     run.recorder.close()
     finally:

@@ -1,0 +1,68 @@
+"""Stopping on request: SIGTERM, SIGUSR1 (what SLURM and Kubernetes send before preemption) and Ctrl-C.
+
+During ``train`` the first such signal only sets a flag; the loop finishes the optimizer step it is in, all ranks
+agree to stop at the same step, a checkpoint of the exact position (epoch, batch, RNG states) is written,
+summary.json says "interrupted" with the command that continues the run, and ``TrainingInterrupted`` is raised.
+A second Ctrl-C stops at once (the last checkpoint stays the one to resume from).
+
+Exit statuses of ``bridgeattn train``: ``EXIT_TERMINATED`` (143) after SIGTERM or SIGUSR1, ``EXIT_CTRL_C`` (130)
+after Ctrl-C; in both cases the run continues exactly with ``--resume auto``.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, the status schedulers expect from a process they asked to stop
+EXIT_CTRL_C = 130  # 128 + SIGINT
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run stopped on a signal or Ctrl-C after writing its state; continue it with ``resume_command``.
+
+    A ``KeyboardInterrupt``, so code that catches ``Exception`` does not swallow a request to stop.
+    """
+
+    def __init__(self, message: str, signal_name: str, resume_command: str, checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.resume_command = resume_command
+        self.checkpoint = checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CTRL_C if self.signal_name == "SIGINT" else EXIT_TERMINATED
+
+
+class StopRequest:
+    """Catches the stop signals while installed (main thread only); ``signal_name`` is the first one seen."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
