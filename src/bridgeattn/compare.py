@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .files import write_json
+from .files import atomic_write, write_json, write_text
 
 __all__ = [
     "SHORT_NAMES",
@@ -423,7 +424,7 @@ def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> N
     ax.set_title(title or "top-1 vs parameters (bubble area = MACs)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
 
 
@@ -432,12 +433,13 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     output = Path(output)
     rows = results["models"]
     write_json(output / "results.json", results)
-    with open(output / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k))
-                             for k in _CSV_COLUMNS})
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k))
+                         for k in _CSV_COLUMNS})
+    write_text(output / "results.csv", table.getvalue())
     seeds = results["config"].get("seeds", [])
     data = results.get("data", {})
     header = (
@@ -450,5 +452,5 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     budget = results["config"].get("train_options") or {}
     if budget:
         header += "Budget (identical for every cell): " + ", ".join(f"{k}={v}" for k, v in budget.items()) + ".\n\n"
-    (output / "results.md").write_text(header + markdown_table(rows))
+    write_text(output / "results.md", header + markdown_table(rows))
     plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}: top-1 vs params (area = MACs)")

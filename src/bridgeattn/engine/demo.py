@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LaunchOptions, load_yaml, make_config, resolve_config_path
+from ..files import atomic_write
 from .records import write_json
 from .train import train
 
@@ -34,7 +35,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
