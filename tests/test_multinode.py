@@ -15,8 +15,8 @@ from bridgeattn.config import from_flat
 from bridgeattn.engine import train
 
 # 64 synthetic 16-px samples: 2 nodes x batch 8 and 1 process x batch 16 both take 4 steps per epoch
-FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "8",
-         "--lr", "1e-3", "--epochs", "1", "--warmup-epochs", "0", "--workers", "0", "--no-progress", "--no-plots"]
+FLAGS = ["--model", "bav2_resnet20", "--img-size", "16", "--batch-size", "8", "--lr", "1e-3", "--epochs", "1",
+         "--warmup-epochs", "0", "--no-progress", "--no-plots"]
 
 
 def _free_port() -> int:
@@ -27,14 +27,23 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_path):
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "shards"])
+def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_path, streamed):
     port, folder = _free_port(), tmp_path / "two-nodes"
+    data, workers = "synthetic:64", "0"
+    if streamed:  # the same samples from tar shards, two loader workers per rank
+        from bridgeattn.data import DataConfig
+        from bridgeattn.data.shards import write_shards
+
+        write_shards(DataConfig(spec=data), tmp_path / "shards", shard_size=10)
+        data, workers = f"wds:{tmp_path / 'shards'}", "2"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     nodes = []
     for node in range(2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                "--node-rank", str(node), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-               "--rdzv-id", "two-nodes", "-m", "bridgeattn", "train", *FLAGS, "--output", str(folder)]
+               "--rdzv-id", "two-nodes", "-m", "bridgeattn", "train", *FLAGS, "--data", data, "--workers", workers,
+               "--output", str(folder)]
         nodes.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                       start_new_session=True))
     outputs = []
