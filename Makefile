@@ -11,14 +11,14 @@ export OMP_NUM_THREADS ?= 2
 # this setting (docs/speed.md, "Threads on a busy machine").
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup data demo test test-fast lint bench clean
+.PHONY: setup data demo test test-fast test-floor lint bench clean
 
 setup: $(STAMP) data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 # The embedded default data set: Debian's dataset-fashion-mnist. Where it cannot be installed the
@@ -36,6 +36,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(MAKE) test-floor
+
+# The model tests on the lowest supported timm (pyproject.toml), overlaid on the environment: timm is pure
+# Python, so a --target install of that one version, first on PYTHONPATH, is the second environment.
+TIMM_FLOOR := $(shell sed -n 's/.*"timm>=\([0-9.]*\).*/\1/p' pyproject.toml)
+FLOOR_DIR := .floor/timm-$(TIMM_FLOOR)
+test-floor: setup
+	test -d $(FLOOR_DIR) || $(PY) -m pip install -q --no-deps --target $(FLOOR_DIR) timm==$(TIMM_FLOOR)
+	PYTHONPATH=$(FLOOR_DIR) $(PY) -c "import timm; assert timm.__version__ == '$(TIMM_FLOOR)', timm.__version__"
+	PYTHONPATH=$(FLOOR_DIR) $(PY) -m pytest -q -p no:cacheprovider tests/test_registry.py tests/test_timm_contract.py
 
 # The suite without fault-injection, multi-process, torch.compile and ONNX tests (markers in pyproject.toml).
 test-fast: setup
@@ -48,4 +58,4 @@ bench: setup
 	$(PY) benchmarks/overhead.py --threads 2 --batch-sizes 8 --compile-batch-sizes 8 --repeats 7
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info runs
+	rm -rf $(VENV) .floor build *.egg-info src/*.egg-info runs

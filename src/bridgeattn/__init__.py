@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _timm_hook
 from .errors import UserError
@@ -20,7 +20,22 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 _timm_hook.install()
 
-# Public functions that live in heavier modules, imported on first use.
+if TYPE_CHECKING:  # the public API as IDEs and type checkers read it; at run time each name loads on first use
+    from .bridge import BridgeAttention, FusedBridgeAttention
+    from .convert import convert_official_state_dict
+    from .data import DataConfig, build_datasets
+    from .detection import create_detector, create_fpn_backbone, create_segmentation_model
+    from .engine import LaunchOptions, TrainConfig, evaluate, train
+    from .freeze import freeze_bn
+    from .fusion import fuse
+    from .hub import from_pretrained, save_pretrained
+    from .loading import load_model
+    from .models import create_model, list_models, model_families
+    from .safe_load import load_file
+    from .warmstart import from_plain
+
+# Public names that live in heavier modules, imported on first use (the same names as the block above;
+# tests/test_package.py keeps the two in step).
 _LAZY: dict[str, str] = {
     "BridgeAttention": "bridgeattn.bridge",
     "FusedBridgeAttention": "bridgeattn.bridge",
@@ -46,7 +61,12 @@ _LAZY: dict[str, str] = {
     "create_segmentation_model": "bridgeattn.detection",
 }
 
-__all__ = ["UserError", "__version__", *_LAZY]
+__all__ = [
+    "BridgeAttention", "DataConfig", "FusedBridgeAttention", "LaunchOptions", "TrainConfig", "UserError",
+    "__version__", "build_datasets", "convert_official_state_dict", "create_detector", "create_fpn_backbone",
+    "create_model", "create_segmentation_model", "evaluate", "freeze_bn", "from_plain", "from_pretrained", "fuse",
+    "list_models", "load_file", "load_model", "model_families", "save_pretrained", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,9 +12,36 @@ import importlib.util
 import sys
 from types import ModuleType
 
+# The modules the model registry imports that themselves import timm. While one of them is part-way through
+# its own import (it is what imported timm), registering would import it again half-done: the registration
+# waits, and the last of them to finish runs it (``register_pending`` at the end of each).
+_CORE = ("bridgeattn.bridge", "bridgeattn.attention")
+_pending = False
+
+
+def _importing(exclude: str = "") -> bool:
+    """Whether a core module other than ``exclude`` is part-way through its import."""
+    for name, module in list(sys.modules.items()):
+        if name != exclude and name.startswith(_CORE) and getattr(module.__spec__, "_initializing", False):
+            return True
+    return False
+
 
 def register_models() -> None:
+    global _pending
+    if _importing():
+        _pending = True
+        return
+    _pending = False
     importlib.import_module("bridgeattn.models")
+
+
+def register_pending(caller: str) -> None:
+    """Called last by each core module: runs a registration that had to wait for the core to finish."""
+    global _pending
+    if _pending and not _importing(exclude=caller):
+        _pending = False
+        importlib.import_module("bridgeattn.models")
 
 
 class _AfterTimmFinder(importlib.abc.MetaPathFinder):

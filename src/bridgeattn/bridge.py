@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_act_layer, make_divisible, register_notrace_module
 
+from . import _timm_hook
 from .ops import is_fx_proxy
 
 __all__ = [
@@ -341,3 +342,6 @@ def _bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         shift = shift + bn.bias
     return scale, shift
+
+
+_timm_hook.register_pending(__name__)  # the models register now if timm was first imported by this module

@@ -6,6 +6,7 @@ exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from collections.abc import Mapping
@@ -139,6 +140,14 @@ def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Te
     return torch.randn(batch, *input_size, generator=g)
 
 
+def _onnx_module(name: str) -> Any:
+    """Import an ONNX package; without the ``onnx`` extra, one line that says how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise UserError(f"ONNX export needs {name}: pip install 'bridgeattn[onnx]'") from None
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -150,7 +159,9 @@ def export_onnx(
     output ``output``. ``exporter``: ``"dynamo"`` (torch.export), ``"legacy"`` (TorchScript) or ``"auto"``
     (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``.
     """
-    import onnx
+    onnx = _onnx_module("onnx")
+    if exporter != "legacy":
+        _onnx_module("onnxscript")  # torch's dynamo exporter writes through it
 
     if opset < MIN_OPSET:
         raise UserError(f"--opset must be at least {MIN_OPSET}, got {opset}")
@@ -201,8 +212,7 @@ def verify_onnx(
     model: nn.Module, path: str | Path, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 3)
 ) -> float:
     """Max absolute difference between onnxruntime (CPU) and PyTorch on random batches of each size."""
-    import onnxruntime as ort
-
+    ort = _onnx_module("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     diff = 0.0

@@ -8,8 +8,11 @@ to the same shape, and can be given to a timm block as ``attn_layer``.
   defaults.
 - :class:`SrmModule`: SRM style-based recalibration (Lee et al., ICCV 2019).
 """
+from .. import _timm_hook
 from .coord import CoordAttention
 from .fca import FCA_TOP_FREQUENCIES, FcaModule, dct_filters
 from .srm import SrmModule
 
 __all__ = ["CoordAttention", "FCA_TOP_FREQUENCIES", "FcaModule", "SrmModule", "dct_filters"]
+
+_timm_hook.register_pending(__name__)  # the models register now if timm was first imported by this package

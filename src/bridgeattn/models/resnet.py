@@ -149,6 +149,7 @@ class BridgeResNet(ResNet):
 
     def __init__(self, *args: Any, small_input: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.in_chans: int = kwargs.get("in_chans", 3)  # older timm ResNets do not store it
         self.small_input = small_input
         if small_input:
             stem_out = self.bn1.num_features
