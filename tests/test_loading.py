@@ -121,7 +121,8 @@ def test_a_run_folder_stands_for_its_newest_complete_verified_finite_checkpoint(
         shutil.copy(good, folder / name)
         if rec is not None:
             record_path(folder / name).write_text(json.dumps(rec))
-    assert load_model(copy).source == good
+    with pytest.warns(UserWarning, match=r"skipped newer checkpoint\(s\) epoch-0003.pth \(non-finite"):
+        assert load_model(copy).source == good
     for name in ("epoch-0001.pth", "epoch-0001.pth.json"):
         (folder / name).unlink()
     with pytest.raises(UserError, match="no usable checkpoint.*epoch-0003.pth \\(non-finite"):
@@ -226,6 +227,18 @@ def test_a_url_stored_in_weights_is_never_requested(run: Path, tmp_path: Path, s
                  "--output", str(tmp_path / "x.safetensors")]) == 0
     assert main(["eval", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "e"), "--no-plots",
                  "--no-progress"]) == 0
+    # a run folder whose config.yaml asks for remote weights: resuming it takes the weights from its checkpoint
+    import shutil
+
+    import yaml
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed, symlinks=True)
+    stored = yaml.safe_load((resumed / "config.yaml").read_text())
+    stored["model_kwargs"] = hostile
+    (resumed / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert main(["train", "--output", str(resumed), "--resume", "auto", "--epochs", "2", "--workers", "0",
+                 "--no-progress", "--no-plots"]) == 0
     assert _Recorder.seen == []
 
 

@@ -42,7 +42,7 @@ from .data.preprocessing import Preprocessing, eval_preprocessing
 from .engine import checkpoint as ckpt
 from .engine.config import TrainConfig
 from .errors import UserError
-from .models.registry import create_model
+from .models.registry import REMOTE_KWARGS, create_model
 from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = [
@@ -53,14 +53,11 @@ __all__ = [
     "model_from_state_dict",
     "model_preprocessing",
     "resolve_location",
-    "run_checkpoint",
     "set_preprocessing",
 ]
 
 log = logging.getLogger(__name__)
 
-# Construction arguments that fetch or locate pretrained weights: never taken from a file.
-REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
 HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -91,7 +88,7 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     if path.is_dir():
         run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
         if (run_dir / ckpt.CKPT_DIR).is_dir():
-            return run_checkpoint(run_dir), "run"
+            return ckpt.run_checkpoint(run_dir), "run"
         if (path / "config.json").is_file():
             for name in HUB_WEIGHTS:
                 if (path / name).is_file():
@@ -102,30 +99,6 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     if not path.is_file():
         raise UserError(f"no such file or folder: {path}")
     return path, "file"
-
-
-def run_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run folder stands for: its newest end-of-epoch checkpoint that matches its size/SHA-256
-    record and holds finite weights (the weights ``summary.json`` and the last metrics describe)."""
-    skipped = []
-    for (_, batch), path in ckpt.epoch_files(run_dir / ckpt.CKPT_DIR):
-        if batch:  # written on an interruption mid-epoch: no validation measured these weights
-            continue
-        problem = ckpt.check(path)
-        if problem is None:
-            try:
-                finite = json.loads(ckpt.record_path(path).read_text()).get("finite", True)
-            except (OSError, ValueError, AttributeError):
-                finite = False
-            problem = None if finite is not False else "non-finite weights or validation loss"
-        if problem is None:
-            if skipped:
-                log.warning("%s: skipped newer checkpoint(s) %s", run_dir, "; ".join(skipped))
-            return path
-        skipped.append(f"{path.name} ({problem})")
-    detail = f": {'; '.join(skipped)}" if skipped else ""
-    raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
-                    f"finite){detail}")
 
 
 def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights") -> nn.Module:

@@ -192,6 +192,30 @@ def find_resume(run_dir: Path, good_only: bool = False) -> Path | None:
     return None
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run folder stands for: its newest end-of-epoch checkpoint that matches its size/SHA-256
+    record and holds finite weights (the weights ``summary.json`` and the last metrics describe)."""
+    skipped = []
+    for (_, batch), path in epoch_files(run_dir / CKPT_DIR):
+        if batch:  # written on an interruption mid-epoch: no validation measured these weights
+            continue
+        problem = check(path)
+        if problem is None:
+            try:
+                finite = json.loads(record_path(path).read_text()).get("finite", True)
+            except (OSError, ValueError, AttributeError):
+                finite = False
+            problem = None if finite is not False else "non-finite weights or validation loss"
+        if problem is None:
+            if skipped:
+                warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
+            return path
+        skipped.append(f"{path.name} ({problem})")
+    detail = f": {'; '.join(skipped)}" if skipped else ""
+    raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
+                    f"finite){detail}")
+
+
 def load_checkpoint(path: str | os.PathLike[str], unsafe: bool = False) -> dict[str, Any]:
     """Load a training checkpoint (weights_only unless ``unsafe``); its record is checked when present."""
     path = Path(path)

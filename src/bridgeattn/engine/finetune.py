@@ -24,11 +24,8 @@ def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
     path = Path(spec).expanduser()
     if path.is_dir():
         run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
-        if (run_dir / ckpt.CKPT_DIR).is_dir():  # a run folder: its newest checksum-verified, finite checkpoint
-            found = ckpt.find_resume(run_dir, good_only=True)
-            if found is None:
-                raise UserError(f"--init-from {spec}: no usable checkpoint in this run folder")
-            return ckpt.load_checkpoint(found, unsafe=unsafe)["model"]
+        if (run_dir / ckpt.CKPT_DIR).is_dir():  # a run folder: the checkpoint it stands for (run_checkpoint)
+            return ckpt.load_checkpoint(ckpt.run_checkpoint(run_dir), unsafe=unsafe)["model"]
         if (path / "model.safetensors").is_file():  # a saved model folder (save_pretrained, export --format hub)
             return load_plain(path / "model.safetensors", unsafe=unsafe)
         raise UserError(f"--init-from {spec}: neither a run folder (with checkpoints/) nor a saved model folder")

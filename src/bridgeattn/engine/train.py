@@ -249,17 +249,19 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
 
 
 def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool = False,
-                 model: nn.Module | None = None) -> nn.Module:
+                 model: nn.Module | None = None, resuming: bool = False) -> nn.Module:
     if model is None:
-        from ..models import create_model
+        from ..models.registry import REMOTE_KWARGS, create_model
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
+        # a resumed run takes its weights from the checkpoint: nothing read back from the run folder downloads
+        kwargs = {k: v for k, v in cfg.model.kwargs.items() if not (resuming and k in REMOTE_KWARGS)}
         try:
             model = create_model(cfg.model.name, num_classes=data_info.num_classes, in_chans=data_info.in_chans,
-                                 **cfg.model.kwargs)
+                                 **kwargs)
         except TypeError as exc:
             raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
-    if cfg.model.init_from:
+    if cfg.model.init_from and not resuming:
         from .finetune import init_from
 
         init_from(model, cfg.model.init_from, unsafe)
@@ -369,7 +371,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
-    model = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model)
+    model = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model, resuming=resume_path is not None)
     params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
         if info.device.type != "cuda":

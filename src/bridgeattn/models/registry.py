@@ -40,6 +40,11 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     return sorted({n for n in names if fnmatch.fnmatch(n, pattern)})
 
 
+# Construction arguments that fetch or locate pretrained weights. Settings read back from a file (a checkpoint, a
+# run folder's config.yaml, a saved model folder) never carry them into create_model: loading stays local.
+REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
+
+
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with this project's models registered; unknown names raise ``UserError``."""
     if not timm.is_model(name):
