@@ -37,10 +37,10 @@ import timm
 import torch
 import torch.nn as nn
 
+from .config import TrainConfig
 from .convert import convert_official_state_dict, detect_layout
 from .data.preprocessing import Preprocessing, eval_preprocessing
 from .engine import checkpoint as ckpt
-from .engine.config import TrainConfig
 from .errors import UserError
 from .models.registry import REMOTE_KWARGS, create_model
 from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
@@ -135,7 +135,7 @@ def model_preprocessing(model: nn.Module) -> Preprocessing:
 # ----------------------------------------------------------------------------------------------- stored config
 def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint stores (its flat keys; keys this version does not know are left out)."""
-    from .engine.config import OPTIONS, make_config
+    from .config import OPTIONS, make_config
 
     return make_config({k: v for k, v in config.items() if k in OPTIONS})
 
