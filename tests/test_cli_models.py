@@ -29,7 +29,7 @@ def bridgeattn(capsys):
 
 
 def test_models_lists_params_and_macs(bridgeattn) -> None:
-    result = bridgeattn("models", "bav2_resnet5*", "--json")
+    result = bridgeattn("models", "bav2_resnet5*", "--print-json")
     assert result.returncode == 0, result.stderr
     rows = {r["model"]: r for r in json.loads(result.stdout)}
     assert set(rows) == {"bav2_resnet50", "bav2_resnet56"}

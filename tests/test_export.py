@@ -91,7 +91,7 @@ def test_export_command_uses_the_checkpoint(tmp_path, capsys) -> None:
     # num_classes and in_chans come from the checkpoint's tensors.
     out = tmp_path / "m.pt"
     assert main(["export", "--model", "bav2_resnet20", "--checkpoint", str(weights), "--format", "torchscript",
-                 "--output", str(out), "--img-size", "24", "--json"]) == 0
+                 "--output", str(out), "--img-size", "24", "--print-json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ok"] and summary["input_size"] == [1, 24, 24]
     x = torch.randn(2, 1, 24, 24)

@@ -48,7 +48,7 @@ def test_hub_and_onnx_exports_score_what_eval_scores(run: Path, tmp_path: Path, 
     import onnxruntime as ort
 
     assert main(["eval", "--checkpoint", str(run), "--output", str(tmp_path / "eval"), "--no-plots",
-                 "--no-progress", "--json"]) == 0
+                 "--no-progress", "--print-json"]) == 0
     top1 = json.loads(capsys.readouterr().out)["top1"]
     assert top1 > 40  # a model that learned something, so a wrong transform would show
     hub, onnx_file = tmp_path / "hub", tmp_path / "model.onnx"

@@ -141,7 +141,7 @@ def test_each_command_scores_and_exports_the_same_model(run: Path, tmp_path: Pat
     for location, extra in ((run, []), (hub, ["--data", "synthetic:64"]), (weights, ["--data", "synthetic:64"])):
         out = tmp_path / f"eval-{len(results)}"
         assert main(["eval", "--checkpoint", str(location), "--output", str(out), "--no-plots", "--no-progress",
-                     "--json", *extra]) == 0
+                     "--print-json", *extra]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["count"] == 16 and results[0]["top1"] == results[0]["stored_top1"]
     for other in results[1:]:
@@ -151,7 +151,7 @@ def test_each_command_scores_and_exports_the_same_model(run: Path, tmp_path: Pat
 
     script = tmp_path / "m.pt"
     assert main(["export", "--checkpoint", str(run), "--format", "torchscript", "--output", str(script),
-                 "--json"]) == 0
+                 "--print-json"]) == 0
     assert json.loads(capsys.readouterr().out)["input_size"] == [1, 16, 16]  # the run's size, not the model's 32
     extra = {"bridgeattn.json": ""}
     scripted = torch.jit.load(str(script), _extra_files=extra)
@@ -289,6 +289,6 @@ def test_eval_of_plain_weights_reads_only_the_validation_split(tmp_path: Path, m
     model = bridgeattn.create_model(NAME, num_classes=2).eval()
     weights = save_safetensors(model, tmp_path / "w.safetensors")
     assert main(["eval", "--checkpoint", str(weights), "--data", f"folder:{tmp_path / 'data'}", "--no-plots",
-                 "--no-progress", "--json"]) == 0
+                 "--no-progress", "--print-json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 4
     assert len(checked) == 4 and all(p.parent.parent.name == "val" for p in checked)

@@ -73,7 +73,7 @@ class _Runner:
         model: nn.Module,
         *,
         batch_size: int,
-        img_size: int,
+        img_size: int | None,
         device: torch.device,
         train: bool,
         channels_last: bool,
@@ -91,6 +91,9 @@ class _Runner:
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         in_chans = int(getattr(model, "in_chans", 3))
+        if img_size is None:  # the model's own input size
+            img_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+        self.img_size = img_size
         num_classes = int(getattr(model, "num_classes", 1000)) or 1
         self.params = sum(p.numel() for p in model.parameters())
         self.model = model
@@ -130,7 +133,7 @@ def benchmark(
     models: Sequence[ModelSpec] | Mapping[str, ModelSpec],
     *,
     batch_size: int = 8,
-    img_size: int = 224,
+    img_size: int | None = None,
     train: bool = False,
     channels_last: bool = False,
     compile: bool = False,
@@ -148,7 +151,8 @@ def benchmark(
     Args:
         models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or
             zero-argument builder}``.
-        batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``.
+        batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``; ``img_size=None``
+            takes each model's own (its pretrained_cfg's input size).
         train: time a training step instead of inference.
         channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
             training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
@@ -163,7 +167,7 @@ def benchmark(
     most memory a warm-up step of that model allocated above what was allocated before it (activations, gradients,
     optimizer state and workspaces; the weights of every model are already in place).
     """
-    if repeats < 1 or steps < 1 or batch_size < 1 or img_size < 1:
+    if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
         raise UserError("repeats, steps, batch size and image size must be positive")
     if fuse and train:
         raise UserError("--fuse folds the gates for inference; drop --train or --fuse")
@@ -218,6 +222,7 @@ def benchmark(
                 "time_ratio": step_s / first,
                 "round_s": rounds[label],
                 "params": runner.params,
+                "img_size": runner.img_size,
                 **({"peak_step_mib": peaks[label]} if label in peaks else {}),
             }
         )
@@ -233,16 +238,18 @@ def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of a :func:`benchmark` report."""
     s = report["settings"]
     mode = "train step" if s["train"] else "inference"
+    size = f"{s['img_size']} px" if s["img_size"] else "each model's own input size"
     flags = [k for k in ("channels_last", "compile", "fuse") if s[k]]
     if s["amp"]:
         dtype = s.get("amp_dtype", "bfloat16")
         flags.append(f"amp {dtype}" if dtype != "float32" else "amp off (no native bf16)")
     lines = [
-        f"{mode}, batch {s['batch_size']}, {s['img_size']} px, {report['machine']['device']}"
+        f"{mode}, batch {s['batch_size']}, {size}, {report['machine']['device']}"
         f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"
         f" medians of {s['repeats']} interleaved rounds",
         f"{'model':32s} {'img/s':>9s} {'ms/step':>9s} {'time vs first':>14s}",
     ]
     for r in report["results"]:
-        lines.append(f"{r['model']:32s} {r['img_per_s']:9.2f} {r['step_ms']:9.1f} {r['time_ratio']:14.3f}")
+        px = "" if s["img_size"] else f" {r.get('img_size', '')} px"
+        lines.append(f"{r['model']:32s} {r['img_per_s']:9.2f} {r['step_ms']:9.1f} {r['time_ratio']:14.3f}{px}")
     return "\n".join(lines)

@@ -82,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (bridgeattn models | head): end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush of stdout raises nothing either
+        return 0
     except KeyboardInterrupt:
         print(f"bridgeattn {args.command}: interrupted", file=sys.stderr)
         return 130

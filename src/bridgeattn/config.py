@@ -31,14 +31,15 @@ from typing import Any
 
 import yaml
 
+from .arguments import listed
 from .data.config import DataConfig
 from .errors import UserError
 
 __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
-           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "add_option",
-           "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten", "from_flat",
-           "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option", "resolve_config_path",
-           "split_options", "to_yaml"]
+           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "absolute_data",
+           "add_option", "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
+           "from_flat", "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option",
+           "resolve_config_path", "split_options", "to_yaml"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -399,7 +400,7 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)
-    return {key: coerce(key, value) for key, value in options.items()}
+    return _absolute({key: coerce(key, value) for key, value in options.items()})
 
 
 def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
@@ -457,7 +458,7 @@ def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: O
     elif kind is dict:
         kw.update(type=model_kwargs_arg, metavar="K=V ...")
     elif kind is list:
-        kw.update(type=float, nargs="+", metavar="X")
+        kw.update(action=listed(float), nargs="+", metavar="X")
     else:
         kw["type"] = _optional(kind) if optional else kind
         kw["metavar"] = "N" if kind is int else opt.key.upper().split("_")[-1]
@@ -470,19 +471,21 @@ def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: O
 GROUPS = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True,
-                        exclude: tuple[str, ...] = ()) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, exclude: tuple[str, ...] = (),
+                        config_help: str | None = None, show_defaults: bool = True) -> None:
     """``--config`` and one flag per training option (grouped by section), plus the launch flags with ``launch``.
 
-    ``exclude``: keys a command sets itself (compare sets ``model`` and ``seed`` per cell).
+    ``exclude``: keys a command sets itself (compare sets ``model`` and ``seed`` per cell). Commands whose defaults
+    come from a recipe (demo) pass ``show_defaults=False``.
     """
     parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="NAME|FILE",
-                        help="recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a YAML file, "
-                             "or a run folder (its config.yaml; a new run starts)")
-    groups = {name: parser.add_argument_group(f"{title} options") for name, title in GROUPS.items()}
+                        help=config_help or "recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a "
+                                            "YAML file, or a run folder (its config.yaml; a new run starts)")
+    suffix = "" if show_defaults else " (default: the recipe's)"
+    groups = {name: parser.add_argument_group(f"{title} options{suffix}") for name, title in GROUPS.items()}
     for opt in OPTIONS.values():
         if opt.key not in exclude:
-            add_option(groups[opt.section], opt)
+            add_option(groups[opt.section], opt, **({} if show_defaults else {"help": opt.help}))
     if launch:
         group = parser.add_argument_group("launch options (never stored with the run)")
         for opt in LAUNCH_OPTIONS.values():
@@ -490,9 +493,24 @@ def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True,
                 add_option(group, opt)
 
 
+def absolute_data(spec: str) -> str:
+    """``folder:data/x`` -> ``folder:/abs/data/x`` (also ``cifar10:``, ``cifar100:``, local ``wds:``), so that a
+    stored run config names the same files from any working directory."""
+    kind, sep, location = spec.partition(":")
+    if not sep or not location or kind not in ("folder", "cifar10", "cifar100", "wds") or "://" in location:
+        return spec
+    return f"{kind}:{Path(location).expanduser().resolve()}"
+
+
+def _absolute(values: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(values.get("data"), str):
+        values["data"] = absolute_data(values["data"])
+    return values
+
+
 def flags_given(args: argparse.Namespace) -> dict[str, Any]:
-    """The training options given as flags (flat keys)."""
-    return {key: getattr(args, key) for key in OPTIONS if hasattr(args, key)}
+    """The training options given as flags (flat keys); a data location becomes an absolute path."""
+    return _absolute({key: getattr(args, key) for key in OPTIONS if hasattr(args, key)})
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptions]:

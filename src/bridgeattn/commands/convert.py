@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from ..arguments import add_json_arguments, emit_json, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,12 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from", dest="version", choices=("bav1", "bav2", "auto"), default="auto",
         help="reference implementation the checkpoint comes from (default: detect from its keys)",
     )
-    parser.add_argument("--num-classes", type=int, help="classifier size (default: rows of the checkpoint's fc)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N",
+                        help="classifier size (default: rows of the checkpoint's fc)")
     parser.add_argument(
-        "--unsafe-load", action="store_true",
+        "--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
         help="allow full pickles that may run code (only for files from a trusted source)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_arguments(parser, "summary")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,11 +30,10 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.output, args.model, version=args.version, unsafe=args.unsafe_load,
         num_classes=args.num_classes,
     )
-    if args.json:
-        print(json.dumps(summary))
-    else:
+    if not args.print_json:
         print(
             f"converted {args.input} ({summary['layout']} layout, {summary['tensors']} tensors) -> "
             f"{summary['output']}; loads strictly into {summary['model']} (num_classes={summary['num_classes']})"
         )
+    emit_json(args, summary)
     return 0

@@ -1,39 +1,45 @@
-"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side."""
+"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side.
+
+Any training flag of ``bridgeattn train`` (generated from the same configuration tree) changes the recipe for
+every model of the demo.
+"""
 from __future__ import annotations
 
 import argparse
 
+from ..arguments import listed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="NAME|FILE", help="recipe (default: cpu_demo: 3 epochs over a fixed "
-                        "12,800-image subset, about 5 minutes on 2 AVX2 cores)")
+    from ..config import add_train_arguments
+
     parser.add_argument("--full", action="store_true", help="the full recipe, cpu_demo_full: 2 epochs over all "
                         "60,000 training images (about 12 minutes of training on 2 AVX2 cores)")
-    parser.add_argument("--models", nargs="+", metavar="MODEL", help="models to train under the same budget "
-                        "(default: bav2_resnet20 plain_resnet20)")
+    parser.add_argument("--models", nargs="+", action=listed(), metavar="MODEL",
+                        help="models to train under the same budget, comma- or space-separated "
+                             "(default: bav2_resnet20,plain_resnet20)")
     parser.add_argument("--output", metavar="DIR", help="demo folder (default: runs/demo-<date>-<time>)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                         help="continue an interrupted demo in --output")
-    parser.add_argument("--data", help="dataset spec instead of the recipe's (e.g. synthetic for a smoke test)")
-    parser.add_argument("--epochs", type=int, metavar="N", help="epochs instead of the recipe's")
-    parser.add_argument("--train-subset", type=int, metavar="N", help="first N training samples only")
-    parser.add_argument("--val-subset", type=int, metavar="N", help="first N test samples only")
-    parser.add_argument("--seed", type=int, help="seed instead of the recipe's")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bars (default: on)")
+    add_train_arguments(parser, launch=False, exclude=("model",), show_defaults=False,
+                        config_help="recipe (default: cpu_demo: 3 epochs over a fixed 12,800-image subset, about "
+                                    "5 minutes on 2 AVX2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import flags_given
     from ..engine.demo import DEMO_MODELS, run_demo
     from ..errors import UserError
 
     if args.resume and not args.output:
         raise UserError("--resume continues the demo in --output DIR; give the folder")
-    if args.full and args.config:
+    config = getattr(args, "config", None)
+    if args.full and config:
         raise UserError("--full picks the cpu_demo_full recipe; give --full or --config, not both")
-    config = "cpu_demo_full" if args.full else args.config or "cpu_demo"
-    overrides = {k: getattr(args, k) for k in ("data", "epochs", "train_subset", "val_subset", "seed")
-                 if getattr(args, k) is not None}
-    result = run_demo(config, args.models or DEMO_MODELS, args.output, overrides, resume=args.resume,
+    config = "cpu_demo_full" if args.full else config or "cpu_demo"
+    result = run_demo(config, args.models or DEMO_MODELS, args.output, flags_given(args), resume=args.resume,
                       progress=args.progress)
     rows = result["models"]
     print()

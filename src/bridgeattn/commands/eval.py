@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from ..arguments import add_json_arguments, device, emit_json, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,20 +12,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a .safetensors file or a saved model folder")
     parser.add_argument("--model", help="model name, for weights that do not name their model")
     parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
-    parser.add_argument("--val-subset", type=int, default=-1, metavar="N",
+    parser.add_argument("--val-subset", type=non_negative_int, default=-1, metavar="N",
                         help="first N validation samples (default: as in training; 0: all)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="eval batch size (default: as in training)")
-    parser.add_argument("--workers", type=int, default=0, metavar="N", help="data loader workers")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N",
+                        help="eval batch size (default: as in training)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="data loader workers (default: 0)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                         help="evaluate the EMA weights instead of the model's")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
                         "(default: RUN/eval)")
     parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write confusion.png")
     parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
                         help="allow checkpoints that need arbitrary code to load (trusted files only)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_json_arguments(parser, "metrics")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
                                  val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
                                  progress=args.progress, model=args.model)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=1))
+    report = {k: v for k, v in result.items() if k != "confusion"}
+    if args.print_json:
+        emit_json(args, report)
         return 0
     epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
     print(f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
@@ -46,4 +50,5 @@ def run(args: argparse.Namespace) -> int:
         same = "reproduced" if abs(stored - result["top1"]) < 1e-9 else f"differs by {result['top1'] - stored:+.2f}"
         print(f"stored at training time: top-1 {stored:.2f} % ({same})")
     print(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
+    emit_json(args, report)
     return 0

@@ -3,25 +3,29 @@ from __future__ import annotations
 
 import argparse
 
-
-def _floats(text: str) -> list[float]:
-    return [float(s) for s in text.split(",") if s.strip()]
+from ..arguments import listed, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="a run folder, checkpoint, weights file or saved model folder")
     parser.add_argument("--model", help="registered model name (needed when the checkpoint does not say)")
-    parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
+    parser.add_argument("--images", nargs="+", required=True, metavar="PATH",
+                        help="image files and/or folders (space-separated, so shell globs work)")
     parser.add_argument("--block", default="layer2.0", help="residual block to explain (default layer2.0)")
     parser.add_argument("--output", default="runs/explain", help="output folder (default runs/explain)")
-    parser.add_argument("--target-class", type=int, help="explain this class instead of each prediction")
-    parser.add_argument("--img-size", type=int, help="input size (default: the weights', else the model's)")
-    parser.add_argument("--mean", type=_floats, help="normalisation mean, e.g. 0.286 (default: the run's data)")
-    parser.add_argument("--std", type=_floats, help="normalisation std (default: the run's data)")
-    parser.add_argument("--num-classes", type=int, help="head size when only --model is given")
-    parser.add_argument("--in-chans", type=int, help="input channels when only --model is given")
-    parser.add_argument("--unsafe-load", action="store_true", help="allow pickles that run code (trusted files)")
-    parser.add_argument("--overwrite", action="store_true",
+    parser.add_argument("--target-class", type=int, metavar="N", help="explain this class instead of each prediction")
+    parser.add_argument("--img-size", type=positive_int, metavar="N",
+                        help="input size (default: the weights', else the model's)")
+    parser.add_argument("--mean", nargs="+", action=listed(float), metavar="X",
+                        help="normalisation mean, e.g. 0.286 or 0.485,0.456,0.406 (default: the run's data)")
+    parser.add_argument("--std", nargs="+", action=listed(float), metavar="X",
+                        help="normalisation std (default: the run's data)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N", help="head size when only --model is given")
+    parser.add_argument("--in-chans", type=positive_int, metavar="N",
+                        help="input channels when only --model is given")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow pickles that run code (trusted files)")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                         help="replace an earlier explain report in --output (default: refuse)")
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from ..arguments import add_json_arguments, emit_json, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,20 +14,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         ".safetensors file or a saved model folder (default: random init)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
-    parser.add_argument("--img-size", type=int, help="example input side (default: the model's)")
-    parser.add_argument("--in-chans", type=int, help="input channels (default: the checkpoint's or the model's)")
-    parser.add_argument("--num-classes", type=int, help="classifier size (default: the checkpoint's or the model's)")
-    parser.add_argument("--fuse", action="store_true",
+    parser.add_argument("--img-size", type=positive_int, metavar="N",
+                        help="input side (default: the weights' own, else the model's)")
+    parser.add_argument("--in-chans", type=positive_int, metavar="N",
+                        help="input channels (default: the checkpoint's or the model's)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N",
+                        help="classifier size (default: the checkpoint's or the model's)")
+    parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=False,
                         help="fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                         help="ONNX exporter (default: torch.export-based for opset >= 18)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |export - PyTorch| (fp32)")
-    parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the numerical check")
-    parser.add_argument("--unsafe-load", action="store_true",
+    parser.add_argument("--atol", type=positive_float, default=1e-4,
+                        help="largest accepted |export - PyTorch| (fp32; default: 1e-4)")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="check the export against PyTorch numerically (default: on)")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
                         help="allow checkpoint pickles that may run code (trusted files only)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_arguments(parser, "summary")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
     )
     summary["fused"] = bool(args.fuse)
-    if args.json:
-        print(json.dumps(summary))
-    else:
+    if not args.print_json:
         line = f"wrote {summary['path']} ({args.format}"
         line += f", opset {summary['opset']}" if "opset" in summary else ""
         line += ", fused" if args.fuse else ""
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if "max_abs_diff" in summary:
             line += f"; max |export - PyTorch| = {summary['max_abs_diff']:.3g} (atol {args.atol:g})"
         print(line)
+    emit_json(args, summary)
     if summary.get("ok") is False:
         print(f"bridgeattn export: the exported model differs from PyTorch by more than {args.atol:g}")
         return 1

@@ -34,7 +34,9 @@ def _launch(cfg, options) -> int:
     from ..engine import distributed
     from ..engine.interrupt import EXIT_CTRL_C, EXIT_TERMINATED
     from ..engine.runlock import LOCK_ENV, RunLock
+    from ..models._validate import check_model_input
 
+    check_model_input(cfg.model.name, cfg.data.img_size, cfg.data.in_chans, **cfg.model.kwargs)  # before any file
     # every process and every elastic restart must agree on one run folder
     options.output = options.output or str(Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}")
     # the launcher holds the run folder's lock for all workers and every restart; they find its pid in LOCK_ENV

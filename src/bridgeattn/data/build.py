@@ -1,6 +1,8 @@
 """``build_datasets(cfg)``: a dataset spec string -> (train, val, DataInfo)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.utils.data import Dataset
 
@@ -62,8 +64,19 @@ def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) 
     ``synthetic:N`` (N train samples, default 512, and N // 4 val samples), ``wds:DIR_OR_URL`` (tar shards written
     by ``bridgeattn shard``; streamed, see ``shards.py``). Unknown specs raise ``UserError``.
     ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread; the train set is then ``None``.
+    A ``train_subset``/``val_subset`` larger than its split keeps the whole split, with a warning.
     """
     _check_options(cfg)
+    sets = _build(cfg, splits)
+    for split, subset, dataset in (("train", cfg.train_subset, sets[0]), ("val", cfg.val_subset, sets[1])):
+        size = len(dataset) if subset is not None and hasattr(dataset, "__len__") else None
+        if size is not None and size < subset:
+            warnings.warn(f"{split}_subset {subset} is more than the {size} {split} samples of {cfg.spec}: "
+                          f"all {size} are used", stacklevel=2)
+    return sets
+
+
+def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, DataInfo]:
     kind, sep, arg = cfg.spec.partition(":")
     if kind == "synthetic":
         n = _positive_int(arg, cfg.spec) if sep else 512

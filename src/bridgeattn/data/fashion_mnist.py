@@ -21,6 +21,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
+from ..paths import cache_dir
 
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -33,13 +34,6 @@ HOW_TO_GET = (
 )
 
 Split = tuple[torch.Tensor, torch.Tensor]
-
-
-def cache_dir() -> Path:
-    """The project's cache folder (decoded data sets, downloads)."""
-    if os.environ.get("BRIDGEATTN_CACHE_DIR"):
-        return Path(os.environ["BRIDGEATTN_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bridgeattn"
 
 
 def _find_files(folder: Path) -> dict[str, Path] | None:

@@ -43,6 +43,7 @@ from ..config import LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
 from ..files import write_text
+from ..models._validate import check_model_input
 from ..safe_load import load_state_dict_strict
 from . import checkpoint as ckpt
 from . import distributed
@@ -803,6 +804,8 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
     """
     cfg.validate()
     options = (options or LaunchOptions()).validate()
+    if model is None:  # the registry model fits the asked input size and arguments, before any file is written
+        check_model_input(cfg.model.name, cfg.data.img_size, cfg.data.in_chans, **cfg.model.kwargs)
     set_deterministic(cfg.run.deterministic)
     info = distributed.setup(cfg.run.device)
     run = None

@@ -25,3 +25,50 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
             f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
             "(use a small-input model such as bav2_resnet20, or small_input=True)"
         )
+
+
+def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
+    """None when ``model`` takes a ``(1, in_chans, size, size)`` batch (on the meta device), else the error."""
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, in_chans, size, size, device="meta"))
+    except (AssertionError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+def check_model_input(name: str, img_size: int | None, in_chans: int | None = None, **kwargs) -> None:
+    """Build ``name`` with ``kwargs`` on the meta device (no memory, no arithmetic) and, with ``img_size``, pass it
+    one image of that size: ``UserError`` before any work when the arguments or the size do not fit the model.
+
+    For a size that does not fit, the message names one that does: the model's total stride (its smallest input,
+    for convolutional networks) or its default input size (the only one, for fixed-size models such as Swin).
+    """
+    import timm
+
+    from ..errors import UserError
+
+    if not timm.is_model(name):
+        return  # create_model names the similar models
+    chans = {"in_chans": in_chans} if in_chans else {}
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, **chans, **kwargs)
+    except (AssertionError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        given = " ".join(f"{k}={v}" for k, v in kwargs.items())
+        raise UserError(f"{name} cannot be built with --model-kwargs '{given}': {detail}") from None
+    if img_size is None:
+        return
+    model.eval()
+    chans_in = in_chans or int(getattr(model, "in_chans", 3))
+    problem = _runs(model, chans_in, img_size)
+    if problem is None:
+        return
+    strides = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or [] if "reduction" in f]
+    default = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+    candidates = sorted({s for s in (getattr(model, "min_input_size", None), max(strides, default=0), default)
+                         if s and s > img_size})
+    works = next((s for s in candidates if _runs(model, chans_in, s) is None), None)
+    hint = f"; it runs on {works} px (--img-size {works})" if works else ""
+    raise UserError(f"--img-size {img_size} does not fit {name} ({problem}){hint}")
