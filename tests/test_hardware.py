@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import bridgeattn
 from bridgeattn.config import load_yaml, make_config, resolve_config_path
 from bridgeattn.engine import hardware
 from bridgeattn.engine.demo import run_demo
@@ -40,8 +41,9 @@ def test_demo_recipes_use_bf16_only_on_cpus_with_native_bf16(recipe, native_bf16
     assert hardware.amp_dtype_for(cfg.run.amp, CPU, cfg.run.amp_dtype) is None
 
 
-def test_demo_never_autocasts_to_bf16_without_native_bf16(native_bf16, monkeypatch, tmp_path, capsys):
-    native_bf16(False)
+@pytest.fixture
+def autocast_calls(monkeypatch) -> list:
+    """The dtypes of every ``torch.autocast`` entered from now on."""
     calls = []
     real_autocast = torch.autocast
 
@@ -50,17 +52,46 @@ def test_demo_never_autocasts_to_bf16_without_native_bf16(native_bf16, monkeypat
         return real_autocast(*args, **kwargs)
 
     monkeypatch.setattr(torch, "autocast", recording_autocast)
-    tiny = dict(data="synthetic:64", train_subset=64, val_subset=32, img_size=16, batch_size=32, epochs=1,
-                plots=False)
-    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=tiny, progress=False)
-    assert torch.bfloat16 not in calls
-    assert "float32 (--amp off: the CPU has no native bf16" in capsys.readouterr().out
-    # the same run on a CPU with native bf16 does autocast: the recorder sees it
+    return calls
+
+
+TINY_DEMO = dict(data="synthetic:64", train_subset=64, val_subset=32, img_size=16, batch_size=32, epochs=1,
+                 plots=False)
+
+
+@pytest.mark.parametrize("probe", [True, False], ids=["probed", "recipe"])
+def test_demo_never_autocasts_to_bf16_without_native_bf16(probe, native_bf16, autocast_calls, tmp_path, capsys):
+    native_bf16(False)
+    result = run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=TINY_DEMO,
+                      progress=False, probe=probe)
+    assert torch.bfloat16 not in autocast_calls  # neither in the probe nor in training or evaluation
+    out = capsys.readouterr().out
+    assert "float32 (--amp" in out and "bfloat16 autocast" not in out
+    if probe:
+        assert result["numerics"]["amp"] is False and "bf16" not in result["numerics"]["reason"]
+        assert (tmp_path / "demo" / "numerics.json").is_file()
+
+
+def test_demo_recipe_autocasts_where_bf16_is_native(native_bf16, autocast_calls, tmp_path, capsys):
+    # the recorder sees bf16 when it is used: the test above can fail
     native_bf16(True)
-    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo-bf16"), overrides=tiny,
-             progress=False)
-    assert torch.bfloat16 in calls
+    run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=TINY_DEMO,
+             progress=False, probe=False)
+    assert torch.bfloat16 in autocast_calls
     assert "bfloat16 autocast (CPU has native bf16)" in capsys.readouterr().out
+
+
+def test_probe_times_bf16_only_with_native_bf16_and_picks_a_candidate(native_bf16, autocast_calls):
+    model = bridgeattn.create_model("plain_resnet20", num_classes=10, in_chans=1)
+    images, labels = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    native_bf16(False)
+    choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
+    assert choice["amp"] is False and reason.count("fp32") == 2 and "bf16" not in reason
+    assert torch.bfloat16 not in autocast_calls
+    native_bf16(True)
+    choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
+    assert reason.count("bf16") == 2 and torch.bfloat16 in autocast_calls
+    assert set(choice) == {"amp", "channels_last"}
 
 
 def test_explicit_requests_are_honoured_or_refused():

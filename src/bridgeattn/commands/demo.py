@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue an interrupted demo in --output")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bars (default: on)")
+    parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a CPU, first time a few steps of float32 / bf16 autocast (bf16 only with native "
+                        "bf16), NCHW / channels_last and one thread / the default, and train both models the "
+                        "fastest way; flags given here win (--no-probe: the recipe's settings)")
     add_train_arguments(parser, launch=False, exclude=("model",), show_defaults=False,
                         config_help="recipe (default: cpu_demo: 3 epochs over a fixed 12,800-image subset, about "
                                     "5 minutes on 2 AVX2 cores)")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--full picks the cpu_demo_full recipe; give --full or --config, not both")
     config = "cpu_demo_full" if args.full else config or "cpu_demo"
     result = run_demo(config, args.models or DEMO_MODELS, args.output, flags_given(args), resume=args.resume,
-                      progress=args.progress)
+                      progress=args.progress, probe=args.probe)
     rows = result["models"]
     print()
     print(f"{'model':24s} {'params':>10s} {'test top-1':>11s} {'top-5':>8s} {'train img/s':>12s} {'time':>8s}")
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if len(names) == 2:
         gap = rows[names[0]]["top1"] - rows[names[1]]["top1"]
         print(f"{names[0]} - {names[1]}: {gap:+.2f} points test top-1 (one seed; `bridgeattn compare` runs several)")
+    if result.get("numerics"):
+        print(f"numerics: {result['numerics']['reason']}")
     print(f"total {result['time_s']:.0f} s; results in {result['output']}/demo.json")
     if "plot" in result:
         print(f"plots: {result['plot']} (both models) and <model>/curves.png, <model>/confusion.png under "

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import LaunchOptions, load_yaml, make_config, resolve_config_path
+from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
 from ..files import atomic_write
 from .records import write_json
 from .train import train
@@ -40,22 +40,71 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, Any]:
+    """Precision and memory format for every model of a CPU demo, timed on the first model (a few steps each way).
+
+    bf16 autocast is a candidate only where the recipe asks for ``amp`` and the CPU has native bf16. The choice is
+    kept in ``folder/numerics.json``, so a resumed demo continues with the numerics it started with. Returns
+    ``{"amp", "channels_last", "reason"}``, or ``{}`` off the CPU (the recipe's settings stand).
+    """
+    import json
+
+    import torch
+
+    from .. import create_model
+    from ..data import build_datasets
+    from . import distributed
+    from .hardware import probe_cpu_numerics
+
+    path = folder / "numerics.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    if distributed.resolve_device(cfg.run.device).type != "cpu":
+        return {}
+    _, _, info = build_datasets(cfg.data, splits=("val",))  # the input shape and classes the models will see
+    with torch.random.fork_rng(devices=[]):  # the runs' own seeding stays as if no probe had run
+        torch.manual_seed(cfg.run.seed)
+        model = create_model(cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans,
+                             **cfg.model.kwargs)
+        images = torch.randn(cfg.optim.batch_size, info.in_chans, info.img_size, info.img_size)
+        labels = torch.randint(0, info.num_classes, (cfg.optim.batch_size,))
+        choice, measured = probe_cpu_numerics(model, images, labels, try_bf16=cfg.run.amp and
+                                              cfg.run.amp_dtype == "auto")
+    precision = "bf16 autocast" if choice["amp"] else "float32"
+    layout = "channels_last" if choice["channels_last"] else "NCHW"
+    result = {**choice, "reason": f"{precision}, {layout}: fastest on this CPU for {cfg.model.name} ({measured})"}
+    if not path.exists():  # an existing demo folder is refused by train(); leave its record as it is
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(path, result)
+    return result
+
+
 def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, output: str | None = None,
-             overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+             overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
+             probe: bool = True) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, seed and budget; returns their summaries and the folder.
 
     Writes ``OUTPUT/<model>/`` run folders, ``OUTPUT/demo.json`` and ``OUTPUT/demo.png`` (both models' curves).
-    With ``resume`` an interrupted demo in ``output`` continues where it stopped.
+    With ``resume`` an interrupted demo in ``output`` continues where it stopped. With ``probe`` (on a CPU) the
+    precision and memory format are the fastest measured on this machine (:func:`choose_numerics`), the same for
+    every model; without it the recipe's settings and the rule of ``hardware.amp_dtype_for`` apply.
     """
     recipe = load_yaml(resolve_config_path(config))
     folder = Path(output or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}")
     start = time.perf_counter()
+    numerics: dict[str, Any] = {}
+    if probe:
+        numerics = choose_numerics(make_config(recipe, overrides or {}, model=models[0]).validate(), folder, resume)
+        if numerics:
+            print(f"demo numerics: {numerics['reason']}", flush=True)
+    chosen = {k: numerics[k] for k in ("amp", "channels_last") if k in numerics}
     summaries: dict[str, dict[str, Any]] = {}
     for name in models:
-        cfg = make_config(recipe, overrides or {}, model=name).validate()
+        cfg = make_config(recipe, overrides or {}, chosen, model=name).validate()
         options = LaunchOptions(output=str(folder / name), resume="auto" if resume else None, progress=progress)
         summaries[name] = train(cfg, options)
     result = {"output": str(folder), "config": str(resolve_config_path(config)), "time_s": time.perf_counter() - start,
+              "numerics": numerics,
               "models": {name: {k: s.get(k) for k in ("top1", "top5", "loss", "best_top1", "params", "epochs",
                                                        "train_time_s", "train_img_per_s", "output", "curves",
                                                        "confusion")}

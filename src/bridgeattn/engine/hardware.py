@@ -77,3 +77,54 @@ def numerics_report(amp: bool, amp_dtype: str, dtype: torch.dtype | None, channe
     if device.type == "cpu":
         where = f"CPU, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
     return f"numerics: {precision}; memory format {layout}; {where}"
+
+
+def _train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None,
+                channels_last: bool):
+    """A closure running one training step (forward, cross-entropy, backward, zero-lr SGD step) of a copy of
+    ``model`` on ``images`` ``(B, C, H, W)`` / ``labels`` ``(B,)``; ``model`` itself is left untouched."""
+    import copy
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).train().to(memory_format=fmt)
+    x = images.contiguous(memory_format=fmt)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # timing only: the copy's weights stay as they are
+
+    def step() -> None:
+        with autocast(x.device, dtype):
+            loss = torch.nn.functional.cross_entropy(net(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, try_bf16: bool,
+                       rounds: int = 3) -> tuple[dict[str, bool], str]:
+    """Which of float32 / bf16 autocast and NCHW / channels_last trains ``model`` fastest on this CPU right now.
+
+    bf16 is timed only when ``try_bf16`` and the CPU has native bf16 (:func:`cpu_has_native_bf16`). After one
+    warm-up step each, ``rounds`` rounds time one step of every candidate in turn (so a load that changes hits them
+    alike); the median decides. Returns ``{"amp": ..., "channels_last": ...}`` and a line with each one's img/s.
+    """
+    import statistics
+    import time
+
+    dtypes: list[torch.dtype | None] = [None]
+    if try_bf16 and cpu_has_native_bf16():
+        dtypes.append(torch.bfloat16)
+    steps = {(dtype, cl): _train_step(model, images, labels, dtype, cl) for dtype in dtypes for cl in (False, True)}
+    times: dict[tuple[torch.dtype | None, bool], list[float]] = {key: [] for key in steps}
+    for step in steps.values():
+        step()
+    for _ in range(rounds):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - start)
+    seconds = {key: statistics.median(t) for key, t in times.items()}
+    dtype, channels_last = min(seconds, key=seconds.get)
+    timings = ", ".join(f"{'bf16' if d else 'fp32'} {'channels_last' if cl else 'NCHW'} {len(images) / s:.0f}"
+                        for (d, cl), s in seconds.items())
+    return {"amp": dtype is not None, "channels_last": channels_last}, f"measured img/s: {timings}"
