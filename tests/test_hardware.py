@@ -81,17 +81,26 @@ def test_demo_recipe_autocasts_where_bf16_is_native(native_bf16, autocast_calls,
     assert "bfloat16 autocast (CPU has native bf16)" in capsys.readouterr().out
 
 
-def test_probe_times_bf16_only_with_native_bf16_and_picks_a_candidate(native_bf16, autocast_calls):
+def test_probe_times_bf16_only_with_native_bf16_and_leaves_the_threads(native_bf16, autocast_calls):
     model = bridgeattn.create_model("plain_resnet20", num_classes=10, in_chans=1)
     images, labels = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
-    native_bf16(False)
-    choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
-    assert choice["amp"] is False and reason.count("fp32") == 2 and "bf16" not in reason
-    assert torch.bfloat16 not in autocast_calls
-    native_bf16(True)
-    choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
-    assert reason.count("bf16") == 2 and torch.bfloat16 in autocast_calls
-    assert set(choice) == {"amp", "channels_last"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        native_bf16(False)
+        choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
+        # float32 x (NCHW, channels_last) x (2 threads, 1 thread)
+        assert choice["amp"] is False and reason.count("fp32") == 4 and "bf16" not in reason
+        assert torch.bfloat16 not in autocast_calls
+        assert torch.get_num_threads() == 2
+        native_bf16(True)
+        choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=True, rounds=1)
+        assert reason.count("bf16") == 4 and torch.bfloat16 in autocast_calls
+        assert set(choice) == {"amp", "channels_last", "threads"} and choice["threads"] in (1, 2)
+        choice, reason = hardware.probe_cpu_numerics(model, images, labels, try_bf16=False, rounds=1)
+        assert "bf16" not in reason  # a recipe without amp never gets bf16
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_explicit_requests_are_honoured_or_refused():

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
 from ..files import atomic_write
 from .records import write_json
@@ -41,15 +43,13 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, Any]:
-    """Precision and memory format for every model of a CPU demo, timed on the first model (a few steps each way).
+    """Precision, memory format and threads for every model of a CPU demo, timed on the first model (a few steps).
 
     bf16 autocast is a candidate only where the recipe asks for ``amp`` and the CPU has native bf16. The choice is
     kept in ``folder/numerics.json``, so a resumed demo continues with the numerics it started with. Returns
-    ``{"amp", "channels_last", "reason"}``, or ``{}`` off the CPU (the recipe's settings stand).
+    ``{"amp", "channels_last", "threads", "reason"}``, or ``{}`` off the CPU (the recipe's settings stand).
     """
     import json
-
-    import torch
 
     from .. import create_model
     from ..data import build_datasets
@@ -72,7 +72,9 @@ def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, A
                                               cfg.run.amp_dtype == "auto")
     precision = "bf16 autocast" if choice["amp"] else "float32"
     layout = "channels_last" if choice["channels_last"] else "NCHW"
-    result = {**choice, "reason": f"{precision}, {layout}: fastest on this CPU for {cfg.model.name} ({measured})"}
+    threads = f"{choice['threads']} thread{'s' if choice['threads'] > 1 else ''}"
+    result = {**choice, "reason": f"{precision}, {layout}, {threads}: fastest on this CPU for {cfg.model.name} "
+                                  f"({measured})"}
     if not path.exists():  # an existing demo folder is refused by train(); leave its record as it is
         folder.mkdir(parents=True, exist_ok=True)
         write_json(path, result)
@@ -99,10 +101,16 @@ def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, outp
             print(f"demo numerics: {numerics['reason']}", flush=True)
     chosen = {k: numerics[k] for k in ("amp", "channels_last") if k in numerics}
     summaries: dict[str, dict[str, Any]] = {}
-    for name in models:
-        cfg = make_config(recipe, overrides or {}, chosen, model=name).validate()
-        options = LaunchOptions(output=str(folder / name), resume="auto" if resume else None, progress=progress)
-        summaries[name] = train(cfg, options)
+    threads_before = torch.get_num_threads()
+    try:
+        if "threads" in numerics:
+            torch.set_num_threads(numerics["threads"])
+        for name in models:
+            cfg = make_config(recipe, overrides or {}, chosen, model=name).validate()
+            options = LaunchOptions(output=str(folder / name), resume="auto" if resume else None, progress=progress)
+            summaries[name] = train(cfg, options)
+    finally:
+        torch.set_num_threads(threads_before)
     result = {"output": str(folder), "config": str(resolve_config_path(config)), "time_s": time.perf_counter() - start,
               "numerics": numerics,
               "models": {name: {k: s.get(k) for k in ("top1", "top5", "loss", "best_top1", "params", "epochs",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 import torch
 
@@ -75,7 +76,8 @@ def numerics_report(amp: bool, amp_dtype: str, dtype: torch.dtype | None, channe
     layout = "channels_last" if channels_last else "contiguous (NCHW)"
     where = device.type
     if device.type == "cpu":
-        where = f"CPU, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+        n = torch.get_num_threads()
+        where = f"CPU, {n} thread{'s' if n != 1 else ''}, ISA {torch.backends.cpu.get_cpu_capability()}"
     return f"numerics: {precision}; memory format {layout}; {where}"
 
 
@@ -101,12 +103,14 @@ def _train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 
 
 def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, try_bf16: bool,
-                       rounds: int = 3) -> tuple[dict[str, bool], str]:
-    """Which of float32 / bf16 autocast and NCHW / channels_last trains ``model`` fastest on this CPU right now.
+                       rounds: int = 3) -> tuple[dict[str, Any], str]:
+    """Which precision, memory format and thread count train ``model`` fastest on this CPU right now.
 
-    bf16 is timed only when ``try_bf16`` and the CPU has native bf16 (:func:`cpu_has_native_bf16`). After one
-    warm-up step each, ``rounds`` rounds time one step of every candidate in turn (so a load that changes hits them
-    alike); the median decides. Returns ``{"amp": ..., "channels_last": ...}`` and a line with each one's img/s.
+    Candidates: float32 and (only when ``try_bf16`` and the CPU has native bf16, :func:`cpu_has_native_bf16`) bf16
+    autocast; NCHW and channels_last; PyTorch's thread count and one thread (on a busy machine the threads of a
+    step wait for each other). After one warm-up step each, ``rounds`` rounds time one step of every candidate in
+    turn, so a load that changes hits them alike; the median decides. The thread count is left as it was.
+    Returns ``{"amp": bool, "channels_last": bool, "threads": int}`` and a line with each candidate's img/s.
     """
     import statistics
     import time
@@ -114,17 +118,26 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
     dtypes: list[torch.dtype | None] = [None]
     if try_bf16 and cpu_has_native_bf16():
         dtypes.append(torch.bfloat16)
-    steps = {(dtype, cl): _train_step(model, images, labels, dtype, cl) for dtype in dtypes for cl in (False, True)}
-    times: dict[tuple[torch.dtype | None, bool], list[float]] = {key: [] for key in steps}
-    for step in steps.values():
-        step()
-    for _ in range(rounds):
-        for key, step in steps.items():
-            start = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    thread_counts = sorted({threads_before, 1}, reverse=True)
+    steps = {(dtype, cl, n): _train_step(model, images, labels, dtype, cl)
+             for dtype in dtypes for cl in (False, True) for n in thread_counts}
+    times: dict[tuple[torch.dtype | None, bool, int], list[float]] = {key: [] for key in steps}
+    try:
+        for (_, _, n), step in steps.items():
+            torch.set_num_threads(n)
             step()
-            times[key].append(time.perf_counter() - start)
+        for _ in range(rounds):
+            for key, step in steps.items():
+                torch.set_num_threads(key[2])
+                start = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads_before)
     seconds = {key: statistics.median(t) for key, t in times.items()}
-    dtype, channels_last = min(seconds, key=seconds.get)
-    timings = ", ".join(f"{'bf16' if d else 'fp32'} {'channels_last' if cl else 'NCHW'} {len(images) / s:.0f}"
-                        for (d, cl), s in seconds.items())
-    return {"amp": dtype is not None, "channels_last": channels_last}, f"measured img/s: {timings}"
+    dtype, channels_last, threads = min(seconds, key=seconds.get)
+    timings = ", ".join(f"{'bf16' if d else 'fp32'} {'channels_last' if cl else 'NCHW'} {n}t {len(images) / s:.0f}"
+                        for (d, cl, n), s in seconds.items())
+    return ({"amp": dtype is not None, "channels_last": channels_last, "threads": threads},
+            f"measured img/s: {timings}")
