@@ -55,7 +55,7 @@ def autocast_calls(monkeypatch) -> list:
     return calls
 
 
-TINY_DEMO = dict(data="synthetic:64", train_subset=64, val_subset=32, img_size=16, batch_size=32, epochs=1,
+TINY_DEMO = dict(data="synthetic:64", train_subset=64, val_subset=16, img_size=16, batch_size=32, epochs=1,
                  plots=False)
 
 

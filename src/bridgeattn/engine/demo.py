@@ -106,7 +106,7 @@ def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, outp
         if "threads" in numerics:
             torch.set_num_threads(numerics["threads"])
         for name in models:
-            cfg = make_config(recipe, overrides or {}, chosen, model=name).validate()
+            cfg = make_config(recipe, chosen, overrides or {}, model=name).validate()  # flags given win over the probe
             options = LaunchOptions(output=str(folder / name), resume="auto" if resume else None, progress=progress)
             summaries[name] = train(cfg, options)
     finally:
