@@ -51,10 +51,10 @@ def _count_reads(monkeypatch) -> dict[str, int]:
     monkeypatch.setattr(distributed, "all_reduce_sum", counting("all_reduce", distributed.all_reduce_sum))
     real_epoch = engine_train.train_one_epoch
 
-    def epoch(run, index):
+    def epoch(run, index, *rest):
         active["on"] = True
         try:
-            return real_epoch(run, index)
+            return real_epoch(run, index, *rest)
         finally:
             active["on"] = False
 
