@@ -40,6 +40,7 @@ def _wait_for(predicate, timeout: float = 120.0, proc: subprocess.Popen | None =
         time.sleep(0.05)
 
 
+@pytest.mark.multiprocess
 def test_second_run_on_a_live_folder_is_refused_and_the_first_finishes_intact(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONWARNINGS="ignore")

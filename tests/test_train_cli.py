@@ -256,6 +256,7 @@ def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigterm_to_the_launcher_checkpoints_every_rank_and_resume_matches_uninterrupted(ddp_run, tmp_path):
     run, markers = tmp_path / "run", tmp_path / "markers"
     markers.mkdir()
@@ -282,6 +283,7 @@ def test_sigterm_to_the_launcher_checkpoints_every_rank_and_resume_matches_unint
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_workers_die_with_a_killed_torchrun_and_write_nothing_more(tmp_path):
     run, markers = tmp_path / "run", tmp_path / "markers"
     markers.mkdir()
@@ -302,6 +304,7 @@ def test_workers_die_with_a_killed_torchrun_and_write_nothing_more(tmp_path):
     assert sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*")) == files
 
 
+@pytest.mark.multiprocess
 def test_ctrl_c_prints_how_to_continue_and_writes_the_summary(tmp_path):
     run = tmp_path / "run"
     result = _cli("train", *TINY_FLAGS, "--output", str(run), env=_env(**{FAULT_ENV: "SIGINT@3"}))
