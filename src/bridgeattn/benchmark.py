@@ -6,10 +6,11 @@ A train step is forward, cross-entropy, backward and an SGD step; inference is a
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -178,15 +179,30 @@ def benchmark(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; use --device cpu")
     say = progress or (lambda msg: None)
-    if compile:
-        # Models of one family share their forward code; each is a separate graph, not a recompilation
-        # to give up on, so lift dynamo's per-function limit and start from an empty cache.
-        import torch._dynamo as dynamo
+    with _compile_limits(compile):
+        return _run(specs, device, say, batch_size=batch_size, img_size=img_size, train=train,
+                    channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
+                    repeats=repeats, steps=steps, warmup=warmup)
 
-        dynamo.reset()
-        for key in ("recompile_limit", "cache_size_limit"):
-            if hasattr(dynamo.config, key):
-                setattr(dynamo.config, key, max(64, getattr(dynamo.config, key)))
+
+@contextlib.contextmanager
+def _compile_limits(compile: bool) -> Iterator[None]:
+    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
+    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
+    if not compile:
+        yield
+        return
+    import torch._dynamo as dynamo
+
+    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
+              if hasattr(dynamo.config, k)}
+    with dynamo.config.patch(limits):
+        yield
+
+
+def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str], None], *, batch_size: int,
+         img_size: int, train: bool, channels_last: bool, compile: bool, amp: bool, fuse: bool,
+         amp_dtype: str, repeats: int, steps: int, warmup: int) -> dict[str, Any]:
     runners: dict[str, _Runner] = {}
     for label, spec in specs.items():
         torch.manual_seed(0)

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from . import plotting
 from .errors import UserError
-from .files import atomic_write, write_json, write_text
+from .files import write_json, write_text
 
 __all__ = [
     "SHORT_NAMES",
@@ -402,13 +403,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Top-1 vs params, bubble area proportional to MACs, error bars = std over seeds (the paper's Figure 1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = [r for r in rows if r.get("top1_mean") is not None and r.get("params") is not None]
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    fig, ax = plotting.figure((7, 5), dpi=120)
     max_macs = max((r.get("macs") or 0) for r in pts) or 1
     for r in pts:
         bridge = r["model"].startswith("ba") or r["name"].startswith("ba")
@@ -424,8 +420,7 @@ def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> N
     ax.set_title(title or "top-1 vs parameters (bubble area = MACs)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    plotting.save(fig, path)
 
 
 def write_report(results: dict[str, Any], output: Path) -> None:

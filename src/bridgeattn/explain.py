@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import plotting
 from .data.preprocessing import Preprocessing
 from .errors import UserError
 from .files import write_json, write_text
@@ -111,14 +112,10 @@ def save_gradcam_figure(
 
     The PNG is ``(1 + len(cams)) * 200`` px wide and ``235`` px high. Returns ``(width, height)``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     n = 1 + len(cams)
-    fig, axes = plt.subplots(1, n, figsize=(n * PANEL_INCHES, PANEL_INCHES + TITLE_INCHES), dpi=DPI)
+    fig, axes = plotting.figure((n * PANEL_INCHES, PANEL_INCHES + TITLE_INCHES), dpi=DPI, ncols=n)
     panels = [("image", (image * 255).astype(np.uint8))]
     panels += [(label, show_cam_on_image(image.astype(np.float32), cam, use_rgb=True)) for label, cam in cams.items()]
     for ax, (label, pixels) in zip(axes, panels):
@@ -128,8 +125,7 @@ def save_gradcam_figure(
     if title:
         fig.suptitle(title, fontsize=8, y=0.995)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.04)
-    fig.savefig(path, dpi=DPI)  # no tight bbox: the size in pixels is exactly figsize * dpi
-    plt.close(fig)
+    plotting.save(fig, path, dpi=DPI)  # no tight bbox: the size in pixels is exactly figsize * dpi
     return round(n * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
@@ -200,17 +196,12 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
 
 def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     """``selection_weights.png`` (a_i per block) and ``gate_distribution.png`` (gate values per stage)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     blocks = {b: v for b, v in stats["blocks"].items() if v["selection_weights"] is not None}
     if blocks:
         names = list(blocks)
         n_taps = max(len(v["selection_weights"]) for v in blocks.values())
-        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) * n_taps), 4), dpi=110)
+        fig, ax = plotting.figure((max(6, 0.45 * len(names) * n_taps), 4), dpi=110)
         width = 0.8 / n_taps
         for i in range(n_taps):
             vals = [v["selection_weights"][i] if i < len(v["selection_weights"]) else 0 for v in blocks.values()]
@@ -222,10 +213,8 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
         ax.set_title("BAv2 selection weights per block (which conv outputs the bridge uses)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written.append(output / "selection_weights.png")
-        fig.savefig(written[-1])
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+        written.append(plotting.save(fig, output / "selection_weights.png"))
+    fig, ax = plotting.figure((7, 4), dpi=110)
     for stage, s in stats["stages"].items():
         edges = np.array(s["histogram"]["edges"])
         counts = np.array(s["histogram"]["counts"], dtype=float)
@@ -235,9 +224,7 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     ax.set_title(f"gate value distribution per stage ({stats['images']} images)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(output / "gate_distribution.png")
-    fig.savefig(written[-1])
-    plt.close(fig)
+    written.append(plotting.save(fig, output / "gate_distribution.png"))
     return written
 
 

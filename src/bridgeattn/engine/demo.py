@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from .. import plotting
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
-from ..files import atomic_write
 from .records import write_json
 from .train import train
 
@@ -21,10 +21,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     """Validation top-1 and training loss per epoch of every model in one figure."""
     import json
 
-    from .plots import _pyplot
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plotting.figure((10, 3.6), ncols=2)
     for name, summary in summaries.items():
         lines = (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()
         history = [json.loads(line) for line in lines if line.strip()]
@@ -37,9 +34,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path, dpi=110)
 
 
 def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, Any]:

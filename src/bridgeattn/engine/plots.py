@@ -1,27 +1,17 @@
-"""Training curves and the confusion matrix as PNG files (matplotlib, Agg backend: no display needed)."""
+"""Training curves and the confusion matrix as PNG files (matplotlib's Figure API: no display, no backend change)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .. import plotting
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Loss (train, val), accuracy (top-1, top-5, EMA top-1) and learning rate per epoch, side by side."""
-    plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plotting.figure((13, 3.6), ncols=3)
     panels = [("loss", [("train_loss", "train"), ("loss", "val")]),
               ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")]),
               ("learning rate", [("lr", "lr at epoch end")])]
@@ -38,9 +28,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path, dpi=110)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
@@ -48,12 +36,11 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     """Row-normalised confusion matrix (true class per row); class names shown up to 30 classes."""
     import numpy as np
 
-    plt = _pyplot()
     matrix = np.asarray(confusion, dtype=np.float64)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(matrix)
     size = min(12.0, 3.0 + 0.45 * n)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig, ax = plotting.figure((size + 1.5, size))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
     if n <= 30:
@@ -69,6 +56,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return plotting.save(fig, path, dpi=110)

@@ -14,13 +14,14 @@ batches of that epoch, bit-identical too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
 import shlex
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +58,8 @@ from .runlock import LOCK_ENV, RunLock
 _SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_prefix", "warmup_lr", "min_lr", "lr", "batch_size",
                     "grad_accum")
 
+log = logging.getLogger(__name__)
+
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (a non-finite loss); the last good checkpoint is left in place."""
@@ -70,12 +73,26 @@ def seed_everything(seed: int, *salt: int) -> None:
     torch.manual_seed(int(a) << 32 | int(b))
 
 
-def set_deterministic(enabled: bool) -> None:
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """cuDNN and torch's algorithm choice for one run (deterministic, or cuDNN's autotuner); the caller's settings
+    are restored afterwards."""
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    set_env = enabled and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if set_env:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # needed by deterministic cuBLAS
     if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        if set_env:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 class EpochKeyedSampler(distributed.ResumableSampler):
@@ -351,10 +368,10 @@ def _restore(run: Run, path: Path) -> None:
         # a resume from further back must not overwrite (nor prune) the checkpoints after it
         moved = ckpt.set_aside_newer(run.folder, run.start_epoch, batch)
         if moved:
-            print(f"moved {len(moved)} checkpoint(s) newer than {Path(state['path']).name} to "
-                  f"{run.folder / ckpt.CKPT_DIR / 'superseded'}", flush=True)
+            log.info(f"moved {len(moved)} checkpoint(s) newer than {Path(state['path']).name} to "
+                  f"{run.folder / ckpt.CKPT_DIR / 'superseded'}")
         where = f"epoch {run.start_epoch}" + (f", batch {batch} of epoch {run.start_epoch + 1}" if batch else "")
-        print(f"resumed from {state['path']} ({where}, step {run.step})", flush=True)
+        log.info(f"resumed from {state['path']} ({where}, step {run.step})")
 
 
 def _model_class(model: nn.Module) -> str:
@@ -384,7 +401,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     r = cfg.run
     amp_dtype = amp_dtype_for(r.amp, info.device, r.amp_dtype)
     if info.is_main:
-        print(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device), flush=True)
+        log.info(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device))
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=cfg.optim.ema_decay) if cfg.optim.ema else None
     mixup = None
@@ -406,12 +423,12 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     if resume_path is not None:
         _restore(run, resume_path)
     elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
-        print(f"no usable checkpoint in {folder}; starting from scratch", flush=True)
+        log.info(f"no usable checkpoint in {folder}; starting from scratch")
     if info.is_main:
         run.recorder = RunRecorder(folder, cfg, run.start_epoch)
         if data_info.skipped:
             write_text(folder / "skipped_files.txt", "\n".join(data_info.skipped) + "\n")
-            print(f"data: skipped {len(data_info.skipped)} unreadable files (list in {folder}/skipped_files.txt)")
+            log.info(f"data: skipped {len(data_info.skipped)} unreadable files (list in {folder}/skipped_files.txt)")
     return run
 
 
@@ -737,9 +754,9 @@ def _fit(run: Run) -> dict[str, Any]:
     epochs = cfg.optim.epochs
     if main:
         global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * run.dist.world_size
-        print(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}: {epochs} epochs x "
+        log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}: {epochs} epochs x "
               f"{run.updates_per_epoch} steps, global batch {global_batch}"
-              f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}", flush=True)
+              f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
     for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.sampler.set_epoch(epoch)
@@ -765,10 +782,9 @@ def _fit(run: Run) -> dict[str, Any]:
         if main:
             ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.run.keep, good=good)
             run.recorder.write_history(run.history)
-            print(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
+            log.info(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
                   f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
-                  f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s",
-                  flush=True)
+                  f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
         del state
         distributed.barrier()
     if not final:  # resumed a finished run: evaluate its weights once for the report
@@ -806,11 +822,11 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
     options = (options or LaunchOptions()).validate()
     if model is None:  # the registry model fits the asked input size and arguments, before any file is written
         check_model_input(cfg.model.name, cfg.data.img_size, cfg.data.in_chans, **cfg.model.kwargs)
-    set_deterministic(cfg.run.deterministic)
     info = distributed.setup(cfg.run.device)
     run = None
     try:
         with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
+            stack.enter_context(deterministic_algorithms(cfg.run.deterministic))
             stop = stack.enter_context(StopRequest())
             run = _setup(cfg, options, info, stack, model, datasets)
             run.stop, run.on_step = stop, on_step
