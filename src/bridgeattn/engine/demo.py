@@ -1,6 +1,7 @@
 """The main job: BAv2 and the plain baseline trained on Fashion-MNIST under one budget, side by side."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,6 +14,8 @@ from .. import plotting
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
 from .records import write_json
 from .train import train
+
+log = logging.getLogger(__name__)
 
 DEMO_MODELS = ("bav2_resnet20", "plain_resnet20")
 
@@ -93,7 +96,7 @@ def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, outp
     if probe:
         numerics = choose_numerics(make_config(recipe, overrides or {}, model=models[0]).validate(), folder, resume)
         if numerics:
-            print(f"demo numerics: {numerics['reason']}", flush=True)
+            log.info(f"demo numerics: {numerics['reason']}")
     chosen = {k: numerics[k] for k in ("amp", "channels_last") if k in numerics}
     summaries: dict[str, dict[str, Any]] = {}
     threads_before = torch.get_num_threads()
