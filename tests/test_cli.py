@@ -209,3 +209,19 @@ def test_json_path_and_print_json(tmp_path, capsys):
     assert json.loads(out.read_text())[0]["model"] == "plain_resnet20"
     assert main(["models", "plain_resnet20", "--print-json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["trian"], "did you mean train?"),
+    (["train", "--lrr", "3"], "did you mean --lr?"),
+    (["train", "--sched", "cosin"], "did you mean cosine?"),
+])
+def test_typos_name_the_closest_choice(argv, hint, capsys):
+    assert hint in _error(argv, capsys)
+
+
+def test_resume_alone_means_auto():
+    parser = _parser("train")
+    assert parser.parse_args(["--resume"]).resume == "auto"
+    assert parser.parse_args(["--resume", "run/checkpoints/last.pth"]).resume == "run/checkpoints/last.pth"
+    assert not hasattr(parser.parse_args([]), "resume")  # unset flags stay out of the namespace

@@ -31,10 +31,28 @@ COMMANDS: dict[str, str] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line (and the usual exit status 2), pointing to --help."""
+    """Argument errors as one line (and the usual exit status 2), pointing to --help, with the closest names."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see '{self.prog} --help')\n")
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+        import re
+
+        words: list[str] = []
+        known: list[str] = []
+        if message.startswith("unrecognized arguments:"):
+            words = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            known = [s for a in self._actions for s in a.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                for parser in getattr(sub, "choices", {}).values():
+                    known += [s for a in parser._actions for s in a.option_strings]
+        elif match := re.search(r"invalid choice: '([^']*)'", message):
+            words = [match.group(1)]
+            known = [c for a in self._actions for c in (a.choices or []) if isinstance(c, str)]
+        close = sorted({c for w in words for c in difflib.get_close_matches(w, known, n=2, cutoff=0.7)})
+        return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def _command_module(name: str):

@@ -125,7 +125,9 @@ class LaunchOptions:
     """One invocation's choices, never stored in a run: where, whether to resume, trust, display, processes."""
 
     output: str | None = option(None, help="run folder (default: runs/<model>-<date>-<time>)")
-    resume: str | None = option(None, help="'auto' (latest good checkpoint in --output) or a checkpoint path")
+    resume: str | None = option(None, const="auto",
+                                help="'auto' (latest good checkpoint in --output; also plain --resume) or a "
+                                     "checkpoint path")
     unsafe_load: bool = option(False, help="allow checkpoints that need arbitrary code to load (trusted files only)")
     progress: bool = option(True, help="show a progress bar")
     nproc: int = option(1, help="processes on this machine: relaunches itself under torchrun")
@@ -240,6 +242,7 @@ class Option:
     help: str
     flag: str
     choices: tuple[str, ...] | None = None
+    const: Any = None  # the value of the flag given alone (``--resume`` = ``--resume auto``)
 
 
 def _options(owner: type, section: str | None) -> Iterator[Option]:
@@ -249,7 +252,7 @@ def _options(owner: type, section: str | None) -> Iterator[Option]:
         key = meta.get("key", f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         yield Option(key, section, f.name, hints[f.name], default, meta.get("help", ""),
-                     meta.get("flag", _flag(key)), meta.get("choices"))
+                     meta.get("flag", _flag(key)), meta.get("choices"), meta.get("const"))
 
 
 # key -> Option, in help order: the four sections, then the launch options
@@ -464,6 +467,8 @@ def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: O
         kw["metavar"] = "N" if kind is int else opt.key.upper().split("_")[-1]
         if opt.choices:
             kw["choices"] = opt.choices
+    if opt.const is not None:
+        kw.update(nargs="?", const=opt.const)
     kw.update(overrides)
     parser.add_argument(opt.flag, **kw)
 
