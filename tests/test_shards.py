@@ -115,6 +115,11 @@ def test_training_from_shards_takes_the_steps_of_the_source(tmp_path, shard_dir)
     rows = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1]) for name in ("wds", "direct")]
     assert rows[0]["train_samples"] == rows[1]["train_samples"] == 40
     assert rows[0]["val_samples"] == rows[1]["val_samples"] == 10
+    # eval streams the val shards too, split over its loader workers: every image once, the stored accuracy
+    from bridgeattn.evaluation import evaluate_checkpoint
+
+    again = evaluate_checkpoint(tmp_path / "wds", workers=2, plots=False)
+    assert again["count"] == 10 and again["top1"] == pytest.approx(streamed["top1"])
 
 
 def test_shard_command_writes_and_refuses_a_used_folder(tmp_path, capsys):
