@@ -39,7 +39,7 @@ __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS
            "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "absolute_data",
            "add_option", "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
            "from_flat", "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option",
-           "resolve_config_path", "split_options", "to_yaml"]
+           "resolve_config_path", "split_options"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -407,12 +407,8 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
 
 
 def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write ``cfg`` as a ``config.yaml``: flat keys in section order, no launch options."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def to_yaml(cfg: TrainConfig) -> str:
-    """The text of a ``config.yaml`` for ``cfg`` (flat keys, section order)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 # ----------------------------------------------------------------------------------------------------- flags
