@@ -67,3 +67,50 @@ def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_pa
     assert rows[0]["train_samples"] == rows[1]["train_samples"] == 64
     assert rows[0]["val_samples"] == rows[1]["val_samples"] == 16
     assert torch.isfinite(torch.tensor(two["loss"]))
+
+
+def _nan_on_rank_one(rank: int, port: int, folder: str) -> None:
+    """One DDP rank (spawned): rank 1's 2nd training forward returns NaN; every rank must skip that same step."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import importlib
+
+    engine_train = importlib.import_module("bridgeattn.engine.train")
+    real_build = engine_train._build_model
+    held = {}
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        held["model"] = model
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if rank == 1 and calls["n"] == 2:
+                    return output * float("nan")
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    engine_train._build_model = build
+    summary = engine_train.train(*from_flat(dict(
+        model="bav2_resnet20", data="synthetic:64", img_size=16, batch_size=8, lr=1e-3, epochs=1, warmup_epochs=0,
+        workers=0, progress=False, plots=False, skip_nonfinite=1, output=folder)))
+    params = [p.detach().double() for p in held["model"].parameters()]
+    with open(f"{folder}-rank{rank}.json", "w") as f:
+        json.dump({"skipped_steps": summary["skipped_steps"], "status": summary["status"],
+                   "finite": all(bool(torch.isfinite(p).all()) for p in params),
+                   "checksum": sum(float((p * (i + 1)).sum()) for i, p in enumerate(params))}, f)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_a_nan_on_one_rank_is_skipped_by_every_rank_without_a_vote(tmp_path):
+    torch.multiprocessing.spawn(_nan_on_rank_one, args=(_free_port(), str(tmp_path / "run")), nprocs=2)
+    ranks = [json.loads((tmp_path / f"run-rank{r}.json").read_text()) for r in range(2)]
+    assert [r["skipped_steps"] for r in ranks] == [1, 1]  # rank 0's own loss was finite, it skipped all the same
+    assert all(r["status"] == "finished" and r["finite"] for r in ranks)
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # the ranks' weights never diverged
