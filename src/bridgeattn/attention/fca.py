@@ -75,8 +75,8 @@ class FcaModule(nn.Module):
         channels: input channels ``C``.
         rd_ratio: hidden width of the excitation as a fraction of ``C`` (paper: 1/16).
         rd_channels: explicit hidden width, overrides ``rd_ratio``.
-        rd_divisor: round the hidden width to a multiple of this (8 as timm's SE; 1 gives the paper's ``C // 16``
-            for power-of-two widths).
+        rd_divisor: round the hidden width to a multiple of this (1: the official code's ``C // 16``, e.g. 4 hidden
+            units at 64 channels; 8 rounds as timm's SE does).
         freq_select: ``"topN"``, the ``N`` best frequencies of the paper (``"top16"`` is its default).
         dct_size: ``None`` to build filters for each input size, or a size to average-pool inputs to first.
         bias: biases in the two excitation layers (the paper has none).
@@ -91,7 +91,7 @@ class FcaModule(nn.Module):
         channels: int,
         rd_ratio: float = 1 / 16,
         rd_channels: int | None = None,
-        rd_divisor: int = 8,
+        rd_divisor: int = 1,
         freq_select: str = "top16",
         dct_size: int | tuple[int, int] | None = None,
         bias: bool = False,

@@ -53,6 +53,10 @@ class SrmModule(nn.Module):
         self.bn = GateBatchNorm1d(channels, device=device, dtype=dtype)
         self.gate = create_act_layer(gate_layer)
 
+    def no_weight_decay(self) -> set[str]:
+        """The style weights, which the official training script keeps out of weight decay."""
+        return {"cfc"}
+
     def style(self, x: torch.Tensor) -> torch.Tensor:
         """Style pooling ``(B, C, H, W) -> (B, C, 2)``: per-channel mean and standard deviation."""
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)

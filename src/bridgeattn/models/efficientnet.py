@@ -103,9 +103,13 @@ def create_mbconv_variant(
     pretrained: bool,
     gate_defaults: dict[str, Any],
     pre_act: bool,
+    gate_init_std: float | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A timm MobileNetV3/EfficientNet twin with bridged MBConv blocks.
+
+    ``gate_init_std``: initialise the gates' Linear weights from N(0, std) (before any pretrained weights load);
+    ``None`` keeps PyTorch's defaults.
 
     Keyword arguments ``ba_placement`` (``"se"``/``"output"``), ``ba_pre_act`` and the gate settings
     (``rd_ratio``, ``act_layer``, ``gate_layer``, ``selection``, ...) configure the gates; all others
@@ -115,10 +119,21 @@ def create_mbconv_variant(
     ba_args = pop_bridge_args(kwargs, version, gate_defaults)
     placement = kwargs.pop("ba_placement", "se")
     pre_act = kwargs.pop("ba_pre_act", pre_act if placement == "se" else False)
-    return create_bridged(
-        variant, twin, pretrained, lambda m: bridge_mbconv(m, ba_args, placement, pre_act), stem="conv_stem", **kwargs
-    )
+
+    def convert(model: nn.Module) -> int:
+        count = bridge_mbconv(model, ba_args, placement, pre_act)
+        if gate_init_std is not None:
+            for block in model.modules():
+                if isinstance(block, BAInvertedResidual):
+                    for layer in block.ba.modules():
+                        if isinstance(layer, nn.Linear):
+                            nn.init.normal_(layer.weight, 0.0, gate_init_std)
+                            if layer.bias is not None:
+                                nn.init.zeros_(layer.bias)
+        return count
+
+    return create_bridged(variant, twin, pretrained, convert, stem="conv_stem", **kwargs)
 
 
-# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (SPEC section 3); sigmoid gate.
+# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, "BAv1"); sigmoid gate.
 EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")

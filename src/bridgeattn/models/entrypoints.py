@@ -17,7 +17,7 @@ from typing import Any
 import torch.nn as nn
 from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
 
-from ..attention import CoordAttention, FcaModule, SrmModule
+from ..attention import CoordAttention, FcaModule, GlobalContextBlock, SrmModule
 from ._bridged import twin_cfg, warm_start_cfg
 from .convnext import create_convnext_variant
 from .efficientnet import EFFICIENTNET_GATE, create_mbconv_variant
@@ -47,7 +47,7 @@ RESNET_FAMILIES: dict[str, tuple[str, str | type[nn.Module] | None]] = {
     "se_": ("baseline-resnet", "se"),
     "eca_": ("baseline-resnet", "eca"),
     "cbam_": ("baseline-resnet", "cbam"),
-    "gc_": ("baseline-resnet", "gc"),
+    "gc_": ("baseline-resnet", GlobalContextBlock),
     "fca_": ("baseline-resnet", FcaModule),
     "ca_": ("baseline-resnet", CoordAttention),
     "srm_": ("baseline-resnet", SrmModule),

@@ -13,9 +13,11 @@ import torch.nn as nn
 
 from .efficientnet import create_mbconv_variant
 
-__all__ = ["MOBILENETV3_GATE", "MOBILENETV3_TWINS", "create_mobilenetv3_variant"]
+__all__ = ["MOBILENETV3_GATE", "MOBILENETV3_GATE_INIT_STD", "MOBILENETV3_TWINS", "create_mobilenetv3_variant"]
 
 MOBILENETV3_GATE = dict(rd_ratio=1 / 6, act_layer=nn.ReLU, gate_layer="hard_sigmoid")
+# The BAv1 MobileNetV3 reference initialises every Linear layer (the gates' among them) from N(0, 0.01).
+MOBILENETV3_GATE_INIT_STD = 0.01
 
 # bridged name -> (timm twin, BA version)
 MOBILENETV3_TWINS: dict[str, tuple[str, str]] = {
@@ -29,4 +31,6 @@ MOBILENETV3_TWINS: dict[str, tuple[str, str]] = {
 def create_mobilenetv3_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """One of :data:`MOBILENETV3_TWINS`, built as its timm twin with bridged blocks."""
     twin, version = MOBILENETV3_TWINS[variant]
-    return create_mbconv_variant(variant, twin, version, pretrained, MOBILENETV3_GATE, True, **kwargs)
+    return create_mbconv_variant(
+        variant, twin, version, pretrained, MOBILENETV3_GATE, True, gate_init_std=MOBILENETV3_GATE_INIT_STD, **kwargs
+    )

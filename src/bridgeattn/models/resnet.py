@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..attention.gc import GlobalContextBlock
 from ..bridge import BridgeAttention
 from ..ops import gated_residual, is_fx_proxy, spatial_mean
 from ._bridged import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
@@ -159,6 +160,9 @@ class BridgeResNet(ResNet):
             # The stem no longer reduces by 4: every feature is 4x larger.
             for info in self.feature_info:
                 info["reduction"] = max(1, info["reduction"] // 4)
+        for module in self.modules():  # timm's trunk init re-draws every conv, GCNet's zero-init last conv included
+            if isinstance(module, GlobalContextBlock):
+                module.reset_parameters()
         if not hasattr(self, "layer4"):
             # Registered right after layer3 so that the module order still reads as the forward.
             children = list(self._modules.items())
@@ -166,6 +170,16 @@ class BridgeResNet(ResNet):
             self._modules = dict(children[:at] + [("layer4", nn.Sequential())] + children[at:])
         # Smallest image side the network accepts: its total stride.
         self.min_input_size = int(self.feature_info[-1]["reduction"])
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that timm's optimizer factory keeps out of weight decay: those the attention modules name
+        (SRM's style weights)."""
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            if module is not self and hasattr(module, "no_weight_decay"):
+                names |= {f"{prefix}.{name}" for name in module.no_weight_decay()}
+        return names
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
