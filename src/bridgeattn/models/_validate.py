@@ -50,6 +50,9 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
 
     if not timm.is_model(name):
         return  # create_model names the similar models
+    from .registry import REMOTE_KWARGS
+
+    kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}  # a shape check never fetches weights
     chans = {"in_chans": in_chans} if in_chans else {}
     try:
         with torch.device("meta"):
