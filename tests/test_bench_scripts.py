@@ -17,6 +17,7 @@ def _script(name: str):
     return module
 
 
+@pytest.mark.slow
 def test_gpu_suite_runs_quick_on_cpu_and_writes_its_json(tmp_path):
     suite = _script("gpu_suite")
     assert suite.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0

@@ -79,6 +79,7 @@ def test_hub_and_onnx_exports_score_what_eval_scores(run: Path, tmp_path: Path, 
     assert abs(onnx_top1 - top1) <= 0.5, (onnx_top1, top1)
 
 
+@pytest.mark.onnx
 def test_export_refuses_a_too_small_size_and_leaves_no_file(run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "small.onnx"
     assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--output", str(out), "--img-size", "2"]) == 2

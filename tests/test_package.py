@@ -23,6 +23,7 @@ def _type_checking_imports() -> dict[str, str]:
     return {a.name: f"bridgeattn.{n.module}" for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names}
 
 
+@pytest.mark.slow  # four fresh interpreters
 def test_any_module_can_be_imported_first() -> None:
     """Registration waits for the core modules when one of them is what first imports timm."""
     for first in ("bridgeattn.bridge", "bridgeattn.attention.srm", "bridgeattn.fusion", "bridgeattn.ops"):
