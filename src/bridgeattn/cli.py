@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bridgeattn {args.command}: unavailable ({args._unavailable})", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "json", None):  # before any work, so a measured report is never lost at the end
+            from .files import check_writable
+
+            check_writable(args.json, flag="--json")
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
@@ -126,16 +130,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush of stdout raises nothing either
         return 0
+    except OSError as exc:
+        if not exc.filename:  # not about a path the user gave: a real failure, with its traceback below
+            return _traceback()
+        print(f"bridgeattn {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"bridgeattn {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception:
-        if os.environ.get("BRIDGEATTN_DEBUG"):
-            raise
-        import traceback
+        return _traceback()
 
-        traceback.print_exc()
-        return 1
+
+def _traceback() -> int:
+    """An unexpected failure: its traceback (re-raised under BRIDGEATTN_DEBUG=1) and exit status 1."""
+    if os.environ.get("BRIDGEATTN_DEBUG"):
+        raise
+    import traceback
+
+    traceback.print_exc()
+    return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from .engine.evaluate import evaluate
 from .engine.hardware import amp_dtype_for
 from .engine.records import write_eval_report, write_json
 from .errors import UserError
+from .files import check_writable
 from .loading import LoadedModel, load_model
 
 __all__ = ["evaluate_checkpoint"]
@@ -44,6 +45,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
     """
     location = Path(path)
     loaded = load_model(location, model, use_ema=use_ema, unsafe=unsafe)
+    out = Path(output) if output else _default_output(loaded, location)
+    check_writable(out, folder=True)  # before the data and the evaluation, not after them
     dev = distributed.resolve_device(device)
     if loaded.config is not None:
         cfg = loaded.train_config
@@ -74,7 +77,6 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
                         pin_memory=dev.type == "cuda")
     metrics = evaluate(net, loader, dev, num_classes=num_classes, amp_dtype=amp_dtype, channels_last=channels_last,
                        progress=progress)
-    out = Path(output) if output else _default_output(loaded, location)
     history = loaded.checkpoint.get("history") or []
     record = history[-1] if history else {}
     epoch = loaded.checkpoint.get("epoch")

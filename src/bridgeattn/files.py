@@ -109,3 +109,36 @@ def remove_stale_temps(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def check_writable(path: str | os.PathLike[str], *, folder: bool = False, flag: str = "--output") -> Path:
+    """Refuse, as one ``UserError`` line and before any work, an output location that cannot be written.
+
+    ``folder``: ``path`` is a folder to create or fill, else a file to (re)write. The nearest existing ancestor
+    must be a folder in which a file can be created (probed with a temp file that is removed again, so read-only
+    file systems, ``/proc`` and permissions are judged by the kernel, not guessed); nothing else is created.
+    """
+    from .errors import UserError
+
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if folder and not path.is_dir():
+            raise UserError(f"{flag} {path}: a file is in the way (expected a folder)")
+        if not folder and path.is_dir():
+            raise UserError(f"{flag} {path} is a folder (expected a file name)")
+    start = path if folder and path.is_dir() else path.parent
+    ancestor = start.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{flag} {path}: {ancestor} is a file, so no folder can be created in it")
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bridgeattn-probe-", dir=ancestor)
+    except OSError as exc:
+        raise UserError(f"{flag} {path} cannot be written: no file can be created in {ancestor} "
+                        f"({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path

@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..compare import CompareConfig, markdown_table, run_compare
     from ..config import flags_given, load_yaml, make_config, resolve_config_path
+    from ..files import check_writable
 
+    check_writable(args.output, folder=True)  # before any cell trains
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
     options = {k: v for k, v in {**recipe, **flags_given(args)}.items() if k not in ("model", "seed")}
     data = make_config(options).validate().data.spec  # the whole budget is checked before any cell trains

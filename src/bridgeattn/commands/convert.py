@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import convert_checkpoint
+    from ..files import check_writable
 
+    check_writable(args.output, flag="output")
     summary = convert_checkpoint(
         args.input, args.output, args.model, version=args.version, unsafe=args.unsafe_load,
         num_classes=args.num_classes,

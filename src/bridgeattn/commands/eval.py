@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate_checkpoint
+    from ..files import check_writable
 
+    if args.output:
+        check_writable(args.output, folder=True)  # the default (next to the weights) is checked once known
     result = evaluate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, workers=args.workers,
                                  val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,

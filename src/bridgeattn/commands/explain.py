@@ -32,9 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..explain import check_output, explain, find_images
+    from ..files import check_writable
 
     if not args.checkpoint and not args.model:
         raise UserError("pass --checkpoint PATH and/or --model NAME")
+    check_writable(args.output, folder=True)
     if not args.overwrite:
         check_output(args.output)  # refuse before any work
     files = find_images(args.images)

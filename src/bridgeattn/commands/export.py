@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import UserError
     from ..export import export_model, resolve_input_size
+    from ..files import check_writable
 
+    check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
     if args.fuse and args.format in ("safetensors", "hub"):
         raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}

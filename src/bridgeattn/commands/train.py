@@ -70,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import TrainingStopped, config_from_args, train
     from ..engine.interrupt import TrainingInterrupted
     from ..errors import UserError
+    from ..files import check_writable
 
     cfg, options = config_from_args(args)
     _check_launcher(options)
+    check_writable(options.output or "runs", folder=True)  # before the model, the data and the run folder
     if not timm.is_model(cfg.model.name):
         raise UserError(f"unknown model {cfg.model.name!r} (see `bridgeattn models`)")
     if options.nproc > 1:
