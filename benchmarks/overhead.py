@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}, train step, batch {bs}, {args.img_size} px")
             print(profile_table(name, bs, args.img_size))
         return 0
-    assert sum(p.numel() for p in naive_bav2_resnet50().parameters()) == 28_702_664  # SPEC section 4
+    assert sum(p.numel() for p in naive_bav2_resnet50().parameters()) == 28_702_664  # docs/spec.md, section 4
 
     configs = []
     for compiled, sizes in ((False, args.batch_sizes), (True, args.compile_batch_sizes if args.compile else "")):

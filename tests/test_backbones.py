@@ -51,7 +51,7 @@ FEATURE_CHANNELS = {
 
 
 def _gate_params(version: str, taps: list[int], channels: int, r: int) -> int:
-    """Parameters of one bridge gate, from the SPEC formulas (not from BridgeAttention)."""
+    """Parameters of one bridge gate, from the formulas of docs/spec.md, sections 2-3 (not from BridgeAttention)."""
     h = channels // r
     params = sum(taps) * h + h * channels  # integration W_i and generation W_g
     if version == "v1":

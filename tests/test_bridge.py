@@ -1,4 +1,4 @@
-"""BridgeAttention against an independent functional computation of the SPEC formulas."""
+"""BridgeAttention against an independent functional computation of the formulas in docs/spec.md."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,7 @@ def _bn(u: torch.Tensor, bn: torch.nn.BatchNorm1d, training: bool) -> torch.Tens
 
 
 def reference_v2(ba: BridgeAttention, taps: list[torch.Tensor], training: bool) -> torch.Tensor:
-    """SPEC section 2, written tap by tap: z_i = W_i s_i, u = sum a_i z_i + b, w = sigmoid(W_g relu(BN(u)))."""
+    """docs/spec.md, section 2, written tap by tap: z_i = W_i s_i, u = sum a_i z_i + b, w = sigmoid(W_g relu(BN(u)))."""
     z = [s @ fc.weight.T for s, fc in zip(taps, ba.integration)]
     a, b = ba.selection.weight[0], ba.selection.bias[0]
     u = sum(a[i] * z[i] for i in range(len(z))) + b
@@ -26,7 +26,7 @@ def reference_v2(ba: BridgeAttention, taps: list[torch.Tensor], training: bool) 
 
 
 def reference_v1(ba: BridgeAttention, taps: list[torch.Tensor], training: bool) -> torch.Tensor:
-    """SPEC section 3: z_i = BN_i(W_i s_i), u = sum z_i, w = sigmoid(W_g relu(u))."""
+    """docs/spec.md, section 3: z_i = BN_i(W_i s_i), u = sum z_i, w = sigmoid(W_g relu(u))."""
     u = sum(_bn(s @ fc.weight.T, bn, training) for s, fc, bn in zip(taps, ba.integration, ba.integration_norm))
     return torch.sigmoid(torch.relu(u) @ ba.generation.weight.T)
 

@@ -1,4 +1,4 @@
-"""Reference checkpoint import: all three layouts of SPEC section 5, strict loads, and the SPEC math."""
+"""Reference checkpoint import: the three layouts of docs/spec.md, section 5, strict loads, sections 2-3 math."""
 from __future__ import annotations
 
 import re
@@ -86,7 +86,7 @@ def _bn(x: torch.Tensor, ref: dict[str, torch.Tensor], p: str) -> torch.Tensor:
 
 
 def _reference_gate(ref: dict[str, torch.Tensor], p: str, s: list[torch.Tensor], layout: str) -> torch.Tensor:
-    """SPEC sections 2 and 3 on the reference tensors: the gate ``(B, C)``."""
+    """docs/spec.md, sections 2 and 3 on the reference tensors: the gate ``(B, C)``."""
     n = len(s)
     if layout == "bav2":
         z = [si @ ref[f"{p}.fusions.{i}.0.weight"].t() for i, si in enumerate(s)]
@@ -102,7 +102,7 @@ def _reference_gate(ref: dict[str, torch.Tensor], p: str, s: list[torch.Tensor],
 
 
 def _reference_block(ref: dict[str, torch.Tensor], p: str, x: torch.Tensor, kind: str, layout: str, stride: int):
-    """One reference residual block, written functionally from SPEC section 2."""
+    """One reference residual block, written functionally from docs/spec.md, section 2."""
     shortcut = _bn(F.conv2d(x, ref[f"{p}.downsample.0.weight"], stride=stride), ref, f"{p}.downsample.1")
     if kind == "basic":
         y1 = torch.relu(_bn(F.conv2d(x, ref[f"{p}.conv1.weight"], stride=stride, padding=1), ref, f"{p}.bn1"))

@@ -1,4 +1,4 @@
-"""The BA-ResNet family as timm models: exact sizes, the SPEC block math, timm features, compile/trace."""
+"""The BA-ResNet family as timm models: exact sizes, the block math of docs/spec.md, timm features, compile/trace."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,7 @@ import bridgeattn
 from bridgeattn import freeze_bn
 from bridgeattn.models.resnet import BABasicBlock, BABottleneck
 
-# SPEC section 4 (num_classes=1000).
+# docs/spec.md, section 4 (num_classes=1000).
 PARAMS = {
     "bav1_resnet18": 11_820_552, "bav2_resnet18": 11_820_336,
     "bav1_resnet34": 22_034_392, "bav2_resnet34": 22_033_968,

@@ -22,7 +22,7 @@ def _bn1d(u: torch.Tensor, bn: nn.BatchNorm1d, training: bool) -> torch.Tensor:
 
 
 def naive_gate(ba: BridgeAttention, maps: list[torch.Tensor], training: bool) -> torch.Tensor:
-    """SPEC sections 2 and 3 tap by tap: separate pools, one Linear per tap, then the gate."""
+    """docs/spec.md, sections 2 and 3 tap by tap: separate pools, one Linear per tap, then the gate."""
     s = [m.mean((2, 3)) for m in maps]
     z = [si @ fc.weight.T for si, fc in zip(s, ba.integration)]
     if ba.version == "v2":

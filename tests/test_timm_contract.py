@@ -14,6 +14,9 @@ from timm.models import get_notrace_functions, get_notrace_modules
 import bridgeattn
 from bridgeattn.models.entrypoints import RESNET_FAMILIES
 
+# timm's contract includes TorchScript, which torch now marks deprecated; these tests exercise it on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
 TINY_RESNET = {"channels": (8, 16, 32, 64)}
 # one model per family (and per block kind / gate version) -> tiny keyword arguments
 FAMILIES: dict[str, dict] = {

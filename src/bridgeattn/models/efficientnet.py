@@ -1,7 +1,7 @@
 """BA-EfficientNet: timm's EfficientNet with bridge gates in its MBConv (inverted residual) blocks.
 
 ``BAInvertedResidual`` subclasses timm's ``InvertedResidual`` and is shared with BA-MobileNetV3.
-BAv1 placement (SPEC section 3, the BAv1 reference): in every block that has an expansion conv and
+BAv1 placement (docs/spec.md, section 3, the BAv1 reference): in every block that has an expansion conv and
 an SE module, the SE is replaced by a bridge gate over the expansion output and the depthwise output
 (r = 6, Swish between the gate's layers for EfficientNet). Blocks without an expansion conv
 (timm's ``DepthwiseSeparableConv``) keep their SE. See docs/placement.md.
@@ -135,5 +135,5 @@ def create_mbconv_variant(
     return create_bridged(variant, twin, pretrained, convert, stem="conv_stem", **kwargs)
 
 
-# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, "BAv1"); sigmoid gate.
+# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.
 EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")

@@ -1,6 +1,6 @@
 """BA-MobileNetV3: timm's MobileNetV3 with bridge gates in place of the SE of its inverted residual blocks.
 
-BAv1 placement (docs/spec.md, section "BAv1", and the BAv1 reference code): r = 6, ReLU between the gate's
+BAv1 placement (docs/spec.md, section 3, and the BAv1 reference code): r = 6, ReLU between the gate's
 layers, hard-sigmoid gate; taps = expansion output and depthwise BatchNorm output, gated before the depthwise
 activation (``ba_pre_act=True``). Only blocks that had SE are bridged; the expansion-free first block keeps
 its SE. The block class is :class:`bridgeattn.models.efficientnet.BAInvertedResidual`; see docs/placement.md.

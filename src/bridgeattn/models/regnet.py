@@ -68,7 +68,7 @@ def create_regnet_variant(variant: str, twin: str, version: str, pretrained: boo
     ba_args = pop_bridge_args(kwargs, version, {})
     placement = kwargs.pop("ba_placement", "output")
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
-    # gradient at the start; the BA references never zero-init (SPEC section 2).
+    # gradient at the start; the BA references never zero-init (docs/spec.md, section 2).
     kwargs.setdefault("zero_init_last", False)
     return create_bridged(
         variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), stem="stem.conv", **kwargs

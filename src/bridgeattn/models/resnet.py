@@ -3,7 +3,7 @@
 The BA blocks subclass timm's ``BasicBlock`` / ``Bottleneck`` so every timm feature of the trunk
 (``features_only``, ``forward_head``, ``reset_classifier``, ``in_chans``, ``drop_path_rate``, gradient
 checkpointing) works unchanged. Only the forward differs: the block pools each conv output (the
-taps of SPEC section 2) and rescales the last one with the bridge gate before the residual add.
+taps of docs/spec.md, section 2) and rescales the last one with the bridge gate before the residual add.
 
 Small inputs (28-64 px): ``small_input=True`` swaps the 7x7/2 stem and its max-pool for a 3x3/1 conv,
 and the CIFAR-style ``*_resnet20`` / ``*_resnet56`` (3 stages of 16/32/64 channels) use that stem by default.
