@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..benchmark import benchmark, format_table
+    from ..models._validate import check_model_input
 
+    for name in args.models:  # a size some model cannot take: one line naming one it can, before any timing
+        check_model_input(name, args.img_size)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = benchmark(

@@ -34,6 +34,9 @@ def _cost(name: str, img_size: int | None) -> dict:
         try:  # models with a fixed input size (Swin) are rebuilt for the requested one
             return model_cost(name, size, img_size=img_size)
         except (AssertionError, RuntimeError, ValueError, TypeError):
+            from ..models._validate import check_model_input
+
+            check_model_input(name, img_size)  # names a size that fits
             detail = str(first).splitlines()[0] if str(first) else type(first).__name__
             raise UserError(f"{name} cannot take {img_size} px input ({detail})") from None
 

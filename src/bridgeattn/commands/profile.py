@@ -16,8 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models._validate import check_model_input
     from ..profile import format_profile, profile_model
 
+    check_model_input(args.model, args.img_size)  # a size that does not fit: one line naming one that does
     report = profile_model(args.model, img_size=args.img_size, batch_size=args.batch_size)
     if not args.print_json:
         print(format_profile(report))

@@ -4,8 +4,12 @@ from __future__ import annotations
 import torch
 
 
-def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str) -> None:
-    """Raise ``ValueError`` unless ``x`` is a float ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``."""
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str,
+                      small_input: bool = False) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float ``(B, in_chans, H, W)`` batch with ``H, W >= min_size``.
+
+    ``small_input``: the model already has the small-input stem, so the message suggests no other model.
+    """
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):
         return
     expected = f"a float tensor of shape (B, {in_chans}, H, W) with H, W >= {min_size}"
@@ -21,9 +25,10 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
             f"(create the model with in_chans={x.shape[1]} to change it)"
         )
     if min(x.shape[-2:]) < min_size:
+        other = "" if small_input else ", a small-input model such as bav2_resnet20, or small_input=True"
         raise ValueError(
             f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
-            "(use a small-input model such as bav2_resnet20, or small_input=True)"
+            f"(use at least {min_size} px{other})"
         )
 
 

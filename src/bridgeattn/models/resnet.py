@@ -191,7 +191,7 @@ class BridgeResNet(ResNet):
 
     @torch.jit.unused
     def _check_input(self, x):  # unannotated: TorchScript compiles only a stub
-        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
+        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__, self.small_input)
 
     def _feature_indices(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
         """``indices`` of ``forward_intermediates`` over this trunk's ``len(feature_info)`` features."""
