@@ -19,17 +19,20 @@ prints the losses, then runs inference on held-out images.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from synthetic_shapes import synthetic_detection_set
 
 from bridgeattn.detection import create_detector, create_segmentation_model
+from bridgeattn.errors import UserError
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=Path(__file__).name, description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=("faster-rcnn", "mask-rcnn", "segmentation"), default="faster-rcnn")
     p.add_argument("--model", default="bav2_resnet50", help="a bridgeattn ResNet, e.g. bav2_resnet18, bav1_resnet50")
     p.add_argument("--weights", help="weights to start the backbone from: a BA model's, or its plain twin's "
@@ -43,7 +46,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.weights and not Path(args.weights).is_file():  # one line now, not a bare FileNotFoundError later
+        p.exit(2, f"{p.prog}: error: --weights {args.weights}: no such file\n")
+    return args
 
 
 def semantic_target(target: dict[str, torch.Tensor], img_size: int) -> torch.Tensor:
@@ -54,8 +60,18 @@ def semantic_target(target: dict[str, torch.Tensor], img_size: int) -> torch.Ten
     return out
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, train and report; a mistake in the arguments is one line on stderr and exit status 2."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as exc:  # an unknown --model (with the closest names), weights that do not fit, ...
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     train_set = synthetic_detection_set(args.train_images, args.img_size, args.classes, seed=args.seed)
     test_set = synthetic_detection_set(2, args.img_size, args.classes, seed=args.seed + 1)
@@ -115,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

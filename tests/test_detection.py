@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -105,3 +106,18 @@ def test_backbone_starts_from_saved_classification_weights(tmp_path) -> None:
     assert torch.equal(body.layer2[0].ba.generation.weight, classifier.layer2[0].ba.generation.weight)
     trainable = {name.split(".")[0] for name, p in body.named_parameters() if p.requires_grad}
     assert trainable == {"layer3"}
+
+
+def test_the_example_refuses_an_unknown_model_and_missing_weights_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    example = _example_module("detection")
+    assert example.main(["--model", "bav2_resnet2", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detection.py: error: unknown model 'bav2_resnet2'") and "bav2_resnet20" in err
+    assert len(err.strip().splitlines()) == 1
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(SystemExit) as stop:
+        example.main(["--weights", str(missing), "--model", "bav2_resnet18"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"detection.py: error: --weights {missing}: no such file\n"
