@@ -226,9 +226,10 @@ class BridgeAttention(nn.Module):
 
     def _check_taps(self, taps: list[torch.Tensor]) -> list[torch.Tensor]:
         """Squeeze the taps and check their number and widths (one clear error instead of a shape error)."""
-        if torch.jit.is_scripting() or is_fx_proxy(taps[0]):
-            # Scripted: squeeze without the checks. fx-traced: shapes are symbolic, taps come pooled (B, C_i).
-            return taps if not torch.jit.is_scripting() else squeeze_taps(taps)
+        if torch.jit.is_scripting() or torch.jit.is_tracing():
+            return squeeze_taps(taps)  # a compiled graph keeps no Python-side shape checks
+        if is_fx_proxy(taps[0]):
+            return taps  # fx: shapes are symbolic; the blocks pass pooled (B, C_i) taps
         if len(taps) != self.num_taps:
             raise ValueError(f"BridgeAttention expects {self.num_taps} taps, got {len(taps)}")
         squeezed = squeeze_taps(taps)
