@@ -111,3 +111,19 @@ def test_model_double_backward_equals_plain_merge(name: str, monkeypatch: pytest
     plain = _gradient_penalty(lambda m, t: m(t), model, x)
     for a, b in zip(lean, plain):
         torch.testing.assert_close(a, b)
+
+
+def test_forward_mode_equals_naive_formula() -> None:
+    """Forward-mode AD through the lean merge (its own jvp: the parameters require grad, so the lean functions
+    run) equals torch.func.jvp of the naive block."""
+    import torch.autograd.forward_ad as fwad
+    from torch.func import jvp
+
+    block = BABasicBlock(8, 8, ba_args={"version": "v2", "rd_channels": 4}).double().eval()
+    x, tangent = torch.randn(2, 8, 5, 5, dtype=torch.float64), torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    with fwad.dual_level():
+        out = block(fwad.make_dual(x, tangent))
+        value, lean = fwad.unpack_dual(out)
+    expected, naive = jvp(lambda t: _naive_basic(block, t), (x,), (tangent,))
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(lean, naive)

@@ -15,8 +15,8 @@ the MLP's whole arithmetic. PyTorch's generic autograd formulas spend more passe
 The math is unchanged: forward values equal ``shortcut + y * gate_fn(mean(y))`` and gradients equal
 autograd's (up to float rounding). The backward is made of differentiable ops, so double backward
 (``create_graph=True``, gradient penalties) and ``torch.func.grad``/``vmap`` (per-sample gradients) give
-the plain formula's results; forward-mode AD (``torch.func.jvp``, ``jacfwd``) is not implemented on this
-path. Under ``torch.compile``, ``torch.export``, TorchScript and jit/fx tracing the plain formula is used,
+the plain formula's results, and so does forward-mode AD (``torch.func.jvp``, ``jacfwd``). Under
+``torch.compile``, ``torch.export``, TorchScript and jit/fx tracing the plain formula is used,
 which compilers fuse by themselves.
 """
 from __future__ import annotations
@@ -71,6 +71,10 @@ class _LinkedPool(torch.autograd.Function):
         ctx.shape = y.shape
 
     @staticmethod
+    def jvp(ctx: Any, y_t: torch.Tensor, _link_t: None) -> torch.Tensor:
+        return y_t.mean((-2, -1))
+
+    @staticmethod
     def backward(ctx: Any, grad_pooled: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         link: _Link = ctx.link
         shape = ctx.shape
@@ -95,7 +99,19 @@ class _LinkedMerge(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         y, gate, _, link = inputs
         ctx.save_for_backward(y, gate)
+        ctx.save_for_forward(y, gate)
         ctx.link = link
+
+    @staticmethod
+    def jvp(ctx: Any, y_t: torch.Tensor | None, gate_t: torch.Tensor | None, shortcut_t: torch.Tensor | None,
+            _link_t: None) -> torch.Tensor:
+        y, gate = ctx.saved_tensors
+        out_t = torch.zeros_like(y) if shortcut_t is None else shortcut_t.expand_as(y)
+        if y_t is not None:
+            out_t = out_t + y_t * gate
+        if gate_t is not None:
+            out_t = out_t + y * gate_t
+        return out_t
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor):  # type: ignore[override]
@@ -126,7 +142,7 @@ def gated_residual(
             in its input (the gradient of ``y`` is completed when the pooled tap's gradient arrives).
         pooled: ``mean_hw(y)`` when already known by other means; then ``y`` is not pooled here.
 
-    Without autograd (inference) the result is written into ``y``'s memory, as timm's blocks add
+    Under ``torch.no_grad``/``inference_mode`` the result is written into ``y``'s memory, as timm's blocks add
     their shortcut in place.
     """
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
@@ -135,6 +151,8 @@ def gated_residual(
         return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y) if pooled is None else pooled))
     if not needs_grad:
         gate = gate_fn(spatial_mean(y) if pooled is None else pooled)
+        if torch.is_grad_enabled():  # no graph, yet a transform such as torch.func.jvp may be differentiating
+            return torch.addcmul(shortcut, y, gate)
         # In place, like timm's ``x += shortcut``: a fresh output map costs more than the arithmetic.
         return torch.addcmul(shortcut, y, gate, out=y if shortcut.shape == y.shape else None)
     link = _Link() if pooled is None and y.requires_grad else None
