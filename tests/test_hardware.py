@@ -1,6 +1,8 @@
 """The one mixed-precision policy: bf16 autocast on a CPU only where the CPU has native bf16."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -60,25 +62,26 @@ TINY_DEMO = dict(data="synthetic:64", train_subset=64, val_subset=16, img_size=1
 
 
 @pytest.mark.parametrize("probe", [True, False], ids=["probed", "recipe"])
-def test_demo_never_autocasts_to_bf16_without_native_bf16(probe, native_bf16, autocast_calls, tmp_path, capsys):
+def test_demo_never_autocasts_to_bf16_without_native_bf16(probe, native_bf16, autocast_calls, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bridgeattn")
     native_bf16(False)
     result = run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=TINY_DEMO,
                       progress=False, probe=probe)
     assert torch.bfloat16 not in autocast_calls  # neither in the probe nor in training or evaluation
-    out = capsys.readouterr().out
-    assert "float32 (--amp" in out and "bfloat16 autocast" not in out
+    assert "float32 (--amp" in caplog.text and "bfloat16 autocast" not in caplog.text
     if probe:
         assert result["numerics"]["amp"] is False and "bf16" not in result["numerics"]["reason"]
         assert (tmp_path / "demo" / "numerics.json").is_file()
 
 
-def test_demo_recipe_autocasts_where_bf16_is_native(native_bf16, autocast_calls, tmp_path, capsys):
+def test_demo_recipe_autocasts_where_bf16_is_native(native_bf16, autocast_calls, tmp_path, caplog):
     # the recorder sees bf16 when it is used: the test above can fail
+    caplog.set_level(logging.INFO, logger="bridgeattn")
     native_bf16(True)
     run_demo("cpu_demo", models=["plain_resnet20"], output=str(tmp_path / "demo"), overrides=TINY_DEMO,
              progress=False, probe=False)
     assert torch.bfloat16 in autocast_calls
-    assert "bfloat16 autocast (CPU has native bf16)" in capsys.readouterr().out
+    assert "bfloat16 autocast (CPU has native bf16)" in caplog.text
 
 
 def test_probe_times_bf16_only_with_native_bf16_and_leaves_the_threads(native_bf16, autocast_calls):

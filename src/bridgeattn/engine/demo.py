@@ -24,6 +24,8 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     """Validation top-1 and training loss per epoch of every model in one figure."""
     import json
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plotting.figure((10, 3.6), ncols=2)
     for name, summary in summaries.items():
         lines = (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()
@@ -33,6 +35,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         axes[1].plot(epochs, [r["train_loss"] for r in history], marker="o", label=name)
     for ax, label in zip(axes, ("val top-1 (%)", "train loss")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
