@@ -404,21 +404,31 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Top-1 vs params, bubble area proportional to MACs, error bars = std over seeds (the paper's Figure 1)."""
     pts = [r for r in rows if r.get("top1_mean") is not None and r.get("params") is not None]
+    from matplotlib.lines import Line2D
+
     fig, ax = plotting.figure((7, 5), dpi=120)
     max_macs = max((r.get("macs") or 0) for r in pts) or 1
+    kinds = {"tab:red": "bridge attention (BA)", "tab:blue": "other attention", "tab:gray": "plain baseline"}
+    shown = set()
     for r in pts:
         bridge = r["model"].startswith("ba") or r["name"].startswith("ba")
         color = "tab:red" if bridge else ("tab:gray" if r["model"] == BASELINE else "tab:blue")
+        shown.add(color)
         size = 900 * (r.get("macs") or max_macs) / max_macs
         x = r["params"] / 1e6
         ax.scatter(x, r["top1_mean"], s=size, alpha=0.35, color=color, edgecolors=color)
         if r.get("top1_std") is not None:
             ax.errorbar(x, r["top1_mean"], yerr=r["top1_std"], color=color, capsize=3, lw=1)
         ax.annotate(r["model"], (x, r["top1_mean"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
+    # room around the outermost points for their largest bubbles (a 900 pt^2 bubble is ~17 pt in radius)
+    ax.margins(0.2)
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("top-1 accuracy (%), mean ± std over seeds")
     ax.set_title(title or "top-1 vs parameters (bubble area = MACs)")
     ax.grid(alpha=0.3)
+    handles = [Line2D([], [], marker="o", ls="", ms=9, alpha=0.5, color=c, label=kinds[c]) for c in kinds if c in shown]
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=8)
     fig.tight_layout()
     plotting.save(fig, path)
 

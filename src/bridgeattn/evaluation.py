@@ -83,6 +83,9 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
     result = {
         **metrics,
         "stored_top1": record.get("ema_top1" if use_ema else "top1"),
+        # how many validation images the stored top-1 is over, and whether the run measured it on a subset
+        "stored_val_samples": record.get("val_samples"),
+        "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
         "checkpoint": str(loaded.source),
         "epoch": epoch,
         "model": loaded.name,

@@ -353,9 +353,11 @@ def explain(
         cams, classes = block_gradcam(model, x, block, target_class)
         for i, f in enumerate(chunk):
             label = class_names[classes[i]] if class_names and classes[i] < len(class_names) else str(classes[i])
-            png = output / "gradcam" / f"{len(report['images']):04d}_{f.stem}.png"
+            folder = f.absolute().parent.name  # the class folder of an image-folder data set: kept in both names
+            png = output / "gradcam" / f"{len(report['images']):04d}_{folder}_{f.stem}.png"
+            why = f"predicted: {label}" if target_class is None else f"target class: {label} (--target-class)"
             size = save_gradcam_figure(shown[i], {k: v[i] for k, v in cams.items()}, png,
-                                       title=f"{f.name}: Grad-CAM for class {label}, block {block}")
+                                       title=f"{folder}/{f.name}, {why}; Grad-CAM of block {block}")
             report["images"].append({"file": str(f), "class": classes[i], "figure": str(png), "size": list(size)})
     if not report["images"]:
         example = next(iter(report["skipped"].items()))

@@ -50,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
           f"({result['count']} images)")
     stored = result["stored_top1"]
     if stored is not None and args.data is None:
-        same = "reproduced" if abs(stored - result["top1"]) < 1e-9 else f"differs by {result['top1'] - stored:+.2f}"
-        print(f"stored at training time: top-1 {stored:.2f} % ({same})")
+        samples = result.get("stored_val_samples")
+        if samples is not None and samples != result["count"]:
+            same = f"on {samples} images: not comparable with these {result['count']}"
+        else:
+            same = "reproduced" if abs(stored - result["top1"]) < 1e-9 else f"differs by {result['top1'] - stored:+.2f}"
+        where = ""
+        if result.get("stored_subset"):
+            where = f" on a subset: the first {samples} validation images" if samples else " on a validation subset"
+        print(f"stored at training time: top-1 {stored:.2f} %{where} ({same})")
     print(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
     emit_json(args, report)
     return 0

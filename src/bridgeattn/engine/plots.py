@@ -8,6 +8,13 @@ from typing import Any
 from .. import plotting
 
 
+def integer_epochs(ax: Any) -> None:
+    """Epoch axes tick at whole epochs only (a short run otherwise shows 1.25, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Loss (train, val), accuracy (top-1, top-5, EMA top-1) and learning rate per epoch, side by side."""
     epochs = [r["epoch"] for r in history]
@@ -21,6 +28,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") 
             if any(v is not None for v in values):
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=name)
         ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if len(series) > 1:
