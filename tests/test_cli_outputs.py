@@ -12,7 +12,7 @@ from bridgeattn.cli import main
 TINY = ["--model", "plain_resnet20"]
 
 
-def _blocked(kind: str, tmp_path: Path) -> str:
+def _blocked(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An output location that cannot be written: below a file, in /proc, or in a read-only folder."""
     if kind == "below-a-file":
         (tmp_path / "a-file").write_text("not a folder")
@@ -21,11 +21,21 @@ def _blocked(kind: str, tmp_path: Path) -> str:
         if not sys.platform.startswith("linux"):
             pytest.skip("/proc is Linux's")
         return "/proc/forbidden/out"
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
     folder = tmp_path / "read-only"
     folder.mkdir()
     folder.chmod(0o555)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root writes through modes: a read-only file system then
+        import errno
+        import tempfile
+
+        make = tempfile.mkstemp
+
+        def read_only(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == folder:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+            return make(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
     return str(folder / "out")
 
 
@@ -69,7 +79,7 @@ def _argv(command: str, out: str, weights: Path, image: Path) -> list[str]:
 def test_an_unwritable_output_is_one_line_before_any_work(command, kind, tmp_path, weights, image, capsys,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default folder (runs/...) would land here
-    out = _blocked(kind, tmp_path)
+    out = _blocked(kind, tmp_path, monkeypatch)
     before = sorted(tmp_path.rglob("*"))
     capsys.readouterr()
     assert main(_argv(command, out, weights, image)) == 2
