@@ -70,12 +70,14 @@ def _argv(command: str, out: str, weights: Path, image: Path) -> list[str]:
                       "--warmup", "0", "--json", out],
         "profile": ["profile", "plain_resnet20", "--img-size", "16", "--json", out],
         "models": ["models", "plain_resnet20", "--json", out],
+        "demo": ["demo", "--data", "synthetic:8", "--img-size", "16", "--epochs", "1", "--output", out],
+        "shard": ["shard", "--data", "synthetic:8", "--output", out],
     }[command]
 
 
 @pytest.mark.parametrize("kind", ["below-a-file", "proc", "read-only"])
 @pytest.mark.parametrize("command", ["train", "eval", "explain", "export", "export-hub", "convert", "compare",
-                                     "benchmark", "profile", "models"])
+                                     "benchmark", "profile", "models", "demo", "shard"])
 def test_an_unwritable_output_is_one_line_before_any_work(command, kind, tmp_path, weights, image, capsys,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default folder (runs/...) would land here

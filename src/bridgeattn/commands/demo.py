@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import flags_given
     from ..engine.demo import DEMO_MODELS, run_demo
     from ..errors import UserError
+    from ..files import check_writable
 
     if args.resume and not args.output:
         raise UserError("--resume continues the demo in --output DIR; give the folder")
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.full and config:
         raise UserError("--full picks the cpu_demo_full recipe; give --full or --config, not both")
     config = "cpu_demo_full" if args.full else config or "cpu_demo"
+    check_writable(args.output or "runs", folder=True)  # before the probe and the training
     result = run_demo(config, args.models or DEMO_MODELS, args.output, flags_given(args), resume=args.resume,
                       progress=args.progress, probe=args.probe)
     rows = result["models"]

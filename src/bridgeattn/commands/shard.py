@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import DataConfig
     from ..data.shards import write_shards
+    from ..files import check_writable
 
+    check_writable(args.output, folder=True)  # before the data set is read
     cfg = DataConfig(spec=args.data, train_subset=args.train_subset, val_subset=args.val_subset,
                      strict=args.strict_data, download=False)
     meta = write_shards(cfg, args.output, shard_size=args.shard_size, seed=args.seed)
