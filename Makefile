@@ -7,7 +7,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # Keep BLAS/OpenMP from oversubscribing the two cores of a small machine.
 export OMP_NUM_THREADS ?= 2
 # OpenMP threads that wait for each other sleep instead of spinning: on a machine busy with other processes the
-# spinning thread takes the core its partner needs, and a 2-thread training step ran 7 times slower than with
+# spinning thread takes the core its partner needs, and a 2-thread training step ran 2-4 times slower than with
 # this setting (docs/speed.md, "Threads on a busy machine").
 export OMP_WAIT_POLICY ?= PASSIVE
 
