@@ -198,7 +198,10 @@ def test_detection_backbone_starts_from_plain_weights(tmp_path) -> None:
     assert any(".ba." in k for k in body.state_dict())
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        torch.testing.assert_close(body(x)[-1], plain.forward_features(x), rtol=1e-5, atol=1e-5)
+        ref = plain.forward_features(x)
+        # float32 through ~20 layers: the two models run equivalent but different kernels (the lean merge vs timm's
+        # add), whose rounding differs by CPU (AVX2 vs AVX-512); the float64 tests above check exactness.
+        torch.testing.assert_close(body(x)[-1], ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
 
 
 def test_wrapped_and_prefixed_plain_weights_warm_start_alike() -> None:
