@@ -96,7 +96,8 @@ def test_export_command_uses_the_checkpoint(tmp_path, capsys) -> None:
     assert summary["ok"] and summary["input_size"] == [1, 24, 24]
     x = torch.randn(2, 1, 24, 24)
     with torch.no_grad():
-        assert torch.equal(torch.jit.load(str(out))(x), model(x))
+        # TorchScript's executor may fuse and reorder float ops (it did under AVX2): equal up to rounding
+        torch.testing.assert_close(torch.jit.load(str(out))(x), model(x), rtol=1e-5, atol=1e-6)
 
     assert main(["export", "--model", "bav2_resnet56", "--checkpoint", str(weights), "--format", "onnx",
                  "--output", str(tmp_path / "x.onnx")]) == 2

@@ -158,7 +158,8 @@ def test_each_command_scores_and_exports_the_same_model(run: Path, tmp_path: Pat
     assert json.loads(json.loads(extra["bridgeattn.json"])["preprocessing"])["input_size"] == [1, 16, 16]
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
-        assert torch.equal(scripted(x), ref.model(x))
+        # TorchScript's executor may fuse and reorder float ops (it did under AVX2): equal up to rounding
+        torch.testing.assert_close(scripted(x), ref.model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_explain_uses_the_run_and_refuses_an_earlier_report(run: Path, tmp_path: Path, capsys) -> None:
