@@ -175,6 +175,10 @@ def test_jit_trace_and_compile_match_eager() -> None:
         eager = model(x)
         traced = torch.jit.trace(model, x)
         torch.testing.assert_close(traced(x), eager, atol=1e-5, rtol=1e-5)
+        if torch.backends.cpu.get_cpu_capability() == "AVX2":
+            # torch 2.14.1's inductor returns NaN for the whole compiled model with its AVX2 kernels (each stage and
+            # block compiled alone is right); docs/speed.md, "torch.compile on AVX2 CPUs".
+            pytest.xfail("inductor's AVX2 kernels return NaN for this graph")
         compiled = torch.compile(model)
         torch.testing.assert_close(compiled(x), eager, atol=1e-5, rtol=1e-5)
 

@@ -148,7 +148,7 @@ def gated_residual(
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_proxy(y):
         # Compilers fuse the plain formula themselves; exporters need it out of place.
-        return shortcut + y * gate_fn(spatial_mean(y) if pooled is None else pooled)
+        return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y) if pooled is None else pooled))
     if not needs_grad:
         gate = gate_fn(spatial_mean(y) if pooled is None else pooled)
         if torch.is_grad_enabled():  # no graph, yet a transform such as torch.func.jvp may be differentiating
