@@ -146,7 +146,8 @@ def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -
     return clean_state_dict(dict(obj))
 
 
-def _preview(keys: list[str], limit: int = 8) -> str:
+def preview_keys(keys: list[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more: for one-line mismatch messages."""
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
 
@@ -169,11 +170,11 @@ def load_state_dict_strict(
     if missing or unexpected or mis_shaped:
         parts = []
         if missing:
-            parts.append(f"missing in the {source}: {_preview(missing)}")
+            parts.append(f"missing in the {source}: {preview_keys(missing)}")
         if unexpected:
-            parts.append(f"not in the model: {_preview(unexpected)}")
+            parts.append(f"not in the model: {preview_keys(unexpected)}")
         if mis_shaped:
-            parts.append(f"shape (file vs model): {_preview(mis_shaped)}")
+            parts.append(f"shape (file vs model): {preview_keys(mis_shaped)}")
         raise UserError(
             f"the {source} does not fit {type(model).__name__}: " + "; ".join(parts)
             + " (check --model: depth, bav1 vs bav2, --num-classes)"

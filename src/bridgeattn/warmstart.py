@@ -33,7 +33,7 @@ from .models.efficientnet import BAInvertedResidual
 from .models.regnet import BARegNetBottleneck
 from .models.resnet import BABasicBlock, BABottleneck
 from .models.swin import BASwinTransformerBlock
-from .safe_load import load_file, state_dict_from
+from .safe_load import load_file, preview_keys, state_dict_from
 
 __all__ = ["WarmSite", "from_plain", "plain_twin", "pretrained_filter", "warm_sites", "warm_state_dict"]
 
@@ -112,12 +112,6 @@ def warm_sites(model: nn.Module) -> list[WarmSite]:
     return sites
 
 
-def _examples(keys: set[str], n: int = 2) -> str:
-    listed = sorted(keys)
-    more = f" (+{len(listed) - n} more)" if len(listed) > n else ""
-    return ", ".join(listed[:n]) + more
-
-
 def _first_conv_and_classifier(model: nn.Module) -> tuple[set[str], set[str]]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     as_set = lambda v: {v} if isinstance(v, str) else set(v or ())  # noqa: E731
@@ -160,9 +154,9 @@ def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str |
         kind = f"checkpoint of {name}" if own else f"plain weights for {name}"
         parts = []
         if missing:
-            parts.append(f"{len(missing)} keys missing ({_examples(missing)})")
+            parts.append(f"{len(missing)} keys missing ({preview_keys(sorted(missing), limit=2)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected ({preview_keys(sorted(unexpected), limit=2)})")
         if wrong:
             k = sorted(wrong)[0]
             parts.append(f"{len(wrong)} of another shape ({k}: {wrong[k][0]} vs {wrong[k][1]})")
