@@ -1,7 +1,8 @@
 """Which CPU numerics train the demo models fastest on this machine: float32 or bf16 autocast, NCHW or channels_last.
 
 Times a training step of ``bav2_resnet20`` and ``plain_resnet20`` on Fashion-MNIST-shaped batches (128 x 1 x 28 x 28)
-with ``bridgeattn.benchmark`` (both models interleaved, medians), once per memory format, with and without ``--amp``.
+with ``bridgeattn.tools.benchmark`` (both models interleaved, medians), once per memory format,
+with and without ``--amp``.
 ``--amp`` follows the library's policy (``bridgeattn/engine/hardware.py``): bf16 only on CPUs with native bf16, so
 on other CPUs (or under ``BRIDGEATTN_NO_NATIVE_BF16=1``) the amp rows say "float32" and repeat the float32 ones.
 
@@ -21,9 +22,9 @@ from functools import partial
 import torch
 
 import bridgeattn
-from bridgeattn.benchmark import benchmark
 from bridgeattn.engine.hardware import cpu_has_native_bf16
 from bridgeattn.files import write_json
+from bridgeattn.tools.benchmark import benchmark
 
 MODELS = ("bav2_resnet20", "plain_resnet20")
 

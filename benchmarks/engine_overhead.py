@@ -32,11 +32,11 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 
 import bridgeattn
-from bridgeattn.benchmark import machine_info
 from bridgeattn.data import build_datasets, loader_options
 from bridgeattn.engine import train
 from bridgeattn.engine.config import from_flat
 from bridgeattn.files import write_json
+from bridgeattn.tools.benchmark import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 

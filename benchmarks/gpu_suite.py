@@ -1,6 +1,6 @@
 """The GPU suite: what BAv2 costs against timm's attention ResNet-50s, and whether training on CUDA is sound.
 
-1. Throughput (``bridgeattn.benchmark``: models interleaved round by round, medians): ``resnet50`` (the reference
+1. Throughput (``bridgeattn.tools.benchmark``: models interleaved round by round, medians): ``resnet50`` (the reference
    of every ratio), ``bav2_resnet50``, ``seresnet50``, ``ecaresnet50d``; train step and inference; AMP bfloat16
    and float16; channels_last; eager and ``torch.compile``; the peak memory of a step.
 2. Numerics of the ResNet-20 family (plain, SE, ECA, BAv1, BAv2): the float32 forward on the device against a
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 import bridgeattn
-from bridgeattn.benchmark import benchmark, machine_info
 from bridgeattn.files import write_json, write_text
+from bridgeattn.tools.benchmark import benchmark, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet50", "bav2_resnet50", "seresnet50", "ecaresnet50d")

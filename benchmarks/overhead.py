@@ -2,7 +2,7 @@
 vs a naive BAv2 written the way the reference implementation is structured.
 
 Every configuration (batch size x train step / inference x eager / compiled) is one interleaved
-``bridgeattn.benchmark`` run; ratios are step times over timm ``resnet50`` in that run.
+``bridgeattn.tools.benchmark`` run; ratios are step times over timm ``resnet50`` in that run.
 
     OMP_NUM_THREADS=2 python benchmarks/overhead.py                    # the full table (CPU, fp32)
     python benchmarks/overhead.py --batch-sizes 2 --repeats 3 --no-compile --out /tmp/o.json   # a smoke run
@@ -24,8 +24,8 @@ import torch.nn as nn
 from timm.models.resnet import Bottleneck, ResNet
 
 import bridgeattn
-from bridgeattn.benchmark import benchmark, format_table, machine_info
 from bridgeattn.files import write_json
+from bridgeattn.tools.benchmark import benchmark, format_table, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 

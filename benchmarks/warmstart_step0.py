@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from bridgeattn import from_plain
 from bridgeattn.data import DataConfig, build_datasets
-from bridgeattn.engine.checkpoint import load_checkpoint
 from bridgeattn.engine.evaluate import evaluate
+from bridgeattn.weights.checkpoint import load_checkpoint
 
 
 def main() -> None:

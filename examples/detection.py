@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from synthetic_shapes import synthetic_detection_set
 
-from bridgeattn.detection import create_detector, create_segmentation_model
 from bridgeattn.errors import UserError
+from bridgeattn.models.detection import create_detector, create_segmentation_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

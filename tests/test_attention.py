@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import bridgeattn
-from bridgeattn.attention import FCA_TOP_FREQUENCIES, CoordAttention, FcaModule, SrmModule
+from bridgeattn.layers import FCA_TOP_FREQUENCIES, CoordAttention, FcaModule, SrmModule
 
 
 def _basis_2d(u: int, v: int, h: int, w: int) -> torch.Tensor:
@@ -113,7 +113,7 @@ def test_srm_starts_at_half_and_takes_a_batch_of_one() -> None:
 def test_baseline_models_train(name: str) -> None:
     model = bridgeattn.create_model(name, in_chans=1, num_classes=4)
     attn = model.layer2[0].se
-    assert attn is not None and type(attn).__module__.startswith("bridgeattn.attention")
+    assert attn is not None and type(attn).__module__.startswith("bridgeattn.layers")
     before = [p.detach().clone() for p in attn.parameters()]
     x, y = torch.randn(8, 1, 16, 16), torch.arange(8) % 4
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -136,7 +136,7 @@ def test_baseline_models_are_registered() -> None:
 
 def test_resnet50_parameter_counts_match_the_papers() -> None:
     # FcaNet-50: 28.07 M (FcaNet paper, Table 4); SRM-ResNet-50: 25.62 M (SRM paper, Table 1).
-    from bridgeattn.profile import count_params
+    from bridgeattn.tools.profile import count_params
 
     with torch.device("meta"):
         fca, srm = bridgeattn.create_model("fca_resnet50"), bridgeattn.create_model("srm_resnet50")

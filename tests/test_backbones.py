@@ -10,9 +10,9 @@ from timm.models.regnet import Bottleneck as RegNetBottleneck
 from timm.models.swin_transformer import SwinTransformerBlock
 
 import bridgeattn
-from bridgeattn.bridge import BridgeAttention
+from bridgeattn.layers.bridge import BridgeAttention
 from bridgeattn.models.efficientnet import InvertedResidual
-from bridgeattn.profile import count_params
+from bridgeattn.tools.profile import count_params
 
 # name -> (timm twin, gate version, bridged blocks, extra kwargs for small images)
 MODELS = {

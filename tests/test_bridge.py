@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bridgeattn import BridgeAttention
-from bridgeattn.bridge import GateBatchNorm1d, bridge_hidden_channels
+from bridgeattn.layers.bridge import GateBatchNorm1d, bridge_hidden_channels
 
 
 def _bn(u: torch.Tensor, bn: torch.nn.BatchNorm1d, training: bool) -> torch.Tensor:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 
 TINY = ["--model", "plain_resnet20"]
 
@@ -95,7 +95,7 @@ def test_an_unwritable_output_is_one_line_before_any_work(command, kind, tmp_pat
 
 def test_an_os_error_on_a_path_is_one_line(monkeypatch, capsys):
     """A path that turns unwritable during the work (disk full, folder removed) is one line, not a traceback."""
-    import bridgeattn.commands.profile as profile
+    import bridgeattn.cli.commands.profile as profile
 
     def fail(args):
         raise PermissionError(13, "Permission denied", "/somewhere/report.json")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridgeattn import plotting
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
+from bridgeattn.engine import plotting
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _bubble_inside(ax, collection) -> bool:
 
 
 def test_results_png_keeps_its_bubbles_inside_and_explains_the_colours(figures, tmp_path):
-    from bridgeattn.compare import plot_chart
+    from bridgeattn.tools.compare import plot_chart
 
     rows = [{"model": "plain", "name": "plain_resnet20", "top1_mean": 80.0, "top1_std": 0.0, "params": 272e3,
              "macs": 41e6},
@@ -67,7 +67,7 @@ def test_gradcam_titles_name_the_prediction_and_files_keep_the_class_folder(tmp_
     from PIL import Image
 
     import bridgeattn
-    from bridgeattn import explain as explain_module
+    from bridgeattn.tools import explain as explain_module
 
     titles, save = [], explain_module.save_gradcam_figure
     monkeypatch.setattr(explain_module, "save_gradcam_figure",

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 
 SWIN = "bav2_swin_tiny_patch4_window7_224"
 

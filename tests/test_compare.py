@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridgeattn.compare import CompareConfig, paired_difference, resolve_models, run_compare, t_quantile
 from bridgeattn.errors import UserError
+from bridgeattn.tools.compare import CompareConfig, paired_difference, resolve_models, run_compare, t_quantile
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_compare_trains_for_real_on_synthetic_data(tmp_path: Path) -> None:
         from bridgeattn.engine import train  # noqa: F401
     except ImportError:
         pytest.skip("the training engine is not available")
-    from bridgeattn.cli import main
+    from bridgeattn.cli.main import main
 
     out = tmp_path / "cmp"
     argv = ["compare", "--models", "plain,bav2", "--data", "synthetic:64", "--seeds", "2", "--epochs", "1",

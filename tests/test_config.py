@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 from bridgeattn.config import (
     LAUNCH_OPTIONS,
     OPTIONS,

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import bridgeattn
-from bridgeattn.cli import main
-from bridgeattn.convert import convert_official_state_dict, detect_layout, load_state_dict_strict
+from bridgeattn.cli.main import main
 from bridgeattn.models.resnet import create_resnet_variant
+from bridgeattn.weights.convert import convert_official_state_dict, detect_layout, load_state_dict_strict
 
 LAYOUTS = ("bav2", "bav1", "bav1-fusions")
 

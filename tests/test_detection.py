@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import bridgeattn
-from bridgeattn.detection import create_detector, create_features, create_segmentation_model
-from bridgeattn.freeze import FrozenBatchNorm1d
+from bridgeattn.layers.freeze import FrozenBatchNorm1d
+from bridgeattn.models.detection import create_detector, create_features, create_segmentation_model
 
 
 def _example_module(name: str):

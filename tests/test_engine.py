@@ -21,7 +21,7 @@ from bridgeattn.config import OptimConfig, add_train_arguments, config_from_args
 from bridgeattn.engine import TrainingStopped, find_resume, load_checkpoint, train
 from bridgeattn.engine.interrupt import TrainingInterrupted
 from bridgeattn.errors import UserError
-from bridgeattn.evaluation import evaluate_checkpoint
+from bridgeattn.tools.score import evaluate_checkpoint
 
 engine_train = importlib.import_module("bridgeattn.engine.train")
 
@@ -213,7 +213,7 @@ def test_contradictory_or_bad_options_raise_user_error(argv, message):
 
 
 def test_launcher_options_are_checked_by_the_launcher(capsys, monkeypatch):
-    from bridgeattn.cli import main
+    from bridgeattn.cli.main import main
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert main(["train", "--max-restarts", "2", "--epochs", "1"]) == 2

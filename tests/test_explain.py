@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import bridgeattn
-from bridgeattn.explain import block_gradcam, explain, gate_statistics
-from bridgeattn.loading import load_model
+from bridgeattn.tools.explain import block_gradcam, explain, gate_statistics
+from bridgeattn.weights.loading import load_model
 
 pytest.importorskip("pytorch_grad_cam", reason="the explain extra (grad-cam) is not installed")
 
@@ -82,7 +82,7 @@ def test_gate_statistics_report_the_learned_selection_and_gate_values() -> None:
 
 
 def test_explain_command_loads_a_checkpoint(tmp_path: Path, images: list[Path]) -> None:
-    from bridgeattn.cli import main
+    from bridgeattn.cli.main import main
 
     model = _model()
     ckpt = tmp_path / "ckpt.pth"

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import bridgeattn
-from bridgeattn.bridge import BridgeAttention, FusedBridgeAttention
-from bridgeattn.cli import main
-from bridgeattn.export import export_model, resolve_input_size, verify_onnx
+from bridgeattn.cli.main import main
+from bridgeattn.layers.bridge import BridgeAttention, FusedBridgeAttention
+from bridgeattn.weights.export import export_model, resolve_input_size, verify_onnx
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:
@@ -30,7 +30,7 @@ def _fuse(model: torch.nn.Module) -> torch.nn.Module:
     """bridgeattn.fuse when present; otherwise each gate's own ``fused()``."""
     model = copy.deepcopy(model).eval()
     try:
-        from bridgeattn.fusion import fuse
+        from bridgeattn.layers.fusion import fuse
     except ModuleNotFoundError:
         for module in list(model.modules()):
             for name, child in module.named_children():

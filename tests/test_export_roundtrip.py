@@ -13,7 +13,7 @@ import timm
 import torch
 from PIL import Image
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 from bridgeattn.config import from_flat
 from bridgeattn.data.fashion_mnist import SYSTEM_DIR
 from bridgeattn.engine import train

@@ -7,7 +7,7 @@ import torch
 from bridgeattn import UserError
 from bridgeattn.config import from_flat
 from bridgeattn.engine import load_checkpoint, train
-from bridgeattn.loading import load_model
+from bridgeattn.weights.loading import load_model
 
 
 @pytest.fixture(scope="module")

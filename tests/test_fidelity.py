@@ -6,7 +6,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2
 
 import bridgeattn
-from bridgeattn.profile import count_params
+from bridgeattn.tools.profile import count_params
 
 
 def _block_widths(model: nn.Module) -> list[int]:

@@ -9,7 +9,7 @@ import torch
 import bridgeattn
 from bridgeattn.config import load_yaml, make_config, resolve_config_path
 from bridgeattn.engine import hardware
-from bridgeattn.engine.demo import run_demo
+from bridgeattn.tools.demo import run_demo
 
 CPU = torch.device("cpu")
 

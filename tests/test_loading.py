@@ -17,12 +17,12 @@ from safetensors.torch import save_file
 
 import bridgeattn
 from bridgeattn import UserError
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 from bridgeattn.config import from_flat
 from bridgeattn.engine import train
-from bridgeattn.export import save_safetensors
-from bridgeattn.loading import load_model
-from bridgeattn.safe_load import load_file
+from bridgeattn.weights.export import save_safetensors
+from bridgeattn.weights.loading import load_model
+from bridgeattn.weights.safe_load import load_file
 
 NAME = "bav2_resnet20"
 
@@ -108,7 +108,7 @@ def test_every_location_gives_the_same_model_and_preprocessing(run: Path, tmp_pa
 def test_a_run_folder_stands_for_its_newest_complete_verified_finite_checkpoint(run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from bridgeattn.engine.checkpoint import record_path
+    from bridgeattn.weights.checkpoint import record_path
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy, symlinks=True)

@@ -33,7 +33,7 @@ def test_two_nodes_on_localhost_take_the_steps_and_samples_of_one_process(tmp_pa
     data, workers = "synthetic:64", "0"
     if streamed:  # the same samples from tar shards, two loader workers per rank
         from bridgeattn.data import DataConfig
-        from bridgeattn.data.shards import write_shards
+        from bridgeattn.data.shard_writer import write_shards
 
         write_shards(DataConfig(spec=data), tmp_path / "shards", shard_size=10)
         data, workers = f"wds:{tmp_path / 'shards'}", "2"

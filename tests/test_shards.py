@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 from bridgeattn.config import from_flat
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.data import shards as shards_module
-from bridgeattn.data.shards import ShardSet, write_shards
+from bridgeattn.data.shard_writer import write_shards
+from bridgeattn.data.shards import ShardSet
 from bridgeattn.engine import train
 
 wds = pytest.importorskip("webdataset")
@@ -116,7 +117,7 @@ def test_training_from_shards_takes_the_steps_of_the_source(tmp_path, shard_dir)
     assert rows[0]["train_samples"] == rows[1]["train_samples"] == 40
     assert rows[0]["val_samples"] == rows[1]["val_samples"] == 10
     # eval streams the val shards too, split over its loader workers: every image once, the stored accuracy
-    from bridgeattn.evaluation import evaluate_checkpoint
+    from bridgeattn.tools.score import evaluate_checkpoint
 
     again = evaluate_checkpoint(tmp_path / "wds", workers=2, plots=False)
     assert again["count"] == 10 and again["top1"] == pytest.approx(streamed["top1"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 import bridgeattn
-from bridgeattn.benchmark import _compile_limits
 from bridgeattn.engine.train import deterministic_algorithms
+from bridgeattn.tools.benchmark import _compile_limits
 
 SRC = Path(bridgeattn.__file__).parent
 
@@ -22,7 +22,7 @@ import sys, matplotlib
 matplotlib.use("pdf")
 from pathlib import Path
 from bridgeattn.engine.plots import plot_confusion, plot_curves
-from bridgeattn.compare import plot_chart
+from bridgeattn.tools.compare import plot_chart
 out = Path({str(tmp_path)!r})
 plot_curves([{{"epoch": 1, "train_loss": 1.0, "loss": 1.1, "top1": 50.0, "lr": 0.1}}], out / "c.png")
 plot_confusion([[3, 1], [0, 4]], ["a", "b"], out / "m.png")
@@ -35,15 +35,19 @@ assert "matplotlib.pyplot" not in sys.modules
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _calls(name: str) -> list[str]:
+def printing_sites(root: Path) -> list[str]:
+    """Where code under ``root`` writes to the terminal itself: ``print`` called or passed as a value
+    (``log=print``), ``tqdm.write``, ``sys.stdout.write`` / ``sys.stderr.write``."""
     found = []
-    for path in SRC.rglob("*.py"):
+    for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call):
-                func = node.func
-                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if called == name:
-                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+            hit = isinstance(node, ast.Name) and node.id == "print"
+            if isinstance(node, ast.Attribute) and node.attr == "write":
+                owner = node.value
+                owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+                hit = owner_name in ("tqdm", "stdout", "stderr")
+            if hit:
+                found.append(f"{path.relative_to(root).as_posix()}:{node.lineno}")
     return found
 
 
@@ -54,10 +58,15 @@ def test_no_backend_switch_and_no_pyplot_in_the_package() -> None:
 
 
 def test_library_logs_instead_of_printing() -> None:
-    """Only the command line (cli.py, commands/, its flags in arguments.py) prints; the library logs."""
-    printing = [c for c in _calls("print") if not c.startswith(("cli.py", "commands/", "arguments.py"))]
-    assert printing == []
+    """Only the command line (``cli/``) prints; the library logs."""
+    assert [c for c in printing_sites(SRC) if not c.startswith("cli/")] == []
     assert sys.modules["bridgeattn.engine.train"].log is logging.getLogger("bridgeattn.engine.train")
+
+
+def test_the_print_guard_sees_print_as_a_default_and_tqdm_write(tmp_path: Path) -> None:
+    (tmp_path / "planted.py").write_text("import sys\nfrom tqdm import tqdm\n\n"
+                                         "def report(log=print):\n    tqdm.write('x')\n    sys.stderr.write('y')\n")
+    assert printing_sites(tmp_path) == ["planted.py:4", "planted.py:5", "planted.py:6"]
 
 
 def test_training_restores_cudnn_and_determinism_flags() -> None:

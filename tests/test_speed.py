@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 
 import bridgeattn
-from bridgeattn.bridge import BridgeAttention, FusedBridgeAttention
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
+from bridgeattn.layers.bridge import BridgeAttention, FusedBridgeAttention
+from bridgeattn.layers.ops import gated_residual
 from bridgeattn.models.resnet import BABasicBlock, BABottleneck
-from bridgeattn.ops import gated_residual
-from bridgeattn.profile import activation_memory, count_params, profile_model
+from bridgeattn.tools.profile import activation_memory, count_params, profile_model
 
 
 def _bn1d(u: torch.Tensor, bn: nn.BatchNorm1d, training: bool) -> torch.Tensor:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridgeattn.compare import CompareConfig, measure_inference, run_compare
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.errors import UserError
-from bridgeattn.profile import profile_model
+from bridgeattn.tools.compare import CompareConfig, measure_inference, run_compare
+from bridgeattn.tools.profile import profile_model
 
-benchmark_module = importlib.import_module("bridgeattn.benchmark")
+benchmark_module = importlib.import_module("bridgeattn.tools.benchmark")
 folder_module = importlib.import_module("bridgeattn.data.folder")
-profile_module = importlib.import_module("bridgeattn.profile")
+profile_module = importlib.import_module("bridgeattn.tools.profile")
 
 
 def test_profile_counts_flops_in_one_pass(monkeypatch):

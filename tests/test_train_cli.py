@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridgeattn.cli import main
+from bridgeattn.cli.main import main
 from bridgeattn.config import from_flat
 from bridgeattn.engine import find_resume, load_checkpoint, train
 
@@ -150,7 +150,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(ddp_run,
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.1)
     # the sharded, all-reduced evaluation counts each of the 37 samples exactly once: it equals a one-process
     # evaluation of the same weights, up to the rounding of other batch shapes (at most one boundary sample flips)
-    from bridgeattn.evaluation import evaluate_checkpoint
+    from bridgeattn.tools.score import evaluate_checkpoint
 
     again = evaluate_checkpoint(str(ddp_run), output=str(tmp_path / "eval"), plots=False)
     assert again["count"] == 37

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 import bridgeattn
 from bridgeattn.errors import UserError
-from bridgeattn.warmstart import from_plain, plain_twin, warm_sites
+from bridgeattn.models.warmstart import plain_twin, warm_sites
+from bridgeattn.weights.warmstart import from_plain
 
 # name -> (kwargs for a tiny trunk, image size). Each family's rule is exercised at least once.
 EXACT = {
@@ -89,7 +90,7 @@ def test_gates_receive_gradient_from_the_first_step(name: str) -> None:
 
 def test_se_families_load_the_trunk_and_say_they_are_not_exact(caplog: pytest.LogCaptureFixture) -> None:
     plain = timm.create_model("mobilenetv3_small_100", num_classes=5)
-    with caplog.at_level(logging.WARNING, logger="bridgeattn.warmstart"):
+    with caplog.at_level(logging.WARNING, logger="bridgeattn.models.warmstart"):
         model = from_plain("bav2_mobilenetv3_small_100", plain)
     assert "SE modules" in caplog.text and "not exactly" in caplog.text
     trunk = {k: v for k, v in plain.state_dict().items() if ".se." not in k}
@@ -189,7 +190,7 @@ def test_warm_start_tag_is_the_default_and_loads_from_a_faked_timm_cache(tmp_pat
 
 
 def test_detection_backbone_starts_from_plain_weights(tmp_path) -> None:
-    from bridgeattn.detection import create_features
+    from bridgeattn.models.detection import create_features
 
     plain = _float32_plain("bav2_resnet20", {}).eval()
     path = tmp_path / "plain.safetensors"

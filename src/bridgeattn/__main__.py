@@ -1,6 +1,6 @@
 """``python -m bridgeattn`` (also what ``torchrun -m bridgeattn train ...`` runs)."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

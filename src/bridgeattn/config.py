@@ -24,15 +24,13 @@ import os
 import types
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .arguments import listed
-from .data.config import DataConfig
 from .errors import UserError
 
 __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
@@ -51,6 +49,60 @@ def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = data
            **meta: Any) -> Any:
     """A dataclass field with its help text (and optional ``key``, ``flag``, ``choices``) in its metadata."""
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
+def listed(convert: Callable[[str], Any] = str) -> type[argparse.Action]:
+    """An action for ``nargs="+"`` that also splits on commas: ``--models a,b`` equals ``--models a b``."""
+
+    class Listed(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+            items = [values] if isinstance(values, str) else list(values or [])
+            out = []
+            for item in items:
+                for part in str(item).split(","):
+                    if part.strip():
+                        try:
+                            out.append(convert(part.strip()))
+                        except (ValueError, argparse.ArgumentTypeError) as exc:
+                            parser.error(f"argument {option_string}: {exc}")
+            if not out:
+                parser.error(f"argument {option_string}: expected at least one value")
+            setattr(namespace, self.dest, out)
+
+    return Listed
+
+
+@dataclass
+class DataConfig:
+    """A dataset spec plus the options that shape its transforms.
+
+    ``spec`` is one of ``fashion-mnist``, ``folder:PATH``, ``cifar10:PATH``, ``cifar100:PATH``, ``synthetic``,
+    ``synthetic:N`` (see docs/data.md). ``None`` sizes and channel counts mean "the data set's native value".
+    """
+
+    # ``help`` feeds the training flags; ``key`` is the name in recipes and run configs, ``flag`` the option.
+    spec: str = field(default="fashion-mnist", metadata={
+        "key": "data",
+        "help": "dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | synthetic[:N]"})
+    img_size: int | None = field(default=None, metadata={"help": "input image size (default: the data set's own)"})
+    in_chans: int | None = field(default=None, metadata={
+        "help": "input channels, 1 or 3 (default: the data set's own)"})
+    recipe: str = field(default="light", metadata={"help": "augmentation recipe: light | imagenet | none"})
+    auto_augment: str | None = field(default=None, metadata={
+        "flag": "--aa", "help": "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1 (imagenet recipe)"})
+    color_jitter: float = field(default=0.4, metadata={"help": "color jitter strength (imagenet recipe)"})
+    reprob: float = field(default=0.0, metadata={"help": "random erasing probability (imagenet recipe)"})
+    interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation"})
+    crop_pct: float = field(default=0.875, metadata={"help": "eval center-crop fraction"})
+    train_subset: int | None = field(default=None, metadata={
+        "help": "keep N training samples: the first N (N evenly spaced ones in image folders)"})
+    val_subset: int | None = field(default=None, metadata={
+        "help": "keep N validation samples: the first N (N evenly spaced ones in image folders)"})
+    strict: bool = field(default=False, metadata={
+        "key": "strict_data", "help": "stop at the first unreadable image instead of skipping it"})
+    download: bool = field(default=True, metadata={
+        "help": "allow torchvision's download when local data files are absent"})
 
 
 @dataclass

@@ -142,3 +142,11 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False, flag: 
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def cache_dir() -> Path:
+    """The cache folder (decoded data sets, downloads): ``$BRIDGEATTN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/bridgeattn``, else ``~/.cache/bridgeattn``."""
+    if os.environ.get("BRIDGEATTN_CACHE_DIR"):
+        return Path(os.environ["BRIDGEATTN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bridgeattn"

@@ -1,13 +1,5 @@
-"""Where the project keeps files on this machine, for every part that caches something."""
-from __future__ import annotations
+"""Moved to :mod:`bridgeattn.files`; this path works until the next release."""
+from ._moved import moved
+from .files import cache_dir  # noqa: F401
 
-import os
-from pathlib import Path
-
-
-def cache_dir() -> Path:
-    """The cache folder (decoded data sets, downloads): ``$BRIDGEATTN_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/bridgeattn``, else ``~/.cache/bridgeattn``."""
-    if os.environ.get("BRIDGEATTN_CACHE_DIR"):
-        return Path(os.environ["BRIDGEATTN_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bridgeattn"
+moved(__name__, "bridgeattn.files")

@@ -21,7 +21,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
-from ..paths import cache_dir
+from ..files import cache_dir
 
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

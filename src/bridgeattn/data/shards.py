@@ -19,23 +19,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from ..errors import UserError
-from ..files import write_json
 from .config import DataConfig, DataInfo
 from .images import to_mode
-from .memory import TensorImageDataset
 from .transforms import Transform, pil_transform, tensor_transform
 
 META = "shards.json"
@@ -53,85 +49,6 @@ def _wds():
 
 
 # --------------------------------------------------------------------------------------------------- writing
-
-def _raw_samples(dataset: Dataset) -> tuple[str, Any]:
-    """``("tensor", TensorImageDataset)`` or ``("file", [(path, label), ...])`` under a built data set."""
-    indices = None
-    while isinstance(dataset, Subset):
-        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
-        dataset = dataset.dataset
-    if isinstance(dataset, TensorImageDataset):
-        return "tensor", dataset if indices is None else TensorImageDataset(
-            dataset.images[indices], dataset.targets[indices], dataset.classes)
-    samples = getattr(dataset, "samples", None)
-    if samples is None:
-        raise UserError(f"cannot write shards of {type(dataset).__name__}: no raw images to store")
-    return "file", [samples[i] for i in indices] if indices is not None else list(samples)
-
-
-def _png(image: torch.Tensor) -> bytes:
-    """uint8 ``(C, H, W)`` -> PNG bytes (lossless)."""
-    array = image.permute(1, 2, 0).numpy()
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
-def _encoded(kind: str, source: Any, index: int) -> tuple[str, bytes, int]:
-    """(extension, image bytes, label) of sample ``index``."""
-    if kind == "tensor":
-        return "png", _png(source.images[index]), int(source.targets[index])
-    path, label = source[index]
-    ext = Path(path).suffix.lower().lstrip(".") or "img"
-    return ("jpg" if ext == "jpeg" else ext), Path(path).read_bytes(), int(label)
-
-
-def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: int = 10_000,
-                 seed: int = 0) -> dict[str, Any]:
-    """Write the train and val splits of ``cfg.spec`` as tar shards under ``output``; returns the metadata."""
-    from .build import build_datasets
-
-    if shard_size < 1:
-        raise UserError(f"--shard-size must be at least 1, got {shard_size}")
-    wds = _wds()
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--output {out} exists and is not an empty folder; choose a new one")
-    if cfg.spec.startswith("wds:"):
-        raise UserError("--data is already a shard set; give the original data set spec")
-    native = DataConfig(**{**cfg.__dict__, "img_size": None, "in_chans": None})  # store the images as they are
-    train_set, val_set, info = build_datasets(native)
-    out.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "source": cfg.spec,
-        "name": info.name,
-        "classes": list(info.class_names),
-        "preprocessing": {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean),
-                          "std": list(info.std), "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct},
-        "skipped": list(info.skipped),
-    }
-    for split, dataset in (("train", train_set), ("val", val_set)):
-        kind, source = _raw_samples(dataset)
-        meta["kind"] = kind
-        n = len(source)
-        order = np.random.default_rng(seed).permutation(n).tolist() if split == "train" else list(range(n))
-        counts: list[int] = []
-        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
-            for position, index in enumerate(order):
-                ext, data, label = _encoded(kind, source, index)
-                sink.write({"__key__": f"{index:09d}", ext: data, "cls": str(label).encode()})
-                if position % shard_size == 0:
-                    counts.append(0)
-                counts[-1] += 1
-        meta[split] = {"samples": n, "shards": [f"{split}-{i:06d}.tar" for i in range(len(counts))],
-                       "counts": counts}
-    write_json(out / META, meta)
-    return meta
-
-
-# --------------------------------------------------------------------------------------------------- reading
 
 def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"

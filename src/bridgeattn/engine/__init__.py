@@ -5,7 +5,7 @@ See docs/training.md for the recipes, the run folder, resuming and distributed t
 from __future__ import annotations
 
 from ..config import LaunchOptions, TrainConfig, config_from_args, load_yaml, make_config
-from .checkpoint import find_resume, load_checkpoint
+from ..weights.checkpoint import find_resume, load_checkpoint
 from .evaluate import evaluate
 from .train import TrainingStopped, train
 

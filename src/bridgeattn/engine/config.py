@@ -1,3 +1,6 @@
-"""The training configuration, under the name it had first; it lives in ``bridgeattn.config`` (no torch)."""
+"""Moved to :mod:`bridgeattn.config`; this path works until the next release."""
+from .._moved import moved
 from ..config import *  # noqa: F403
 from ..config import __all__  # noqa: F401
+
+moved(__name__, "bridgeattn.config")

@@ -1,7 +1,7 @@
 """Fine-tuning: start a run from other weights (``--init-from``) and give the new gates their own learning rate.
 
 ``--init-from`` takes a timm name (``resnet50.a1_in1k``), a weights file or a run folder. Plain weights are
-warm-started (:func:`bridgeattn.warmstart.warm_state_dict`: the bridged model starts as the plain function),
+warm-started (:func:`bridgeattn.models.warmstart.warm_state_dict`: the bridged model starts as the plain function),
 weights of the model itself are loaded as they are. ``--gate-lr-scale`` multiplies the learning rate of the
 gate parameters that the plain weights lacked: their param groups start at ``lr * scale``, and timm's
 schedulers shape every group from its own starting value.
@@ -14,8 +14,9 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import UserError
-from ..warmstart import load_plain, warm_sites, warm_state_dict
-from . import checkpoint as ckpt
+from ..models.warmstart import warm_sites, warm_state_dict
+from ..weights import checkpoint as ckpt
+from ..weights.warmstart import load_plain
 
 __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import plotting
+from . import plotting
 
 
 def integer_epochs(ax: Any) -> None:

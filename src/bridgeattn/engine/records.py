@@ -14,7 +14,7 @@ import yaml
 from ..config import TrainConfig, dump_yaml
 from ..errors import UserError
 from ..files import atomic_path, write_json, write_text
-from .checkpoint import CKPT_DIR
+from ..weights.checkpoint import CKPT_DIR
 
 # Files whose presence means a folder already holds a run.
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CKPT_DIR)

@@ -44,9 +44,9 @@ from ..config import LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
 from ..files import write_text
-from ..models._validate import check_model_input
-from ..safe_load import load_state_dict_strict
-from . import checkpoint as ckpt
+from ..models.checks import check_model_input
+from ..weights import checkpoint as ckpt
+from ..weights.safe_load import load_state_dict_strict
 from . import distributed
 from .evaluate import evaluate
 from .hardware import amp_dtype_for, autocast, numerics_report
@@ -284,7 +284,7 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool
 
         init_from(model, cfg.model.init_from, unsafe)
     if cfg.run.freeze_bn:
-        from ..freeze import freeze_bn
+        from ..layers.freeze import freeze_bn
 
         model = freeze_bn(model)
     model.to(device)
@@ -445,8 +445,8 @@ def _nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: 
                 else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
         raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
     if run.dist.is_main:
-        tqdm.write(f"warning: {what} at {where}: step skipped "
-                   f"({run.skipped_steps}/{run.cfg.run.skip_nonfinite} allowed)")
+        log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps,
+                    run.cfg.run.skip_nonfinite)
 
 
 def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:

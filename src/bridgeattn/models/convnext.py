@@ -18,15 +18,7 @@ import torch
 import torch.nn as nn
 from timm.models.convnext import ConvNeXtBlock
 
-from ._bridged import (
-    adopt,
-    blocks_of,
-    bridge,
-    channels_last_gate,
-    check_taps,
-    create_bridged,
-    pop_bridge_args,
-)
+from .bridging import adopt, blocks_of, bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args
 
 __all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext", "create_convnext_variant"]
 

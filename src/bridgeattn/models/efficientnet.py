@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.layers import BatchNormAct2d
 from timm.models.efficientnet import EfficientNetBuilder, decode_arch_def
 
-from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
+from .bridging import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
 
 __all__ = [
     "BAInvertedResidual", "EFFICIENTNET_GATE", "MBCONV_PLACEMENTS", "bridge_mbconv", "create_mbconv_variant",

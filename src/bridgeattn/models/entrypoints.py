@@ -17,21 +17,14 @@ from typing import Any
 import torch.nn as nn
 from timm.models import generate_default_cfgs, get_pretrained_cfg, register_model
 
-from ..attention import CoordAttention, FcaModule, GlobalContextBlock, SrmModule
-from ._bridged import twin_cfg, warm_start_cfg
+from ..layers import CoordAttention, FcaModule, GlobalContextBlock, SrmModule
+from .bridging import twin_cfg, warm_start_cfg
 from .convnext import create_convnext_variant
 from .efficientnet import EFFICIENTNET_GATE, create_mbconv_variant
 from .mobilenetv3 import MOBILENETV3_TWINS, create_mobilenetv3_variant
 from .registry import register_family
 from .regnet import create_regnet_variant
-from .resnet import (
-    RESNET_DEPTHS,
-    SMALL_DEPTHS,
-    create_resnet_variant,
-    resnet_cfg,
-    small_resnet_args,
-    small_resnet_cfg,
-)
+from .resnet import RESNET_DEPTHS, SMALL_DEPTHS, create_resnet_variant, resnet_cfg, small_resnet_args, small_resnet_cfg
 from .swin import create_swin_variant
 
 # register_model appends every model name

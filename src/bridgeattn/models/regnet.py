@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from timm.models.regnet import Bottleneck
 
-from ._bridged import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
+from .bridging import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
 
 __all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "bridge_regnet", "create_regnet_variant"]
 

@@ -19,11 +19,11 @@ from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..attention.gc import GlobalContextBlock
-from ..bridge import BridgeAttention
-from ..ops import gated_residual, is_fx_proxy, spatial_mean
-from ._bridged import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
-from ._validate import check_image_batch
+from ..layers.bridge import BridgeAttention
+from ..layers.gc import GlobalContextBlock
+from ..layers.ops import gated_residual, is_fx_proxy, spatial_mean
+from .bridging import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
+from .checks import check_image_batch
 
 __all__ = [
     "BABasicBlock",
@@ -68,7 +68,8 @@ class _BridgeGateMixin:
         """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
 
         ``pooled`` is ``mean(y)`` when the caller knows it without reading ``y``. Scripted and fx-traced models
-        take the plain formula (compilers fuse it themselves); eager models the lean one of :mod:`bridgeattn.ops`.
+        take the plain formula (compilers fuse it themselves); eager models the lean one of
+        :mod:`bridgeattn.layers.ops`.
         """
         if torch.jit.is_scripting() or is_fx_proxy(y) or (self.drop_path is not None and self.training):
             gate = self.ba(taps + [spatial_mean(y) if pooled is None else pooled])

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from timm.models.swin_transformer import SwinTransformerBlock
 
-from ._bridged import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args
+from .bridging import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args
 
 __all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "bridge_swin", "create_swin_variant"]
 

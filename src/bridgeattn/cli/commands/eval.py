@@ -1,0 +1,64 @@
+"""``bridgeattn eval``: score saved weights; a training run's stored accuracy is reproduced."""
+from __future__ import annotations
+
+import argparse
+
+from ..arguments import add_json_arguments, device, emit_json, non_negative_int, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a run folder (its newest checkpoint that passes its checksum), a checkpoint file, "
+                        "a .safetensors file or a saved model folder")
+    parser.add_argument("--model", help="model name, for weights that do not name their model")
+    parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
+    parser.add_argument("--val-subset", type=non_negative_int, default=-1, metavar="N",
+                        help="first N validation samples (default: as in training; 0: all)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N",
+                        help="eval batch size (default: as in training)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="data loader workers (default: 0)")
+    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
+                        help="evaluate the EMA weights instead of the model's")
+    parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
+                        "(default: RUN/eval)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write confusion.png")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow checkpoints that need arbitrary code to load (trusted files only)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    add_json_arguments(parser, "metrics")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...files import check_writable
+    from ...tools.score import evaluate_checkpoint
+
+    if args.output:
+        check_writable(args.output, folder=True)  # the default (next to the weights) is checked once known
+    result = evaluate_checkpoint(args.checkpoint, data=args.data, batch_size=args.batch_size, workers=args.workers,
+                                 val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
+                                 device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
+                                 progress=args.progress, model=args.model)
+    report = {k: v for k, v in result.items() if k != "confusion"}
+    if args.print_json:
+        emit_json(args, report)
+        return 0
+    epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
+    print(f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
+          f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
+          f"({result['count']} images)")
+    stored = result["stored_top1"]
+    if stored is not None and args.data is None:
+        samples = result.get("stored_val_samples")
+        if samples is not None and samples != result["count"]:
+            same = f"on {samples} images: not comparable with these {result['count']}"
+        else:
+            same = "reproduced" if abs(stored - result["top1"]) < 1e-9 else f"differs by {result['top1'] - stored:+.2f}"
+        where = ""
+        if result.get("stored_subset"):
+            where = f" on a subset: the first {samples} validation images" if samples else " on a validation subset"
+        print(f"stored at training time: top-1 {stored:.2f} %{where} ({same})")
+    print(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
+    emit_json(args, report)
+    return 0

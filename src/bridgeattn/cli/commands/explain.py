@@ -1,0 +1,62 @@
+"""``bridgeattn explain``: Grad-CAM of a block's taps and the gate statistics of a BA model."""
+from __future__ import annotations
+
+import argparse
+
+from ...config import listed
+from ..arguments import positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="a run folder, checkpoint, weights file or saved model folder")
+    parser.add_argument("--model", help="registered model name (needed when the checkpoint does not say)")
+    parser.add_argument("--images", nargs="+", required=True, metavar="PATH",
+                        help="image files and/or folders (space-separated, so shell globs work)")
+    parser.add_argument("--block", default="layer2.0", help="residual block to explain (default layer2.0)")
+    parser.add_argument("--output", default="runs/explain", help="output folder (default runs/explain)")
+    parser.add_argument("--target-class", type=int, metavar="N", help="explain this class instead of each prediction")
+    parser.add_argument("--img-size", type=positive_int, metavar="N",
+                        help="input size (default: the weights', else the model's)")
+    parser.add_argument("--mean", nargs="+", action=listed(float), metavar="X",
+                        help="normalisation mean, e.g. 0.286 or 0.485,0.456,0.406 (default: the run's data)")
+    parser.add_argument("--std", nargs="+", action=listed(float), metavar="X",
+                        help="normalisation std (default: the run's data)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N", help="head size when only --model is given")
+    parser.add_argument("--in-chans", type=positive_int, metavar="N",
+                        help="input channels when only --model is given")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow pickles that run code (trusted files)")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                        help="replace an earlier explain report in --output (default: refuse)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...errors import UserError
+    from ...files import check_writable
+    from ...tools.explain import check_output, explain, find_images
+
+    if not args.checkpoint and not args.model:
+        raise UserError("pass --checkpoint PATH and/or --model NAME")
+    check_writable(args.output, folder=True)
+    if not args.overwrite:
+        check_output(args.output)  # refuse before any work
+    files = find_images(args.images)
+    kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v}
+    class_names = None
+    if args.checkpoint:
+        from ...weights.loading import load_model
+
+        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **kwargs)
+        model, class_names = loaded.model, loaded.class_names
+    else:
+        from ...models import create_model
+
+        model = create_model(args.model, **kwargs).eval()
+    report = explain(model, files, args.output, args.block, target_class=args.target_class, img_size=args.img_size,
+                     mean=args.mean, std=args.std, class_names=class_names, overwrite=args.overwrite)
+    print(f"{len(report['images'])} Grad-CAM figures in {args.output}/gradcam/")
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} unreadable image(s) (list in {args.output}/skipped_files.txt)")
+    if "gate_stats" in report:
+        print(f"gate statistics: {report['gate_stats']} (+ {', '.join(report['gate_plots'])})")
+    return 0

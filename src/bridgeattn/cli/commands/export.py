@@ -1,0 +1,97 @@
+"""``bridgeattn export``: ONNX (checked with onnxruntime), TorchScript, safetensors or a hub-style folder."""
+from __future__ import annotations
+
+import argparse
+
+from ..arguments import add_json_arguments, emit_json, positive_float, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ...weights.formats import DEFAULT_OPSET, FORMATS
+
+    parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (needed only for weights that do not say)")
+    parser.add_argument("--checkpoint", help="weights: a run folder, a training or reference checkpoint, a "
+                        ".safetensors file or a saved model folder (default: random init)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
+    parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
+    parser.add_argument("--img-size", type=positive_int, metavar="N",
+                        help="input side (default: the weights' own, else the model's)")
+    parser.add_argument("--in-chans", type=positive_int, metavar="N",
+                        help="input channels (default: the checkpoint's or the model's)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N",
+                        help="classifier size (default: the checkpoint's or the model's)")
+    parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=False,
+                        help="fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
+    parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)")
+    parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
+                        help="ONNX exporter (default: torch.export-based for opset >= 18)")
+    parser.add_argument("--atol", type=positive_float, default=1e-4,
+                        help="largest accepted |export - PyTorch| (fp32; default: 1e-4)")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="check the export against PyTorch numerically (default: on)")
+    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow checkpoint pickles that may run code (trusted files only)")
+    add_json_arguments(parser, "summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    import copy
+    import dataclasses
+
+    from ...errors import UserError
+    from ...files import check_writable
+    from ...weights.export import export_model, resolve_input_size
+
+    check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
+    if args.fuse and args.format in ("safetensors", "hub"):
+        raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
+    overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
+    metrics, command = None, None
+    if args.checkpoint:
+        import shlex
+
+        from ...weights.loading import load_model
+
+        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
+        model, metrics = loaded.model, loaded.metrics or None
+        if loaded.config is not None and metrics:  # the command that measures them again
+            command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
+    elif args.model:
+        from ...models import create_model
+
+        model = create_model(args.model, **overrides).eval()
+    else:
+        raise UserError("pass --model NAME (random weights) and/or --checkpoint PATH")
+    if args.img_size:  # the size asked for becomes the exported model's input size
+        from ...weights.loading import model_preprocessing, set_preprocessing
+
+        prep = model_preprocessing(model)
+        set_preprocessing(model, dataclasses.replace(prep, input_size=(prep.in_chans, args.img_size, args.img_size)))
+    input_size = resolve_input_size(model, args.img_size, args.in_chans)
+    reference = model
+    if args.fuse:
+        try:
+            from ...layers.fusion import fuse
+        except ModuleNotFoundError as exc:
+            raise UserError(f"--fuse is unavailable in this installation ({exc})") from None
+        fused = copy.deepcopy(model)
+        model = (fuse(fused) or fused).eval()  # fuse may work in place
+    summary = export_model(
+        model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
+        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
+    )
+    summary["fused"] = bool(args.fuse)
+    if not args.print_json:
+        line = f"wrote {summary['path']} ({args.format}"
+        line += f", opset {summary['opset']}" if "opset" in summary else ""
+        line += ", fused" if args.fuse else ""
+        line += ")"
+        if "max_abs_diff" in summary:
+            line += f"; max |export - PyTorch| = {summary['max_abs_diff']:.3g} (atol {args.atol:g})"
+        print(line)
+    emit_json(args, summary)
+    if summary.get("ok") is False:
+        print(f"bridgeattn export: the exported model differs from PyTorch by more than {args.atol:g}")
+        return 1
+    return 0

@@ -1,0 +1,164 @@
+"""``bridgeattn <command>``: a thin shell over the library's functions.
+
+Each command lives in ``bridgeattn.cli.commands.<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``;
+modules are imported only when their command runs, so ``bridgeattn --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import UserError
+
+# command -> one-line help
+COMMANDS: dict[str, str] = {
+    "models": "list the registered models with params and MACs",
+    "train": "train a model (single process, or DDP with --nproc / torchrun)",
+    "eval": "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix",
+    "demo": "the main job: BAv2 vs the plain baseline on Fashion-MNIST, side by side",
+    "compare": "train attention variants under one budget over several seeds and compare them",
+    "explain": "Grad-CAM of a block's taps and the gate statistics of a trained BA model",
+    "benchmark": "interleaved throughput benchmark of several models (img/s medians, ratios)",
+    "profile": "params, MACs, per-stage breakdown and activation memory of one model",
+    "export": "export a model to ONNX, TorchScript, safetensors or a hub-style folder",
+    "convert": "convert a reference BA-Net checkpoint to safetensors for our models",
+    "shard": "write a data set as webdataset tar shards for streaming (--data wds:DIR)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (and the usual exit status 2), pointing to --help, with the closest names."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see '{self.prog} --help')\n")
+
+    def _suggestion(self, message: str) -> str:
+        import difflib
+        import re
+
+        words: list[str] = []
+        known: list[str] = []
+        if message.startswith("unrecognized arguments:"):
+            words = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            known = [s for a in self._actions for s in a.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                for parser in getattr(sub, "choices", {}).values():
+                    known += [s for a in parser._actions for s in a.option_strings]
+        elif match := re.search(r"invalid choice: '([^']*)'", message):
+            words = [match.group(1)]
+            known = [c for a in self._actions for c in (a.choices or []) if isinstance(c, str)]
+        close = sorted({c for w in words for c in difflib.get_close_matches(w, known, n=2, cutoff=0.7)})
+        return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"bridgeattn.cli.commands.{name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
+    parser = _Parser(
+        prog="bridgeattn",
+        description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
+    )
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("bridgeattn")
+    except PackageNotFoundError:  # a source tree that was never installed
+        __version__ = "0+unknown"
+
+    parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
+            try:
+                module = _command_module(name)
+            except ModuleNotFoundError as exc:  # a command whose optional pieces are missing
+                p.set_defaults(_unavailable=str(exc))
+                continue
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+class _StdoutHandler(logging.Handler):
+    """The library's log lines on the current ``sys.stdout``, bare, as the commands' own output (through
+    ``tqdm.write``, so that a progress bar on the screen is redrawn below the line, not cut by it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stdout)
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _show_library_log() -> None:
+    """The command line shows the library's INFO lines (progress, resume notes); the library itself only logs."""
+    logger = logging.getLogger("bridgeattn")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        logger.addHandler(_StdoutHandler())
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _show_library_log()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_unavailable", None):
+        print(f"bridgeattn {args.command}: unavailable ({args._unavailable})", file=sys.stderr)
+        return 2
+    try:
+        if getattr(args, "json", None):  # before any work, so a measured report is never lost at the end
+            from ..files import check_writable
+
+            check_writable(args.json, flag="--json")
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader stopped early (bridgeattn models | head): end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush of stdout raises nothing either
+        return 0
+    except OSError as exc:
+        if not exc.filename:  # not about a path the user gave: a real failure, with its traceback below
+            return _traceback()
+        print(f"bridgeattn {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bridgeattn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        return _traceback()
+
+
+def _traceback() -> int:
+    """An unexpected failure: its traceback (re-raised under BRIDGEATTN_DEBUG=1) and exit status 1."""
+    if os.environ.get("BRIDGEATTN_DEBUG"):
+        raise
+    import traceback
+
+    traceback.print_exc()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Shared machinery for putting bridge gates into timm backbones built by timm's own builders.
+
+timm's builders (``EfficientNetBuilder``, ``ConvNeXtStage``, ``SwinTransformerStage``, ``RegNetStage``)
+instantiate their block classes by name. Rather than copy a builder to change one class name, a
+bridged model is built as its timm twin (same entrypoint, same ``features_only`` and ``in_chans``
+handling) and each target block is then *adopted* by a subclass: the instance's class becomes the
+subclass (which only overrides ``forward``) and the gate is added as ``block.ba``.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.nn as nn
+from timm.models import get_pretrained_cfg, load_pretrained, model_entrypoint
+
+from ..layers.bridge import BridgeAttention
+
+__all__ = [
+    "BRIDGE_KEYS", "adopt", "blocks_of", "bridge", "channels_last_gate", "check_taps", "create_bridged",
+    "pop_bridge_args", "twin_cfg", "warm_start_cfg", "warm_start_filter",
+]
+
+# Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
+BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
+
+T = TypeVar("T", bound=nn.Module)
+
+
+def adopt(block: nn.Module, cls: type[T]) -> T:
+    """Make an already built timm ``block`` an instance of its subclass ``cls`` (in place)."""
+    if not isinstance(block, cls.__mro__[1]):
+        raise TypeError(f"{cls.__name__} adopts {cls.__mro__[1].__name__} blocks, got {type(block).__name__}")
+    block.__class__ = cls
+    return block  # type: ignore[return-value]
+
+
+def pop_bridge_args(kwargs: dict[str, Any], version: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Remove the gate's settings from ``kwargs``; returns ``BridgeAttention`` keyword arguments."""
+    ba_args = dict(defaults, version=version)
+    for key in BRIDGE_KEYS:
+        if key in kwargs:
+            ba_args[key] = kwargs.pop(key)
+    return ba_args
+
+
+def check_taps(taps: Sequence[str], allowed: Sequence[str], model: str) -> tuple[str, ...]:
+    """Validate a ``ba_taps`` choice and return it in block order."""
+    taps = (taps,) if isinstance(taps, str) else tuple(taps)
+    unknown = [t for t in taps if t not in allowed]
+    if not taps or unknown:
+        raise ValueError(f"{model}: ba_taps must be a non-empty subset of {list(allowed)}, got {list(taps)}")
+    return tuple(t for t in allowed if t in taps)
+
+
+def bridge(in_channels: Sequence[int], channels: int, ba_args: dict[str, Any]) -> BridgeAttention:
+    return BridgeAttention(list(in_channels), channels, **ba_args)
+
+
+def create_bridged(
+    variant: str,
+    twin: str,
+    pretrained: bool,
+    convert: Callable[[nn.Module], int],
+    stem: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then ``convert`` its blocks in place.
+
+    ``convert(model)`` returns the number of blocks it bridged; zero means the twin changed shape and
+    is reported instead of silently returning the plain network. ``stem`` names the stride-2 stem conv
+    that ``small_input=True`` turns into stride 1 (families without one reject ``small_input``).
+    """
+    small_input = bool(kwargs.pop("small_input", False))
+    if small_input and stem is None:
+        raise ValueError(
+            f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the MobileNetV3, "
+            "EfficientNet and RegNet models (Swin takes img_size)"
+        )
+    if not kwargs.get("pretrained_cfg"):
+        kwargs["pretrained_cfg"] = get_pretrained_cfg(variant)
+    if pretrained and kwargs.get("features_only"):
+        raise ValueError(f"{variant}: pretrained=True with features_only=True is not supported; build the "
+                         "classifier with pretrained=True and take features with forward_intermediates")
+    # Weights are loaded after the blocks are bridged: plain twin weights are warm-started, the model's own
+    # checkpoints load as they are (warm_start_filter).
+    model = model_entrypoint(twin)(pretrained=False, **kwargs)
+    if convert(model) == 0:
+        raise RuntimeError(f"{variant}: found no {twin} block to bridge")
+    if small_input:
+        _stride_one_stem(model, stem)
+    if pretrained:
+        twin_filter = getattr(sys.modules[model_entrypoint(twin).__module__], "checkpoint_filter_fn", None)
+
+        def filter_fn(state_dict: Mapping[str, Any], bridged: nn.Module) -> dict[str, Any]:
+            if twin_filter is not None:  # timm's conversion of the twin's original checkpoints
+                state_dict = twin_filter(state_dict, bridged)
+            return warm_start_filter(state_dict, bridged)
+
+        load_pretrained(model, model.pretrained_cfg, num_classes=model.num_classes,
+                        in_chans=kwargs.get("in_chans", 3), filter_fn=filter_fn, cache_dir=kwargs.get("cache_dir"))
+    return model
+
+
+def warm_start_filter(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """timm ``pretrained_filter_fn`` of the bridged models: the plain twin's weights are warm-started
+    (``bridgeattn.models.warmstart``), a bridged checkpoint passes unchanged."""
+    from .warmstart import warm_state_dict  # deferred: warmstart reads the block classes of this package
+
+    return warm_state_dict(model, state_dict)
+
+
+def warm_start_cfg(plain: str) -> dict[str, Any]:
+    """``pretrained_cfg`` fields of a warm-start tag: where timm keeps the plain ``arch.tag`` weights and their
+    preprocessing. Loading them goes through :func:`warm_start_filter`."""
+    cfg = get_pretrained_cfg(plain).to_dict()
+    return {k: v for k, v in cfg.items() if k not in ("architecture", "tag") and v is not None}
+
+
+def _stride_one_stem(model: nn.Module, stem: str) -> None:
+    """Stride-1 stem for 28-64 px images: every feature map becomes twice as large."""
+    conv = model.get_submodule(stem)
+    if not isinstance(conv, nn.Conv2d) or conv.stride != (2, 2) or conv.kernel_size != (3, 3):
+        raise RuntimeError(f"expected a 3x3 stride-2 stem conv at {stem!r}, got {conv}")
+    conv.stride = (1, 1)  # 3x3 with padding 1 keeps the size at stride 1
+    info = getattr(model, "feature_info", None)
+    for entry in getattr(info, "info", info) or []:
+        entry["reduction"] = max(1, entry["reduction"] // 2)
+
+
+def blocks_of(model: nn.Module, cls: type[nn.Module]) -> list[nn.Module]:
+    """Every module whose type is exactly ``cls`` (listed first: adoption changes the module tree)."""
+    return [m for m in model.modules() if type(m) is cls]
+
+
+def channels_last_gate(gate: torch.Tensor) -> torch.Tensor:
+    """``(B, C, 1, 1)`` gate -> ``(B, 1, 1, C)`` for NHWC feature maps."""
+    return gate.permute(0, 2, 3, 1)
+
+
+# Data-side fields of a twin's pretrained_cfg that a bridged model shares (no weights, so no URL/hub id).
+_CFG_KEYS = (
+    "input_size", "pool_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
+    "first_conv", "classifier", "fixed_input_size", "min_input_size",
+)
+
+
+def twin_cfg(twin: str, **overrides: Any) -> dict[str, Any]:
+    """A ``pretrained_cfg`` dict for a bridged model: the twin's preprocessing, no weights."""
+    base = get_pretrained_cfg(twin).to_dict()
+    cfg = {k: base[k] for k in _CFG_KEYS if base.get(k) is not None}
+    return {"url": "", "num_classes": 1000, "license": "apache-2.0", **cfg, **overrides}

@@ -1,0 +1,271 @@
+"""Interleaved throughput benchmark: several models, one run, medians and ratios.
+
+Like timm's ``benchmark.py``, but the models take turns: each repeat times every model once, in
+round-robin order, so a busy or throttled machine slows all of them alike and the ratios stay fair.
+A train step is forward, cross-entropy, backward and an SGD step; inference is a ``no_grad`` forward.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..engine.hardware import amp_dtype_for, autocast
+from ..errors import UserError
+
+__all__ = ["benchmark", "format_table", "machine_info"]
+
+ModelSpec = str | Callable[[], nn.Module]
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where the numbers come from: device name, threads, library versions."""
+    import timm
+
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(spec: ModelSpec) -> nn.Module:
+    if callable(spec):
+        return spec()
+    from ..models import create_model
+
+    return create_model(spec)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One model prepared for timing: moved, converted, optionally fused and compiled."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        batch_size: int,
+        img_size: int | None,
+        device: torch.device,
+        train: bool,
+        channels_last: bool,
+        compile: bool,
+        amp: bool,
+        fuse: bool,
+        amp_dtype: str = "auto",
+    ) -> None:
+        self.device, self.train, self.batch_size = device, train, batch_size
+        model = model.to(device).train(train)
+        if fuse:
+            from ..layers.fusion import fuse as fuse_model
+
+            model = fuse_model(model)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        in_chans = int(getattr(model, "in_chans", 3))
+        if img_size is None:  # the model's own input size
+            img_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+        self.img_size = img_size
+        num_classes = int(getattr(model, "num_classes", 1000)) or 1
+        self.params = sum(p.numel() for p in model.parameters())
+        self.model = model
+        self.step_model = torch.compile(model, dynamic=False) if compile else model
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator).to(
+            device, memory_format=memory_format
+        )
+        self.target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if train else None
+        # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
+        self.amp_dtype = amp_dtype_for(amp, device, amp_dtype)
+        self.autocast = lambda: autocast(device, self.amp_dtype)
+
+    def step(self) -> None:
+        if self.train:
+            with self.autocast():
+                loss = F.cross_entropy(self.step_model(self.x), self.target)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), self.autocast():
+                self.step_model(self.x)
+
+    def timed(self, steps: int) -> float:
+        """Seconds for ``steps`` steps, synchronised at both ends only."""
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+def benchmark(
+    models: Sequence[ModelSpec] | Mapping[str, ModelSpec],
+    *,
+    batch_size: int = 8,
+    img_size: int | None = None,
+    train: bool = False,
+    channels_last: bool = False,
+    compile: bool = False,
+    amp: bool = False,
+    amp_dtype: str = "auto",
+    fuse: bool = False,
+    repeats: int = 7,
+    steps: int = 1,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time every model, interleaved, and return medians and ratios to the first model.
+
+    Args:
+        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or
+            zero-argument builder}``.
+        batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``; ``img_size=None``
+            takes each model's own (its pretrained_cfg's input size).
+        train: time a training step instead of inference.
+        channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
+            training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
+            ``settings["amp_dtype"]`` says which ran); ``amp_dtype`` ``bfloat16`` or ``float16`` forces one.
+        fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
+        repeats: timed rounds; each round times ``steps`` steps of every model in turn.
+        warmup: untimed steps per model before the first round (compilation happens here).
+
+    Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
+    ``img_per_s`` (median), ``step_ms`` (median time per step), ``time_ratio`` (step time over the first
+    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``; on CUDA also ``peak_step_mib``, the
+    most memory a warm-up step of that model allocated above what was allocated before it (activations, gradients,
+    optimizer state and workspaces; the weights of every model are already in place).
+    """
+    if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
+        raise UserError("repeats, steps, batch size and image size must be positive")
+    if fuse and train:
+        raise UserError("--fuse folds the gates for inference; drop --train or --fuse")
+    specs = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
+    if not specs:
+        raise UserError("give at least one model")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA is not available on this machine; use --device cpu")
+    say = progress or (lambda msg: None)
+    with _compile_limits(compile):
+        return _run(specs, device, say, batch_size=batch_size, img_size=img_size, train=train,
+                    channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
+                    repeats=repeats, steps=steps, warmup=warmup)
+
+
+@contextlib.contextmanager
+def _compile_limits(compile: bool) -> Iterator[None]:
+    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
+    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
+    if not compile:
+        yield
+        return
+    import torch._dynamo as dynamo
+
+    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
+              if hasattr(dynamo.config, k)}
+    with dynamo.config.patch(limits):
+        yield
+
+
+def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str], None], *, batch_size: int,
+         img_size: int, train: bool, channels_last: bool, compile: bool, amp: bool, fuse: bool,
+         amp_dtype: str, repeats: int, steps: int, warmup: int) -> dict[str, Any]:
+    runners: dict[str, _Runner] = {}
+    for label, spec in specs.items():
+        torch.manual_seed(0)
+        runners[label] = _Runner(
+            _build(spec), batch_size=batch_size, img_size=img_size, device=device, train=train,
+            channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
+        )
+    peaks: dict[str, float] = {}
+    for label, runner in runners.items():
+        say(f"warm-up {label}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        runner.timed(warmup)
+        if device.type == "cuda":
+            peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    rounds: dict[str, list[float]] = {label: [] for label in runners}
+    for r in range(repeats):
+        for label, runner in runners.items():
+            rounds[label].append(runner.timed(steps))
+        say(f"round {r + 1}/{repeats}")
+    results = []
+    first = None
+    for label, runner in runners.items():
+        step_s = statistics.median(rounds[label]) / steps
+        first = first if first is not None else step_s
+        results.append(
+            {
+                "model": label,
+                "img_per_s": batch_size / step_s,
+                "step_ms": step_s * 1e3,
+                "time_ratio": step_s / first,
+                "round_s": rounds[label],
+                "params": runner.params,
+                "img_size": runner.img_size,
+                **({"peak_step_mib": peaks[label]} if label in peaks else {}),
+            }
+        )
+    settings = dict(
+        batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
+        amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
+        amp_dtype=str(amp_dtype_for(amp, device, amp_dtype) or torch.float32).removeprefix("torch."),
+    )
+    return {"settings": settings, "machine": machine_info(device), "results": results}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`benchmark` report."""
+    s = report["settings"]
+    mode = "train step" if s["train"] else "inference"
+    size = f"{s['img_size']} px" if s["img_size"] else "each model's own input size"
+    flags = [k for k in ("channels_last", "compile", "fuse") if s[k]]
+    if s["amp"]:
+        dtype = s.get("amp_dtype", "bfloat16")
+        flags.append(f"amp {dtype}" if dtype != "float32" else "amp off (no native bf16)")
+    lines = [
+        f"{mode}, batch {s['batch_size']}, {size}, {report['machine']['device']}"
+        f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"
+        f" medians of {s['repeats']} interleaved rounds",
+        f"{'model':32s} {'img/s':>9s} {'ms/step':>9s} {'time vs first':>14s}",
+    ]
+    for r in report["results"]:
+        px = "" if s["img_size"] else f" {r.get('img_size', '')} px"
+        lines.append(f"{r['model']:32s} {r['img_per_s']:9.2f} {r['step_ms']:9.1f} {r['time_ratio']:14.3f}{px}")
+    return "\n".join(lines)

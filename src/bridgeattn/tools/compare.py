@@ -1,0 +1,462 @@
+"""Equal-budget comparison of attention variants on one backbone, over several seeds.
+
+Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the seed fixes
+model init, data order and augmentation, so the variants of one seed see identical batches. The report
+gives per model the top-1 mean and standard deviation over seeds, the difference to the plain backbone with
+a 95 % confidence interval paired by seed (Student t on the per-seed differences), params, MACs and train /
+inference throughput, as ``results.json``, ``results.csv``, ``results.md`` and a Figure-1-style chart.
+
+A cell is finished when its ``summary.json`` exists; a re-run skips it, so an interrupted comparison resumes.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine import plotting
+from ..errors import UserError
+from ..files import write_json, write_text
+
+__all__ = [
+    "SHORT_NAMES",
+    "CompareConfig",
+    "paired_difference",
+    "resolve_models",
+    "run_compare",
+    "summarize",
+    "t_quantile",
+    "write_report",
+]
+
+SHORT_NAMES: tuple[str, ...] = ("plain", "se", "eca", "cbam", "gc", "fca", "ca", "srm", "bav1", "bav2")
+BASELINE = "plain"
+# Recipe fields that must agree between a finished cell and the current run for the cell to be reused.
+_RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """``P(|T| <= t)`` for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3 / 26.7.4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        # (2/pi) [theta + sin(theta) (cos + 2/3 cos^3 + (2*4)/(3*5) cos^5 + ...)], terms up to cos^(df-2)
+        total, term = 0.0, math.cos(theta)
+        for k in range(1, (df - 1) // 2 + 1):
+            total += term
+            term *= c2 * (2 * k) / (2 * k + 1)
+        return 2 / math.pi * (theta + math.sin(theta) * total)
+    # sin(theta) [1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ...], terms up to cos^(df-2)
+    total, term = 0.0, 1.0
+    for k in range(1, df // 2 + 1):
+        total += term
+        term *= c2 * (2 * k - 1) / (2 * k)
+    return math.sin(theta) * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t distribution with integer ``df`` >= 1, e.g. ``t_quantile(0.975, 2) = 4.3027``.
+
+    Exact closed-form CDF for integer degrees of freedom, inverted by bisection (no scipy needed).
+    """
+    if df < 1 or int(df) != df:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p == 0.5:
+        return 0.0
+    mass = abs(2 * p - 1)  # two-sided probability inside [-t, t]
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, int(df)) < mass:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided_mass(mid, int(df)) < mass:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    t = 0.5 * (lo + hi)
+    return t if p > 0.5 else -t
+
+
+def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean paired difference ``values - baseline`` with its Student-t confidence interval.
+
+    Both sequences are aligned by seed. With fewer than two pairs the interval is undefined (``None``).
+    """
+    if len(values) != len(baseline):
+        raise ValueError("paired samples must have the same length")
+    diffs = [float(a) - float(b) for a, b in zip(values, baseline)]
+    n = len(diffs)
+    out: dict[str, Any] = {"n": n, "mean": None, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
+    if n == 0:
+        return out
+    mean = statistics.fmean(diffs)
+    out["mean"] = mean
+    if n >= 2:
+        sd = statistics.stdev(diffs)
+        half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        out.update(std=sd, ci_low=mean - half, ci_high=mean + half, half_width=half)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- running
+@dataclass
+class CompareConfig:
+    """One comparison: which variants, which data, which budget.
+
+    ``train_options`` go to ``TrainConfig`` unchanged (e.g. ``epochs``, ``batch_size``, ``lr``,
+    ``train_subset``); they are the same for every cell.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["plain", "bav2"])
+    backbone: str = "resnet20"
+    data: str = "fashion-mnist"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    output: str = "runs/compare"
+    train_options: dict[str, Any] = field(default_factory=dict)
+    speed: bool = True            # measure inference img/s (interleaved, median)
+    speed_batch: int = 64
+    speed_reps: int = 7
+    progress: bool = False
+
+
+def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]]:
+    """``[(short, registered name)]``: a short name maps to ``{short}_{backbone}``; full names pass through."""
+    import timm
+
+    from .. import models as _models  # noqa: F401  (registers the models)
+
+    out, seen = [], set()
+    for short in models:
+        short = short.strip()
+        if not short:
+            continue
+        name = f"{short}_{backbone}" if timm.is_model(f"{short}_{backbone}") else short
+        if not timm.is_model(name):
+            raise UserError(
+                f"unknown model {short!r}: neither {short}_{backbone} nor {short} is registered "
+                f"(short names: {', '.join(SHORT_NAMES)}; see `bridgeattn models`)"
+            )
+        if name in seen:
+            raise UserError(f"model {short!r} is listed twice")
+        seen.add(name)
+        out.append((short, name))
+    if not out:
+        raise UserError("no models to compare; pass e.g. --models plain,se,bav2")
+    return out
+
+
+def _cell_dir(output: Path, name: str, seed: int) -> Path:
+    return output / "cells" / name / f"seed{seed}"
+
+
+def _recipe(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(options.items()) if k not in _RECIPE_EXCLUDE}
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        if isinstance(value, dict):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_jsonable(v) for v in value]
+        return repr(value)
+
+
+def train_cell(
+    name: str,
+    seed: int,
+    cfg: CompareConfig,
+    train_fn: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary."""
+    cell = _cell_dir(Path(cfg.output), name, seed)
+    summary_path = cell / "summary.json"
+    recipe = _recipe({"data": cfg.data, **cfg.train_options})
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if _jsonable(done.get("recipe")) != _jsonable(recipe):
+            raise UserError(
+                f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
+                "use another --output or delete that folder"
+            )
+        done["skipped"] = True
+        return done
+    run_dir = cell / "run"
+    if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
+        shutil.rmtree(run_dir)
+    options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
+               "progress": cfg.progress}
+    if train_fn is None:
+        from ..config import from_flat
+        from ..engine import train
+
+        result = train(*from_flat(options))
+    else:
+        result = train_fn(options)
+    summary = {
+        "model": name, "seed": seed, "recipe": recipe,
+        **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
+    }
+    cell.mkdir(parents=True, exist_ok=True)
+    write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
+    summary["skipped"] = False
+    return summary
+
+
+def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
+    """``(num_classes, in_chans, img_size)`` of the compared data set."""
+    from ..config import make_config, split_options
+    from ..data import build_datasets
+
+    config, _ = split_options({**cfg.train_options, "data": cfg.data})
+    _, _, info = build_datasets(make_config(config).data)
+    return info.num_classes, info.in_chans, info.img_size
+
+
+def measure_cost(name: str, num_classes: int, in_chans: int, img_size: int) -> dict[str, int]:
+    """Params and MACs of ``name`` as trained here (its head and input size)."""
+    import timm
+
+    from .profile import count_macs, count_params
+
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
+    return {"params": count_params(model), "macs": count_macs(model, (in_chans, img_size, img_size))}
+
+
+def measure_inference(
+    names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64, reps: int = 7
+) -> dict[str, float]:
+    """Inference img/s per model: median of ``reps`` rounds, models interleaved (``bridgeattn.tools.benchmark``)."""
+    import functools
+
+    import timm
+
+    from .benchmark import benchmark
+
+    builders = {n: functools.partial(timm.create_model, n, num_classes=num_classes, in_chans=in_chans) for n in names}
+    report = benchmark(builders, batch_size=batch, img_size=img_size, repeats=reps, warmup=1)
+    return {r["model"]: r["img_per_s"] for r in report["results"]}
+
+
+def summarize(
+    cells: Sequence[dict[str, Any]],
+    models: Sequence[tuple[str, str]],
+    costs: dict[str, dict[str, Any]] | None = None,
+    baseline: str = BASELINE,
+) -> list[dict[str, Any]]:
+    """One row per model: top-1 mean/std over seeds, paired difference to ``baseline`` with 95 % CI, costs."""
+    costs = costs or {}
+    by_model: dict[str, dict[int, dict[str, Any]]] = {}
+    for c in cells:
+        by_model.setdefault(c["model"], {})[int(c["seed"])] = c
+    base_name = next((name for short, name in models if short == baseline), None)
+    base = by_model.get(base_name, {}) if base_name else {}
+    rows = []
+    for short, name in models:
+        runs = by_model.get(name, {})
+        seeds = sorted(runs)
+        top1 = [float(runs[s]["top1"]) for s in seeds]
+        row: dict[str, Any] = {
+            "model": short, "name": name, "seeds": seeds, "top1": top1,
+            "top1_mean": statistics.fmean(top1) if top1 else None,
+            "top1_std": statistics.stdev(top1) if len(top1) >= 2 else None,
+            "top5_mean": _mean(runs[s].get("top5") for s in seeds),
+            "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
+            "train_time_s": _mean(runs[s].get("train_time_s") for s in seeds),
+        }
+        if base_name and name != base_name:
+            paired = [s for s in seeds if s in base]
+            diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
+            row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
+                       delta_std=diff["std"], paired_seeds=diff["n"])
+        else:
+            row.update(delta_vs_plain=None, delta_ci_low=None, delta_ci_high=None, delta_std=None,
+                       paired_seeds=0)
+        row.update(costs.get(name, {}))
+        rows.append(row)
+    return rows
+
+
+def _mean(values: Any) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _earlier_speeds(path: Path) -> dict[str, float | None]:
+    """Inference img/s per model name from an earlier ``results.json`` (none when absent or unreadable)."""
+    try:
+        rows = json.loads(path.read_text())["models"]
+        return {r["name"]: r.get("infer_img_per_s") for r in rows}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def run_compare(
+    cfg: CompareConfig,
+    train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    data_shape: tuple[int, int, int] | None = None,
+    log: Callable[[str], None] = logging.getLogger(__name__).info,
+) -> dict[str, Any]:
+    """Train every missing (model, seed) cell, then write the report. Returns the ``results.json`` content.
+
+    ``train_fn`` replaces the engine (it receives the ``TrainConfig`` keyword arguments); ``data_shape``
+    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape.
+    """
+    if not cfg.seeds:
+        raise UserError("at least one seed is needed")
+    repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed is one paired sample")
+    models = resolve_models(cfg.models, cfg.backbone)
+    output = Path(cfg.output)
+    from ..engine.records import holds_run
+
+    if holds_run(output):
+        raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
+    output.mkdir(parents=True, exist_ok=True)
+    cells, total, k = [], len(models) * len(cfg.seeds), 0
+    # Seed-major order: after each round every model has the same number of finished seeds.
+    for seed in cfg.seeds:
+        for _, name in models:
+            k += 1
+            t0 = time.perf_counter()
+            cell = train_cell(name, seed, cfg, train_fn)
+            cells.append(cell)
+            state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
+            log(f"[{k}/{total}] {name} seed {seed}: top-1 {float(cell['top1']):.2f} ({state})")
+    num_classes, in_chans, img_size = data_shape or _data_shape(cfg)
+    costs = {name: measure_cost(name, num_classes, in_chans, img_size) for _, name in models}
+    if cfg.speed:
+        speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
+                                   cfg.speed_batch, cfg.speed_reps)
+    else:  # keep what an earlier run of this comparison measured
+        speeds = _earlier_speeds(output / "results.json")
+    for name, ips in speeds.items():
+        if name in costs and ips is not None:
+            costs[name]["infer_img_per_s"] = ips
+    rows = summarize(cells, models, costs)
+    results = {
+        "config": _jsonable(dataclasses.asdict(cfg)),
+        "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+        "confidence": 0.95,
+        "models": rows,
+        "cells": [{k: v for k, v in c.items() if k != "skipped"} for c in cells],
+    }
+    write_report(results, output)
+    return results
+
+
+# -------------------------------------------------------------------------------------------------- report
+_CSV_COLUMNS = (
+    "model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high", "paired_seeds",
+    "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s", "seeds", "top1",
+)
+
+
+def _fmt(value: Any, spec: str, missing: str = "n/a") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a Markdown table (top-1 in the engine's unit, percent)."""
+    lines = [
+        "| model | top-1 mean ± std | Δ vs plain [95 % CI] | params | MACs | train img/s | inference img/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        top1 = f"{_fmt(r['top1_mean'], '.2f')} ± {_fmt(r['top1_std'], '.2f')}"
+        if r.get("delta_vs_plain") is None:
+            delta = "(baseline)" if r["model"] == BASELINE else "n/a"
+        elif r.get("delta_ci_low") is None:
+            delta = f"{r['delta_vs_plain']:+.2f}"
+        else:
+            delta = f"{r['delta_vs_plain']:+.2f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+        params = _fmt(r.get("params"), ",d")
+        macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e6:.2f} M"
+        lines.append(
+            f"| {r['name']} | {top1} | {delta} | {params} | {macs} | "
+            f"{_fmt(r.get('train_img_per_s'), '.0f')} | {_fmt(r.get('infer_img_per_s'), '.0f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Top-1 vs params, bubble area proportional to MACs, error bars = std over seeds (the paper's Figure 1)."""
+    pts = [r for r in rows if r.get("top1_mean") is not None and r.get("params") is not None]
+    from matplotlib.lines import Line2D
+
+    fig, ax = plotting.figure((7, 5), dpi=120)
+    max_macs = max((r.get("macs") or 0) for r in pts) or 1
+    kinds = {"tab:red": "bridge attention (BA)", "tab:blue": "other attention", "tab:gray": "plain baseline"}
+    shown = set()
+    for r in pts:
+        bridge = r["model"].startswith("ba") or r["name"].startswith("ba")
+        color = "tab:red" if bridge else ("tab:gray" if r["model"] == BASELINE else "tab:blue")
+        shown.add(color)
+        size = 900 * (r.get("macs") or max_macs) / max_macs
+        x = r["params"] / 1e6
+        ax.scatter(x, r["top1_mean"], s=size, alpha=0.35, color=color, edgecolors=color)
+        if r.get("top1_std") is not None:
+            ax.errorbar(x, r["top1_mean"], yerr=r["top1_std"], color=color, capsize=3, lw=1)
+        ax.annotate(r["model"], (x, r["top1_mean"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
+    # room around the outermost points for their largest bubbles (a 900 pt^2 bubble is ~17 pt in radius)
+    ax.margins(0.2)
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("top-1 accuracy (%), mean ± std over seeds")
+    ax.set_title(title or "top-1 vs parameters (bubble area = MACs)")
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], marker="o", ls="", ms=9, alpha=0.5, color=c, label=kinds[c]) for c in kinds if c in shown]
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=8)
+    fig.tight_layout()
+    plotting.save(fig, path)
+
+
+def write_report(results: dict[str, Any], output: Path) -> None:
+    """``results.json``, ``results.csv``, ``results.md`` and ``results.png`` under ``output``."""
+    output = Path(output)
+    rows = results["models"]
+    write_json(output / "results.json", results)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k))
+                         for k in _CSV_COLUMNS})
+    write_text(output / "results.csv", table.getvalue())
+    seeds = results["config"].get("seeds", [])
+    data = results.get("data", {})
+    header = (
+        f"# Comparison on {data.get('spec', '?')} ({results['config'].get('backbone', '')}, "
+        f"{len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
+        "Top-1 in percent on the validation split. Δ vs plain: mean of the per-seed differences to the plain "
+        "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
+        f"(torch threads: {results.get('environment', {}).get('threads', '?')}).\n\n"
+    )
+    budget = results["config"].get("train_options") or {}
+    if budget:
+        header += "Budget (identical for every cell): " + ", ".join(f"{k}={v}" for k, v in budget.items()) + ".\n\n"
+    write_text(output / "results.md", header + markdown_table(rows))
+    plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}: top-1 vs params (area = MACs)")

@@ -1,0 +1,195 @@
+"""Model cost: parameters and multiply-accumulates (MACs, not FLOPs: one MAC is one multiply plus one add)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those that require grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@torch.no_grad()
+def _count_flops(model: nn.Module, input_size: tuple[int, ...], batch_size: int) -> FlopCounterMode:
+    """Run one eval-mode forward of zeros ``(batch_size, *input_size)`` under a FLOP counter; returns the counter."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
+    """MACs of one eval-mode forward pass on ``(batch_size, *input_size)``, via ``torch.utils.flop_counter``.
+
+    Runs on the model's device; a model on the ``meta`` device is counted without any arithmetic.
+    """
+    return int(_count_flops(model, input_size, batch_size).get_total_flops()) // 2
+
+
+def model_cost(name: str, input_size: tuple[int, ...] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Params and MACs of a registered model, built on the ``meta`` device (no memory, no arithmetic)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, **kwargs)
+    size = tuple(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    return {"model": name, "params": count_params(model), "macs": count_macs(model, size), "input_size": list(size)}
+
+
+# Containers whose items are the stages of a network (timm: ``stages``, ``blocks``, ``layers``, ``features``).
+_STAGE_CONTAINERS = ("stages", "blocks", "layers", "features")
+
+
+def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The top-level pieces of a network in call order, with stage containers opened one level.
+
+    For timm's ResNet: ``conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1`` .. ``layer4``, ``global_pool``, ``fc``.
+    """
+    stages = []
+    for name, child in model.named_children():
+        if name in _STAGE_CONTAINERS and isinstance(child, (nn.Sequential, nn.ModuleList)):
+            stages.extend((f"{name}.{i}", sub) for i, sub in child.named_children())
+        else:
+            stages.append((name, child))
+    return stages
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage._cdata, storage.nbytes()
+
+
+def activation_memory(
+    model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8
+) -> tuple[int, dict[str, int]]:
+    """Bytes of the tensors a training-mode forward keeps for backward: ``(total, per stage)``.
+
+    Counts each saved storage once (views and in-place results share one), excluding parameters and
+    buffers; the input batch is included. This is the activation memory of a training step, the part
+    that grows with the batch. On a ``meta`` model nothing is computed.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    owned = {_storage_key(t)[0] for t in [*model.parameters(), *model.buffers()]}
+    # Saved before the first stage runs (the input itself when a stage saves it is counted in that stage).
+    saved: dict[int, tuple[int, str]] = {}
+    current = ["(input)"]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key, nbytes = _storage_key(t)
+        if key not in owned and key not in saved:
+            saved[key] = (nbytes, current[0])
+        return t
+
+    handles = []
+    for name, stage in model_stages(model):
+        handles.append(stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name)))
+    was_training = model.training
+    model.train()
+    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype, requires_grad=True)
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+        del out
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    per_stage: dict[str, int] = {}
+    for nbytes, stage_name in saved.values():
+        per_stage[stage_name] = per_stage.get(stage_name, 0) + nbytes
+    return sum(per_stage.values()), per_stage
+
+
+def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
+    """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
+    counter = _count_flops(model, input_size, batch_size)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
+    return int(counter.get_total_flops()) // 2, stages
+
+
+def stage_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> dict[str, int]:
+    """MACs of each stage (see :func:`model_stages`) in one eval-mode forward."""
+    return macs_breakdown(model, input_size, batch_size)[1]
+
+
+def profile_model(
+    model: str | nn.Module,
+    img_size: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "meta",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Params, MACs, a per-stage breakdown and the activation memory of a training step.
+
+    ``model`` is a registered name (built with ``kwargs`` on ``device``; ``meta`` computes nothing) or a
+    module. MACs are per image (eval-mode forward, ``torch.utils.flop_counter``; one MAC = one multiply
+    and one add); activation memory is for a training-mode forward of ``batch_size`` images.
+    """
+    name = model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        from ..models import create_model
+
+        with torch.device(device):
+            model = create_model(model, **kwargs)
+    default = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224)))
+    in_chans = int(getattr(model, "in_chans", default[0]))
+    size = (in_chans, img_size, img_size) if img_size else (in_chans, *default[1:])
+    total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
+    act_total, act_stages = activation_memory(model, size, batch_size)
+    stages = []
+    for stage_name, stage in model_stages(model):
+        stages.append(
+            {
+                "name": stage_name,
+                "params": count_params(stage),
+                "macs": macs.get(stage_name, 0),
+                "activation_bytes": act_stages.get(stage_name, 0),
+            }
+        )
+    return {
+        "model": name,
+        "input_size": list(size),
+        "batch_size": batch_size,
+        "params": count_params(model),
+        "trainable_params": count_params(model, trainable_only=True),
+        "macs": total_macs,
+        "activation_bytes": act_total,
+        "stages": stages,
+    }
+
+
+def format_profile(report: dict[str, Any]) -> str:
+    """A plain-text table of :func:`profile_model`'s report."""
+    size = "x".join(str(s) for s in report["input_size"])
+    mib = 2**20
+    lines = [
+        f"{report['model']}  input {size}",
+        f"params {report['params']:,}  MACs {report['macs'] / 1e9:.3f} G per image",
+        f"activation memory of a training step, batch {report['batch_size']}: "
+        f"{report['activation_bytes'] / mib:.1f} MiB (tensors saved for backward, input included)",
+        "",
+        f"{'stage':16s} {'params':>12s} {'MACs (M)':>10s} {'MACs %':>7s} {'act. MiB':>9s}",
+    ]
+    total_macs = max(1, report["macs"])
+    for s in report["stages"]:
+        lines.append(
+            f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
+            f" {s['activation_bytes'] / mib:9.2f}"
+        )
+    return "\n".join(lines)

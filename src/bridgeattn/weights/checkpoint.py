@@ -1,0 +1,263 @@
+"""Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
+
+Layout of ``RUN/checkpoints``::
+
+    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
+    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
+    epoch-0003.pth.json   {"size", "sha256", "epoch", "step", "batch", "finite"}: written after the checkpoint,
+                          so a checkpoint without a matching record (killed mid-write, truncated, copied
+                          half-way) is never used
+    last.pth, best.pth    relative symlinks to the newest and the best epoch file (conveniences only)
+    superseded/           checkpoints newer than the one a run was resumed from, set aside (never deleted)
+
+A new checkpoint and its record are complete before older ones are pruned, so a good one always exists; the
+best epoch named inside the newest checkpoint is never pruned, whatever ``best.pth`` points to. A checkpoint
+written on an interruption mid-epoch (``batch`` > 0) holds the position in the epoch, so a resume continues
+with the remaining batches. "Good" means finite: weights, buffers (BatchNorm statistics) and validation loss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..files import atomic_write, remove_stale_temps, temp_path, write_text
+from .safe_load import load_file
+
+CKPT_DIR = "checkpoints"
+_EPOCH_FILE = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?\.pth$")
+Position = tuple[int, int]  # (completed epochs, batches of the next epoch done): the point a checkpoint holds
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def check(path: Path) -> str | None:
+    """``None`` when ``path`` matches its size/SHA-256 record, else why it must not be used."""
+    record = record_path(path)
+    if not path.is_file():
+        return "missing"
+    if not record.is_file():
+        return "no checksum record (the write did not finish)"
+    try:
+        expected = json.loads(record.read_text())
+        size, digest = int(expected["size"]), str(expected["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable checksum record"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"truncated or changed: {actual} bytes, expected {size}"
+    if sha256(path) != digest:
+        return "checksum mismatch (the file is corrupt)"
+    return None
+
+
+def _symlink(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` (relative) atomically; skipped where symlinks are unsupported."""
+    tmp = temp_path(link)
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(target.name)
+        os.replace(tmp, link)
+    except OSError:
+        if tmp.is_symlink():
+            tmp.unlink()
+
+
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """``epoch-0003.pth`` after epoch 3; ``epoch-0003-batch-000120.pth`` 120 batches into epoch 4."""
+    return f"epoch-{epoch:04d}.pth" if not batch else f"epoch-{epoch:04d}-batch-{batch:06d}.pth"
+
+
+def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
+    """``((epoch, batch), path)`` of the checkpoints in ``folder``, newest first."""
+    found = []
+    for path in folder.glob("epoch-*.pth") if folder.is_dir() else []:
+        match = _EPOCH_FILE.match(path.name)
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
+    return sorted(found, reverse=True)
+
+
+def finite_state(*state_dicts: dict[str, Any]) -> bool:
+    """Whether every floating-point tensor (weights and buffers) in the state dicts is finite."""
+    return all(bool(torch.isfinite(t).all()) for sd in state_dicts if sd is not None for t in sd.values()
+               if torch.is_tensor(t) and t.is_floating_point())
+
+
+def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
+    """A checkpoint may be best / "last good" only when its weights, buffers and validation loss are finite."""
+    loss_ok = val_loss is None or math.isfinite(val_loss)
+    return loss_ok and finite_state(state["model"], state.get("ema"))
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0,
+                    good: bool = True) -> Path:
+    """Write ``state`` as ``checkpoints/epoch-NNNN.pth`` with its record, update last/best, prune old files.
+
+    Kept: the newest, the best (``state["best_epoch"]``, and the file ``best.pth`` points to) and the ``keep``
+    newest older ones. Files newer than ``state`` are left alone (``set_aside_newer`` moves them at resume).
+    ``good`` (see ``is_good``) is stored in the record; a non-good checkpoint is never made best.
+    """
+    folder = run_dir / CKPT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    epoch, batch = int(state["epoch"]), int(state.get("batch", 0))
+    path = folder / checkpoint_name(epoch, batch)
+    atomic_write(path, lambda f: torch.save(state, f))
+    record = {"size": path.stat().st_size, "sha256": sha256(path), "epoch": epoch, "step": int(state["step"]),
+              "batch": batch, "finite": bool(good)}
+    write_text(record_path(path), json.dumps(record))
+    _symlink(folder / "last.pth", path)
+    best_epoch = int(state.get("best_epoch", 0))
+    best_file = folder / f"epoch-{best_epoch:04d}.pth"
+    if is_best and good:
+        _symlink(folder / "best.pth", path)
+    elif best_epoch and best_file.is_file() and check(best_file) is None:
+        _symlink(folder / "best.pth", best_file)  # repair a link a kill mid-save left behind
+    protected = {p.resolve() for p in (best_file, folder / "best.pth") if p.exists()}
+    surplus = [old for position, old in epoch_files(folder) if position < (epoch, batch)][keep:]
+    for old in surplus:
+        if old.resolve() not in protected:
+            old.unlink(missing_ok=True)
+            record_path(old).unlink(missing_ok=True)
+    return path
+
+
+def set_aside_newer(run_dir: Path, epoch: int, batch: int = 0) -> list[Path]:
+    """Move the checkpoints after ``(epoch, batch)`` into ``checkpoints/superseded/`` (a resume from further
+    back would otherwise overwrite them); re-point ``last.pth``/``best.pth`` away from moved files."""
+    folder = run_dir / CKPT_DIR
+    newer = [path for position, path in epoch_files(folder) if position > (epoch, batch)]
+    if not newer:
+        return []
+    aside = folder / "superseded"
+    aside.mkdir(exist_ok=True)
+    for path in newer:
+        for item in (path, record_path(path)):
+            if item.exists():
+                target = aside / item.name
+                n = 1
+                while target.exists():
+                    target, n = aside / f"{item.name}.{n}", n + 1
+                os.replace(item, target)
+    for link in (folder / "last.pth", folder / "best.pth"):
+        if link.is_symlink() and not link.exists():
+            link.unlink()
+    return newer
+
+
+def clean_temps(run_dir: Path) -> list[Path]:
+    """Remove temp files a killed writer left in the run folder and its checkpoints (run lock held)."""
+    return remove_stale_temps(run_dir) + remove_stale_temps(run_dir / CKPT_DIR)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_resume(run_dir: Path, good_only: bool = False) -> Path | None:
+    """The newest checkpoint in ``run_dir/checkpoints`` that passes its size/checksum check (and, with
+    ``good_only``, is finite), warning about newer ones that do not; ``None`` when there is none."""
+    for (epoch, _), path in epoch_files(run_dir / CKPT_DIR):
+        problem = check(path)
+        if problem is None and good_only and (_read_record(path) or {}).get("finite") is False:
+            continue
+        if problem is None:
+            return path
+        warnings.warn(f"skipping checkpoint {path} (epoch {epoch}): {problem}; trying the previous one",
+                      stacklevel=2)
+    return None
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run folder stands for: its newest end-of-epoch checkpoint that matches its size/SHA-256
+    record and holds finite weights (the weights ``summary.json`` and the last metrics describe)."""
+    skipped = []
+    for (_, batch), path in epoch_files(run_dir / CKPT_DIR):
+        if batch:  # written on an interruption mid-epoch: no validation measured these weights
+            continue
+        problem = check(path)
+        if problem is None:
+            try:
+                finite = json.loads(record_path(path).read_text()).get("finite", True)
+            except (OSError, ValueError, AttributeError):
+                finite = False
+            problem = None if finite is not False else "non-finite weights or validation loss"
+        if problem is None:
+            if skipped:
+                warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
+            return path
+        skipped.append(f"{path.name} ({problem})")
+    detail = f": {'; '.join(skipped)}" if skipped else ""
+    raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
+                    f"finite){detail}")
+
+
+def load_checkpoint(path: str | os.PathLike[str], unsafe: bool = False) -> dict[str, Any]:
+    """Load a training checkpoint (weights_only unless ``unsafe``); its record is checked when present."""
+    path = Path(path)
+    if path.is_dir():
+        found = find_resume(path if path.name != CKPT_DIR else path.parent)
+        if found is None:
+            raise UserError(f"{path}: no usable checkpoint in this run folder")
+        path = found
+    if record_path(path.resolve()).is_file():
+        problem = check(path.resolve())
+        if problem:
+            raise UserError(f"checkpoint {path} cannot be used: {problem}")
+    state = load_file(path, unsafe=unsafe)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(f"{path} is not a bridgeattn training checkpoint (for weights alone use "
+                        "bridgeattn.load_file or from_pretrained)")
+    state["path"] = str(path)
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ RNG states
+
+def rng_state() -> dict[str, Any]:
+    """This process's Python, NumPy, torch (and CUDA) RNG states, in types weights_only loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

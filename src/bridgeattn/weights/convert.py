@@ -1,0 +1,123 @@
+"""Reference BA-Net checkpoints: their key layouts renamed to this package's.
+
+Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's
+bridge gate differ. Per block (prefix ``layerS.B.ba.``), reference -> ours:
+
+    BAv2  ``fusions.{i}.0.weight``  -> ``integration.{i}.weight``
+          ``proj.weight|bias``      -> ``selection.weight|bias``
+          ``generation.0.*`` (BN1d) -> ``norm.*``
+          ``generation.2.weight``   -> ``generation.weight``
+    BAv1  ``pre_fusions.{i}.0|1``   -> ``integration.{i}`` / ``integration_norm.{i}``   (taps before the last)
+          ``cur_fusion.0|1``        -> ``integration.{n-1}`` / ``integration_norm.{n-1}`` (the last tap)
+          ``fusions.{i}.0|1``       -> ``integration.{i}`` / ``integration_norm.{i}``   (second BAv1 layout)
+          ``generation.1.weight``   -> ``generation.weight``
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .safe_load import load_state_dict_strict, state_dict_from
+
+__all__ = ["convert_official_state_dict", "detect_layout", "load_state_dict_strict"]
+
+_BA = re.compile(r"^(?P<block>(?:.+\.)?ba)\.(?P<rest>.+)$")
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``"bav2"``, ``"bav1"`` (pre_fusions/cur_fusion), ``"bav1-fusions"`` (second BAv1 layout) or ``"ours"``."""
+    keys = [m.group("rest") for k in state_dict if (m := _BA.match(k))]
+    if any(k.startswith(("pre_fusions.", "cur_fusion.")) for k in keys):
+        return "bav1"
+    if any(re.match(r"fusions\.\d+\.1\.", k) for k in keys):
+        return "bav1-fusions"
+    if any(k.startswith(("fusions.", "proj.")) for k in keys):
+        return "bav2"
+    if any(k.startswith("integration.") for k in keys):
+        return "ours"
+    raise UserError("the checkpoint has no bridge-attention keys ('ba.*'); is it a BA-Net checkpoint?")
+
+
+def _normalise_version(version: str) -> str:
+    v = str(version).lower().removeprefix("ba")
+    if v not in ("v1", "v2", "auto"):
+        raise UserError(f"version must be 'bav1', 'bav2' or 'auto', got {version!r}")
+    return v
+
+
+def _rename_v2(rest: str) -> str | None:
+    if m := re.fullmatch(r"fusions\.(\d+)\.0\.weight", rest):
+        return f"integration.{m.group(1)}.weight"
+    if m := re.fullmatch(r"proj\.(weight|bias)", rest):
+        return f"selection.{m.group(1)}"
+    if m := re.fullmatch(r"generation\.0\.(\w+)", rest):
+        return f"norm.{m.group(1)}"
+    if rest == "generation.2.weight":
+        return "generation.weight"
+    return None
+
+
+def _rename_v1(rest: str, last_tap: int) -> str | None:
+    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.0\.weight", rest):
+        return f"integration.{m.group(1)}.weight"
+    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.1\.(\w+)", rest):
+        return f"integration_norm.{m.group(1)}.{m.group(2)}"
+    if rest == "cur_fusion.0.weight":
+        return f"integration.{last_tap}.weight"
+    if m := re.fullmatch(r"cur_fusion\.1\.(\w+)", rest):
+        return f"integration_norm.{last_tap}.{m.group(1)}"
+    if rest == "generation.1.weight":
+        return "generation.weight"
+    return None
+
+
+def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tensor]:
+    """Rename a reference BA-Net checkpoint to this package's keys.
+
+    Args:
+        obj: what ``torch.load`` returns for a reference checkpoint (``{'model': ...}`` for BAv2,
+            ``{'state_dict': ...}`` with ``module.`` prefixes for BAv1) or a bare state dict.
+        version: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``, or ``"auto"`` to detect it from the keys.
+
+    Returns a state dict for ``bav1_*`` / ``bav2_*`` ResNets; load it with :func:`load_state_dict_strict`
+    for a clear error when it does not fit the model. Checkpoints already in our layout pass through.
+    """
+    state_dict = state_dict_from(obj)
+    layout = detect_layout(state_dict)
+    version = _normalise_version(version)
+    found = "v2" if layout == "bav2" else "v1" if layout.startswith("bav1") else None
+    if version != "auto" and found is not None and found != version:
+        raise UserError(
+            f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
+            f"use --from ba{found} and a ba{found}_* model"
+        )
+    if layout == "ours":
+        return dict(state_dict)
+
+    # BAv1's 'cur_fusion' is the last tap: its index is the number of 'pre_fusions' of the same block.
+    pre_taps: dict[str, int] = {}
+    for key in state_dict:
+        if (m := _BA.match(key)) and (t := re.match(r"pre_fusions\.(\d+)\.", m.group("rest"))):
+            pre_taps[m.group("block")] = max(pre_taps.get(m.group("block"), 0), int(t.group(1)) + 1)
+
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        m = _BA.match(key)
+        if m is None:
+            out[key] = value
+            continue
+        block, rest = m.group("block"), m.group("rest")
+        new = _rename_v2(rest) if found == "v2" else _rename_v1(rest, pre_taps.get(block, 0))
+        if new is None:
+            unknown.append(key)
+            continue
+        out[f"{block}.{new}"] = value
+    if unknown:
+        more = f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""
+        raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {', '.join(unknown[:8])}{more}")
+    return out

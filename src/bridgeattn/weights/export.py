@@ -1,0 +1,301 @@
+"""Deployment exports: ONNX (checked with onnxruntime), TorchScript, safetensors and hub-style folders.
+
+ONNX uses PyTorch's ``torch.export``-based exporter (opset 18, its native opset) and falls back to the
+TorchScript-based exporter when an older opset (17) is asked for, since the down-conversion of the new
+exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from ..files import atomic_path, publish_mode
+from .formats import DEFAULT_OPSET, FORMATS
+
+__all__ = [
+    "FORMATS",
+    "convert_checkpoint",
+    "export_model",
+    "export_onnx",
+    "export_torchscript",
+    "resolve_input_size",
+    "save_safetensors",
+    "verify_onnx",
+    "verify_torchscript",
+]
+
+MIN_OPSET = 17
+
+
+def resolve_input_size(model: nn.Module, img_size: int | None = None, in_chans: int | None = None) -> tuple[int, ...]:
+    """``(C, H, W)`` for the example input: the model's pretrained_cfg size with the given overrides."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans, height, width = cfg.get("input_size", (3, 224, 224))
+    chans = in_chans or getattr(model, "in_chans", chans)
+    if img_size:
+        height = width = img_size
+    return int(chans), int(height), int(width)
+
+
+def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What a weights file needs to rebuild its model: ``architecture``, ``model_args`` and ``preprocessing``
+    (timm's data-config keys), plus ``metrics``; values JSON-encoded (safetensors metadata is strings)."""
+    from timm.models import get_model_args
+
+    from .loading import model_preprocessing
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "architecture" not in cfg:
+        raise UserError("only models from bridgeattn.create_model (or timm.create_model) can be saved with "
+                        "their architecture")
+    try:
+        args = json.dumps(get_model_args(model))
+        extra = json.dumps(dict(metrics or {}))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot record the model's arguments or metrics as JSON: {exc}") from None
+    return {"format": "pt", "architecture": cfg["architecture"], "model_args": args,
+            "preprocessing": json.dumps(model_preprocessing(model).to_dict()), "metrics": extra}
+
+
+def _metadata_or_empty(model: nn.Module) -> dict[str, str]:
+    """:func:`weights_metadata` for models that have it (a fused or hand-built model may not)."""
+    try:
+        return weights_metadata(model)
+    except UserError:
+        return {}
+
+
+def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s state dict to ``path`` (``.safetensors``) with :func:`weights_metadata`, mode 0644."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"the output must end in .safetensors, got {path}")
+    metadata = weights_metadata(model, metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    publish_mode(path)
+    return path
+
+
+def convert_checkpoint(
+    path: str | Path,
+    output: str | Path,
+    model_name: str,
+    version: str = "auto",
+    unsafe: bool = False,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """Convert a reference BA-Net checkpoint to ``output`` (``.safetensors``), checked against ``model_name``.
+
+    ``num_classes`` defaults to the checkpoint's classifier rows. Returns a summary dict (``layout``, ``model``,
+    ``num_classes``, ``tensors``, ``output``).
+    """
+    from .convert import convert_official_state_dict, detect_layout
+    from .loading import model_from_state_dict
+    from .safe_load import load_file, state_dict_from
+
+    if Path(output).suffix != ".safetensors":
+        raise UserError(f"the output must be a .safetensors file, got {output}")
+    state = state_dict_from(load_file(path, unsafe=unsafe), source=str(path))
+    layout = detect_layout(state)
+    state = convert_official_state_dict(state, version)
+    overrides = {"num_classes": num_classes} if num_classes is not None else {}
+    loaded = model_from_state_dict(state, model_name, path, **overrides)
+    save_safetensors(loaded.model, output)
+    return {
+        "layout": layout,
+        "model": model_name,
+        "num_classes": getattr(loaded.model, "num_classes", num_classes),
+        "tensors": len(state),
+        "output": str(output),
+    }
+
+
+@torch.no_grad()
+def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
+    """``UserError`` (one line) when ``model`` cannot run on ``(C, H, W)`` = ``input_size`` (e.g. too small)."""
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+    try:
+        model.eval()(_example(input_size, 1))
+    except Exception as exc:  # shape errors surface as RuntimeError, ValueError or AssertionError by model
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({detail}); "
+                        "pass a larger --img-size") from None
+
+
+def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + batch)
+    return torch.randn(batch, *input_size, generator=g)
+
+
+def _onnx_module(name: str) -> Any:
+    """Import an ONNX package; without the ``onnx`` extra, one line that says how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise UserError(f"ONNX export needs {name}: pip install 'bridgeattn[onnx]'") from None
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: tuple[int, ...],
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+) -> dict[str, Any]:
+    """Write ``model`` (eval mode) as ONNX with a dynamic batch axis: input ``input`` ``(B, C, H, W)``,
+    output ``output``. ``exporter``: ``"dynamo"`` (torch.export), ``"legacy"`` (TorchScript) or ``"auto"``
+    (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``.
+    """
+    onnx = _onnx_module("onnx")
+    if exporter != "legacy":
+        _onnx_module("onnxscript")  # torch's dynamo exporter writes through it
+
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset must be at least {MIN_OPSET}, got {opset}")
+    if exporter == "auto":
+        exporter = "dynamo" if opset >= 18 else "legacy"
+    if exporter not in ("dynamo", "legacy"):
+        raise UserError(f"exporter must be 'auto', 'dynamo' or 'legacy', got {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    check_input_size(model, input_size)
+    example = (_example(input_size, 2),)
+    names = dict(input_names=["input"], output_names=["output"])
+    with atomic_path(path) as tmp:  # a failed export leaves no file behind
+        _write_onnx(model, tmp, example, names, opset, exporter)
+        proto = onnx.load(str(tmp), load_external_data=False)
+        meta = _metadata_or_empty(model)
+        if meta:  # the preprocessing and provenance, readable by onnxruntime (modelmeta.custom_metadata_map)
+            onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **meta})
+            onnx.save(proto, str(tmp))
+    written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    return {"path": str(path), "opset": int(written), "exporter": exporter}
+
+
+def _write_onnx(model: nn.Module, path: Path, example: tuple[torch.Tensor], names: dict[str, list[str]], opset: int,
+                exporter: str) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths that do not apply
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(
+                model, example, dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},), verbose=False,
+                **names,
+            )
+            program.save(str(path))
+        else:
+            # Without autograd the blocks merge in place (addcmul with out=), which the TorchScript-based
+            # exporter cannot express; with it enabled they take their out-of-place path (same values).
+            with torch.enable_grad():
+                torch.onnx.export(
+                    model, example, str(path), dynamo=False, opset_version=opset,
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names,
+                )
+
+
+@torch.no_grad()
+def verify_onnx(
+    model: nn.Module, path: str | Path, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 3)
+) -> float:
+    """Max absolute difference between onnxruntime (CPU) and PyTorch on random batches of each size."""
+    ort = _onnx_module("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    diff = 0.0
+    for batch in batch_sizes:
+        x = _example(input_size, batch, seed=1)
+        expected = model.eval()(x)
+        got = torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+        if got.shape != expected.shape:
+            raise RuntimeError(f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+        diff = max(diff, (got - expected).abs().max().item())
+    return diff
+
+
+def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...]) -> dict[str, Any]:
+    """Trace ``model`` (eval mode) with a batch of 2 and save it. Returns ``{"path"}``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_input_size(model, input_size)
+    with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
+        traced = torch.jit.trace(model.eval(), _example(input_size, 2), check_trace=False)
+        # torch.jit.load(path, _extra_files={"bridgeattn.json": ""}) reads the preprocessing back
+        traced.save(str(tmp), _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
+    return {"path": str(path)}
+
+
+@torch.no_grad()
+def verify_torchscript(
+    model: nn.Module, path: str | Path, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 3)
+) -> float:
+    """Max absolute difference between the saved TorchScript module and ``model`` on other batch sizes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    diff = 0.0
+    for batch in batch_sizes:
+        x = _example(input_size, batch, seed=1)
+        diff = max(diff, (loaded(x) - model.eval()(x)).abs().max().item())
+    return diff
+
+
+def export_model(
+    model: nn.Module,
+    fmt: str,
+    output: str | Path,
+    input_size: tuple[int, ...],
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+    verify: bool = True,
+    atol: float = 1e-4,
+    reference: nn.Module | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
+
+    The model's preprocessing (``model.pretrained_cfg``: input size, mean, std, interpolation, crop) goes with
+    it: into the hub folder's ``config.json`` and model card, the safetensors metadata, and the input shape
+    of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata,
+    ``command`` (the one that reproduces the metrics) to the model card.
+
+    Returns a summary with ``format``, ``path``, and for onnx/torchscript ``max_abs_diff`` and ``ok``
+    (``max_abs_diff <= atol``).
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    reference = model if reference is None else reference
+    summary: dict[str, Any] = {"format": fmt, "input_size": list(input_size)}
+    if fmt == "onnx":
+        summary.update(export_onnx(model, output, input_size, opset=opset, exporter=exporter))
+        if verify:
+            summary["max_abs_diff"] = verify_onnx(reference, output, input_size)
+    elif fmt == "torchscript":
+        summary.update(export_torchscript(model, output, input_size))
+        if verify:
+            summary["max_abs_diff"] = verify_torchscript(reference, output, input_size)
+    elif fmt == "safetensors":
+        summary["path"] = str(save_safetensors(model, output, metrics=metrics))
+    else:
+        from .hub import save_pretrained
+
+        summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command))
+    if "max_abs_diff" in summary:
+        summary["atol"] = atol
+        summary["ok"] = bool(summary["max_abs_diff"] <= atol)
+    return summary

@@ -1,0 +1,182 @@
+"""Reading weights files without running code from them, and fitting their state dicts to a model.
+
+``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; a pickle that would import
+or call anything is refused. ``unsafe=True`` is the explicit escape hatch for files from a trusted source,
+and it comes only from the caller (a command-line flag or a Python argument), never from a file.
+
+A file is recognised by its content: a ``torch.save`` zip archive or legacy pickle, or a safetensors file.
+Anything else (empty, random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import clean_state_dict
+
+from ..errors import UserError
+
+__all__ = ["UNSAFE_HINT", "is_safetensors", "load_file", "load_state_dict_strict", "safetensors_metadata",
+           "state_dict_from"]
+
+UNSAFE_HINT = (
+    "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
+)
+# What torch.save writes first in its legacy (non-zip) format: the pickled magic number, protocol 2.
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+# Containers of a state dict, in timm's order (``timm.models.load_state_dict``), plus the reference
+# BA-Net and torchvision scripts' ``model_state_dict``.
+_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+_EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _kind(path: Path) -> str:
+    """``"torch"``, ``"safetensors"``, ``"empty"`` or ``"unknown"``, from the first bytes of the file."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_MAGIC):
+        return "torch"
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= os.path.getsize(path):
+        return "safetensors"
+    return "unknown"
+
+
+def is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds a safetensors file (by its content, not its name)."""
+    return _kind(Path(path)) == "safetensors"
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file as load_safetensors
+
+    try:
+        return load_safetensors(str(path), device=str(map_location))
+    except Exception as exc:  # SafetensorError and friends, from a file that is cut short or garbled
+        raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
+
+
+def _runs_code(path: Path, exc: BaseException) -> bool:
+    """Whether a weights_only refusal was about a pickle global (code), rather than a malformed file."""
+    try:
+        if torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+            return True
+    except Exception:  # legacy format: only the refusal's message tells
+        pass
+    return "GLOBAL" in str(exc) and "allowed global" in str(exc)
+
+
+def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: str | torch.device = "cpu") -> Any:
+    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``.
+
+    Raises ``UserError`` (one line) for a missing, empty, truncated or unrecognised file, and for a pickle that
+    needs arbitrary code unless ``unsafe``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    kind = _kind(path)
+    if kind == "empty":
+        raise UserError(f"{path} is empty (0 bytes): not a checkpoint")
+    if kind == "safetensors" or (path.suffix == ".safetensors" and kind != "torch"):
+        return _load_safetensors(path, map_location)
+    if kind == "unknown":
+        raise UserError(f"{path} is not a checkpoint (neither a torch.save file nor safetensors)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not unsafe)
+    except pickle.UnpicklingError as exc:
+        if unsafe:
+            raise UserError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+        if _runs_code(path, exc):
+            raise UserError(f"refused to load {path}: {UNSAFE_HINT}") from None
+        raise UserError(f"{path} is not a readable torch checkpoint (it is damaged, or not a weights file)") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
+        raise UserError(f"{path} is truncated or not a torch checkpoint ({_first_line(exc)})") from None
+
+
+def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The string metadata of a safetensors file, with JSON values decoded (``{}`` when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as exc:
+        raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint, with DDP ``module.`` and ``torch.compile`` ``_orig_mod.``
+    prefixes removed (timm's ``clean_state_dict``).
+
+    A bare state dict passes through; a wrapped one is taken from ``state_dict``, ``model`` or
+    ``model_state_dict`` (timm's order), or from ``ema``/``state_dict_ema``/``model_ema`` when ``use_ema``.
+    """
+    if isinstance(obj, Mapping):
+        keys = _EMA_KEYS if use_ema else _STATE_DICT_KEYS
+        found = next((k for k in keys if isinstance(obj.get(k), Mapping)), None)
+        if found is not None:
+            obj = obj[found]
+        elif use_ema:
+            raise UserError(f"{source} holds no EMA weights (trained without --ema)")
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{source} holds no state dict (expected tensors by name, or a checkpoint with 'model' "
+                        "or 'state_dict')")
+    return clean_state_dict(dict(obj))
+
+
+def preview_keys(keys: list[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more: for one-line mismatch messages."""
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` that names missing, unexpected and mis-shaped keys.
+
+    Raises ``UserError`` (nothing is loaded) when the state dict does not fit the model.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mis_shaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mis_shaped:
+        parts = []
+        if missing:
+            parts.append(f"missing in the {source}: {preview_keys(missing)}")
+        if unexpected:
+            parts.append(f"not in the model: {preview_keys(unexpected)}")
+        if mis_shaped:
+            parts.append(f"shape (file vs model): {preview_keys(mis_shaped)}")
+        raise UserError(
+            f"the {source} does not fit {type(model).__name__}: " + "; ".join(parts)
+            + " (check --model: depth, bav1 vs bav2, --num-classes)"
+        )
+    model.load_state_dict(state_dict, strict=True)
