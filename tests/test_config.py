@@ -14,6 +14,7 @@ from bridgeattn.cli.main import main
 from bridgeattn.config import (
     LAUNCH_OPTIONS,
     OPTIONS,
+    LaunchOptions,
     TrainConfig,
     add_train_arguments,
     config_from_args,
@@ -242,5 +243,26 @@ def test_values_out_of_range_are_refused_up_front(argv, message):
 
 
 def test_validate_does_not_read_the_environment(monkeypatch):
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    TrainConfig().validate()  # the launcher, not the configuration, knows about torchrun
+    """The launcher, not the configuration, knows about torchrun: validation never looks at os.environ."""
+    import os
+
+    class Watched(dict):
+        reads: list[str] = []
+
+        def __getitem__(self, key):
+            self.reads.append(key)
+            return super().__getitem__(key)
+
+        def get(self, key, default=None):
+            self.reads.append(key)
+            return super().get(key, default)
+
+        def __contains__(self, key):
+            self.reads.append(key)
+            return super().__contains__(key)
+
+    watched = Watched(os.environ, LOCAL_RANK="1", WORLD_SIZE="2")
+    monkeypatch.setattr(os, "environ", watched)
+    cfg = TrainConfig()
+    assert cfg.validate() is cfg and LaunchOptions().validate() is not None
+    assert watched.reads == []
