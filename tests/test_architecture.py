@@ -98,12 +98,10 @@ def find_cycle(root: Path) -> list[str] | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="models.warmstart still reads weights.safe_load")
 def test_every_import_points_down_the_layers() -> None:
     assert upward_imports(SRC) == []
 
 
-@pytest.mark.xfail(strict=True, reason="models.warmstart <-> models.bridging")
 def test_no_import_cycle_between_modules() -> None:
     cycle = find_cycle(SRC)
     assert cycle is None, " -> ".join(cycle or [])
