@@ -10,7 +10,7 @@ family (:func:`bridge_blocks`); the BA block class says which blocks it takes an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -20,31 +20,21 @@ from ..layers.bridge import BridgeAttention
 from .warmstart import pretrained_filter
 
 __all__ = [
-    "BRIDGE_KEYS", "adopt", "bridge", "bridge_blocks", "channels_last_gate", "check_taps", "create_bridged",
+    "BRIDGE_KEYS", "bridge", "bridge_blocks", "channels_last_gate", "check_taps", "create_bridged",
     "pop_bridge_args", "twin_cfg", "warm_start_cfg",
 ]
 
 # Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
 BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
 
-T = TypeVar("T", bound=nn.Module)
-
-
-def adopt(block: nn.Module, cls: type[T]) -> T:
-    """Make an already built timm ``block`` an instance of its subclass ``cls`` (in place)."""
-    if not isinstance(block, cls.__mro__[1]):
-        raise TypeError(f"{cls.__name__} adopts {cls.__mro__[1].__name__} blocks, got {type(block).__name__}")
-    block.__class__ = cls
-    return block  # type: ignore[return-value]
-
-
 def bridge_blocks(model: nn.Module, cls: type[nn.Module], init: Mapping[str, Any]) -> int:
     """Adopt every block of ``model`` whose type is exactly ``cls``'s timm base class into ``cls`` and build its gate
     (``init_bridge(**init)``); returns how many. Blocks that ``cls.bridges(block)`` (when defined) declines stay."""
     takes = getattr(cls, "bridges", lambda block: True)
-    blocks = [m for m in model.modules() if type(m) is cls.__mro__[1] and takes(m)]  # listed first: adopt edits
+    blocks = [m for m in model.modules() if type(m) is cls.__mro__[1] and takes(m)]  # listed first: adopting edits
     for block in blocks:
-        adopt(block, cls).init_bridge(**init)
+        block.__class__ = cls  # the built timm block becomes its BA subclass, in place
+        block.init_bridge(**init)
     return len(blocks)
 
 
