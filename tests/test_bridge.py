@@ -106,7 +106,7 @@ def test_fused_equals_unfused() -> None:
         _randomise(ba)
         ba.eval()
         taps = [torch.randn(6, c, dtype=torch.float64) for c in (8, 16, 32)]
-        torch.testing.assert_close(ba.fused()(taps), ba(taps), atol=1e-10, rtol=0)
+        torch.testing.assert_close(ba.fuse()(taps), ba(taps), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -27,17 +27,8 @@ def _model(name: str, **kwargs) -> torch.nn.Module:
 
 
 def _fuse(model: torch.nn.Module) -> torch.nn.Module:
-    """bridgeattn.fuse when present; otherwise each gate's own ``fused()``."""
-    model = copy.deepcopy(model).eval()
-    try:
-        from bridgeattn.layers.fusion import fuse
-    except ModuleNotFoundError:
-        for module in list(model.modules()):
-            for name, child in module.named_children():
-                if isinstance(child, BridgeAttention):
-                    setattr(module, name, child.fused())
-        return model
-    return (fuse(model) or model).eval()
+    """A fused copy of ``model``."""
+    return bridgeattn.fuse(copy.deepcopy(model).eval())
 
 
 def _batch_dim(path) -> str:

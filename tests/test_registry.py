@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 import timm
+import torch.nn as nn
 
 import bridgeattn
+from bridgeattn.errors import UserError
 from bridgeattn.models import entrypoints
+from bridgeattn.models.checks import default_input_size
 
-SRC = Path(bridgeattn.__file__).parent
 # timm modules whose names the package's families share (their listings must not grow).
 TIMM_MODULES = ("resnet", "convnext", "regnet", "efficientnet", "mobilenetv3", "swin_transformer")
 
@@ -43,12 +44,19 @@ def test_import_leaves_timm_module_listings_unchanged() -> None:
     assert same and same_all and n_resnet > 0
 
 
-def test_no_private_timm_modules_imported() -> None:
-    private = re.compile(r"timm\.(models|layers|data|utils)\._\w+|from timm\.\w+ import _")
-    offenders = [
-        f"{path.relative_to(SRC)}:{i}"
-        for path in SRC.rglob("*.py")
-        for i, line in enumerate(path.read_text().splitlines(), 1)
-        if private.search(line)
-    ]
-    assert offenders == []
+def test_an_unknown_name_says_which_model_was_meant() -> None:
+    with pytest.raises(UserError) as err:
+        bridgeattn.create_model("bav2_resnet21")
+    message = str(err.value)
+    assert "unknown model 'bav2_resnet21'" in message and "did you mean bav2_resnet20" in message
+    assert "\n" not in message
+
+
+def test_the_default_input_size_is_timms_data_config() -> None:
+    model = bridgeattn.create_model("bav2_resnet20", in_chans=1)
+    assert default_input_size(model) == (1, 32, 32)  # the cfg's side, the model's own channels
+    assert default_input_size(model, img_size=48) == (1, 48, 48)
+    assert default_input_size(model, in_chans=3) == (3, 32, 32)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 40, 40)}
+    assert default_input_size(model)[1:] == timm.data.resolve_model_data_config(model)["input_size"][1:] == (40, 40)
+    assert default_input_size(nn.Conv2d(3, 8, 3)) == (3, 224, 224)  # no cfg: timm's default

@@ -157,6 +157,20 @@ def test_fused_equals_unfused(name: str) -> None:
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_timm_reparameterize_model_fuses_the_gates() -> None:
+    from timm.utils import reparameterize_model
+
+    model = _trained_statistics(bridgeattn.create_model("bav1_resnet20"), (4, 3, 16, 16))
+    x = torch.randn(2, 3, 16, 16)
+    fused = reparameterize_model(model)  # timm's walk: a copy with each gate's fuse() in its place
+    assert not any(isinstance(m, BridgeAttention) for m in fused.modules())
+    assert sum(isinstance(m, FusedBridgeAttention) for m in fused.modules()) == 9  # 3 stages x 3 blocks
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="model.eval"):
+        reparameterize_model(bridgeattn.create_model("bav1_resnet20"))
+
+
 def test_fused_state_dict_round_trip() -> None:
     model = bridgeattn.fuse(_trained_statistics(bridgeattn.create_model("bav2_resnet20"), (4, 3, 16, 16)))
     state = model.state_dict()

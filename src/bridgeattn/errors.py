@@ -6,3 +6,9 @@ class UserError(ValueError):
 
     The command line prints its message as one line and exits with status 2, without a traceback.
     """
+
+
+def preview_keys(keys: list[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more: for one-line mismatch messages."""
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more

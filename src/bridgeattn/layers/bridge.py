@@ -277,11 +277,13 @@ class BridgeAttention(nn.Module):
         return None
 
     @torch.no_grad()
-    def fused(self) -> FusedBridgeAttention:
-        """An inference-only equivalent with selection and BatchNorm folded into one Linear.
-
-        Valid only in eval mode (running statistics); BAv1 and the linear BAv2 operator fold exactly.
+    def fuse(self) -> FusedBridgeAttention:
+        """An inference-only equivalent with selection and BatchNorm folded into one Linear (eval mode only: it
+        folds the running statistics). BAv1 and the linear BAv2 operator fold exactly. ``ValueError`` if it
+        cannot fold. timm's ``reparameterize_model`` calls it to put the result in the module's place.
         """
+        if self.training:
+            raise ValueError("the fold uses BatchNorm running statistics: call model.eval() first")
         if isinstance(self.selection, SoftmaxSelection):
             raise ValueError("the softmax selection depends on the input and cannot be folded")
         if self.version == "v2":
@@ -302,7 +304,7 @@ class BridgeAttention(nn.Module):
         fused.integration.weight.copy_(weight)
         fused.integration.bias.copy_(bias)
         fused.generation.weight.copy_(self.generation.weight)
-        return fused
+        return fused.eval()
 
     def extra_repr(self) -> str:
         sel = "none" if self.selection is None else type(self.selection).__name__

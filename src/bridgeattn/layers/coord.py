@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers.coord_attn import CoordAttn
+from timm.layers import get_attn
 
 __all__ = ["CoordAttention"]
+
+CoordAttn = get_attn("coord")  # timm.layers exports the class through its attention factory only
 
 
 class CoordAttention(CoordAttn):

@@ -3,7 +3,8 @@
 ``fuse(model)`` replaces every :class:`~bridgeattn.layers.bridge.BridgeAttention` of an eval-mode model by its
 :class:`~bridgeattn.layers.bridge.FusedBridgeAttention`: the per-tap integration layers, the BAv2 selection
 weights (or the BAv1 per-tap BatchNorms) and the gate's eval-mode BatchNorm1d fold into one
-``Linear(sum C_i -> h)`` over the concatenated taps. Outputs equal the unfused model's (float rounding).
+``Linear(sum C_i -> h)`` over the concatenated taps. Outputs equal the unfused model's (float rounding). The walk
+is timm's ``reparameterize_model``, which calls each gate's ``fuse()``: it fuses our gates in any timm model.
 
 State dicts: the fused gate has other keys (``ba.integration.weight`` of shape ``(h, sum C_i)``,
 ``ba.integration.bias``, ``ba.generation.weight``). So
@@ -16,6 +17,7 @@ State dicts: the fused gate has other keys (``ba.integration.weight`` of shape `
 from __future__ import annotations
 
 import torch.nn as nn
+from timm.utils import reparameterize_model
 
 from ..errors import UserError
 from .bridge import BridgeAttention
@@ -35,14 +37,9 @@ def fuse(model: nn.Module) -> nn.Module:
         raise UserError(
             "fuse() folds the gates' BatchNorm running statistics and is for inference: call model.eval() first"
         )
-    fused = []
-    for name, gate in gates:
+    for name, gate in gates:  # every gate is tried before the walk, so that an error leaves the model as it was
         try:
-            fused.append((name, gate.fused()))
+            gate.fuse()
         except ValueError as exc:
             raise UserError(f"cannot fuse {name!r}: {exc}; use the unfused model") from None
-    for name, module in fused:
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, module.eval())
-    return model
+    return reparameterize_model(model, inplace=True)

@@ -4,37 +4,38 @@ timm's builders (``EfficientNetBuilder``, ``ConvNeXtStage``, ``SwinTransformerSt
 instantiate their block classes by name. Rather than copy a builder to change one class name, a
 bridged model is built as its timm twin (same entrypoint, same ``features_only`` and ``in_chans``
 handling) and each target block is then *adopted* by a subclass: the instance's class becomes the
-subclass (which only overrides ``forward``) and the gate is added as ``block.ba``.
+subclass (which only overrides ``forward``) and the gate is added as ``block.ba``. One loop does it for every
+family (:func:`bridge_blocks`); the BA block class says which blocks it takes and how its gate is built.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.models import get_pretrained_cfg, load_pretrained, model_entrypoint
 
 from ..layers.bridge import BridgeAttention
+from .warmstart import pretrained_filter
 
 __all__ = [
-    "BRIDGE_KEYS", "adopt", "blocks_of", "bridge", "channels_last_gate", "check_taps", "create_bridged",
-    "pop_bridge_args", "twin_cfg", "warm_start_cfg", "warm_start_filter",
+    "BRIDGE_KEYS", "bridge", "bridge_blocks", "channels_last_gate", "check_taps", "create_bridged",
+    "pop_bridge_args", "twin_cfg", "warm_start_cfg",
 ]
 
 # Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
 BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
 
-T = TypeVar("T", bound=nn.Module)
-
-
-def adopt(block: nn.Module, cls: type[T]) -> T:
-    """Make an already built timm ``block`` an instance of its subclass ``cls`` (in place)."""
-    if not isinstance(block, cls.__mro__[1]):
-        raise TypeError(f"{cls.__name__} adopts {cls.__mro__[1].__name__} blocks, got {type(block).__name__}")
-    block.__class__ = cls
-    return block  # type: ignore[return-value]
+def bridge_blocks(model: nn.Module, cls: type[nn.Module], init: Mapping[str, Any]) -> int:
+    """Adopt every block of ``model`` whose type is exactly ``cls``'s timm base class into ``cls`` and build its gate
+    (``init_bridge(**init)``); returns how many. Blocks that ``cls.bridges(block)`` (when defined) declines stay."""
+    takes = getattr(cls, "bridges", lambda block: True)
+    blocks = [m for m in model.modules() if type(m) is cls.__mro__[1] and takes(m)]  # listed first: adopting edits
+    for block in blocks:
+        block.__class__ = cls  # the built timm block becomes its BA subclass, in place
+        block.init_bridge(**init)
+    return len(blocks)
 
 
 def pop_bridge_args(kwargs: dict[str, Any], version: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -63,15 +64,19 @@ def create_bridged(
     variant: str,
     twin: str,
     pretrained: bool,
-    convert: Callable[[nn.Module], int],
+    block: type[nn.Module],
+    init: Mapping[str, Any],
     stem: str | None = None,
+    twin_filter: Callable[[Mapping[str, Any], nn.Module], Mapping[str, Any]] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then ``convert`` its blocks in place.
+    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then bridge its blocks in place
+    (:func:`bridge_blocks` with the BA ``block`` class and its ``init_bridge`` arguments ``init``).
 
-    ``convert(model)`` returns the number of blocks it bridged; zero means the twin changed shape and
-    is reported instead of silently returning the plain network. ``stem`` names the stride-2 stem conv
-    that ``small_input=True`` turns into stride 1 (families without one reject ``small_input``).
+    No bridged block means the twin changed shape; it is reported instead of silently returning the plain
+    network. ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families
+    without one reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module,
+    which converts the twin's original checkpoints before the warm start.
     """
     small_input = bool(kwargs.pop("small_input", False))
     if small_input and stem is None:
@@ -85,36 +90,27 @@ def create_bridged(
         raise ValueError(f"{variant}: pretrained=True with features_only=True is not supported; build the "
                          "classifier with pretrained=True and take features with forward_intermediates")
     # Weights are loaded after the blocks are bridged: plain twin weights are warm-started, the model's own
-    # checkpoints load as they are (warm_start_filter).
+    # checkpoints load as they are (pretrained_filter).
     model = model_entrypoint(twin)(pretrained=False, **kwargs)
-    if convert(model) == 0:
+    if bridge_blocks(model, block, init) == 0:
         raise RuntimeError(f"{variant}: found no {twin} block to bridge")
     if small_input:
         _stride_one_stem(model, stem)
     if pretrained:
-        twin_filter = getattr(sys.modules[model_entrypoint(twin).__module__], "checkpoint_filter_fn", None)
 
         def filter_fn(state_dict: Mapping[str, Any], bridged: nn.Module) -> dict[str, Any]:
-            if twin_filter is not None:  # timm's conversion of the twin's original checkpoints
+            if twin_filter is not None:
                 state_dict = twin_filter(state_dict, bridged)
-            return warm_start_filter(state_dict, bridged)
+            return pretrained_filter(state_dict, bridged)
 
         load_pretrained(model, model.pretrained_cfg, num_classes=model.num_classes,
                         in_chans=kwargs.get("in_chans", 3), filter_fn=filter_fn, cache_dir=kwargs.get("cache_dir"))
     return model
 
 
-def warm_start_filter(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
-    """timm ``pretrained_filter_fn`` of the bridged models: the plain twin's weights are warm-started
-    (``bridgeattn.models.warmstart``), a bridged checkpoint passes unchanged."""
-    from .warmstart import warm_state_dict  # deferred: warmstart reads the block classes of this package
-
-    return warm_state_dict(model, state_dict)
-
-
 def warm_start_cfg(plain: str) -> dict[str, Any]:
     """``pretrained_cfg`` fields of a warm-start tag: where timm keeps the plain ``arch.tag`` weights and their
-    preprocessing. Loading them goes through :func:`warm_start_filter`."""
+    preprocessing. Loading them goes through :func:`~bridgeattn.models.warmstart.pretrained_filter`."""
     cfg = get_pretrained_cfg(plain).to_dict()
     return {k: v for k, v in cfg.items() if k not in ("architecture", "tag") and v is not None}
 
@@ -128,11 +124,6 @@ def _stride_one_stem(model: nn.Module, stem: str) -> None:
     info = getattr(model, "feature_info", None)
     for entry in getattr(info, "info", info) or []:
         entry["reduction"] = max(1, entry["reduction"] // 2)
-
-
-def blocks_of(model: nn.Module, cls: type[nn.Module]) -> list[nn.Module]:
-    """Every module whose type is exactly ``cls`` (listed first: adoption changes the module tree)."""
-    return [m for m in model.modules() if type(m) is cls]
 
 
 def channels_last_gate(gate: torch.Tensor) -> torch.Tensor:

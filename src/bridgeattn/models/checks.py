@@ -1,7 +1,8 @@
-"""Input checks shared by the models: one clear ValueError instead of a shape error deep inside."""
+"""Input checks shared by the models (one clear ValueError instead of a shape error deep inside); the input size."""
 from __future__ import annotations
 
 import torch
+from timm.data import resolve_model_data_config
 
 
 def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str,
@@ -30,6 +31,15 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
             f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
             f"(use at least {min_size} px{other})"
         )
+
+
+def default_input_size(model: torch.nn.Module, img_size: int | None = None,
+                       in_chans: int | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one input image: timm's data config of ``model`` (its ``pretrained_cfg``, else 224 px),
+    the side ``img_size`` when given, and ``in_chans`` channels (default: the model's own ``in_chans``)."""
+    chans, height, width = resolve_model_data_config(model, args={"img_size": int(img_size)} if img_size else None)[
+        "input_size"]
+    return int(in_chans or getattr(model, "in_chans", None) or chans), int(height), int(width)
 
 
 def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
@@ -74,7 +84,7 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
     if problem is None:
         return
     strides = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or [] if "reduction" in f]
-    default = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+    default = default_input_size(model)[-1]
     candidates = sorted({s for s in (getattr(model, "min_input_size", None), max(strides, default=0), default)
                          if s and s > img_size})
     works = next((s for s in candidates if _runs(model, chans_in, s) is None), None)

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models.convnext import ConvNeXtBlock
+from timm.models.convnext import ConvNeXtBlock, checkpoint_filter_fn
 
-from .bridging import adopt, blocks_of, bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args
+from .bridging import bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args
 
-__all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "bridge_convnext", "create_convnext_variant"]
+__all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "create_convnext_variant"]
 
 CONVNEXT_TAPS = ("dw", "hidden", "out")
 
@@ -36,6 +36,10 @@ class BAConvNeXtBlock(ConvNeXtBlock):
         widths = {"dw": dim, "hidden": hidden, "out": dim}
         self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
 
+    def warm_start_scale(self) -> str:
+        """What the gate rescales: the layer scale ``gamma``, else the MLP's last Linear (models.warmstart)."""
+        return "gamma" if self.gamma is not None else "mlp.fc2"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         dw = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))  # (B, H, W, C)
@@ -50,16 +54,9 @@ class BAConvNeXtBlock(ConvNeXtBlock):
         return self.drop_path(out) + self.shortcut(shortcut)
 
 
-def bridge_convnext(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[str] = CONVNEXT_TAPS) -> int:
-    """Bridge every timm ``ConvNeXtBlock`` of ``model``; returns how many."""
-    blocks = blocks_of(model, ConvNeXtBlock)
-    for block in blocks:
-        adopt(block, BAConvNeXtBlock).init_bridge(ba_args, taps)
-    return len(blocks)
-
-
 def create_convnext_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm's ConvNeXt ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", CONVNEXT_TAPS)
-    return create_bridged(variant, twin, pretrained, lambda m: bridge_convnext(m, ba_args, taps), **kwargs)
+    return create_bridged(variant, twin, pretrained, BAConvNeXtBlock, dict(ba_args=ba_args, taps=taps),
+                          twin_filter=checkpoint_filter_fn, **kwargs)

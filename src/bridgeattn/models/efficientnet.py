@@ -13,28 +13,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d
-from timm.models.efficientnet import EfficientNetBuilder, decode_arch_def
+from timm.models._efficientnet_blocks import InvertedResidual  # private: no public timm module exports the class
 
-from .bridging import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
+from .bridging import bridge, create_bridged, pop_bridge_args
 
 __all__ = [
-    "BAInvertedResidual", "EFFICIENTNET_GATE", "MBCONV_PLACEMENTS", "bridge_mbconv", "create_mbconv_variant",
+    "BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "MBCONV_PLACEMENTS", "create_mbconv_variant",
 ]
 
 MBCONV_PLACEMENTS = ("se", "output")
-
-
-def _timm_mbconv_class() -> type[nn.Module]:
-    """timm's MBConv block class, taken from one block built by timm's public ``EfficientNetBuilder``.
-
-    timm publishes the class only in a private module; building a block is the public way to reach it.
-    """
-    builder = EfficientNetBuilder(act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d)
-    stages = builder(8, decode_arch_def([["ir_r1_k3_s1_e2_c8"]]))
-    return type(stages[0][0])
-
-
-InvertedResidual = _timm_mbconv_class()
 
 
 class BAInvertedResidual(InvertedResidual):
@@ -46,10 +33,19 @@ class BAInvertedResidual(InvertedResidual):
         ``"output"``: taps also include the projection output ``(B, out, H, W)``, which the gate rescales
             before the residual add (the BAv2 ResNet principle).
     ``pre_act=True`` (``"se"`` only) taps and gates the depthwise BatchNorm output before its activation,
-    as the BAv1 MobileNetV3 reference does.
+    as the BAv1 MobileNetV3 reference does. ``init_std``: draw the gate's Linear weights from N(0, std) (and zero
+    their biases); ``None`` keeps PyTorch's defaults.
     """
 
-    def init_bridge(self, ba_args: dict[str, Any], placement: str = "se", pre_act: bool = False) -> None:
+    warm_start_replaces = "se"  # the plain twin's SE weights have no place here (models.warmstart)
+
+    @staticmethod
+    def bridges(block: nn.Module) -> bool:
+        """Only the blocks that have an SE get a gate in its place."""
+        return not isinstance(block.se, nn.Identity)
+
+    def init_bridge(self, ba_args: dict[str, Any], placement: str = "se", pre_act: bool = False,
+                    init_std: float | None = None) -> None:
         if placement not in MBCONV_PLACEMENTS:
             raise ValueError(f"ba_placement must be one of {list(MBCONV_PLACEMENTS)}, got {placement!r}")
         if pre_act and (placement != "se" or not isinstance(self.bn2, BatchNormAct2d)):
@@ -68,6 +64,18 @@ class BAInvertedResidual(InvertedResidual):
             self.ba = bridge([mid, mid], mid, ba_args)
         else:
             self.ba = bridge([mid, mid, out], out, ba_args)
+        for layer in self.ba.modules() if init_std is not None else ():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0.0, init_std)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    def warm_start_scale(self) -> str:
+        """What the gate rescales: ``bn3`` (output placement), the depthwise norm before its activation
+        (``pre_act``), else the linear projection that reads the gated map."""
+        if self.placement == "output":
+            return "bn3"
+        return "bn2" if self.pre_act else "conv_pwl"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -86,14 +94,6 @@ class BAInvertedResidual(InvertedResidual):
         if self.has_skip:
             y3 = self.drop_path(y3) + shortcut
         return y3
-
-
-def bridge_mbconv(model: nn.Module, ba_args: dict[str, Any], placement: str = "se", pre_act: bool = False) -> int:
-    """Replace the SE of every timm ``InvertedResidual`` in ``model`` by a bridge gate; returns how many."""
-    blocks = [b for b in blocks_of(model, InvertedResidual) if not isinstance(b.se, nn.Identity)]
-    for block in blocks:
-        adopt(block, BAInvertedResidual).init_bridge(ba_args, placement, pre_act)
-    return len(blocks)
 
 
 def create_mbconv_variant(
@@ -119,20 +119,8 @@ def create_mbconv_variant(
     ba_args = pop_bridge_args(kwargs, version, gate_defaults)
     placement = kwargs.pop("ba_placement", "se")
     pre_act = kwargs.pop("ba_pre_act", pre_act if placement == "se" else False)
-
-    def convert(model: nn.Module) -> int:
-        count = bridge_mbconv(model, ba_args, placement, pre_act)
-        if gate_init_std is not None:
-            for block in model.modules():
-                if isinstance(block, BAInvertedResidual):
-                    for layer in block.ba.modules():
-                        if isinstance(layer, nn.Linear):
-                            nn.init.normal_(layer.weight, 0.0, gate_init_std)
-                            if layer.bias is not None:
-                                nn.init.zeros_(layer.bias)
-        return count
-
-    return create_bridged(variant, twin, pretrained, convert, stem="conv_stem", **kwargs)
+    init = dict(ba_args=ba_args, placement=placement, pre_act=pre_act, init_std=gate_init_std)
+    return create_bridged(variant, twin, pretrained, BAInvertedResidual, init, stem="conv_stem", **kwargs)
 
 
 # BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.

@@ -10,7 +10,6 @@ To add weights or a tag to a model, add an ``"arch.tag"`` entry to :data:`PRETRA
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +100,7 @@ def _resnet_entrypoint(name: str) -> Callable[..., nn.Module]:
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
     entry.__doc__ = f"{name}: ResNet trunk ({kind} blocks {layers}) with {label} attention."
-    setattr(sys.modules[__name__], name, entry)
+    globals()[name] = entry
     return register_model(entry)
 
 

@@ -1,6 +1,7 @@
 """Which registered timm models belong to this project, by family."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from typing import Any
 
@@ -48,8 +49,7 @@ REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overl
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with this project's models registered; unknown names raise ``UserError``."""
     if not timm.is_model(name):
-        stem = name.split("_")[-1] if name else ""
-        close = [n for n in list_models() if stem and stem in n][:8]
-        hint = f"; similar: {', '.join(close)}" if close else ""
+        close = difflib.get_close_matches(name, dict.fromkeys(list_models() + timm.list_models()), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown model {name!r} (see `bridgeattn models`){hint}")
     return timm.create_model(name, pretrained=pretrained, **kwargs)

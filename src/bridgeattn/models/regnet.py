@@ -19,15 +19,17 @@ import torch
 import torch.nn as nn
 from timm.models.regnet import Bottleneck
 
-from .bridging import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
+from .bridging import bridge, create_bridged, pop_bridge_args
 
-__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "bridge_regnet", "create_regnet_variant"]
+__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "create_regnet_variant"]
 
 REGNET_PLACEMENTS = ("output", "se")
 
 
 class BARegNetBottleneck(Bottleneck):
     """timm's RegNet ``Bottleneck`` with a bridge gate instead of SE."""
+
+    warm_start_replaces = "se"  # the plain twin's SE weights have no place here (models.warmstart)
 
     def init_bridge(self, ba_args: dict[str, Any], placement: str = "output") -> None:
         if placement not in REGNET_PLACEMENTS:
@@ -39,6 +41,10 @@ class BARegNetBottleneck(Bottleneck):
             self.ba = bridge([mid, mid, out], out, ba_args)
         else:
             self.ba = bridge([mid, mid], mid, ba_args)
+
+    def warm_start_scale(self) -> str:
+        """What the gate rescales: ``conv3``'s norm (output placement) or the conv reading the gated map."""
+        return "conv3.bn" if self.placement == "output" else "conv3.conv"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -55,14 +61,6 @@ class BARegNetBottleneck(Bottleneck):
         return self.act3(y3)
 
 
-def bridge_regnet(model: nn.Module, ba_args: dict[str, Any], placement: str = "output") -> int:
-    """Bridge every timm RegNet ``Bottleneck`` of ``model``; returns how many."""
-    blocks = blocks_of(model, Bottleneck)
-    for block in blocks:
-        adopt(block, BARegNetBottleneck).init_bridge(ba_args, placement)
-    return len(blocks)
-
-
 def create_regnet_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm's RegNet ``twin`` with bridged blocks; ``ba_placement`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
@@ -70,7 +68,6 @@ def create_regnet_variant(variant: str, twin: str, version: str, pretrained: boo
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
     # gradient at the start; the BA references never zero-init (docs/spec.md, section 2).
     kwargs.setdefault("zero_init_last", False)
-    return create_bridged(
-        variant, twin, pretrained, lambda m: bridge_regnet(m, ba_args, placement), stem="stem.conv", **kwargs
-    )
+    return create_bridged(variant, twin, pretrained, BARegNetBottleneck, dict(ba_args=ba_args, placement=placement),
+                          stem="stem.conv", **kwargs)
 

@@ -22,8 +22,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..layers.bridge import BridgeAttention
 from ..layers.gc import GlobalContextBlock
 from ..layers.ops import gated_residual, is_fx_proxy, spatial_mean
-from .bridging import BRIDGE_KEYS, pop_bridge_args, warm_start_filter
+from .bridging import BRIDGE_KEYS, pop_bridge_args
 from .checks import check_image_batch
+from .warmstart import pretrained_filter
 
 __all__ = [
     "BABasicBlock",
@@ -57,6 +58,10 @@ class _BridgeGateMixin:
 
     def _init_bridge(self, taps: list[int], channels: int, ba_args: dict[str, Any]) -> None:
         self.ba = BridgeAttention(taps, channels, **ba_args)
+
+    def warm_start_scale(self) -> str:
+        """What the gate rescales: the block's last BatchNorm (models.warmstart)."""
+        return "bn3" if hasattr(self, "bn3") else "bn2"
 
     def _merge(
         self,
@@ -165,10 +170,15 @@ class BridgeResNet(ResNet):
             if isinstance(module, GlobalContextBlock):
                 module.reset_parameters()
         if not hasattr(self, "layer4"):
-            # Registered right after layer3 so that the module order still reads as the forward.
-            children = list(self._modules.items())
-            at = [name for name, _ in children].index("layer3") + 1
-            self._modules = dict(children[:at] + [("layer4", nn.Sequential())] + children[at:])
+            # Registered right after layer3 so that the module order still reads as the forward: the modules
+            # after it are registered again behind it.
+            names = [name for name, _ in self.named_children()]
+            later = {name: getattr(self, name) for name in names[names.index("layer3") + 1:]}
+            for name in later:
+                delattr(self, name)
+            self.layer4 = nn.Sequential()
+            for name, module in later.items():
+                setattr(self, name, module)
         # Smallest image side the network accepts: its total stride.
         self.min_input_size = int(self.feature_info[-1]["reduction"])
 
@@ -285,6 +295,6 @@ def create_resnet_variant(
     # One feature per stage plus the stem; the CIFAR-style trunks have 3 stages, not timm's 4.
     feature_cfg = dict(out_indices=tuple(range(len(layers) + 1)))
     return build_model_with_cfg(
-        BridgeResNet, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=warm_start_filter,
+        BridgeResNet, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter,
         block=block, layers=layers, block_args=block_args, **args,
     )

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models.swin_transformer import SwinTransformerBlock
+from timm.models.swin_transformer import SwinTransformerBlock, checkpoint_filter_fn
 
-from .bridging import adopt, blocks_of, bridge, check_taps, create_bridged, pop_bridge_args
+from .bridging import bridge, check_taps, create_bridged, pop_bridge_args
 
-__all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "bridge_swin", "create_swin_variant"]
+__all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "create_swin_variant"]
 
 SWIN_TAPS = ("attn", "hidden", "out")
 
@@ -33,6 +33,10 @@ class BASwinTransformerBlock(SwinTransformerBlock):
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
         widths = {"attn": dim, "hidden": hidden, "out": dim}
         self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
+
+    def warm_start_scale(self) -> str:
+        """What the gate rescales: the MLP's last Linear (models.warmstart)."""
+        return "mlp.fc2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, H, W, C)`` -> ``(B, H, W, C)``."""
@@ -48,14 +52,6 @@ class BASwinTransformerBlock(SwinTransformerBlock):
         return x.reshape(B, H, W, C)
 
 
-def bridge_swin(model: nn.Module, ba_args: dict[str, Any], taps: Sequence[str] = SWIN_TAPS) -> int:
-    """Bridge every timm ``SwinTransformerBlock`` of ``model``; returns how many."""
-    blocks = blocks_of(model, SwinTransformerBlock)
-    for block in blocks:
-        adopt(block, BASwinTransformerBlock).init_bridge(ba_args, taps)
-    return len(blocks)
-
-
 def create_swin_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates.
 
@@ -63,4 +59,5 @@ def create_swin_variant(variant: str, twin: str, version: str, pretrained: bool,
     """
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", SWIN_TAPS)
-    return create_bridged(variant, twin, pretrained, lambda m: bridge_swin(m, ba_args, taps), **kwargs)
+    return create_bridged(variant, twin, pretrained, BASwinTransformerBlock, dict(ba_args=ba_args, taps=taps),
+                          twin_filter=checkpoint_filter_fn, **kwargs)

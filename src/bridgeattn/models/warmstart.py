@@ -8,6 +8,9 @@ output is doubled; both factors are powers of two, so the product is exact in fl
 gate's generation weight still receives gradient at the first step, and the rest of the gate from the
 second step on. docs/warmstart.md lists the rule of every family and which are exact.
 
+Each BA block names its own site: ``warm_start_scale()`` (the module or parameter of the gated branch to
+rescale) and ``warm_start_replaces`` (the plain module the gate replaces, if any). This module reads only that.
+
     model = bridgeattn.from_plain("bav2_resnet50", timm.create_model("resnet50", pretrained=True))
     model = timm.create_model("bav2_resnet50.from_a1_in1k", pretrained=True)  # the same, through timm
 """
@@ -16,26 +19,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import timm
 import torch
 import torch.nn as nn
 from timm.layers import SEModule
-from timm.models import adapt_input_conv
+from timm.models import adapt_input_conv, clean_state_dict
 from timm.models.resnet import BasicBlock, Bottleneck
 
-from ..errors import UserError
-from ..weights.safe_load import preview_keys, state_dict_from
-from .convnext import BAConvNeXtBlock
-from .efficientnet import BAInvertedResidual
-from .regnet import BARegNetBottleneck
-from .resnet import BABasicBlock, BABottleneck
-from .swin import BASwinTransformerBlock
+from ..errors import UserError, preview_keys
 
 __all__ = ["WarmSite", "plain_twin", "pretrained_filter", "warm_sites", "warm_state_dict"]
 
 _log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class WarmSite:
@@ -60,43 +59,25 @@ def _gate_value(gate: nn.Module) -> float:
         return float(gate(torch.zeros(1)))
 
 
-def _affine(prefix: str, module: nn.Module) -> tuple[str, ...]:
-    """``weight`` and ``bias`` keys of a norm or linear layer (those that exist)."""
-    return tuple(f"{prefix}.{n}" for n in ("weight", "bias") if getattr(module, n, None) is not None)
+def _keys(block: nn.Module, prefix: str, name: str) -> tuple[str, ...]:
+    """Keys of ``block``'s parameter ``name``, or of the ``weight`` and ``bias`` of its submodule ``name``."""
+    target = attrgetter(name)(block)
+    if isinstance(target, nn.Parameter):
+        return (prefix + name,)
+    return tuple(f"{prefix}{name}.{n}" for n in ("weight", "bias") if getattr(target, n, None) is not None)
 
 
 def _site(block: nn.Module, path: str) -> WarmSite | None:
     """The warm-start rule of one module, ``None`` if it holds no gate."""
     p = f"{path}." if path else ""
-    if isinstance(block, (BABasicBlock, BABottleneck)):
-        last = "bn2" if isinstance(block, BABasicBlock) else "bn3"
-        return WarmSite(path, f"{p}ba.", (f"{p}ba.generation.weight",), _affine(p + last, getattr(block, last)),
-                        _gate_value(block.ba.gate))
+    if hasattr(block, "warm_start_scale"):  # a BA block: it names the branch output its gate rescales
+        replaces = getattr(block, "warm_start_replaces", None)
+        return WarmSite(path, f"{p}ba.", (f"{p}ba.generation.weight",), _keys(block, p, block.warm_start_scale()),
+                        _gate_value(block.ba.gate), dropped=f"{p}{replaces}." if replaces else None)
     if isinstance(block, (BasicBlock, Bottleneck)) and isinstance(getattr(block, "se", None), SEModule):
-        # An SE baseline on the plain trunk: SE's last layer at zero gives gate(0) as well.
+        # timm's SE baseline on the plain trunk: SE's last layer at zero gives gate(0) as well.
         last = "bn2" if isinstance(block, BasicBlock) else "bn3"
-        return WarmSite(path, f"{p}se.", _affine(p + "se.fc2", block.se.fc2), _affine(p + last, getattr(block, last)),
-                        _gate_value(block.se.gate))
-    gen = (f"{p}ba.generation.weight",)
-    if isinstance(block, BAInvertedResidual):
-        if block.placement == "output":
-            scale = _affine(p + "bn3", block.bn3)
-        elif block.pre_act:  # the gate sits between the depthwise norm and its activation: scale the norm
-            scale = _affine(p + "bn2", block.bn2)
-        else:  # the gate follows the activation: scale the (linear) projection that reads the gated map
-            scale = _affine(p + "conv_pwl", block.conv_pwl)
-        return WarmSite(path, f"{p}ba.", gen, scale, _gate_value(block.ba.gate), dropped=f"{p}se.")
-    if isinstance(block, BARegNetBottleneck):
-        if block.placement == "output":
-            scale = _affine(p + "conv3.bn", block.conv3.bn)
-        else:
-            scale = _affine(p + "conv3.conv", block.conv3.conv)
-        return WarmSite(path, f"{p}ba.", gen, scale, _gate_value(block.ba.gate), dropped=f"{p}se.")
-    if isinstance(block, BAConvNeXtBlock):
-        scale = (f"{p}gamma",) if block.gamma is not None else _affine(p + "mlp.fc2", block.mlp.fc2)
-        return WarmSite(path, f"{p}ba.", gen, scale, _gate_value(block.ba.gate))
-    if isinstance(block, BASwinTransformerBlock):
-        return WarmSite(path, f"{p}ba.", gen, _affine(p + "mlp.fc2", block.mlp.fc2), _gate_value(block.ba.gate))
+        return WarmSite(path, f"{p}se.", _keys(block, p, "se.fc2"), _keys(block, p, last), _gate_value(block.se.gate))
     return None
 
 
@@ -126,7 +107,7 @@ def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str |
     is adapted as timm does.
     """
     name = name or getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-    given = state_dict_from(state_dict, source=f"the weights for {name}")
+    given = clean_state_dict(dict(state_dict))  # without the DDP and torch.compile prefixes
     target = model.state_dict()
     sites = warm_sites(model)
     new = tuple(s.new for s in sites)

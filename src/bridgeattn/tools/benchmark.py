@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..engine.hardware import amp_dtype_for, autocast
 from ..errors import UserError
+from ..models.checks import default_input_size
 
 __all__ = ["benchmark", "format_table", "machine_info"]
 
@@ -91,9 +92,7 @@ class _Runner:
             model = fuse_model(model)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
-        in_chans = int(getattr(model, "in_chans", 3))
-        if img_size is None:  # the model's own input size
-            img_size = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+        in_chans, _, img_size = default_input_size(model, img_size)  # img_size None: the model's own
         self.img_size = img_size
         num_classes = int(getattr(model, "num_classes", 1000)) or 1
         self.params = sum(p.numel() for p in model.parameters())
@@ -192,7 +191,7 @@ def _compile_limits(compile: bool) -> Iterator[None]:
     if not compile:
         yield
         return
-    import torch._dynamo as dynamo
+    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
 
     limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
               if hasattr(dynamo.config, k)}

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..models.checks import default_input_size
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those that require grad)."""
@@ -44,7 +46,7 @@ def model_cost(name: str, input_size: tuple[int, ...] | None = None, **kwargs: A
 
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
-    size = tuple(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    size = tuple(input_size or default_input_size(model))
     return {"model": name, "params": count_params(model), "macs": count_macs(model, size), "input_size": list(size)}
 
 
@@ -147,9 +149,7 @@ def profile_model(
 
         with torch.device(device):
             model = create_model(model, **kwargs)
-    default = tuple(getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224)))
-    in_chans = int(getattr(model, "in_chans", default[0]))
-    size = (in_chans, img_size, img_size) if img_size else (in_chans, *default[1:])
+    size = default_input_size(model, img_size)
     total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
     act_total, act_stages = activation_memory(model, size, batch_size)
     stages = []

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..files import atomic_path, publish_mode
+from ..models.checks import default_input_size as resolve_input_size  # ``(C, H, W)`` of the example input
 from .formats import DEFAULT_OPSET, FORMATS
 
 __all__ = [
@@ -33,16 +34,6 @@ __all__ = [
 ]
 
 MIN_OPSET = 17
-
-
-def resolve_input_size(model: nn.Module, img_size: int | None = None, in_chans: int | None = None) -> tuple[int, ...]:
-    """``(C, H, W)`` for the example input: the model's pretrained_cfg size with the given overrides."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    chans, height, width = cfg.get("input_size", (3, 224, 224))
-    chans = in_chans or getattr(model, "in_chans", chans)
-    if img_size:
-        height = width = img_size
-    return int(chans), int(height), int(width)
 
 
 def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from timm.models import clean_state_dict
 
-from ..errors import UserError
+from ..errors import UserError, preview_keys
 
 __all__ = ["UNSAFE_HINT", "is_safetensors", "load_file", "load_state_dict_strict", "safetensors_metadata",
            "state_dict_from"]
@@ -144,12 +144,6 @@ def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -
         raise UserError(f"{source} holds no state dict (expected tensors by name, or a checkpoint with 'model' "
                         "or 'state_dict')")
     return clean_state_dict(dict(obj))
-
-
-def preview_keys(keys: list[str], limit: int = 8) -> str:
-    """The first ``limit`` keys, comma-separated, and how many more: for one-line mismatch messages."""
-    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def load_state_dict_strict(
