@@ -204,3 +204,14 @@ def test_symlink_loops_count_each_image_once(image_root, caplog):
     labels = {Path(p).resolve().parent.name: label for p, label in train_set.samples}
     assert labels["dog"] == info.class_names.index("dog") and labels["nested"] == info.class_names.index("cat")
     assert "not following 4 directory link(s)" in caplog.text
+
+
+def test_extreme_aspect_ratios_are_skipped_before_any_resize(image_root: Path) -> None:
+    strip = image_root / "train" / "cat" / "strip.png"
+    Image.new("L", (100_000, 1)).save(strip)  # a few hundred bytes; resized to img_size it would be 3.2M x 32
+    assert strip.stat().st_size < 1000 and check_image(strip).startswith("extreme aspect ratio: 100000x1")
+    assert check_image(image_root / "train" / "cat" / "0.png") is None
+    train, _, info = build_datasets(DataConfig(f"folder:{image_root}", img_size=32))
+    assert info.skipped == [str(strip)] and len(train) == 6
+    with pytest.raises(ValueError, match="aspect ratio"):  # a file swapped in after the check: refused at load too
+        load_image(str(strip))
