@@ -234,3 +234,27 @@ def test_an_out_of_range_label_while_streaming_names_the_shard(shard_dir, tmp_pa
     _set_label(folder / "val-000000.tar", 2, b"99")  # after the check
     with pytest.raises(UserError, match="val-000000.tar: sample .* has label 99, not a class index below 10"):
         list(shards)
+
+
+@pytest.mark.parametrize("fmt", ["PAX_FORMAT", "GNU_FORMAT", "USTAR_FORMAT"])
+def test_tar_header_walk_groups_samples_as_webdataset_does(tmp_path, fmt):
+    import tarfile
+
+    path = tmp_path / "hand-made.tar"
+    long = "n01440764/" + "x" * 120 if fmt != "USTAR_FORMAT" else "d" * 60 + "/" + "x" * 60  # ustar: prefix/name
+    files = [(f"{long}_{i}.{ext}", data) for i, label in enumerate([3, 0, 7])
+             for ext, data in (("jpg", b"\xff" * 700), ("cls", str(label).encode()))]
+    files[2:2] = [("__meta__", b"{}"), ("folder", None), ("README", b"no extension")]  # not samples
+    files.append(("nolabel_9.jpg", b"1"))
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE if data is None else tarfile.REGTYPE
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data or b""))
+    labels = shards_module.tar_labels(path)
+    assert labels == [3, 0, 7, None]
+    assert len(list(wds.WebDataset(str(path), shardshuffle=False, empty_check=False))) == 4
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cut short"):
+        shards_module.tar_labels(path)

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import random
-import tarfile
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +49,7 @@ FORMAT = "bridgeattn-shards/1"
 SPLITS = ("train", "val")
 SHUFFLE_BUFFER = 1000  # samples (still encoded) a worker mixes before yielding
 STAND_INS = 64  # the last samples a worker keeps to stand in for those of a shard that fails while streaming
+_WDS_META = r"__[^/]*__($|/)"  # webdataset's default ``skip_meta``
 log = logging.getLogger(__name__)
 
 
@@ -107,11 +108,21 @@ def _check_meta(where: str, meta: dict[str, Any]) -> None:
             raise UserError(f"{where}: '{split}' says {part['samples']} samples, its counts add up to {sum(counts)}")
 
 
+def _header(block: bytes) -> tuple[str, int, bytes]:
+    """(name, data size, type flag) of a tar header block; ``ValueError`` when its size or checksum field is not
+    octal (the checksum itself is left to the streaming reader: computing it triples the cost of the walk)."""
+    int(block[148:156].strip(b"\0 "), 8)
+    name = block[:100].split(b"\0", 1)[0]
+    if block[257:262] == b"ustar" and block[345] != 0:  # a long name split into prefix/name
+        name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+    return name.decode("utf-8", "surrogateescape"), int(block[124:136].strip(b"\0 ") or b"0", 8), block[156:157]
+
+
 def tar_labels(path: Path) -> list[int | None]:
-    """The ``.cls`` label of each sample in the tar ``path`` (None where there is none), from its headers and
-    ``.cls`` members only; ``ValueError`` when it is not a complete tar archive. Samples are grouped as
-    webdataset groups them: consecutive regular files with the same name up to the first dot of the file name."""
-    size, offset, name, key = path.stat().st_size, 0, None, None
+    """The ``.cls`` label of each sample in the tar ``path`` (None where there is none, -1 where it is no number),
+    from its headers and ``.cls`` members only; ``ValueError`` when it is not a complete tar archive. Samples are
+    grouped as webdataset groups them: consecutive files with the same name up to the first dot of the file name."""
+    size, offset, long_name, key = path.stat().st_size, 0, None, None
     labels: list[int | None] = []
     with open(path, "rb") as f:
         while True:
@@ -122,30 +133,28 @@ def tar_labels(path: Path) -> list[int | None]:
             if block == bytes(512):
                 return labels
             try:
-                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as exc:
+                name, length, kind = _header(block)
+            except ValueError as exc:
                 raise ValueError(f"bad tar header at byte {offset} ({exc})") from None
-            start, offset = offset + 512, offset + 512 + -(-info.size // 512) * 512
-            if start + info.size > size:
-                raise ValueError(f"{info.name} runs past the end of the file: cut short")
-            data = f.read(info.size) if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.XHDTYPE) else b""
-            if info.type == tarfile.GNUTYPE_LONGNAME:  # the next member's long name
-                name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            start, offset = offset + 512, offset + 512 + -(-length // 512) * 512
+            if start + length > size:
+                raise ValueError(f"{name} runs past the end of the file: cut short")
+            if kind in (b"L", b"x"):  # the next member's name: GNU long name, or a pax "LEN path=NAME\n" record
+                data = f.read(length)
+                records = [r.partition(b" ")[2] for r in data.split(b"\n")] if kind == b"x" else [b"path=" + data]
+                found = [r[5:].rstrip(b"\0") for r in records if r.startswith(b"path=")]
+                long_name = found[0].decode("utf-8", "surrogateescape") if found else long_name
                 continue
-            if info.type == tarfile.XHDTYPE:  # pax records "LEN path=NAME\n"
-                name = next((r.partition(b"=")[2].decode("utf-8", "surrogateescape") for r in data.split(b"\n")
-                             if r.partition(b" ")[2].startswith(b"path=")), None)
-                continue
-            full, name = name or info.name, None
-            base, dot, ext = full.rpartition("/")[2].partition(".")
-            if not info.isreg() or not dot or (base.startswith("__") and base.endswith("__")):
-                continue
-            if full[: len(full) - len(ext) - 1] != key:
-                key = full[: len(full) - len(ext) - 1]
+            name, long_name = long_name or name, None
+            dot, ext = name.rpartition("/")[2].partition(".")[1:]
+            if kind not in (b"0", b"\0") or not dot or re.match(_WDS_META, name):
+                continue  # not a regular file with an extension, or what webdataset skips as metadata
+            if name[: len(name) - len(ext) - 1] != key:
+                key = name[: len(name) - len(ext) - 1]
                 labels.append(None)
             if ext == "cls":
-                text = f.read(info.size)
-                labels[-1] = int(text) if text.strip().lstrip(b"-").isdigit() else -1
+                text = f.read(length).strip()
+                labels[-1] = int(text) if text.lstrip(b"-").isdigit() else -1
 
 
 # Shards that passed the check in this process, by (path, size, modification time): a comparison reads one set
