@@ -174,13 +174,13 @@ def test_a_truncated_shard_is_named_before_training(shard_dir, tmp_path, capsys,
     assert "train-000002.tar" in err and len(err.splitlines()) == 1
 
 
-def _set_label(tar, index: int, label: bytes) -> None:
-    """Rewrite the ``.cls`` member of sample ``index`` of ``tar``."""
+def _set_label(tar, index: int, label: bytes, ext: str = "cls") -> None:
+    """Rewrite the ``.cls`` (or ``ext``) member of sample ``index`` of ``tar``."""
     import tarfile
 
     with tarfile.open(tar) as src:
         members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
-    cls = [i for i, (m, _) in enumerate(members) if m.name.endswith(".cls")][index]
+    cls = [i for i, (m, _) in enumerate(members) if m.name.endswith(f".{ext}")][index]
     members[cls] = (members[cls][0], label)
     with tarfile.open(tar, "w") as out:
         for member, data in members:
@@ -258,3 +258,16 @@ def test_tar_header_walk_groups_samples_as_webdataset_does(tmp_path, fmt):
     path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(ValueError, match="cut short"):
         shards_module.tar_labels(path)
+
+
+def test_an_image_that_does_not_decode_is_replaced_with_a_warning(shard_dir, tmp_path, caplog):
+    folder = _copy(shard_dir, tmp_path)
+    shards = _identity_set(folder, "val")
+    strip = io.BytesIO()
+    Image.new("RGB", (3200, 1)).save(strip, format="PNG")  # decodes, but past the aspect-ratio bound
+    _set_label(folder / "val-000000.tar", 1, b"not a png", ext="png")
+    _set_label(folder / "val-000001.tar", 0, strip.getvalue(), ext="png")
+    with caplog.at_level("WARNING", logger="bridgeattn"):
+        items = list(shards)
+    assert len(items) == 10 and torch.equal(items[1][0], items[0][0]) and torch.equal(items[7][0], items[6][0])
+    assert "skipping unreadable sample" in caplog.text and "extreme aspect ratio: 3200x1" in caplog.text
