@@ -195,10 +195,13 @@ def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
                                                 .tolist()))]
     sides, gray = [], True
     for path in picked:
-        with Image.open(path) as img:
-            sides.append(min(img.size))
-            gray = gray and (img.mode in _GRAY or img.mode.startswith("I;16"))
-    side = min(NATIVE_SIZE, max(8, statistics.median_low(sides)))
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+                gray = gray and (img.mode in _GRAY or img.mode.startswith("I;16"))
+        except (OSError, ValueError):  # changed since the check; loading replaces it later
+            continue
+    side = min(NATIVE_SIZE, max(8, statistics.median_low(sides or [NATIVE_SIZE])))
     return side, 1 if gray else 3, f"{len(picked)} sampled images"
 
 

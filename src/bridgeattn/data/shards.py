@@ -61,7 +61,7 @@ def _wds():
     return webdataset
 
 
-# --------------------------------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------------------------------ shards.json, checks
 
 def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
@@ -113,7 +113,7 @@ def _header(block: bytes) -> tuple[str, int, bytes]:
     octal (the checksum itself is left to the streaming reader: computing it triples the cost of the walk)."""
     int(block[148:156].strip(b"\0 "), 8)
     name = block[:100].split(b"\0", 1)[0]
-    if block[257:262] == b"ustar" and block[345] != 0:  # a long name split into prefix/name
+    if block[257:263] == b"ustar\0" and block[345] != 0:  # POSIX (not GNU): a long name split into prefix/name
         name = block[345:500].split(b"\0", 1)[0] + b"/" + name
     return name.decode("utf-8", "surrogateescape"), int(block[124:136].strip(b"\0 ") or b"0", 8), block[156:157]
 
@@ -146,13 +146,13 @@ def tar_labels(path: Path) -> list[int | None]:
                 long_name = found[0].decode("utf-8", "surrogateescape") if found else long_name
                 continue
             name, long_name = long_name or name, None
-            dot, ext = name.rpartition("/")[2].partition(".")[1:]
+            dot, ext = name.rpartition("/")[2].partition(".")[1:]  # webdataset: key.ext, ext lowercased
             if kind not in (b"0", b"\0") or not dot or re.match(_WDS_META, name):
                 continue  # not a regular file with an extension, or what webdataset skips as metadata
             if name[: len(name) - len(ext) - 1] != key:
                 key = name[: len(name) - len(ext) - 1]
                 labels.append(None)
-            if ext == "cls":
+            if ext.lower() == "cls":
                 text = f.read(length).strip()
                 labels[-1] = int(text) if text.lstrip(b"-").isdigit() else -1
 

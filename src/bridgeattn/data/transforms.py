@@ -81,10 +81,6 @@ def _interpolation(name: str) -> InterpolationMode:
         raise UserError(f"unknown interpolation {name!r}; use one of: {valid}") from None
 
 
-def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[nn.Module]:
-    return [NormalizeUint8(mean, std)]
-
-
 def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel)."""
@@ -129,7 +125,7 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
     steps.append(MatchChannels(in_chans))
     if train and cfg.recipe == "light":
         steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose(steps + _finish(mean, std))
+    return v2.Compose([*steps, NormalizeUint8(mean, std)])
 
 
 def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
@@ -143,4 +139,4 @@ def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                               v2.CenterCrop(img_size), v2.PILToTensor()]
     if train and cfg.recipe == "light":
         steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose(steps + _finish(mean, std))
+    return v2.Compose([*steps, NormalizeUint8(mean, std)])
