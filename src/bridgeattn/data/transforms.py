@@ -95,14 +95,10 @@ def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                             crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
-def check_recipe(recipe: str) -> None:
-    if recipe not in RECIPES:
-        raise UserError(f"unknown data recipe {recipe!r}; use one of: {', '.join(RECIPES)}")
-
-
 def check_transform_options(cfg: DataConfig) -> None:
     """``UserError`` for options no recipe can use; timm's ``random`` interpolation only with the imagenet recipe."""
-    check_recipe(cfg.recipe)
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
     if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
         _interpolation(cfg.interpolation)
     if not 0 < cfg.crop_pct <= 1:
@@ -114,7 +110,6 @@ def check_transform_options(cfg: DataConfig) -> None:
 def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
                      mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
-    check_recipe(cfg.recipe)
     if cfg.recipe == "imagenet":
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
         to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
@@ -131,7 +126,6 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
 def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                   mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
-    check_recipe(cfg.recipe)
     if cfg.recipe == "imagenet":
         return _timm_transform(cfg, train, img_size, in_chans, mean, std)
     interpolation = _interpolation(cfg.interpolation)
