@@ -73,9 +73,26 @@ def test_folder_builds_train_and_val(image_root: Path) -> None:
         assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and torch.isfinite(x).all()
 
 
-def test_folder_default_size_is_224(image_root: Path) -> None:
+def test_folder_input_shape_is_the_images_own(image_root: Path, tmp_path: Path) -> None:
     train, _, info = build_datasets(DataConfig(f"folder:{image_root}", recipe="none"))
-    assert info.img_size == 224 and train[0][0].shape == (3, 224, 224)
+    # 20x24 images, some in color: the short side, 3 channels
+    assert (info.img_size, info.in_chans) == (20, 3) and train[0][0].shape == (3, 20, 20)
+    assert info.describe_input() == "input 3x20x20 (from 4 sampled images)"
+    gray = tmp_path / "gray"  # a Fashion-MNIST-like folder: 28x28 grayscale PNGs, one odd size
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (gray / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (28, 28), 40 * i).save(gray / split / c / f"{i}.png")
+    Image.new("L", (40, 50)).save(gray / "val" / "b" / "odd.png")
+    train, val, info = build_datasets(DataConfig(f"folder:{gray}"))
+    assert (info.img_size, info.in_chans, len(info.mean)) == (28, 1, 1)
+    assert train[0][0].shape == val[6][0].shape == (1, 28, 28)
+    assert info.describe_input() == "input 1x28x28 (from 7 sampled images)"
+    _, _, info = build_datasets(DataConfig(f"folder:{gray}", in_chans=3), splits=("val",))
+    assert info.describe_input() == "input 3x28x28 (channels as set, the rest from 7 sampled images)"
+    _, _, info = build_datasets(DataConfig(f"folder:{gray}", img_size=16, in_chans=1))
+    assert info.describe_input() == "input 1x16x16 (as set)"
 
 
 @pytest.mark.parametrize("recipe", ["light", "imagenet", "none"])
@@ -204,3 +221,14 @@ def test_symlink_loops_count_each_image_once(image_root, caplog):
     labels = {Path(p).resolve().parent.name: label for p, label in train_set.samples}
     assert labels["dog"] == info.class_names.index("dog") and labels["nested"] == info.class_names.index("cat")
     assert "not following 4 directory link(s)" in caplog.text
+
+
+def test_extreme_aspect_ratios_are_skipped_before_any_resize(image_root: Path) -> None:
+    strip = image_root / "train" / "cat" / "strip.png"
+    Image.new("L", (100_000, 1)).save(strip)  # a few hundred bytes; resized to img_size it would be 3.2M x 32
+    assert strip.stat().st_size < 1000 and check_image(strip).startswith("extreme aspect ratio: 100000x1")
+    assert check_image(image_root / "train" / "cat" / "0.png") is None
+    train, _, info = build_datasets(DataConfig(f"folder:{image_root}", img_size=32))
+    assert info.skipped == [str(strip)] and len(train) == 6
+    with pytest.raises(ValueError, match="aspect ratio"):  # a file swapped in after the check: refused at load too
+        load_image(str(strip))

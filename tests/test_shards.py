@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,6 +19,7 @@ from bridgeattn.data import shards as shards_module
 from bridgeattn.data.shard_writer import write_shards
 from bridgeattn.data.shards import ShardSet
 from bridgeattn.engine import train
+from bridgeattn.errors import UserError
 
 wds = pytest.importorskip("webdataset")
 
@@ -133,3 +135,139 @@ def test_shard_command_writes_and_refuses_a_used_folder(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "not an empty folder" in err and len(err.splitlines()) == 1
+
+
+def _copy(shard_dir, tmp_path, edit=None):
+    """A copy of the shard set whose shards.json ``edit(meta)`` may change."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(shard_dir, folder)
+    if edit is not None:
+        meta = json.loads((folder / "shards.json").read_text())
+        edit(meta)
+        (folder / "shards.json").write_text(json.dumps(meta))
+    return folder
+
+
+def _drop_sizes(meta):  # as written before shards.json recorded byte sizes
+    for split in ("train", "val"):
+        del meta[split]["bytes"]
+
+
+@pytest.mark.parametrize("sizes", [True, False])
+def test_a_truncated_shard_is_named_before_training(shard_dir, tmp_path, capsys, sizes):
+    folder = _copy(shard_dir, tmp_path, None if sizes else _drop_sizes)
+    build_datasets(DataConfig(spec=f"wds:{folder}"))  # intact, with or without recorded sizes
+    tar = folder / "train-000002.tar"
+    full = tar.stat().st_size
+    with open(tar, "r+b") as f:  # truncate -s HALF
+        f.truncate(full // 2)
+    expected = f"is {full // 2} bytes, shards.json says {full}" if sizes else "is damaged: .* cut short"
+    with pytest.raises(UserError, match=f"train shard train-000002.tar {expected}"):
+        build_datasets(DataConfig(spec=f"wds:{folder}"))
+    argv = ["train", "--data", f"wds:{folder}", "--model", "bav2_resnet20", "--img-size", "16", "--batch-size", "8",
+            "--epochs", "1", "--workers", "0", "--no-progress", "--no-plots", "--output", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train-000002.tar" in err and len(err.splitlines()) == 1
+
+
+def _set_label(tar, index: int, label: bytes, ext: str = "cls") -> None:
+    """Rewrite the ``.cls`` (or ``ext``) member of sample ``index`` of ``tar``."""
+    import tarfile
+
+    with tarfile.open(tar) as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    cls = [i for i, (m, _) in enumerate(members) if m.name.endswith(f".{ext}")][index]
+    members[cls] = (members[cls][0], label)
+    with tarfile.open(tar, "w") as out:
+        for member, data in members:
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+
+
+def _more_samples(meta):
+    meta["train"]["counts"][0] += 2
+    meta["train"]["samples"] += 2
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.update(classes=[]), "'classes' must list at least one class name"),
+    (lambda m: m["train"]["counts"].__setitem__(0, -1), "'train' needs its shard names and as many sample counts"),
+    (lambda m: m["val"]["shards"].__setitem__(0, "../../../../etc/hostname"), "shard name '../../../../etc/hostname' "
+                                                                              "is not a file name inside"),
+    (lambda m: m["val"]["shards"].__setitem__(0, "pipe:cat /etc/hostname"), "is not a file name inside"),
+    (lambda m: m["val"].update(samples=99), "'val' says 99 samples, its counts add up to 10"),
+    (_more_samples, "train shard train-000000.tar holds 7 samples, shards.json says 9"),
+    ("label", "train shard train-000001.tar: sample 3 has a bad .cls label \\(99\\), not a class index below 10"),
+])
+def test_shards_json_and_labels_are_checked_against_the_tars(shard_dir, tmp_path, edit, match):
+    folder = _copy(shard_dir, tmp_path, None if edit == "label" else edit)
+    if edit == "label":
+        _set_label(folder / "train-000001.tar", 3, b"99")
+        meta = json.loads((folder / "shards.json").read_text())
+        meta["train"]["bytes"][1] = (folder / "train-000001.tar").stat().st_size
+        (folder / "shards.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=match) as err:
+        build_datasets(DataConfig(spec=f"wds:{folder}"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_shard_failing_while_streaming_keeps_the_planned_steps(shard_dir, tmp_path, caplog):
+    folder = _copy(shard_dir, tmp_path)
+    shards = _identity_set(folder, "train")
+    batches = shards.batches(4, train=True, seed=1)
+    tar = folder / "train-000003.tar"  # broken after the check, while the run goes on
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 3])
+    with caplog.at_level("WARNING", logger="bridgeattn"):
+        got = [labels for _, labels in batches]
+    assert len(got) == len(batches) == 10 and all(len(labels) == 4 for labels in got)
+    assert re.search(r"train-000003.tar: read [0-6] of the 7 samples asked for \(ReadError", caplog.text)
+    assert "skipping the rest of this shard" in caplog.text
+
+
+def test_an_out_of_range_label_while_streaming_names_the_shard(shard_dir, tmp_path):
+    folder = _copy(shard_dir, tmp_path)
+    shards = _identity_set(folder, "val")
+    _set_label(folder / "val-000000.tar", 2, b"99")  # after the check
+    with pytest.raises(UserError, match="val-000000.tar: sample .* has label 99, not a class index below 10"):
+        list(shards)
+
+
+@pytest.mark.parametrize("fmt", ["PAX_FORMAT", "GNU_FORMAT", "USTAR_FORMAT"])
+def test_tar_header_walk_groups_samples_as_webdataset_does(tmp_path, fmt):
+    import tarfile
+
+    path = tmp_path / "hand-made.tar"
+    long = "n01440764/" + "x" * 120 if fmt != "USTAR_FORMAT" else "d" * 60 + "/" + "x" * 60  # ustar: prefix/name
+    files = [(f"{long}_{i}.{ext}", data) for i, label in enumerate([3, 0, 7])
+             for ext, data in (("jpg", b"\xff" * 700), ("cls", str(label).encode()))]
+    files[2:2] = [("__meta__", b"{}"), ("folder", None), ("README", b"no extension")]  # not samples
+    files.append(("nolabel_9.jpg", b"1"))
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE if data is None else tarfile.REGTYPE
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data or b""))
+    labels = shards_module.tar_labels(path)
+    assert labels == [3, 0, 7, None]
+    assert len(list(wds.WebDataset(str(path), shardshuffle=False, empty_check=False))) == 4
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cut short"):
+        shards_module.tar_labels(path)
+
+
+def test_an_image_that_does_not_decode_is_replaced_with_a_warning(shard_dir, tmp_path, caplog):
+    folder = _copy(shard_dir, tmp_path)
+    shards = _identity_set(folder, "val")
+    strip = io.BytesIO()
+    Image.new("RGB", (3200, 1)).save(strip, format="PNG")  # decodes, but past the aspect-ratio bound
+    _set_label(folder / "val-000000.tar", 1, b"not a png", ext="png")
+    _set_label(folder / "val-000001.tar", 0, strip.getvalue(), ext="png")
+    with caplog.at_level("WARNING", logger="bridgeattn"):
+        items = list(shards)
+    assert len(items) == 10 and torch.equal(items[1][0], items[0][0]) and torch.equal(items[7][0], items[6][0])
+    assert "skipping unreadable sample" in caplog.text and "extreme aspect ratio: 3200x1" in caplog.text

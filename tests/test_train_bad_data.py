@@ -45,3 +45,19 @@ def test_strict_data_stops_before_training(tmp_path) -> None:
     with pytest.raises(UserError, match="truncated.png|notes.jpg"):
         train(*_config(tmp_path / "data", tmp_path / "run", strict_data=True))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_folder_of_small_gray_images_trains_at_their_own_shape_and_says_so(tmp_path, caplog) -> None:
+    for split in ("train", "val"):
+        for label, cls in enumerate(("cat", "dog")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("L", (12, 12), 60 * label + i).save(tmp_path / "data" / split / cls / f"{i}.png")
+    config, options = from_flat(dict(model="bav2_resnet20", data=f"folder:{tmp_path / 'data'}", recipe="none",
+                                     batch_size=4, epochs=1, workers=0, progress=False, plots=False,
+                                     output=str(tmp_path / "run")))
+    with caplog.at_level("INFO", logger="bridgeattn"):
+        summary = train(config, options)
+    assert summary["status"] == "finished"
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training "))
+    assert "input 1x12x12 (from 8 sampled images)" in line

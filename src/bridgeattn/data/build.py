@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from . import synthetic
-from .config import DataConfig, DataInfo
+from .config import DataConfig, DataInfo, input_origin
 from .memory import TensorImageDataset
 from .stats import Stats, adapt_stats
 from .transforms import check_transform_options, tensor_transform
@@ -42,7 +42,7 @@ def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch
         for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset))
     ]
     info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=list(classes), mean=mean, std=std, skipped=[])
+                    class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))
     return sets[0], sets[1], info
 
 

@@ -1,6 +1,7 @@
 """Image folders in the ImageNet layout (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``).
 
-Every file is checked before training (see ``images.check_image`` for the cost): unreadable ones are left out and
+Without ``img_size`` / ``in_chans`` the input shape is the images' own (``own_shape``). Every file is checked
+before training (see ``images.check_image`` for the cost): unreadable ones are left out and
 listed in ``DataInfo.skipped``, or stop the build at the first one with ``strict``. Layout mistakes (no ``train/`` or
 ``val/``, an empty class folder, val classes that train lacks) are ``UserError``s raised before any training.
 """
@@ -9,23 +10,27 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import statistics
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo
+from .config import DataConfig, DataInfo, input_origin
 from .images import check_image, load_image
 from .stats import IMAGENET, adapt_stats
 from .transforms import pil_transform
 
 log = logging.getLogger(__name__)
-NATIVE_SIZE = 224
+NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
+SHAPE_SAMPLE = 32  # images whose sizes and modes give a folder's default input shape
+_GRAY = ("1", "L", "LA", "I", "F")
 _BATCH = 2048
 Sample = tuple[str, int]
 
@@ -183,6 +188,23 @@ class CheckedImageFolder(ImageFolder):
         raise UserError(f"no readable image left in {self.root}")
 
 
+def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
+    """``(side, channels, how)`` of a folder's images: the median short side of ``SHAPE_SAMPLE`` evenly spaced
+    images (8 to ``NATIVE_SIZE`` px), and 1 channel when all of them are grayscale, else 3 (headers only)."""
+    picked = [samples[i][0] for i in sorted(set(torch.linspace(0, len(samples) - 1, SHAPE_SAMPLE).round().long()
+                                                .tolist()))]
+    sides, gray = [], True
+    for path in picked:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+                gray = gray and (img.mode in _GRAY or img.mode.startswith("I;16"))
+        except (OSError, ValueError):  # changed since the check; loading replaces it later
+            continue
+    side = min(NATIVE_SIZE, max(8, statistics.median_low(sides or [NATIVE_SIZE])))
+    return side, 1 if gray else 3, f"{len(picked)} sampled images"
+
+
 def _spread(ds: Dataset, n: int | None) -> Dataset:
     """``n`` samples evenly spaced over ``ds`` (folders are sorted by class, so the first n would be one class)."""
     if n is None or n >= len(ds):
@@ -206,7 +228,11 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
                             f"{path}/val/<class>/<images>")
         splits[split] = root / split
     classes = _class_dirs(splits["train"])
-    img_size, in_chans = cfg.img_size or NATIVE_SIZE, cfg.in_chans or 3
+    scans = {split: scan_split(splits[split], classes, cfg.strict) for split in ("train", "val") if split in wanted}
+    # from the val images, which evaluation reads too, so that it sees what training saw
+    own = (scans.get("val") or scans["train"])[0]
+    side, chans, how = own_shape(own) if None in (cfg.img_size, cfg.in_chans) else (0, 0, "")
+    img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
     mean, std = adapt_stats(IMAGENET, in_chans)
     mode = "L" if in_chans == 1 else "RGB"
     sets, skipped = [], {}
@@ -214,7 +240,7 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
         if split not in wanted:
             sets.append(None)
             continue
-        samples, bad = scan_split(splits[split], classes, cfg.strict)
+        samples, bad = scans[split]
         skipped.update(bad)
         transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)
         sets.append(_spread(CheckedImageFolder(splits[split], samples, classes, transform, mode, cfg.strict), subset))
@@ -223,5 +249,6 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
                     " ..." if len(skipped) > 3 else "")
     info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=classes, mean=mean, std=std, skipped=sorted(skipped))
+                    class_names=classes, mean=mean, std=std, skipped=sorted(skipped),
+                    input_from=input_origin(cfg, how))
     return sets[0], sets[1], info

@@ -9,6 +9,24 @@ from PIL import Image
 
 # JPEG streams end with the EOI marker; a file that does not is most often cut short.
 _JPEG_END = b"\xff\xd9"
+# Resizing the short side to img_size makes the long side img_size x the aspect ratio: bounded by this, a tiny file
+# of 100000 x 1 pixels cannot become a 3.2M x 32 image (seconds and hundreds of MB per read).
+MAX_ASPECT = 32
+
+
+class UnboundedImage(ValueError):
+    """An image whose decoded or resized size has no useful bound."""
+
+
+def check_size(img: Image.Image) -> None:
+    """``UnboundedImage`` for more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` or sides over ``MAX_ASPECT``:1 apart
+    (read from the header, before any decoding)."""
+    w, h = img.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        raise UnboundedImage(f"too large: {w}x{h} pixels, more than PIL.Image.MAX_IMAGE_PIXELS ({limit})")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise UnboundedImage(f"extreme aspect ratio: {w}x{h} pixels (at most {MAX_ASPECT}:1)")
 
 
 def check_image(path: str | Path) -> str | None:
@@ -24,6 +42,7 @@ def check_image(path: str | Path) -> str | None:
             return "empty file"
         with Image.open(path) as img:
             fmt = img.format
+            check_size(img)
             img.verify()
         if fmt == "JPEG":
             with open(path, "rb") as f:
@@ -35,6 +54,8 @@ def check_image(path: str | Path) -> str | None:
                 img.load()
     except Image.UnidentifiedImageError:
         return "not an image"
+    except UnboundedImage as err:
+        return str(err)
     except Exception as err:  # PIL reports broken files with many exception types
         return f"{'truncated' if 'truncated' in str(err).lower() else 'unreadable'}: {type(err).__name__}: {err}"
     return None
@@ -51,7 +72,9 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def load_image(path: str, mode: str = "RGB") -> Image.Image:
-    """Open ``path`` as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images are converted."""
+    """Open ``path`` as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images are converted;
+    ``UnboundedImage`` as in ``check_size``."""
     with Image.open(path) as img:
+        check_size(img)
         img.load()
         return to_mode(img, mode)

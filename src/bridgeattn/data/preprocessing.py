@@ -87,7 +87,7 @@ def _native(spec: str) -> tuple[int, int, Stats]:
         return 32, 3, CIFAR10 if kind == "cifar10" else CIFAR100
     if kind == "synthetic":
         return SYNTHETIC_SIZE, 3, SYNTHETIC
-    if kind == "folder":
+    if kind == "folder":  # checkpoints that do not record their preprocessing predate folders' own shapes
         return NATIVE_SIZE, 3, IMAGENET
     raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
 

@@ -88,11 +88,9 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
                 if position % shard_size == 0:
                     counts.append(0)
                 counts[-1] += 1
-        meta[split] = {"samples": n, "shards": [f"{split}-{i:06d}.tar" for i in range(len(counts))],
-                       "counts": counts}
+        names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
+        # byte sizes: a reader tells a shard cut short (or replaced) from a stat, before reading it
+        meta[split] = {"samples": n, "shards": names, "counts": counts,
+                       "bytes": [(out / name).stat().st_size for name in names]}
     write_json(out / META, meta)
     return meta
-
-
-# --------------------------------------------------------------------------------------------------- reading
-

@@ -13,15 +13,25 @@ order, each rank takes a contiguous slice (padded by wrapping around, like ``Dis
 take the same number of steps) and each worker a contiguous run of whole batches of it, so every sample is read
 once per epoch across ranks x workers and each worker opens only the shards its run touches. Within a worker a
 webdataset shuffle buffer mixes the order. Validation is split the same way without shuffling or padding.
+
+Checks: ``shards.json`` must name classes, non-negative counts and shard names inside the location; a local
+folder's ``.tar`` shards are checked before training against their recorded byte sizes and by a walk over their
+tar headers (sample counts, ``.cls`` labels in range), one ``UserError`` naming the first bad shard. A shard that
+fails while streaming (changed during the run, a network error) loses the rest of its samples for that epoch
+with a warning; samples read before stand in for them, so every rank keeps the planned number of steps.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import random
+import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -30,14 +40,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo
-from .images import to_mode
+from .config import DataConfig, DataInfo, input_origin
+from .images import check_size, to_mode
 from .transforms import Transform, pil_transform, tensor_transform
 
 META = "shards.json"
 FORMAT = "bridgeattn-shards/1"
 SPLITS = ("train", "val")
 SHUFFLE_BUFFER = 1000  # samples (still encoded) a worker mixes before yielding
+STAND_INS = 64  # the last samples a worker keeps to stand in for those of a shard that fails while streaming
+_WDS_META = r"__[^/]*__($|/)"  # webdataset's default ``skip_meta``
+log = logging.getLogger(__name__)
 
 
 def _wds():
@@ -48,7 +61,7 @@ def _wds():
     return webdataset
 
 
-# --------------------------------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------------------------------ shards.json, checks
 
 def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
@@ -64,13 +77,127 @@ def read_meta(location: str) -> dict[str, Any]:
         raise UserError(f"wds:{location}: no readable {META} ({exc}); write shards with `bridgeattn shard`") from None
     if meta.get("format") != FORMAT:
         raise UserError(f"wds:{location}: {META} is not a bridgeattn shard set (format {meta.get('format')!r})")
+    _check_meta(f"wds:{location}: {META}", meta)
     return meta
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_meta(where: str, meta: dict[str, Any]) -> None:
+    """``UserError`` for a ``shards.json`` that cannot describe a classification set (``where`` names it)."""
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{where}: 'classes' must list at least one class name")
+    for split in SPLITS:
+        part = meta.get(split)
+        names, counts = (part.get("shards"), part.get("counts")) if isinstance(part, dict) else (None, None)
+        if not (isinstance(names, list) and isinstance(counts, list) and len(names) == len(counts)
+                and all(map(_count, counts)) and sum(counts) > 0):
+            raise UserError(f"{where}: '{split}' needs its shard names and as many sample counts (whole numbers "
+                            ">= 0, not all 0)")
+        for name in names:  # joined to the location: no way out of it (absolute, .., a URL scheme of its own)
+            path = PurePosixPath(name) if isinstance(name, str) else None
+            if path is None or not name or path.is_absolute() or ".." in path.parts or ":" in name or "\\" in name:
+                raise UserError(f"{where}: shard name {name!r} is not a file name inside the shard folder")
+        sizes = part.get("bytes")
+        if sizes is not None and not (isinstance(sizes, list) and len(sizes) == len(names) and all(map(_count, sizes))):
+            raise UserError(f"{where}: '{split}' bytes must give one size per shard")
+        if part.get("samples", sum(counts)) != sum(counts):
+            raise UserError(f"{where}: '{split}' says {part['samples']} samples, its counts add up to {sum(counts)}")
+
+
+def _header(block: bytes) -> tuple[str, int, bytes]:
+    """(name, data size, type flag) of a tar header block; ``ValueError`` when its size or checksum field is not
+    octal (the checksum itself is left to the streaming reader: computing it triples the cost of the walk)."""
+    int(block[148:156].strip(b"\0 "), 8)
+    name = block[:100].split(b"\0", 1)[0]
+    if block[257:263] == b"ustar\0" and block[345] != 0:  # POSIX (not GNU): a long name split into prefix/name
+        name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+    return name.decode("utf-8", "surrogateescape"), int(block[124:136].strip(b"\0 ") or b"0", 8), block[156:157]
+
+
+def tar_labels(path: Path) -> list[int | None]:
+    """The ``.cls`` label of each sample in the tar ``path`` (None where there is none, -1 where it is no number),
+    from its headers and ``.cls`` members only; ``ValueError`` when it is not a complete tar archive. Samples are
+    grouped as webdataset groups them: consecutive files with the same name up to the first dot of the file name."""
+    size, offset, long_name, key = path.stat().st_size, 0, None, None
+    labels: list[int | None] = []
+    with open(path, "rb") as f:
+        while True:
+            f.seek(offset)
+            block = f.read(512)
+            if len(block) < 512:
+                raise ValueError(f"no end-of-archive marker at byte {offset}: cut short")
+            if block == bytes(512):
+                return labels
+            try:
+                name, length, kind = _header(block)
+            except ValueError as exc:
+                raise ValueError(f"bad tar header at byte {offset} ({exc})") from None
+            start, offset = offset + 512, offset + 512 + -(-length // 512) * 512
+            if start + length > size:
+                raise ValueError(f"{name} runs past the end of the file: cut short")
+            if kind in (b"L", b"x"):  # the next member's name: GNU long name, or a pax "LEN path=NAME\n" record
+                data = f.read(length)
+                records = [r.partition(b" ")[2] for r in data.split(b"\n")] if kind == b"x" else [b"path=" + data]
+                found = [r[5:].rstrip(b"\0") for r in records if r.startswith(b"path=")]
+                long_name = found[0].decode("utf-8", "surrogateescape") if found else long_name
+                continue
+            name, long_name = long_name or name, None
+            dot, ext = name.rpartition("/")[2].partition(".")[1:]  # webdataset: key.ext, ext lowercased
+            if kind not in (b"0", b"\0") or not dot or re.match(_WDS_META, name):
+                continue  # not a regular file with an extension, or what webdataset skips as metadata
+            if name[: len(name) - len(ext) - 1] != key:
+                key = name[: len(name) - len(ext) - 1]
+                labels.append(None)
+            if ext.lower() == "cls":
+                text = f.read(length).strip()
+                labels[-1] = int(text) if text.lstrip(b"-").isdigit() else -1
+
+
+# Shards that passed the check in this process, by (path, size, modification time): a comparison reads one set
+# in every cell.
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def check_shards(location: str, meta: dict[str, Any]) -> None:
+    """``UserError`` naming the first shard of a local shard folder that is missing, has another byte size than
+    recorded, is not a complete tar, or holds another number of samples or a label outside the classes."""
+    classes = len(meta["classes"])
+    for split in SPLITS:
+        part = meta[split]
+        for i, (name, count) in enumerate(zip(part["shards"], part["counts"])):
+            path = Path(location) / name
+            where = f"wds:{location}: {split} shard {name}"
+            if not path.is_file():
+                raise UserError(f"{where} is missing")
+            stat = path.stat()
+            if part.get("bytes") and stat.st_size != part["bytes"][i]:
+                raise UserError(f"{where} is {stat.st_size} bytes, {META} says {part['bytes'][i]}: cut short or "
+                                "replaced; write the shards again")
+            stamp = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if not name.endswith(".tar") or stamp in _CHECKED:  # compressed tars are checked while streaming
+                continue
+            try:
+                labels = tar_labels(path)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{where} is damaged: {exc}; write the shards again") from None
+            if len(labels) != count:
+                raise UserError(f"{where} holds {len(labels)} samples, {META} says {count}")
+            bad = next((i for i, label in enumerate(labels) if label is None or not 0 <= label < classes), None)
+            if bad is not None:
+                raise UserError(f"{where}: sample {bad} has {'no' if labels[bad] is None else 'a bad'} .cls label "
+                                f"({labels[bad]}), not a class index below {classes}")
+            _CHECKED.add(stamp)
 
 
 def decode(sample: dict[str, Any], mode: str) -> tuple[Image.Image, int]:
     """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (PIL image in ``mode``, label)."""
     ext = next(k for k in sample if not k.startswith("__") and k != "cls")
     with Image.open(io.BytesIO(sample[ext])) as img:
+        check_size(img)
         img.load()
         return to_mode(img, mode), int(sample["cls"])
 
@@ -130,28 +257,71 @@ class ShardSet(IterableDataset):
         return order
 
     def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any]]:
-        """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded)."""
+        """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
+
+        A shard that fails or ends early loses the rest of its segment, with a warning; as many samples read
+        before (or, failing that, after) stand in for them, so the stream keeps its planned length."""
         wds = _wds()
+        recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
+        owed = 0
         for seg in segments:
-            samples = wds.tariterators.tarfile_samples(iter([{"url": seg.url}]))
-            for i, sample in enumerate(samples):
-                if i >= seg.stop:
-                    break
-                if i >= seg.start:
-                    yield sample
+            got, problem = 0, "it ends early"
+            try:
+                for i, sample in enumerate(wds.tariterators.tarfile_samples(iter([{"url": seg.url}]))):
+                    if i >= seg.stop:
+                        break
+                    if i >= seg.start:
+                        got += 1
+                        recent.append(sample)
+                        yield sample
+            except Exception as exc:  # tarfile, gopen and network errors come in many types
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if got < seg.stop - seg.start:
+                log.warning("wds: %s: read %d of the %d samples asked for (%s); skipping the rest of this shard "
+                            "this epoch, earlier samples stand in for them", seg.url, got, seg.stop - seg.start,
+                            problem)
+                owed += seg.stop - seg.start - got
+            while owed and recent:
+                owed -= 1
+                yield recent[owed % len(recent)]
+        if owed:
+            raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
 
     def load(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         img, label = decode(sample, self.mode)
+        if not 0 <= label < len(self.classes):
+            raise UserError(f"wds: {sample.get('__url__')}: sample {sample.get('__key__')} has label {label}, not a "
+                            f"class index below {len(self.classes)}")
         x = as_uint8(img) if self.tensor_input else img
         return self.transform(x), label
+
+    def items(self, stream: Iterator[dict[str, Any]]) -> Iterator[tuple[torch.Tensor, int]]:
+        """``load`` of each sample; one that does not decode is skipped with a warning and the previous (or next)
+        sample stands in for it, as for a folder's files."""
+        last, owed = None, 0
+        for sample in stream:
+            try:
+                last = self.load(sample)
+            except UserError:
+                raise
+            except Exception as exc:  # PIL reports broken images with many exception types
+                log.warning("wds: %s: skipping unreadable sample %s (%s)", sample.get("__url__"),
+                            sample.get("__key__"), exc)
+                if last is None:
+                    owed += 1
+                    continue
+            for _ in range(owed + 1):  # the sample, or the previous one in place of a broken one; then any owed
+                yield last
+            owed = 0
+        if owed:
+            raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         worker = get_worker_info()
         wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
         n = len(self)
         lo, hi = wid * n // workers, (wid + 1) * n // workers
-        for sample in self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)):
-            yield self.load(sample)
+        yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, train: bool = False,
                 seed: int = 0) -> ShardBatches:
@@ -212,8 +382,8 @@ class ShardBatches(IterableDataset):
             torch.manual_seed(int(seed[0]) << 32 | int(seed[1]))  # augmentation
             stream = _wds().shuffle(SHUFFLE_BUFFER, SHUFFLE_BUFFER // 10, rng=random.Random(int(seed[0])))(stream)
         batch: list[tuple[torch.Tensor, int]] = []
-        for sample in stream:
-            batch.append(self.shards.load(sample))
+        for item in self.shards.items(stream):
+            batch.append(item)
             if len(batch) == self.batch_size:
                 yield default_collate(batch)
                 batch = []
@@ -231,6 +401,8 @@ def shard_loader(shards: ShardSet, batch_size: int, rank: int, world_size: int, 
 def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, DataInfo]:
     """Train and val ``ShardSet``s of ``wds:LOCATION`` with the recipe's transforms."""
     meta = read_meta(location)
+    if Path(location).is_dir():
+        check_shards(location, meta)
     pre = meta["preprocessing"]
     img_size, in_chans = cfg.img_size or pre["img_size"], cfg.in_chans or pre["in_chans"]
     from .stats import adapt_stats
@@ -248,5 +420,6 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
             transform = pil_transform(cfg, train, img_size, in_chans, mean, std)
             sets.append(ShardSet(location, meta, split, transform, mode, False, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
-                    img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[])
+                    img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
+                    input_from=input_origin(cfg, META))
     return sets[0], sets[1], info

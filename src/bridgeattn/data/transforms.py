@@ -81,10 +81,6 @@ def _interpolation(name: str) -> InterpolationMode:
         raise UserError(f"unknown interpolation {name!r}; use one of: {valid}") from None
 
 
-def _finish(mean: tuple[float, ...], std: tuple[float, ...]) -> list[nn.Module]:
-    return [NormalizeUint8(mean, std)]
-
-
 def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel)."""
@@ -99,14 +95,10 @@ def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                             crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
-def check_recipe(recipe: str) -> None:
-    if recipe not in RECIPES:
-        raise UserError(f"unknown data recipe {recipe!r}; use one of: {', '.join(RECIPES)}")
-
-
 def check_transform_options(cfg: DataConfig) -> None:
     """``UserError`` for options no recipe can use; timm's ``random`` interpolation only with the imagenet recipe."""
-    check_recipe(cfg.recipe)
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
     if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
         _interpolation(cfg.interpolation)
     if not 0 < cfg.crop_pct <= 1:
@@ -118,7 +110,6 @@ def check_transform_options(cfg: DataConfig) -> None:
 def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
                      mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
-    check_recipe(cfg.recipe)
     if cfg.recipe == "imagenet":
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
         to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
@@ -129,13 +120,12 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
     steps.append(MatchChannels(in_chans))
     if train and cfg.recipe == "light":
         steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose(steps + _finish(mean, std))
+    return v2.Compose([*steps, NormalizeUint8(mean, std)])
 
 
 def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                   mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
-    check_recipe(cfg.recipe)
     if cfg.recipe == "imagenet":
         return _timm_transform(cfg, train, img_size, in_chans, mean, std)
     interpolation = _interpolation(cfg.interpolation)
@@ -143,4 +133,4 @@ def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                               v2.CenterCrop(img_size), v2.PILToTensor()]
     if train and cfg.recipe == "light":
         steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose(steps + _finish(mean, std))
+    return v2.Compose([*steps, NormalizeUint8(mean, std)])

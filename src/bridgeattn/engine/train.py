@@ -754,7 +754,8 @@ def _fit(run: Run) -> dict[str, Any]:
     epochs = cfg.optim.epochs
     if main:
         global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * run.dist.world_size
-        log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}: {epochs} epochs x "
+        log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
+              f"{run.data_info.describe_input()}: {epochs} epochs x "
               f"{run.updates_per_epoch} steps, global batch {global_batch}"
               f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
