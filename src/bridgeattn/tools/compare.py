@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..engine import plotting
+from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
 
@@ -188,8 +189,16 @@ def train_cell(
     cfg: CompareConfig,
     train_fn: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary."""
+    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
+
+    The cell's lock is held from before its folder is checked until its summary is written."""
     cell = _cell_dir(Path(cfg.output), name, seed)
+    with RunLock(cell):
+        return _train_locked_cell(cell, name, seed, cfg, train_fn)
+
+
+def _train_locked_cell(cell: Path, name: str, seed: int, cfg: CompareConfig,
+                       train_fn: Callable[[Any], dict[str, Any]] | None) -> dict[str, Any]:
     summary_path = cell / "summary.json"
     recipe = _recipe({"data": cfg.data, **cfg.train_options})
     if summary_path.is_file():
@@ -321,8 +330,20 @@ def run_compare(
     """Train every missing (model, seed) cell, then write the report. Returns the ``results.json`` content.
 
     ``train_fn`` replaces the engine (it receives the ``TrainConfig`` keyword arguments); ``data_shape``
-    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape.
+    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape. The comparison
+    folder is locked (``RUN/.lock``, as a run) before anything in it is read or removed: a second comparison on
+    it is refused, naming the holder.
     """
+    with RunLock(cfg.output):
+        return _compare_locked(cfg, train_fn, data_shape, log)
+
+
+def _compare_locked(
+    cfg: CompareConfig,
+    train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    data_shape: tuple[int, int, int] | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
     repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
