@@ -101,20 +101,11 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
-def _env_int(name: str) -> int:
-    """A torchrun variable as a number (0 when unset)."""
-    value = os.environ.get(name, "0")
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"{name}={value!r} in the environment is not a number (set by torchrun)") from None
-
-
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
     if not under_torchrun():
         return DistInfo(device=resolve_device(device))
-    rank, world, local = (_env_int(name) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    rank, world, local = (int(os.environ.get(name, "0")) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(name)]
     if missing:
         raise UserError(f"WORLD_SIZE={world} asks for {world} processes but {', '.join(missing)} "

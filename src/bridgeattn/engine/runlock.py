@@ -5,9 +5,9 @@ left by a dead process is simply taken over, with no stale-lock guessing. The fi
 names the holder for the refusal message. Under ``bridgeattn train --nproc N`` the launcher holds the lock for all
 ranks and tells them so through ``LOCK_ENV``; under plain torchrun rank 0 takes it.
 
-A ``with RunLock(...)`` block that ends in an exception removes the lock file and the folders the lock created, if
-nothing else was written to them: a refused or failed invocation leaves no trace. Removing the file is safe because
-``acquire`` only keeps a lock on the file the path still names.
+A ``with RunLock(...)`` block that ends in an exception removes the lock file it created and the folders it created
+that are left empty: a refused invocation leaves no trace. Removing the file is safe because ``acquire`` only keeps
+a lock on the file the path still names.
 """
 from __future__ import annotations
 

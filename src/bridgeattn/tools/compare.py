@@ -194,42 +194,36 @@ def train_cell(
     The cell's lock is held from before its folder is checked until its summary is written."""
     cell = _cell_dir(Path(cfg.output), name, seed)
     with RunLock(cell):
-        return _train_locked_cell(cell, name, seed, cfg, train_fn)
+        summary_path = cell / "summary.json"
+        recipe = _recipe({"data": cfg.data, **cfg.train_options})
+        if summary_path.is_file():
+            done = json.loads(summary_path.read_text())
+            if _jsonable(done.get("recipe")) != _jsonable(recipe):
+                raise UserError(
+                    f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
+                    "use another --output or delete that folder"
+                )
+            done["skipped"] = True
+            return done
+        run_dir = cell / "run"
+        if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
+            shutil.rmtree(run_dir)
+        options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
+                   "progress": cfg.progress}
+        if train_fn is None:
+            from ..config import from_flat
+            from ..engine import train
 
-
-def _train_locked_cell(cell: Path, name: str, seed: int, cfg: CompareConfig,
-                       train_fn: Callable[[Any], dict[str, Any]] | None) -> dict[str, Any]:
-    summary_path = cell / "summary.json"
-    recipe = _recipe({"data": cfg.data, **cfg.train_options})
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if _jsonable(done.get("recipe")) != _jsonable(recipe):
-            raise UserError(
-                f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
-                "use another --output or delete that folder"
-            )
-        done["skipped"] = True
-        return done
-    run_dir = cell / "run"
-    if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
-        shutil.rmtree(run_dir)
-    options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
-               "progress": cfg.progress}
-    if train_fn is None:
-        from ..config import from_flat
-        from ..engine import train
-
-        result = train(*from_flat(options))
-    else:
-        result = train_fn(options)
-    summary = {
-        "model": name, "seed": seed, "recipe": recipe,
-        **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
-    }
-    cell.mkdir(parents=True, exist_ok=True)
-    write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
-    summary["skipped"] = False
-    return summary
+            result = train(*from_flat(options))
+        else:
+            result = train_fn(options)
+        summary = {
+            "model": name, "seed": seed, "recipe": recipe,
+            **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
+        }
+        write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
+        summary["skipped"] = False
+        return summary
 
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
