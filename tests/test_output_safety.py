@@ -176,3 +176,19 @@ def test_a_cell_in_use_is_refused_and_touches_nothing(tmp_path):
         with pytest.raises(UserError, match="in use by another run"):
             run_compare(cfg, train_fn=lambda options: pytest.fail("trained a cell in use"), data_shape=(10, 3, 16))
         assert _tree(out) == before
+
+
+def test_a_lock_on_a_lock_file_removed_meanwhile_is_not_kept(tmp_path, monkeypatch):
+    from bridgeattn.engine import runlock
+
+    real, removed = runlock.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:  # a refused run removes the file between our open and our lock
+        real(fd, operation)
+        if not removed:
+            removed.append(fd)
+            (tmp_path / "run" / ".lock").unlink()
+
+    monkeypatch.setattr(runlock.fcntl, "flock", flock)
+    with RunLock(tmp_path / "run") as lock:
+        assert removed and os.path.samestat(os.fstat(lock.fd), os.stat(tmp_path / "run" / ".lock"))
