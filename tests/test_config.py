@@ -92,7 +92,7 @@ BEFORE = [
 ]
 # what changed on purpose (docs/cli.md): a new option; help that contradicted docs/data.md; the default is shown
 # once, and not at all when it is "not given" (formerly "(default: None)", also after a text naming the default)
-ADDED = {"--warmup-prefix", "--init-from", "--gate-lr-scale"}
+ADDED = {"--warmup-prefix", "--init-from", "--gate-lr-scale", "--overwrite"}
 NEW_HELP = {"--train-subset", "--val-subset", "--resume"}  # --resume alone now means auto
 TINY_FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "16",
               "--epochs", "1", "--workers", "0", "--no-progress", "--no-plots"]

@@ -22,7 +22,7 @@ from bridgeattn.engine import checkpoint as ckpt
 from bridgeattn.engine import find_resume, load_checkpoint, records, train
 from bridgeattn.engine.runlock import RunLock
 from bridgeattn.errors import UserError
-from bridgeattn.files import write_json
+from bridgeattn.files import TEMP_MARK, write_json
 
 TINY = dict(model="bav2_resnet20", data="synthetic:128", img_size=16, batch_size=32, lr=3e-3, epochs=2, workers=0,
             warmup_epochs=0.5, progress=False, plots=False, deterministic=True)
@@ -174,7 +174,7 @@ def test_resume_from_an_older_checkpoint_deletes_nothing(three_epochs, tmp_path)
     shutil.copytree(three_epochs, run, symlinks=True)
     old = {p.name: p.read_bytes() for p in (run / "checkpoints").glob("epoch-*.pth")}
     assert sorted(old) == ["epoch-0001.pth", "epoch-0002.pth", "epoch-0003.pth"]
-    stale_temp = run / "checkpoints" / ".epoch-0004.pth.tmp-99999"  # a kill mid-save left it
+    stale_temp = run / "checkpoints" / f".epoch-0004.pth{TEMP_MARK}99999"  # a kill mid-save left it
     stale_temp.write_bytes(b"\0" * 1024)
     summary = train(*from_flat(dict(output=str(run), resume=str(run / "checkpoints" / "epoch-0001.pth"),
                                 keep=5, **dict(TINY, epochs=3))))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -180,6 +181,8 @@ class LaunchOptions:
     resume: str | None = option(None, const="auto",
                                 help="'auto' (latest good checkpoint in --output; also plain --resume) or a "
                                      "checkpoint path")
+    overwrite: bool = option(False, help="use an --output folder that holds other files, not a run (the run's "
+                                         "files replace any of the same name)")
     unsafe_load: bool = option(False, help="allow checkpoints that need arbitrary code to load (trusted files only)")
     progress: bool = option(True, help="show a progress bar")
     nproc: int = option(1, help="processes on this machine: relaunches itself under torchrun")
@@ -219,10 +222,20 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ``UserError`` for values out of range and for contradictory options; returns self."""
         m, d, o, r = self.model, self.data, self.optim, self.run
+        for key, value in self.to_dict().items():  # every float option is a finite number (ranges below)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise UserError(f"{_flag(key)} must be a finite number, got {value}")
+        if not 0 <= r.seed < 2**63:  # what seed_everything and torch.manual_seed accept
+            raise UserError(f"--seed must be in [0, 2**63), got {r.seed}")
+        if not 0 <= o.momentum < 1:
+            raise UserError(f"--momentum must be in [0, 1), got {o.momentum}")
+        if not all(0 <= b < 1 for b in o.opt_betas or []):
+            raise UserError(f"--opt-betas must each be in [0, 1), got {' '.join(map(str, o.opt_betas))}")
         _at_least(1, epochs=o.epochs, batch_size=o.batch_size, grad_accum=o.grad_accum)
         _at_least(0, workers=r.workers, keep=r.keep, skip_nonfinite=r.skip_nonfinite, warmup_epochs=o.warmup_epochs,
                   mixup=o.mixup, cutmix=o.cutmix, weight_decay=o.weight_decay, min_lr=o.min_lr,
-                  warmup_lr=o.warmup_lr, momentum=o.momentum, color_jitter=d.color_jitter)
+                  warmup_lr=o.warmup_lr, color_jitter=d.color_jitter)
         _at_least(1, val_batch_size=o.val_batch_size, train_subset=d.train_subset, val_subset=d.val_subset)
         if o.lr <= 0:
             raise UserError(f"--lr must be positive, got {o.lr}")

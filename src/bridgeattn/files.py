@@ -1,19 +1,22 @@
 """Atomic file writes: a reader (or a crash, or a full disk) sees the old file or the new one, never half of one.
 
 Every file the package writes (run folders, reports, checkpoints, figures) goes through ``atomic_path``: the
-content is written to a hidden temp file beside the target (``.NAME.tmp-PID``), flushed to disk, then renamed
-over the target with ``os.replace``, which is atomic within one file system.
+content is written to a hidden temp file beside the target (``.NAME.bridgeattn-tmp-PID``), flushed to disk, then
+renamed over the target with ``os.replace``, which is atomic within one file system. Only names of that form are
+ever cleaned up: a user's own ``.notes.tmp-1`` is not the package's to delete.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-TEMP_MARK = ".tmp-"
+TEMP_MARK = ".bridgeattn-tmp-"
+_TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}\d+")
 
 
 def temp_path(path: Path) -> Path:
@@ -22,8 +25,8 @@ def temp_path(path: Path) -> Path:
 
 
 def is_temp(path: Path) -> bool:
-    """Whether ``path`` is a temp file left by ``atomic_path`` (e.g. after a kill mid-write)."""
-    return path.name.startswith(".") and TEMP_MARK in path.name
+    """Whether ``path`` is a temp file left by ``atomic_path`` (e.g. after a kill mid-write), by its name alone."""
+    return _TEMP_NAME.fullmatch(path.name) is not None
 
 
 def fsync_dir(folder: Path) -> None:

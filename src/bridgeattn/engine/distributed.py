@@ -105,8 +105,13 @@ def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
     if not under_torchrun():
         return DistInfo(device=resolve_device(device))
+    rank, world, local = (int(os.environ.get(name, "0")) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(name)]
+    if missing:
+        raise UserError(f"WORLD_SIZE={world} asks for {world} processes but {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} not set: launch with torchrun (or bridgeattn "
+                        "train --nproc N), or unset WORLD_SIZE, RANK and LOCAL_RANK for one process")
     die_with_parent()
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":

@@ -4,6 +4,10 @@ The lock is an ``fcntl.flock`` on the file, so the kernel drops it when the hold
 left by a dead process is simply taken over, with no stale-lock guessing. The file's text (``pid host``) only
 names the holder for the refusal message. Under ``bridgeattn train --nproc N`` the launcher holds the lock for all
 ranks and tells them so through ``LOCK_ENV``; under plain torchrun rank 0 takes it.
+
+A ``with RunLock(...)`` block that ends in an exception removes the lock file it created and the folders it created
+that are left empty: a refused invocation leaves no trace. Removing the file is safe because ``acquire`` only keeps
+a lock on the file the path still names.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import socket
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import is_temp
 
 LOCK_FILE = ".lock"
 # Set by the launcher for its torchrun workers: "PID" of the process holding the run folder's lock.
@@ -39,21 +44,32 @@ class RunLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.fd: int | None = None
+        self.created: list[Path] = []  # what acquire made: the lock file, then the new folders, deepest first
 
     def acquire(self) -> RunLock:
         if fcntl is None or self.fd is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        new = [p for p in (self.folder, *self.folder.absolute().parents) if not p.exists()]
+        new_file = not self.path.exists()
+        while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                pid, host = _holder(self.path)
+                if pid == os.environ.get(LOCK_ENV) and host == socket.gethostname():
+                    return self  # our launcher holds it for all of its workers
+                raise UserError(f"{self.folder} is in use by another run (pid {pid} on {host}); wait for it to "
+                                "end or choose another --output") from None
+            try:  # a failed run may have removed the file we opened: a lock on it guards nothing, take the new one
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            pid, host = _holder(self.path)
-            if pid == os.environ.get(LOCK_ENV) and host == socket.gethostname():
-                return self  # our launcher holds it for all of its workers
-            raise UserError(f"{self.folder} is in use by another run (pid {pid} on {host}); wait for it to end "
-                            "or choose another --output") from None
+        self.created = ([self.path] if new_file else []) + new
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         os.fsync(fd)
@@ -66,9 +82,37 @@ class RunLock:
             os.close(self.fd)
             self.fd = None
 
+    def discard(self) -> None:
+        """Release, removing the lock file and the folders ``acquire`` created where they hold nothing else."""
+        if self.fd is None:
+            return
+        for path in self.created:  # the file first, while it is still locked
+            try:
+                path.unlink() if path == self.path else path.rmdir()
+            except OSError:
+                break
+        self.created = []
+        self.release()
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:  # refused or failed: leave no lock file and no empty folder behind
+            self.discard()
         self.release()
 
+
+def other_files(folder: Path) -> list[str]:
+    """Names in ``folder`` that are neither its lock file nor the package's temp files (none if it is missing)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE and not is_temp(p)) if folder.is_dir() else []
+
+
+
+def refuse_other_files(folder: Path) -> None:
+    """``UserError`` when ``folder`` holds files but no run: a user's folder is not filled unless ``--overwrite``."""
+    others = other_files(folder)
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"--output {folder} holds other files ({shown}) and no run; choose a new or empty folder, "
+                        "or pass --overwrite to write the run among them")

@@ -52,7 +52,7 @@ from .evaluate import evaluate
 from .hardware import amp_dtype_for, autocast, numerics_report
 from .interrupt import StopRequest, TrainingInterrupted
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
-from .runlock import LOCK_ENV, RunLock
+from .runlock import LOCK_ENV, RunLock, refuse_other_files
 
 # Options that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
 _SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_prefix", "warmup_lr", "min_lr", "lr", "batch_size",
@@ -173,6 +173,8 @@ def _claim_folder(options: LaunchOptions, folder: Path, stack: contextlib.ExitSt
     stack.enter_context(RunLock(folder))  # before any check, so two runs cannot both pass them
     if resume is None and holds_run(folder):
         raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
+    if not options.overwrite and not holds_run(folder):
+        refuse_other_files(folder)
     if resume is not None and holds_run(folder):
         check_stored_config(folder)
     ckpt.clean_temps(folder)

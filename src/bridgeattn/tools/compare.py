@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..engine import plotting
+from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
 
@@ -188,39 +189,41 @@ def train_cell(
     cfg: CompareConfig,
     train_fn: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary."""
-    cell = _cell_dir(Path(cfg.output), name, seed)
-    summary_path = cell / "summary.json"
-    recipe = _recipe({"data": cfg.data, **cfg.train_options})
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text())
-        if _jsonable(done.get("recipe")) != _jsonable(recipe):
-            raise UserError(
-                f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
-                "use another --output or delete that folder"
-            )
-        done["skipped"] = True
-        return done
-    run_dir = cell / "run"
-    if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
-        shutil.rmtree(run_dir)
-    options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
-               "progress": cfg.progress}
-    if train_fn is None:
-        from ..config import from_flat
-        from ..engine import train
+    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
 
-        result = train(*from_flat(options))
-    else:
-        result = train_fn(options)
-    summary = {
-        "model": name, "seed": seed, "recipe": recipe,
-        **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
-    }
-    cell.mkdir(parents=True, exist_ok=True)
-    write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
-    summary["skipped"] = False
-    return summary
+    The cell's lock is held from before its folder is checked until its summary is written."""
+    cell = _cell_dir(Path(cfg.output), name, seed)
+    with RunLock(cell):
+        summary_path = cell / "summary.json"
+        recipe = _recipe({"data": cfg.data, **cfg.train_options})
+        if summary_path.is_file():
+            done = json.loads(summary_path.read_text())
+            if _jsonable(done.get("recipe")) != _jsonable(recipe):
+                raise UserError(
+                    f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
+                    "use another --output or delete that folder"
+                )
+            done["skipped"] = True
+            return done
+        run_dir = cell / "run"
+        if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
+            shutil.rmtree(run_dir)
+        options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
+                   "progress": cfg.progress}
+        if train_fn is None:
+            from ..config import from_flat
+            from ..engine import train
+
+            result = train(*from_flat(options))
+        else:
+            result = train_fn(options)
+        summary = {
+            "model": name, "seed": seed, "recipe": recipe,
+            **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
+        }
+        write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
+        summary["skipped"] = False
+        return summary
 
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
@@ -321,8 +324,20 @@ def run_compare(
     """Train every missing (model, seed) cell, then write the report. Returns the ``results.json`` content.
 
     ``train_fn`` replaces the engine (it receives the ``TrainConfig`` keyword arguments); ``data_shape``
-    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape.
+    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape. The comparison
+    folder is locked (``RUN/.lock``, as a run) before anything in it is read or removed: a second comparison on
+    it is refused, naming the holder.
     """
+    with RunLock(cfg.output):
+        return _compare_locked(cfg, train_fn, data_shape, log)
+
+
+def _compare_locked(
+    cfg: CompareConfig,
+    train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    data_shape: tuple[int, int, int] | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
     repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})

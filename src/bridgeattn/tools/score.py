@@ -6,6 +6,7 @@ weights (a ``.safetensors`` file, a hub-style folder) need ``data`` and are eval
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..engine import distributed
 from ..engine.evaluate import evaluate
 from ..engine.hardware import amp_dtype_for
 from ..engine.records import write_eval_report, write_json
+from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import check_writable
 from ..weights.loading import LoadedModel, load_model
@@ -24,9 +26,17 @@ from ..weights.loading import LoadedModel, load_model
 __all__ = ["evaluate_checkpoint"]
 
 
-def _default_output(loaded: LoadedModel, location: Path) -> Path:
+def _run_of(loaded: LoadedModel) -> Path | None:
+    """The training run folder the weights come from (``RUN/checkpoints/FILE``), if any."""
     if loaded.kind == "run" or loaded.source.resolve().parent.name == "checkpoints":
-        return loaded.source.resolve().parent.parent / "eval"
+        return loaded.source.resolve().parent.parent
+    return None
+
+
+def _default_output(loaded: LoadedModel, location: Path) -> Path:
+    run = _run_of(loaded)
+    if run is not None:
+        return run / "eval"
     if location.is_dir():
         return location.with_name(location.name + "-eval")
     return loaded.source.with_name(loaded.source.stem + "-eval")
@@ -41,60 +51,65 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
     ``data`` defaults to a training run's own data set; ``val_subset=-1`` keeps the run's validation subset
     (``None``: all). ``model`` names the model of weights that do not say. Only the validation split is read.
     Writes ``eval.json``, ``per_class.csv`` and ``confusion.png`` to ``output`` (default: ``RUN/eval``, else
-    ``<weights>-eval``). Returns the metrics plus ``stored_top1`` (the run's last recorded top-1) and the epoch.
+    ``<weights>-eval``); a report inside a run folder takes the run's lock first, so a run still training there is
+    refused (``UserError``). Returns the metrics plus ``stored_top1`` (the run's last recorded top-1) and the epoch.
     """
     location = Path(path)
     loaded = load_model(location, model, use_ema=use_ema, unsafe=unsafe)
     out = Path(output) if output else _default_output(loaded, location)
     check_writable(out, folder=True)  # before the data and the evaluation, not after them
-    dev = distributed.resolve_device(device)
-    if loaded.config is not None:
-        cfg = loaded.train_config
-        if data is not None:
-            cfg.data.spec = data
-        if val_subset != -1:
-            cfg.data.val_subset = val_subset
-        data_cfg = cfg.data
-        default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
-        # as in training, so the stored accuracy is reproduced
-        amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
-        channels_last = cfg.run.channels_last
-    else:
-        if data is None:
-            raise UserError(f"{path} holds weights without a training run: pass --data SPEC to evaluate them on")
-        prep = loaded.preprocessing
-        data_cfg = DataConfig(spec=data, img_size=prep.img_size, in_chans=prep.in_chans,
-                              val_subset=None if val_subset == -1 else val_subset)
-        default_batch, amp_dtype, channels_last = 64, None, False
-    _, val_set, info = build_datasets(data_cfg, splits=("val",))
-    num_classes = int(getattr(loaded.model, "num_classes", info.num_classes))
-    if info.num_classes != num_classes:
-        raise UserError(f"{data_cfg.spec} has {info.num_classes} classes but the weights have {num_classes}")
-    net = loaded.model.to(dev)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    loader = DataLoader(val_set, batch_size=batch_size or default_batch, num_workers=workers,
-                        pin_memory=dev.type == "cuda")
-    metrics = evaluate(net, loader, dev, num_classes=num_classes, amp_dtype=amp_dtype, channels_last=channels_last,
-                       progress=progress)
-    history = loaded.checkpoint.get("history") or []
-    record = history[-1] if history else {}
-    epoch = loaded.checkpoint.get("epoch")
-    result = {
-        **metrics,
-        "stored_top1": record.get("ema_top1" if use_ema else "top1"),
-        # how many validation images the stored top-1 is over, and whether the run measured it on a subset
-        "stored_val_samples": record.get("val_samples"),
-        "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
-        "checkpoint": str(loaded.source),
-        "epoch": epoch,
-        "model": loaded.name,
-        "data": data_cfg.spec,
-        "weights": "ema" if use_ema else "model",
-    }
-    title = f"{loaded.name}" + (f" epoch {epoch}" if epoch is not None else "") + f": top-1 {metrics['top1']:.2f} %"
-    paths = write_eval_report(metrics, loaded.class_names or info.class_names, out, plots=plots, title=title)
-    result.update(paths)
-    write_json(out / "eval.json", result)
-    result["output"] = str(out)
-    return result
+    run = _run_of(loaded)
+    # a report inside a run folder is written under the run's lock: a run still training there is not disturbed
+    inside = run is not None and out.resolve().is_relative_to(run)
+    with RunLock(run) if inside else contextlib.nullcontext():
+        dev = distributed.resolve_device(device)
+        if loaded.config is not None:
+            cfg = loaded.train_config
+            if data is not None:
+                cfg.data.spec = data
+            if val_subset != -1:
+                cfg.data.val_subset = val_subset
+            data_cfg = cfg.data
+            default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
+            # as in training, so the stored accuracy is reproduced
+            amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
+            channels_last = cfg.run.channels_last
+        else:
+            if data is None:
+                raise UserError(f"{path} holds weights without a training run: pass --data SPEC to evaluate them on")
+            prep = loaded.preprocessing
+            data_cfg = DataConfig(spec=data, img_size=prep.img_size, in_chans=prep.in_chans,
+                                  val_subset=None if val_subset == -1 else val_subset)
+            default_batch, amp_dtype, channels_last = 64, None, False
+        _, val_set, info = build_datasets(data_cfg, splits=("val",))
+        num_classes = int(getattr(loaded.model, "num_classes", info.num_classes))
+        if info.num_classes != num_classes:
+            raise UserError(f"{data_cfg.spec} has {info.num_classes} classes but the weights have {num_classes}")
+        net = loaded.model.to(dev)
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        loader = DataLoader(val_set, batch_size=batch_size or default_batch, num_workers=workers,
+                            pin_memory=dev.type == "cuda")
+        metrics = evaluate(net, loader, dev, num_classes=num_classes, amp_dtype=amp_dtype, channels_last=channels_last,
+                           progress=progress)
+        history = loaded.checkpoint.get("history") or []
+        record = history[-1] if history else {}
+        epoch = loaded.checkpoint.get("epoch")
+        result = {
+            **metrics,
+            "stored_top1": record.get("ema_top1" if use_ema else "top1"),
+            # how many validation images the stored top-1 is over, and whether the run measured it on a subset
+            "stored_val_samples": record.get("val_samples"),
+            "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
+            "checkpoint": str(loaded.source),
+            "epoch": epoch,
+            "model": loaded.name,
+            "data": data_cfg.spec,
+            "weights": "ema" if use_ema else "model",
+        }
+        title = f"{loaded.name}" + (f" epoch {epoch}" if epoch is not None else "") + f": top-1 {metrics['top1']:.2f} %"
+        paths = write_eval_report(metrics, loaded.class_names or info.class_names, out, plots=plots, title=title)
+        result.update(paths)
+        write_json(out / "eval.json", result)
+        result["output"] = str(out)
+        return result

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of seeds per model (default: 3)")
     parser.add_argument("--first-seed", type=non_negative_int, default=0, metavar="N",
                         help="seeds are FIRST .. FIRST+SEEDS-1 (default: 0)")
-    parser.add_argument("--seed-list", nargs="+", action=listed(int), metavar="SEED",
+    parser.add_argument("--seed-list", nargs="+", action=listed(non_negative_int), metavar="SEED",
                         help="explicit seeds, e.g. 0,1,2 (overrides --seeds)")
     parser.add_argument("--output", default="runs/compare",
                         help="comparison folder: cells and report; a rerun continues it (default: runs/compare)")

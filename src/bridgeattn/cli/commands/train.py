@@ -21,6 +21,8 @@ def _worker_flags(options) -> list[str]:
         flags += ["--resume", options.resume]
     if options.unsafe_load:
         flags.append("--unsafe-load")
+    if options.overwrite:
+        flags.append("--overwrite")
     if not options.progress:
         flags.append("--no-progress")
     return flags
@@ -40,11 +42,13 @@ def _launch(cfg, options) -> int:
     # every process and every elastic restart must agree on one run folder
     options.output = options.output or str(Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}")
     # the launcher holds the run folder's lock for all workers and every restart; they find its pid in LOCK_ENV
-    with RunLock(options.output), tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
+    with RunLock(options.output) as lock, tempfile.TemporaryDirectory(prefix="bridgeattn-launch-") as tmp:
         path = Path(tmp) / "config.yaml"
         dump_yaml(cfg, path)
         code = distributed.launch_torchrun(str(path), options.nproc, options.max_restarts,
                                            env={LOCK_ENV: str(os.getpid())}, train_args=_worker_flags(options))
+        if code == 2:  # the workers refused the run (a one-line error): no lock file or new empty folder stays
+            lock.discard()
     if code in (EXIT_TERMINATED, EXIT_CTRL_C):
         print(f"bridgeattn train: stopped on request; continue with: bridgeattn train --output {options.output} "
               f"--resume auto --nproc {options.nproc}", file=sys.stderr)
