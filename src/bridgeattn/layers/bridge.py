@@ -13,6 +13,7 @@ The returned gate ``w`` has shape ``(B, C, 1, 1)`` and rescales the block's last
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -305,6 +306,11 @@ class BridgeAttention(nn.Module):
         fused.integration.bias.copy_(bias)
         fused.generation.weight.copy_(self.generation.weight)
         return fused.eval()
+
+    def fused(self) -> FusedBridgeAttention:
+        """The old name of :meth:`fuse` (kept for one release)."""
+        warnings.warn("BridgeAttention.fused() is now fuse()", DeprecationWarning, stacklevel=2)
+        return self.fuse()
 
     def extra_repr(self) -> str:
         sel = "none" if self.selection is None else type(self.selection).__name__
