@@ -210,7 +210,7 @@ def run_checkpoint(run_dir: Path) -> Path:
         raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
                         f"finite){detail}")
     if skipped:
-        warnings.warn(f"{run_dir}: skipped newer checkpoint(s){detail}", stacklevel=2)
+        warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
     return path
 
 
