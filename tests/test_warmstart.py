@@ -243,9 +243,9 @@ def test_from_plain_and_init_from_accept_the_same_locations_exactly(tmp_path) ->
 def test_an_unreachable_hub_is_one_line_within_seconds_naming_the_offline_form(tmp_path, monkeypatch) -> None:
     import time
 
-    from bridgeattn.engine.finetune import init_from
-
     import huggingface_hub
+
+    from bridgeattn.engine.finetune import init_from
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
