@@ -198,7 +198,7 @@ def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- the loaders
-def _shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
     classifier and first conv."""
     cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
@@ -215,6 +215,12 @@ def _shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[s
     return found
 
 
+def match_dtype(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """float64 weights give a float64 model: nothing is rounded (float32 otherwise, as created)."""
+    if {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float64}:
+        model.to(dtype=torch.float64)
+
+
 def _check_name(asked: str | None, stored: Any, source: Path) -> None:
     if asked and isinstance(stored, str) and stored and asked != stored:
         raise UserError(f"{source} holds a {stored} model, not {asked}; leave --model out or pass {stored}")
@@ -222,8 +228,7 @@ def _check_name(asked: str | None, stored: Any, source: Path) -> None:
 
 def _finish(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path, preprocessing: Preprocessing | None,
             ) -> tuple[nn.Module, Preprocessing]:
-    if {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float64}:
-        model.to(dtype=torch.float64)  # float64 weights give a float64 model: nothing is rounded
+    match_dtype(model, state)
     load_state_dict_strict(model, state, source=f"checkpoint {source.name}")
     preprocessing = preprocessing or model_preprocessing(model)
     return set_preprocessing(model, preprocessing).eval(), preprocessing
@@ -239,7 +244,7 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
     _check_name(model_name, name, file)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
     shapes = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
-    kwargs = {**_shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
+    kwargs = {**shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
     model = build_model(name, kwargs, source=str(file))
     preprocessing = None
     if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
@@ -370,7 +375,7 @@ def model_from_state_dict(
     if not name:
         raise UserError(f"{source} does not say which model it holds; pass --model NAME")
     stored_kwargs = meta.get("model_args") if isinstance(meta.get("model_args"), dict) else {}
-    kwargs = {**_shapes_from_weights(name, state), **stored_kwargs, **overrides}
+    kwargs = {**shapes_from_weights(name, state), **stored_kwargs, **overrides}
     model = build_model(name, kwargs, source=str(source))
     preprocessing = None
     if isinstance(meta.get("preprocessing"), dict):

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.models import get_pretrained_cfg
 
 from ..errors import UserError
 from ..models import create_model
 from ..models.warmstart import warm_state_dict
-from .loading import load_state
+from .loading import load_state, match_dtype, shapes_from_weights
 from .safe_load import state_dict_from
-
-
-def _tensors(plain: Any) -> Iterator[torch.Tensor]:
-    return (v for v in plain.values() if isinstance(v, torch.Tensor))
 
 
 def load_plain(plain: Any, unsafe: bool = False) -> dict[str, torch.Tensor]:
@@ -47,19 +42,7 @@ def from_plain(name: str, plain: Any, unsafe: bool = False, **kwargs: Any) -> nn
     A checkpoint of the model itself (it holds gate keys) is loaded as it is.
     """
     weights = load_plain(plain, unsafe=unsafe)
-    try:
-        cfg = get_pretrained_cfg(name.split(".", 1)[0])
-    except Exception:  # an unknown name is reported by create_model
-        cfg = None
-    if cfg is not None:
-        fc = cfg.classifier if isinstance(cfg.classifier, str) else None
-        conv = cfg.first_conv if isinstance(cfg.first_conv, str) else None
-        if fc and f"{fc}.weight" in weights:
-            kwargs.setdefault("num_classes", weights[f"{fc}.weight"].shape[0])
-        if conv and f"{conv}.weight" in weights and weights[f"{conv}.weight"].dim() == 4:
-            kwargs.setdefault("in_chans", weights[f"{conv}.weight"].shape[1])
-    model = create_model(name, **kwargs)
-    if {v.dtype for v in _tensors(weights) if v.is_floating_point()} == {torch.float64}:
-        model.to(dtype=torch.float64)  # float64 weights give a float64 model: nothing is rounded
+    model = create_model(name, **{**shapes_from_weights(name.split(".", 1)[0], weights), **kwargs})
+    match_dtype(model, weights)
     model.load_state_dict(warm_state_dict(model, weights, name))
     return model
