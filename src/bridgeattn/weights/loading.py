@@ -19,8 +19,8 @@
   (see convert.py). Give the model name; the head size and input channels are read off the tensors the model's
   ``pretrained_cfg`` names as ``classifier`` and ``first_conv``. A checkpoint of timm's ``train.py`` names its
   model (``arch``); its ``args`` (an ``argparse.Namespace``) load without running code.
-- a timm model name with weights (``resnet50.a1_in1k``): timm's plain weights, from the hub cache or downloaded;
-  an unreachable hub is one line naming the offline form (``HF_HUB_OFFLINE=1``, a local file).
+- a timm model name with weights (``resnet50.a1_in1k``): timm's plain weights, downloaded (or from the hub cache
+  with ``HF_HUB_OFFLINE=1``); an unreachable hub is one line naming the offline form.
 
 :func:`load_model` builds the model; :func:`load_state` gives the same location's weights as a state dict (for a
 warm start, which builds another model). Both resolve a location through ``_open``, the one place that does.
@@ -112,7 +112,7 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     return path, "file"
 
 
-OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 with the weights in the hub cache, or pass the weights file "
+OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 to use the hub cache, or pass the weights file instead "
                 "(timm: pretrained_cfg_overlay=dict(file=PATH))")
 
 
@@ -134,25 +134,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def timm_weights(name: str) -> nn.Module:
-    """``timm.create_model(name, pretrained=True)``, from the hub cache when the weights are there; an
-    unreachable hub is a ``UserError`` within seconds that names the offline form."""
-    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+    """``timm.create_model(name, pretrained=True)``; an unreachable hub is a ``UserError`` within seconds (the hub
+    client retries for about a minute) that names the offline form."""
+    from huggingface_hub import is_offline_mode
 
-    cfg = timm.get_pretrained_cfg(name)
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    overlay: dict[str, Any] = {}
-    if hub_id:
-        repo, _, revision = hub_id.partition("@")
-        for filename in ("model.safetensors", "pytorch_model.bin", getattr(cfg, "hf_hub_filename", None)):
-            found = try_to_load_from_cache(repo, filename, revision=revision or None) if filename else None
-            if isinstance(found, str):
-                overlay = {"pretrained_cfg_overlay": {"file": found}}
-                break
-        if not overlay and (is_offline_mode() or not _hub_reachable()):
-            raise UserError(f"{name}: timm's weights are not in the hub cache and the hub cannot be reached; "
-                            + OFFLINE_HINT)
+    if not is_offline_mode() and not _hub_reachable():
+        raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; {OFFLINE_HINT}")
     try:
-        return timm.create_model(name, pretrained=True, **overlay)
+        return timm.create_model(name, pretrained=True)
     except (OSError, ConnectionError, RuntimeError) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{name}: timm's weights could not be loaded ({detail}); {OFFLINE_HINT}") from None
