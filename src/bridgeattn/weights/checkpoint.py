@@ -214,17 +214,21 @@ def run_checkpoint(run_dir: Path) -> Path:
     return path
 
 
+def read(path: Path, unsafe: bool = False) -> Any:
+    """``load_file(path)``, refused when ``path`` has a size/SHA-256 record that it does not match."""
+    problem = check(path.resolve()) if record_path(path.resolve()).is_file() else None
+    if problem:
+        raise UserError(f"checkpoint {path} cannot be used: {problem}")
+    return load_file(path, unsafe=unsafe)
+
+
 def load_checkpoint(path: str | os.PathLike[str], unsafe: bool = False) -> dict[str, Any]:
     """Load a training checkpoint file (weights_only unless ``unsafe``); its record is checked when present.
     For a run folder, pick the file with :func:`find_resume` or :func:`run_checkpoint`."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass a checkpoint file (bridgeattn.load_model takes run folders)")
-    if record_path(path.resolve()).is_file():
-        problem = check(path.resolve())
-        if problem:
-            raise UserError(f"checkpoint {path} cannot be used: {problem}")
-    state = load_file(path, unsafe=unsafe)
+    state = read(path, unsafe=unsafe)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path} is not a bridgeattn training checkpoint (for weights alone use "
                         "bridgeattn.load_file or from_pretrained)")

@@ -50,7 +50,7 @@ from ..errors import UserError
 from ..models.registry import REMOTE_KWARGS, create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = [
     "LoadedModel",
@@ -305,7 +305,7 @@ def load_model(
         return LoadedModel(model, model.pretrained_cfg["architecture"], {}, model_preprocessing(model), "timm", file)
     if kind == "hub":
         return _load_hub(file.parent, file, obj, model_name, use_ema, overrides)
-    if _is_training(obj):
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
         return _load_training(obj, file, "run" if kind == "run" else "checkpoint", model_name, use_ema, overrides)
     meta = safetensors_metadata(file) if is_safetensors(file) else {}
     if isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py (CheckpointSaver)
@@ -314,21 +314,11 @@ def load_model(
                                  **overrides)
 
 
-def _is_training(obj: Any) -> bool:
-    return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping)
-
-
 def _open(location: str | Path, unsafe: bool) -> tuple[Path, str, Any]:
     """The one resolver: ``location`` -> (file, kind, what it holds: a timm name gives its model), the file's
     checksum record checked when it has one."""
     file, kind = resolve_location(location)
-    if kind == "timm":
-        return file, kind, timm_weights(str(location))
-    if ckpt.record_path(file.resolve()).is_file():
-        problem = ckpt.check(file.resolve())
-        if problem:
-            raise UserError(f"checkpoint {file} cannot be used: {problem}")
-    return file, kind, load_file(file, unsafe=unsafe)
+    return file, kind, timm_weights(str(location)) if kind == "timm" else ckpt.read(file, unsafe=unsafe)
 
 
 def load_state(location: str | Path, *, use_ema: bool = False, unsafe: bool = False) -> dict[str, torch.Tensor]:

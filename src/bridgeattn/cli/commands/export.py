@@ -43,14 +43,11 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     from ...errors import UserError
 
     target = output.resolve()
-    for item in inputs:
-        item = item.resolve()
-        if target == item or (item.is_dir() and item in target.parents) or (target.is_dir() and target in
-                                                                               item.parents):
+    for item in map(Path.resolve, inputs):  # the same file (or a link to it), or a folder that holds it
+        if target == item or target in item.parents:
             raise UserError(f"--output {output} would overwrite the weights being exported ({item}); choose "
                             "another --output")
-    exists = output.is_dir() and any(output.iterdir()) or output.is_file()
-    if exists and not overwrite:
+    if (output.is_dir() and any(output.iterdir()) or output.is_file()) and not overwrite:
         raise UserError(f"--output {output} already exists; pass --overwrite to replace it")
 
 
