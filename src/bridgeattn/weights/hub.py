@@ -132,7 +132,8 @@ def save_pretrained(
     if command:
         model_config["command"] = command
     saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
-    tmp = directory.with_name(f".{directory.name}{TEMP_MARK}{os.getpid()}")
+    full = directory.resolve()
+    tmp = full.with_name(f".{full.name}{TEMP_MARK}{os.getpid()}")
     try:
         save_for_hf(model, str(tmp), model_config=model_config or None, model_args=dict(model_args or {}),
                     safe_serialization=True, data_config=preprocessing)
@@ -140,8 +141,10 @@ def save_pretrained(
         name = model.pretrained_cfg["architecture"]
         params = sum(p.numel() for p in model.parameters())
         model_card(name, params, preprocessing, metrics, command, run).save(tmp / "README.md")
-        directory.mkdir(parents=True, exist_ok=True)
-        for item in tmp.iterdir():
+        if not directory.exists():  # the whole folder appears at once
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, directory)
+        for item in tmp.iterdir() if tmp.exists() else []:  # into an existing folder: file by file
             os.replace(item, directory / item.name)
     except ValueError as exc:  # e.g. a non-serialisable construction argument such as a class
         raise UserError(f"cannot record the model's arguments: {exc}") from None
