@@ -261,3 +261,11 @@ def test_an_unreachable_hub_is_one_line_within_seconds_naming_the_offline_form(t
                 load()
             assert "\n" not in str(err.value)
         assert time.monotonic() - start < 10
+
+
+def test_a_name_without_weights_or_a_missing_path_is_one_line_without_the_network(monkeypatch) -> None:
+    _no_network(monkeypatch)
+    for location, says in (("plain_resnet20", "timm has no weights for it"), ("resnet50.nope", "no weights"),
+                           ("runs/absent", "no such file, folder or timm model")):
+        with pytest.raises(UserError, match=says):
+            from_plain("bav2_resnet20", location)

@@ -95,7 +95,13 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     (a timm name with weights, when no such file or folder exists; the path is the name)."""
     path = Path(location).expanduser()
     if isinstance(location, str) and not path.exists() and timm.is_model(location.split(".", 1)[0]):
-        return Path(location), "timm"
+        try:
+            cfg = timm.get_pretrained_cfg(location)
+        except RuntimeError:  # an unknown tag
+            cfg = None
+        if cfg is not None and (cfg.hf_hub_id or cfg.url or cfg.file):
+            return Path(location), "timm"
+        raise UserError(f"{location}: no such file or folder, and timm has no weights for it")
     if path.is_dir():
         run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
         if (run_dir / ckpt.CKPT_DIR).is_dir():
@@ -108,7 +114,7 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
         raise UserError(f"{path} is neither a run folder (with checkpoints/) nor a saved model folder "
                         "(config.json + model.safetensors)")
     if not path.is_file():
-        raise UserError(f"no such file, folder or timm model: {path}")
+        raise UserError(f"no such file, folder or timm model with weights: {path}")
     return path, "file"
 
 
