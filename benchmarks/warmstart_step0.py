@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from bridgeattn import from_plain
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.engine.evaluate import evaluate
-from bridgeattn.weights.checkpoint import load_checkpoint
+from bridgeattn.weights.loading import load_state
 
 
 def main() -> None:
@@ -26,13 +26,13 @@ def main() -> None:
     p.add_argument("--models", default="plain_resnet20,bav2_resnet20,se_resnet20")
     p.add_argument("--output", default="step0.json")
     args = p.parse_args()
-    state = load_checkpoint(args.run)
+    plain = load_state(args.run)  # a run folder, checkpoint, hub folder or weights file
     _, val, _ = build_datasets(DataConfig(spec=args.data, val_subset=args.val_subset), splits=("val",))
     loader = DataLoader(val, batch_size=256)
     out = {}
     for name in args.models.split(","):
         torch.manual_seed(0)
-        metrics = evaluate(from_plain(name, state["model"]), loader)
+        metrics = evaluate(from_plain(name, plain), loader)
         out[name] = {"top1": metrics["top1"], "loss": metrics["loss"]}
         print(name, out[name], flush=True)
     with open(args.output, "w") as f:

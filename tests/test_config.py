@@ -266,3 +266,14 @@ def test_validate_does_not_read_the_environment(monkeypatch):
     cfg = TrainConfig()
     assert cfg.validate() is cfg and LaunchOptions().validate() is not None
     assert watched.reads == []
+
+
+def test_a_recipe_never_makes_a_new_run_download_or_read_the_weights_it_names(tmp_path):
+    recipe = tmp_path / "config.yaml"
+    for overlay in ({"url": "http://127.0.0.1:9/payload.pth"}, {"file": str(tmp_path / "payload.pth")}):
+        recipe.write_text(yaml.safe_dump({"model": "bav2_resnet20", "model_kwargs": {
+            "pretrained": True, "pretrained_cfg_overlay": overlay, "drop_rate": 0.1}}))
+        with pytest.warns(UserWarning, match="ignoring pretrained, pretrained_cfg_overlay stored with .*never down"):
+            loaded = load_yaml(recipe)
+        assert loaded["model_kwargs"] == {"drop_rate": 0.1}
+        assert make_config(loaded).model.kwargs == {"drop_rate": 0.1}

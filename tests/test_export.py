@@ -11,7 +11,8 @@ import torch
 import bridgeattn
 from bridgeattn.cli.main import main
 from bridgeattn.layers.bridge import BridgeAttention, FusedBridgeAttention
-from bridgeattn.weights.export import export_model, resolve_input_size, verify_onnx
+from bridgeattn.weights import export
+from bridgeattn.weights.export import export_model, resolve_input_size, save_safetensors, verify_onnx
 
 
 def _model(name: str, **kwargs) -> torch.nn.Module:
@@ -95,3 +96,45 @@ def test_export_command_uses_the_checkpoint(tmp_path, capsys) -> None:
     assert "holds a bav2_resnet20 model, not bav2_resnet56" in capsys.readouterr().err
     assert main(["export", "--model", "bav2_resnet20", "--format", "hub", "--fuse",
                  "--output", str(tmp_path / "h")]) == 2
+
+
+def test_export_refuses_its_input_and_an_existing_output_unless_overwrite(tmp_path, capsys) -> None:
+    weights = save_safetensors(_model("bav2_resnet20"), tmp_path / "w.safetensors")
+    before = weights.read_bytes()
+    common = ["export", "--checkpoint", str(weights), "--no-verify"]
+    for fmt, output in (("torchscript", weights), ("safetensors", weights), ("hub", tmp_path)):
+        for extra in ([], ["--overwrite"]):  # the input itself: never
+            assert main([*common, "--format", fmt, "--output", str(output), *extra]) == 2
+            assert "would overwrite the weights being exported" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+    hub = tmp_path / "hub"
+    assert main([*common, "--format", "hub", "--output", str(hub)]) == 0
+    card = (hub / "README.md").read_text()
+    (hub / "README.md").write_text("my notes")
+    assert main([*common, "--format", "hub", "--output", str(hub)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (hub / "README.md").read_text() == "my notes"
+    assert main([*common, "--format", "hub", "--output", str(hub), "--overwrite"]) == 0
+    assert (hub / "README.md").read_text() == card
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file_or_folder(tmp_path, capsys, monkeypatch) -> None:
+    import errno
+    import pathlib
+
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    weights = save_safetensors(_model("bav2_resnet20"), tmp_path / "w.safetensors")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)  # the safetensors writer (also the hub folder's)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)  # the TorchScript bytes
+    monkeypatch.setattr(export, "_write_onnx", full)  # the ONNX exporter's file
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt, name in (("safetensors", "m.safetensors"), ("hub", "hub"), ("torchscript", "m.pt"), ("onnx", "m.onnx")):
+        code = main(["export", "--checkpoint", str(weights), "--format", fmt, "--output", str(out / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, (fmt, err)
+        assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "w.safetensors"]

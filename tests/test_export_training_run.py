@@ -35,3 +35,16 @@ def test_export_without_model_name_needs_a_training_checkpoint(tmp_path) -> None
     torch.save({"fc.weight": torch.zeros(10, 64)}, path)
     with pytest.raises(UserError, match="pass --model NAME"):
         load_model(path)
+
+
+def test_a_hub_export_describes_the_run_not_the_default_weights(run_folder, tmp_path) -> None:
+    import json
+
+    from bridgeattn.cli.main import main
+
+    assert main(["export", "--checkpoint", str(run_folder), "--format", "hub", "--output", str(tmp_path / "h")]) == 0
+    config = json.loads((tmp_path / "h" / "config.json").read_text())
+    card = (tmp_path / "h" / "README.md").read_text()
+    assert config["pretrained_cfg"]["tag"] == "run" and config["pretrained_cfg"]["paper_ids"] == "arXiv:2410.07860"
+    assert config["data"] == "synthetic:64" and "init_from" not in config
+    assert "synthetic:64" in card and "`run`" in card and "from its own initialisation" in card

@@ -14,6 +14,7 @@ from bridgeattn.engine import load_checkpoint, train
 from bridgeattn.engine.config import add_train_arguments, config_from_args, from_flat
 from bridgeattn.engine.finetune import gate_parameter_names, init_from, optimizer_params
 from bridgeattn.errors import UserError
+from bridgeattn.weights.checkpoint import run_checkpoint
 
 TINY = dict(data="synthetic:64", img_size=16, batch_size=32, lr=3e-3, epochs=1, workers=0, progress=False,
             plots=False, deterministic=True)
@@ -27,7 +28,7 @@ def plain_run(tmp_path_factory):
 
 
 def test_init_from_a_run_folder_starts_at_the_plain_function(plain_run):
-    state = load_checkpoint(plain_run)
+    state = load_checkpoint(run_checkpoint(plain_run))
     plain = timm.create_model("plain_resnet20", num_classes=state["num_classes"], in_chans=state["in_chans"])
     plain.load_state_dict(state["model"])
     model = bridgeattn.create_model("bav2_resnet20", num_classes=state["num_classes"], in_chans=state["in_chans"])
@@ -61,7 +62,7 @@ def test_train_init_from_a_plain_file_starts_at_the_plain_accuracy(plain_run, tm
     see the same batches as the plain run (no augmentation), move the same BatchNorm statistics, and end with
     the plain run's validation loss."""
     path = tmp_path / "plain.pth"
-    torch.save(load_checkpoint(plain_run)["model"], path)
+    torch.save(load_checkpoint(run_checkpoint(plain_run))["model"], path)
     still = dict(TINY, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12, recipe="none")
     losses = {}
     for name in ("plain_resnet20", "se_resnet20", "bav2_resnet20"):
@@ -70,7 +71,7 @@ def test_train_init_from_a_plain_file_starts_at_the_plain_accuracy(plain_run, tm
         losses[name] = summary["loss"]
     assert losses["se_resnet20"] == pytest.approx(losses["plain_resnet20"], rel=1e-4)
     assert losses["bav2_resnet20"] == pytest.approx(losses["plain_resnet20"], rel=1e-4)
-    state = load_checkpoint(tmp_path / "bav2_resnet20")
+    state = load_checkpoint(run_checkpoint(tmp_path / "bav2_resnet20"))
     assert state["config"]["init_from"] == str(path) and state["config"]["gate_lr_scale"] == 5.0
 
 

@@ -42,6 +42,20 @@ def test_save_and_load_round_trip_with_args_and_metrics(tmp_path) -> None:
         assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), model(x))
 
 
+def test_the_saved_config_claims_no_provenance_of_the_default_weights(tmp_path) -> None:
+    model = bridgeattn.create_model("bav2_resnet18", channels=(4, 4, 8, 8))  # default cfg: .from_a1_in1k
+    assert model.pretrained_cfg["tag"] == "from_a1_in1k"
+    for run in ({}, {"name": "fm18", "data": "folder:fm", "init_from": "resnet18.a1_in1k"}):
+        folder = bridgeattn.save_pretrained(model, tmp_path / str(len(run)), run=run)
+        config = json.loads((folder / "config.json").read_text())
+        card = (folder / "README.md").read_text()
+        assert config["pretrained_cfg"]["paper_ids"] == "arXiv:2410.07860" and "2110.00476" not in card
+        assert config["pretrained_cfg"].get("tag") == run.get("name")
+        assert config.get("init_from") == run.get("init_from")
+        assert ("warm-started from `resnet18.a1_in1k`" in card) == bool(run) and "from_a1_in1k" not in card
+    assert model.pretrained_cfg["tag"] == "from_a1_in1k"  # the model itself is left as it was
+
+
 def test_create_model_pretrained_from_a_local_file(tmp_path) -> None:
     model = _trained_looking(bridgeattn.create_model("bav1_resnet20"))
     folder = bridgeattn.save_pretrained(model, tmp_path / "ba")

@@ -68,10 +68,10 @@ def test_license_and_typing_marker_ship() -> None:
 
 
 def test_timm_floor_is_the_first_with_coordinate_attention() -> None:
-    """The floor in pyproject.toml is the one `make test-floor` installs; coord.py needs timm.layers.coord_attn."""
+    """The floor in pyproject.toml is the one `make test-floor` installs; coord.py needs timm's coord attention."""
     deps = _project()["project"]["dependencies"]
     assert "timm>=1.0.23,<2" in deps
-    assert "timm.layers.coord_attn" in (SRC / "layers" / "coord.py").read_text()
+    assert 'get_attn("coord")' in (SRC / "layers" / "coord.py").read_text()
     assert "TIMM_FLOOR" in (ROOT / "Makefile").read_text()
 
 

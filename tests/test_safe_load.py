@@ -32,6 +32,47 @@ def test_code_running_pickle_is_refused(tmp_path, capsys) -> None:
     assert "payload ran" in capsys.readouterr().out
 
 
+def test_legacy_pickle_with_a_payload_is_refused_as_code_not_damage(tmp_path, capsys) -> None:
+    import os
+
+    class System:
+        def __reduce__(self):
+            return (os.system, ("echo payload ran",))
+
+    for name, payload in (("print.pth", Payload()), ("system.pth", System())):
+        path = tmp_path / name
+        torch.save({"w": torch.ones(2), "extra": payload}, path, _use_new_zipfile_serialization=False)
+        with pytest.raises(UserError, match="may run code.*unsafe-load"):
+            load_file(path)
+    assert "payload ran" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_timms_train_py_loads_safely_with_its_ema(tmp_path) -> None:
+    import argparse
+
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    import bridgeattn
+
+    model = bridgeattn.create_model("bav2_resnet20", num_classes=4)
+    ema = ModelEmaV3(model)
+    with torch.no_grad():
+        for p in ema.module.parameters():
+            p.add_(1.0)
+    args = argparse.Namespace(model="bav2_resnet20", lr=0.1, epochs=1, model_kwargs={}, mean=None)
+    saver = CheckpointSaver(model, torch.optim.SGD(model.parameters(), lr=0.1), args=args, model_ema=ema,
+                            checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path))
+    saver.save_checkpoint(epoch=0, metric=1.0)
+    path = tmp_path / "model_best.pth.tar"
+    assert isinstance(load_file(path)["args"], argparse.Namespace)
+    loaded = bridgeattn.load_model(path)  # timm's "arch" names the model
+    assert loaded.name == "bav2_resnet20" and loaded.model.num_classes == 4
+    torch.testing.assert_close(loaded.model.state_dict(), model.state_dict())
+    with_ema = bridgeattn.load_model(path, "bav2_resnet20", use_ema=True)
+    torch.testing.assert_close(with_ema.model.state_dict(), ema.module.state_dict())
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # allowed for that load only
+
+
 def test_truncated_and_missing_files_are_clear(tmp_path) -> None:
     path = tmp_path / "cut.pth"
     torch.save({"w": torch.randn(1000)}, path)

@@ -211,3 +211,61 @@ def test_wrapped_and_prefixed_plain_weights_warm_start_alike() -> None:
     ddp = {"state_dict": {f"module.{k}": v for k, v in plain.state_dict().items()}}
     for weights in (compiled, ddp):
         _assert_same_function(plain, from_plain("bav2_resnet20", weights), 16)
+
+
+# ------------------------------------------------------------- every location load_model takes: one resolver
+def _plain_locations(tmp_path) -> tuple[nn.Module, dict[str, str]]:
+    """A float64 plain_resnet20 written as a run folder, its checkpoint file, a hub folder and a safetensors file."""
+    from bridgeattn.weights import checkpoint as ckpt
+    from bridgeattn.weights.export import save_safetensors
+    from bridgeattn.weights.hub import save_pretrained
+
+    plain = _plain("bav2_resnet20", {})
+    state = {"model": plain.state_dict(), "config": {"model": "plain_resnet20"}, "epoch": 1, "step": 1}
+    path = ckpt.save_checkpoint(state, tmp_path / "run", is_best=True)
+    save_pretrained(plain, tmp_path / "hub")
+    save_safetensors(plain, tmp_path / "plain.safetensors")
+    return plain, {"run folder": str(tmp_path / "run"), "checkpoint file": str(path), "hub folder":
+                   str(tmp_path / "hub"), "safetensors": str(tmp_path / "plain.safetensors")}
+
+
+def test_from_plain_and_init_from_accept_the_same_locations_exactly(tmp_path) -> None:
+    from bridgeattn.engine.finetune import init_from
+
+    plain, locations = _plain_locations(tmp_path)
+    for location in locations.values():
+        _assert_same_function(plain, from_plain("bav2_resnet20", location), 16)
+        model = bridgeattn.create_model("bav2_resnet20").double()
+        init_from(model, location)
+        _assert_same_function(plain, model, 16)
+
+
+def test_an_unreachable_hub_is_one_line_within_seconds_naming_the_offline_form(tmp_path, monkeypatch) -> None:
+    import time
+
+    import huggingface_hub
+
+    from bridgeattn.engine.finetune import init_from
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("unreachable")))
+    for env in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(env, raising=False)
+    model = bridgeattn.create_model("bav2_resnet50")
+    for offline in (False, True):  # offline: the hub client finds no cached file, and asks no one
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+        start = time.monotonic()
+        for load in (lambda: from_plain("bav2_resnet50", "resnet50.a1_in1k"),
+                     lambda: init_from(model, "resnet50.a1_in1k")):
+            with pytest.raises(UserError, match="HF_HUB_OFFLINE=1.*pretrained_cfg_overlay") as err:
+                load()
+            assert "\n" not in str(err.value)
+        assert time.monotonic() - start < 10
+
+
+def test_a_name_without_weights_or_a_missing_path_is_one_line_without_the_network(monkeypatch) -> None:
+    _no_network(monkeypatch)
+    for location, says in (("plain_resnet20", "timm has no weights for it"), ("resnet50.nope", "no weights"),
+                           ("runs/absent", "no such file, folder or timm model")):
+        with pytest.raises(UserError, match=says):
+            from_plain("bav2_resnet20", location)

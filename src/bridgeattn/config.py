@@ -447,12 +447,18 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise UserError(f"--config {name_or_path}: no such file or built-in recipe (built-in: {known})")
 
 
+# Construction arguments that fetch or locate pretrained weights. Settings read back from a file (a recipe, a
+# checkpoint, a run folder's config.yaml, a saved model folder) never carry them into create_model.
+REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
+
+
 def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
     """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted.
 
     Launch options found in the file (``output``, ``resume``, ``unsafe_load``, ``progress``, ``nproc``,
     ``max_restarts``, which older run folders stored) are ignored, with a warning unless ``quiet``: they come
-    from the invocation only.
+    from the invocation only. So are the ``model_kwargs`` in :data:`REMOTE_KWARGS` (a file never makes a run
+    download or read the weights it names; ``--init-from`` and ``--model-kwargs`` do, when typed).
     """
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -468,6 +474,13 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)
+    kwargs = options.get("model_kwargs")
+    remote = sorted(k for k in kwargs if k in REMOTE_KWARGS) if isinstance(kwargs, dict) else []
+    if remote:
+        options["model_kwargs"] = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}
+        if not quiet:
+            warnings.warn(f"ignoring {', '.join(remote)} stored with {path}: loading saved weights never downloads",
+                          stacklevel=2)
     return _absolute({key: coerce(key, value) for key, value in options.items()})
 
 

@@ -1,6 +1,7 @@
 """Fine-tuning: start a run from other weights (``--init-from``) and give the new gates their own learning rate.
 
-``--init-from`` takes a timm name (``resnet50.a1_in1k``), a weights file or a run folder. Plain weights are
+``--init-from`` takes what ``load_model`` takes: a run folder, a checkpoint, a hub folder, a ``.safetensors``
+file or a timm name (``resnet50.a1_in1k``). Plain weights are
 warm-started (:func:`bridgeattn.models.warmstart.warm_state_dict`: the bridged model starts as the plain function),
 weights of the model itself are loaded as they are. ``--gate-lr-scale`` multiplies the learning rate of the
 gate parameters that the plain weights lacked: their param groups start at ``lr * scale``, and timm's
@@ -8,35 +9,21 @@ schedulers shape every group from its own starting value.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import UserError
 from ..models.warmstart import warm_sites, warm_state_dict
-from ..weights import checkpoint as ckpt
-from ..weights.warmstart import load_plain
+from ..weights.loading import load_state
 
 __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 
-def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
-        if (run_dir / ckpt.CKPT_DIR).is_dir():  # a run folder: the checkpoint it stands for (run_checkpoint)
-            return ckpt.load_checkpoint(ckpt.run_checkpoint(run_dir), unsafe=unsafe)["model"]
-        if (path / "model.safetensors").is_file():  # a saved model folder (save_pretrained, export --format hub)
-            return load_plain(path / "model.safetensors", unsafe=unsafe)
-        raise UserError(f"--init-from {spec}: neither a run folder (with checkpoints/) nor a saved model folder")
-    return load_plain(spec, unsafe=unsafe)
-
-
 def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> None:
-    """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights."""
-    state = warm_state_dict(model, _weights(spec, unsafe))
-    model.load_state_dict(state)
+    """Load ``spec``'s weights (any location ``load_model`` takes) into ``model`` in place, warm-starting from
+    plain weights."""
+    model.load_state_dict(warm_state_dict(model, load_state(spec, unsafe=unsafe)))
 
 
 def gate_parameter_names(model: nn.Module) -> set[str]:

@@ -8,6 +8,7 @@ from typing import Any
 import timm
 import torch.nn as nn
 
+from ..config import REMOTE_KWARGS  # noqa: F401  (defined where recipes are read; used here by importers)
 from ..errors import UserError
 
 _FAMILIES: dict[str, list[str]] = {}
@@ -39,11 +40,6 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     if include_timm:
         names += list(TIMM_BASELINES)
     return sorted({n for n in names if fnmatch.fnmatch(n, pattern)})
-
-
-# Construction arguments that fetch or locate pretrained weights. Settings read back from a file (a checkpoint, a
-# run folder's config.yaml, a saved model folder) never carry them into create_model: loading stays local.
-REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"})
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:

@@ -171,64 +171,64 @@ def clean_temps(run_dir: Path) -> list[Path]:
     return remove_stale_temps(run_dir) + remove_stale_temps(run_dir / CKPT_DIR)
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(record_path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def find_resume(run_dir: Path, good_only: bool = False) -> Path | None:
-    """The newest checkpoint in ``run_dir/checkpoints`` that passes its size/checksum check (and, with
-    ``good_only``, is finite), warning about newer ones that do not; ``None`` when there is none."""
-    for (epoch, _), path in epoch_files(run_dir / CKPT_DIR):
-        problem = check(path)
-        if problem is None and good_only and (_read_record(path) or {}).get("finite") is False:
-            continue
-        if problem is None:
-            return path
-        warnings.warn(f"skipping checkpoint {path} (epoch {epoch}): {problem}; trying the previous one",
-                      stacklevel=2)
-    return None
-
-
-def run_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run folder stands for: its newest end-of-epoch checkpoint that matches its size/SHA-256
-    record and holds finite weights (the weights ``summary.json`` and the last metrics describe)."""
+def _pick(run_dir: Path, mid_epoch: bool, finite_only: bool) -> tuple[Path | None, list[str]]:
+    """The one selection rule: the newest checkpoint in ``run_dir/checkpoints`` that matches its size/SHA-256
+    record (with ``finite_only``, whose record says finite; without ``mid_epoch``, written at an epoch's end),
+    and why each newer one was skipped."""
     skipped = []
     for (_, batch), path in epoch_files(run_dir / CKPT_DIR):
-        if batch:  # written on an interruption mid-epoch: no validation measured these weights
+        if batch and not mid_epoch:  # written on an interruption mid-epoch: no validation measured these weights
             continue
         problem = check(path)
-        if problem is None:
+        if problem is None and finite_only:
             try:
                 finite = json.loads(record_path(path).read_text()).get("finite", True)
             except (OSError, ValueError, AttributeError):
                 finite = False
             problem = None if finite is not False else "non-finite weights or validation loss"
         if problem is None:
-            if skipped:
-                warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
-            return path
+            return path, skipped
         skipped.append(f"{path.name} ({problem})")
+    return None, skipped
+
+
+def find_resume(run_dir: Path, good_only: bool = False) -> Path | None:
+    """The checkpoint ``--resume auto`` continues from: the newest that passes its check, mid-epoch ones
+    included (with ``good_only``: finite only); ``None`` when there is none. Skipped newer ones are warned about."""
+    path, skipped = _pick(run_dir, mid_epoch=True, finite_only=good_only)
+    if skipped and not good_only:
+        warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
+    return path
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run folder stands for when its weights are used (eval, export, ``--init-from``,
+    ``from_plain``): the same rule, at an epoch's end and finite (the weights ``summary.json`` describes)."""
+    path, skipped = _pick(run_dir, mid_epoch=False, finite_only=True)
     detail = f": {'; '.join(skipped)}" if skipped else ""
-    raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
-                    f"finite){detail}")
+    if path is None:
+        raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
+                        f"finite){detail}")
+    if skipped:
+        warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
+    return path
+
+
+def read(path: Path, unsafe: bool = False) -> Any:
+    """``load_file(path)``, refused when ``path`` has a size/SHA-256 record that it does not match."""
+    problem = check(path.resolve()) if record_path(path.resolve()).is_file() else None
+    if problem:
+        raise UserError(f"checkpoint {path} cannot be used: {problem}")
+    return load_file(path, unsafe=unsafe)
 
 
 def load_checkpoint(path: str | os.PathLike[str], unsafe: bool = False) -> dict[str, Any]:
-    """Load a training checkpoint (weights_only unless ``unsafe``); its record is checked when present."""
+    """Load a training checkpoint file (weights_only unless ``unsafe``); its record is checked when present.
+    For a run folder, pick the file with :func:`find_resume` or :func:`run_checkpoint`."""
     path = Path(path)
     if path.is_dir():
-        found = find_resume(path if path.name != CKPT_DIR else path.parent)
-        if found is None:
-            raise UserError(f"{path}: no usable checkpoint in this run folder")
-        path = found
-    if record_path(path.resolve()).is_file():
-        problem = check(path.resolve())
-        if problem:
-            raise UserError(f"checkpoint {path} cannot be used: {problem}")
-    state = load_file(path, unsafe=unsafe)
+        raise UserError(f"{path} is a folder; pass a checkpoint file (bridgeattn.load_model takes run folders)")
+    state = read(path, unsafe=unsafe)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path} is not a bridgeattn training checkpoint (for weights alone use "
                         "bridgeattn.load_file or from_pretrained)")

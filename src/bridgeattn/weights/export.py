@@ -6,10 +6,12 @@ exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,17 @@ __all__ = [
 ]
 
 MIN_OPSET = 17
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[Path]:
+    """``atomic_path`` whose failure to write (a full disk, a lost mount) is one ``UserError`` line; the temp
+    file is removed and an earlier ``path`` is kept."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -74,7 +87,7 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
     metadata = weights_metadata(model, metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    with _writing(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     publish_mode(path)
     return path
@@ -166,7 +179,7 @@ def export_onnx(
     check_input_size(model, input_size)
     example = (_example(input_size, 2),)
     names = dict(input_names=["input"], output_names=["output"])
-    with atomic_path(path) as tmp:  # a failed export leaves no file behind
+    with _writing(path) as tmp:  # a failed export leaves no file behind
         _write_onnx(model, tmp, example, names, opset, exporter)
         proto = onnx.load(str(tmp), load_external_data=False)
         meta = _metadata_or_empty(model)
@@ -222,11 +235,15 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_input_size(model, input_size)
-    with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
         traced = torch.jit.trace(model.eval(), _example(input_size, 2), check_trace=False)
-        # torch.jit.load(path, _extra_files={"bridgeattn.json": ""}) reads the preprocessing back
-        traced.save(str(tmp), _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
+    # torch.jit.load(path, _extra_files={"bridgeattn.json": ""}) reads the preprocessing back. Saved to memory
+    # first: TorchScript's own file writer aborts the process (SIGABRT) when the disk is full.
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
+    with _writing(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return {"path": str(path)}
 
 
@@ -257,13 +274,15 @@ def export_model(
     reference: nn.Module | None = None,
     metrics: Mapping[str, Any] | None = None,
     command: str | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
 
     The model's preprocessing (``model.pretrained_cfg``: input size, mean, std, interpolation, crop) goes with
     it: into the hub folder's ``config.json`` and model card, the safetensors metadata, and the input shape
     of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata,
-    ``command`` (the one that reproduces the metrics) to the model card.
+    ``command`` (the one that reproduces the metrics) and ``run`` (its name, data and ``init_from``, see
+    :func:`~bridgeattn.weights.hub.save_pretrained`) to the model card.
 
     Returns a summary with ``format``, ``path``, and for onnx/torchscript ``max_abs_diff`` and ``ok``
     (``max_abs_diff <= atol``).
@@ -285,7 +304,7 @@ def export_model(
     else:
         from .hub import save_pretrained
 
-        summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command))
+        summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command, run=run))
     if "max_abs_diff" in summary:
         summary["atol"] = atol
         summary["ok"] = bool(summary["max_abs_diff"] <= atol)

@@ -8,28 +8,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+from huggingface_hub import ModelCard, ModelCardData
+from timm.utils import unwrap_model
 
 from ..errors import UserError
+from ..files import TEMP_MARK
 from ..layers.bridge import FusedBridgeAttention
 
-__all__ = ["save_pretrained", "from_pretrained", "model_card_text"]
+__all__ = ["save_pretrained", "from_pretrained", "model_card"]
 
-PAPERS = {
-    "bav2": "BA-Net: Bridge Attention in Deep Neural Networks (arXiv 2410.07860)",
-    "bav1": "BA-Net: Bridge Attention for Deep Convolutional Neural Networks (ECCV 2022, arXiv 2112.04150)",
+PAPERS = {  # the BA family's paper, as timm's pretrained_cfg "paper_ids" and in the card
+    "bav2": ("arXiv:2410.07860", "BA-Net: Bridge Attention in Deep Neural Networks"),
+    "bav1": ("arXiv:2112.04150", "BA-Net: Bridge Attention for Deep Convolutional Neural Networks (ECCV 2022)"),
 }
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP / DataParallel / EMA wrappers."""
-    while not hasattr(model, "pretrained_cfg") and isinstance(getattr(model, "module", None), nn.Module):
-        model = model.module
-    return model
+# pretrained_cfg keys that describe where the default weights came from, not the weights being saved
+_SOURCE_KEYS = ("tag", "paper_ids", "paper_name", "origin_url", "notes", "license", "url", "hf_hub_id", "file")
 
 
 def _format(value: Any) -> str:
@@ -38,54 +38,50 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _card_markdown(card: Mapping[str, Any], name: str) -> str:
-    """A hub model card in timm's layout (YAML header, details, usage); timm's own writer is private."""
-    text = "---\ntags:\n" + "".join(f"- {t}\n" for t in card["tags"])
-    text += "pipeline_tag: image-classification\nlibrary_name: timm\nlicense: apache-2.0\n---\n"
-    text += f"# Model card for {name}\n\n{card['description']}\n\n## Model Details\n"
-    for key, value in card["details"].items():
-        if isinstance(value, (list, tuple)):
-            text += f"- **{key}:**\n" + "".join(f"  - {v}\n" for v in value)
-        else:
-            text += f"- **{key}:** {value}\n"
-    return text + f"\n## Model Usage\n{card['usage']}\n"
+def _table(rows: Mapping[str, Any]) -> str:
+    return "| key | value |\n|---|---|\n" + "".join(f"| {k} | {_format(v)} |\n" for k, v in rows.items())
 
 
-def model_card_text(name: str, params: int, preprocessing: Mapping[str, Any], metrics: Mapping[str, Any] | None,
-                    command: str | None = None) -> str:
-    """The README.md of a saved folder: timm's card header and details, the preprocessing the weights expect,
-    and the metrics with the command that produced them."""
-    family = name.split("_")[0]
-    input_size = preprocessing.get("input_size", ())
-    details: dict[str, Any] = {
-        "Model Type": "Image classification / feature backbone",
-        "Architecture": name,
-        "Params (M)": f"{params / 1e6:.3f}",
-        "Image size": "x".join(str(s) for s in input_size),
-    }
-    if family in PAPERS:
-        details["Papers"] = [PAPERS[family]]
-    card = {
-        "tags": ["image-classification", "timm", "bridgeattn"],
-        "description": f"A `{name}` model saved by bridgeattn (Bridge Attention for PyTorch and timm).",
-        "details": details,
-        "usage": (
-            "```python\nimport bridgeattn, timm\n\n"
+def model_card(name: str, params: int, preprocessing: Mapping[str, Any], metrics: Mapping[str, Any] | None,
+               command: str | None = None, run: Mapping[str, Any] | None = None) -> ModelCard:
+    """The README.md of a saved folder (``huggingface_hub.ModelCard``): what the weights are (the run, its data,
+    its starting point), the BA paper, the preprocessing they expect, the metrics and the command measuring them."""
+    run = dict(run or {})
+    paper = PAPERS.get(name.split("_")[0])
+    data = ModelCardData(library_name="timm", license="apache-2.0", pipeline_tag="image-classification",
+                         tags=["image-classification", "timm", "bridgeattn"])
+    origin = f"trained by the run `{run['name']}`" if run.get("name") else "saved by bridgeattn"
+    start = f"warm-started from `{run['init_from']}`" if run.get("init_from") else "trained from its own initialisation"
+    details = {"Architecture": name, "Params (M)": f"{params / 1e6:.3f}",
+               "Image size": "x".join(str(s) for s in preprocessing.get("input_size", ())),
+               **({"Data": run["data"]} if run.get("data") else {}),
+               **({"Initialised from": run["init_from"]} if run.get("init_from") else {}),
+               **({"Paper": f"{paper[1]} ({paper[0]})"} if paper else {})}
+    text = (f"---\n{data.to_yaml()}\n---\n# Model card for {name}\n\nA `{name}` model {origin} ({start}; "
+            "Bridge Attention for PyTorch and timm).\n\n## Model Details\n\n" + _table(details)
+            + "\n## Model Usage\n\n```python\nimport bridgeattn, timm\n\n"
             "loaded = bridgeattn.load_model(\"path/to/this/folder\")  # .model, .preprocessing\n"
             "# or with timm alone, after `import bridgeattn`:\n"
             "model = timm.create_model(\"local-dir:path/to/this/folder\", pretrained=True).eval()\n"
             "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))\n```\n"
-        ),
-    }
-    text = _card_markdown(card, name)
-    text += "\n## Preprocessing\n\n| key | value |\n|---|---|\n"
-    text += "".join(f"| {k} | {_format(v)} |\n" for k, v in preprocessing.items())
+            "\n## Preprocessing\n\n" + _table(preprocessing))
     if metrics:
-        text += "\n## Metrics\n\n| metric | value |\n|---|---|\n"
-        text += "".join(f"| {k} | {_format(v)} |\n" for k, v in metrics.items())
+        text += "\n## Metrics\n\n" + _table(metrics)
     if command:
         text += f"\nMeasured again by:\n\n```\n{command}\n```\n"
-    return text
+    return ModelCard(text)
+
+
+def _provenance(model: nn.Module, run: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.pretrained_cfg`` describing the weights being saved: the default cfg's source (e.g. the timm
+    weights a warm-start tag names) is dropped; the tag is the run's name, the papers the BA family's."""
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _SOURCE_KEYS}
+    paper = PAPERS.get(cfg["architecture"].split("_")[0])
+    if paper:
+        cfg["paper_ids"] = paper[0]
+    if run.get("name"):
+        cfg["tag"] = str(run["name"])
+    return cfg
 
 
 def save_pretrained(
@@ -94,6 +90,7 @@ def save_pretrained(
     metrics: Mapping[str, Any] | None = None,
     model_args: Mapping[str, Any] | None = None,
     command: str | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as a hub-style folder and return its path.
 
@@ -101,19 +98,22 @@ def save_pretrained(
         model: a model from ``bridgeattn.create_model`` or ``bridgeattn.load_model`` (wrappers such as DDP or
             EMA are unwrapped). Its ``pretrained_cfg`` preprocessing (input size, mean, std, interpolation,
             crop) goes to ``config.json``, so timm's ``resolve_data_config`` gives the transform it expects.
-        directory: the folder (created if needed; existing files of the same names are replaced).
+        directory: the folder (created if needed; existing files of the same names are replaced). The folder
+            is written beside it first and moved into place, so a failure (a full disk) leaves nothing behind.
         metrics: optional results (e.g. ``{"top1": 91.2, "dataset": "fashion-mnist"}``) for the model card
             and ``config.json``.
         model_args: construction arguments to record in addition to those timm recorded (``num_classes``,
             ``in_chans`` and the keyword arguments given to ``create_model`` are recorded already).
         command: the command that produced the weights and metrics, quoted in the model card.
+        run: what the weights come from: ``name`` (the run, recorded as the tag), ``data`` (its data set) and
+            ``init_from`` (the plain weights it was warm-started from); all optional.
     """
     from timm.models import save_for_hf
 
     from ..files import publish_mode
     from .loading import model_preprocessing
 
-    model = _unwrap(model)
+    model, run = unwrap_model(model), dict(run or {})
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "architecture" not in cfg or not hasattr(model, "num_classes"):
         raise UserError("save_pretrained needs a classification model from bridgeattn.create_model (not a "
@@ -122,24 +122,37 @@ def save_pretrained(
         raise UserError("this model has fused bridge gates (inference only); save it before calling fuse()")
     metrics = dict(metrics or {})
     try:
-        json.dumps(metrics)
+        json.dumps([metrics, run])
     except TypeError as exc:
         raise UserError(f"metrics must be JSON-serialisable numbers and strings ({exc})") from None
     directory = Path(directory)
     preprocessing = model_preprocessing(model).to_dict()
     model_config: dict[str, Any] = {"metrics": metrics} if metrics else {}
+    model_config.update({k: run[k] for k in ("data", "init_from") if run.get(k)})
     if command:
         model_config["command"] = command
+    saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
+    full = directory.resolve()
+    tmp = full.with_name(f".{full.name}{TEMP_MARK}{os.getpid()}")
     try:
-        save_for_hf(model, str(directory), model_config=model_config or None, model_args=dict(model_args or {}),
+        save_for_hf(model, str(tmp), model_config=model_config or None, model_args=dict(model_args or {}),
                     safe_serialization=True, data_config=preprocessing)
+        publish_mode(tmp / "model.safetensors")
+        name = model.pretrained_cfg["architecture"]
+        params = sum(p.numel() for p in model.parameters())
+        model_card(name, params, preprocessing, metrics, command, run).save(tmp / "README.md")
+        if not directory.exists():  # the whole folder appears at once
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, directory)
+        for item in tmp.iterdir() if tmp.exists() else []:  # into an existing folder: file by file
+            os.replace(item, directory / item.name)
     except ValueError as exc:  # e.g. a non-serialisable construction argument such as a class
         raise UserError(f"cannot record the model's arguments: {exc}") from None
-    publish_mode(directory / "model.safetensors")
-    name = model.pretrained_cfg["architecture"]
-    params = sum(p.numel() for p in model.parameters())
-    (directory / "README.md").write_text(model_card_text(name, params, preprocessing, metrics, command),
-                                         encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {directory}: {exc.strerror or exc}") from None
+    finally:
+        model.pretrained_cfg = saved_cfg
+        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

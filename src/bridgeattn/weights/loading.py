@@ -17,7 +17,13 @@
   wrap it (``state_dict``, ``model``, ``state_dict_ema``), with DDP ``module.`` and ``torch.compile``
   ``_orig_mod.`` prefixes removed (timm's ``clean_state_dict``); reference BA-Net bridge keys are renamed
   (see convert.py). Give the model name; the head size and input channels are read off the tensors the model's
-  ``pretrained_cfg`` names as ``classifier`` and ``first_conv``.
+  ``pretrained_cfg`` names as ``classifier`` and ``first_conv``. A checkpoint of timm's ``train.py`` names its
+  model (``arch``); its ``args`` (an ``argparse.Namespace``) load without running code.
+- a timm model name with weights (``resnet50.a1_in1k``): timm's plain weights, downloaded (or from the hub cache
+  with ``HF_HUB_OFFLINE=1``); an unreachable hub is one line naming the offline form.
+
+:func:`load_model` builds the model; :func:`load_state` gives the same location's weights as a state dict (for a
+warm start, which builds another model). Both resolve a location through ``_open``, the one place that does.
 
 Files are read as safe_load.py reads them (no code runs unless the caller passes ``unsafe``). Nothing stored in
 a file starts a download: models are built with ``pretrained=False`` and stored construction arguments that
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +50,7 @@ from ..errors import UserError
 from ..models.registry import REMOTE_KWARGS, create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import is_safetensors, load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = [
     "LoadedModel",
@@ -52,6 +59,7 @@ __all__ = [
     "load_model",
     "model_from_state_dict",
     "model_preprocessing",
+    "load_state",
     "resolve_location",
     "set_preprocessing",
 ]
@@ -83,8 +91,17 @@ class LoadedModel:
 
 
 def resolve_location(location: str | Path) -> tuple[Path, str]:
-    """The weights file ``location`` stands for, and its kind: ``"run"``, ``"hub"`` or ``"file"``."""
+    """The weights file ``location`` stands for, and its kind: ``"run"``, ``"hub"``, ``"file"`` or ``"timm"``
+    (a timm name with weights, when no such file or folder exists; the path is the name)."""
     path = Path(location).expanduser()
+    if isinstance(location, str) and not path.exists() and timm.is_model(location.split(".", 1)[0]):
+        try:
+            cfg = timm.get_pretrained_cfg(location)
+        except RuntimeError:  # an unknown tag
+            cfg = None
+        if cfg is not None and (cfg.hf_hub_id or cfg.url or cfg.file):
+            return Path(location), "timm"
+        raise UserError(f"{location}: no such file or folder, and timm has no weights for it")
     if path.is_dir():
         run_dir = path.parent if path.name == ckpt.CKPT_DIR else path
         if (run_dir / ckpt.CKPT_DIR).is_dir():
@@ -97,8 +114,43 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
         raise UserError(f"{path} is neither a run folder (with checkpoints/) nor a saved model folder "
                         "(config.json + model.safetensors)")
     if not path.is_file():
-        raise UserError(f"no such file or folder: {path}")
+        raise UserError(f"no such file, folder or timm model with weights: {path}")
     return path, "file"
+
+
+OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 to use the hub cache, or pass the weights file instead "
+                "(timm: pretrained_cfg_overlay=dict(file=PATH))")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers within ``timeout`` s (huggingface_hub retries for about a minute)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def timm_weights(name: str) -> nn.Module:
+    """``timm.create_model(name, pretrained=True)``; an unreachable hub is a ``UserError`` within seconds (the hub
+    client retries for about a minute) that names the offline form."""
+    from huggingface_hub import is_offline_mode
+
+    if not is_offline_mode() and not _hub_reachable():
+        raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; {OFFLINE_HINT}")
+    try:
+        return timm.create_model(name, pretrained=True)
+    except (OSError, ConnectionError, RuntimeError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{name}: timm's weights could not be loaded ({detail}); {OFFLINE_HINT}") from None
 
 
 def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights") -> nn.Module:
@@ -141,7 +193,7 @@ def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- the loaders
-def _shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
     classifier and first conv."""
     cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
@@ -158,6 +210,12 @@ def _shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[s
     return found
 
 
+def match_dtype(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """float64 weights give a float64 model: nothing is rounded (float32 otherwise, as created)."""
+    if {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float64}:
+        model.to(dtype=torch.float64)
+
+
 def _check_name(asked: str | None, stored: Any, source: Path) -> None:
     if asked and isinstance(stored, str) and stored and asked != stored:
         raise UserError(f"{source} holds a {stored} model, not {asked}; leave --model out or pass {stored}")
@@ -165,6 +223,7 @@ def _check_name(asked: str | None, stored: Any, source: Path) -> None:
 
 def _finish(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path, preprocessing: Preprocessing | None,
             ) -> tuple[nn.Module, Preprocessing]:
+    match_dtype(model, state)
     load_state_dict_strict(model, state, source=f"checkpoint {source.name}")
     preprocessing = preprocessing or model_preprocessing(model)
     return set_preprocessing(model, preprocessing).eval(), preprocessing
@@ -180,7 +239,7 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
     _check_name(model_name, name, file)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
     shapes = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
-    kwargs = {**_shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
+    kwargs = {**shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
     model = build_model(name, kwargs, source=str(file))
     preprocessing = None
     if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
@@ -200,7 +259,7 @@ def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str |
                        list(obj.get("class_names") or []) or None)
 
 
-def _load_hub(folder: Path, weights: Path, model_name: str | None, use_ema: bool, unsafe: bool,
+def _load_hub(folder: Path, weights: Path, obj: Any, model_name: str | None, use_ema: bool,
               overrides: dict[str, Any]) -> LoadedModel:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -215,7 +274,7 @@ def _load_hub(folder: Path, weights: Path, model_name: str | None, use_ema: bool
     if isinstance(config.get("num_classes"), int):
         kwargs["num_classes"] = config["num_classes"]
     kwargs = {**kwargs, **dict(config.get("model_args") or {}), **overrides}
-    state = state_dict_from(load_file(weights, unsafe=unsafe), use_ema=use_ema, source=str(weights))
+    state = state_dict_from(obj, use_ema=use_ema, source=str(weights))
     model = build_model(name, kwargs, source=str(folder / "config.json"))
     preprocessing = Preprocessing.from_dict(pretrained_cfg, in_chans=getattr(model, "in_chans", None))
     model, preprocessing = _finish(model, state, weights, preprocessing)
@@ -246,20 +305,36 @@ def load_model(
     ``use_ema`` takes a checkpoint's EMA weights. ``overrides`` are construction arguments that win over the
     stored ones (e.g. ``drop_path_rate``); the weights must still fit. Raises ``UserError`` with one line.
     """
-    file, kind = resolve_location(location)
+    file, kind, obj = _open(location, unsafe)
+    if kind == "timm":
+        model = obj.eval()
+        return LoadedModel(model, model.pretrained_cfg["architecture"], {}, model_preprocessing(model), "timm", file)
     if kind == "hub":
-        return _load_hub(file.parent, file, model_name, use_ema, unsafe, overrides)
-    resolved = file.resolve()
-    if ckpt.record_path(resolved).is_file():
-        problem = ckpt.check(resolved)
-        if problem:
-            raise UserError(f"checkpoint {file} cannot be used: {problem}")
-    obj = load_file(file, unsafe=unsafe)
+        return _load_hub(file.parent, file, obj, model_name, use_ema, overrides)
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
         return _load_training(obj, file, "run" if kind == "run" else "checkpoint", model_name, use_ema, overrides)
     meta = safetensors_metadata(file) if is_safetensors(file) else {}
+    if isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py (CheckpointSaver)
+        meta.setdefault("architecture", obj["arch"])
     return model_from_state_dict(state_dict_from(obj, use_ema=use_ema, source=str(file)), model_name, file, meta,
                                  **overrides)
+
+
+def _open(location: str | Path, unsafe: bool) -> tuple[Path, str, Any]:
+    """The one resolver: ``location`` -> (file, kind, what it holds: a timm name gives its model), the file's
+    checksum record checked when it has one."""
+    file, kind = resolve_location(location)
+    return file, kind, timm_weights(str(location)) if kind == "timm" else ckpt.read(file, unsafe=unsafe)
+
+
+def load_state(location: str | Path, *, use_ema: bool = False, unsafe: bool = False) -> dict[str, torch.Tensor]:
+    """The weights at any location :func:`load_model` takes, as a state dict (reference BA-Net keys renamed),
+    without building the model they came from: what a warm start reads."""
+    file, kind, obj = _open(location, unsafe)
+    if kind == "timm":
+        return dict(obj.state_dict())
+    state = state_dict_from(obj, use_ema=use_ema, source=str(file))
+    return convert_official_state_dict(state, "auto") if _reference_layout(state) else state
 
 
 def model_from_state_dict(
@@ -285,7 +360,7 @@ def model_from_state_dict(
     if not name:
         raise UserError(f"{source} does not say which model it holds; pass --model NAME")
     stored_kwargs = meta.get("model_args") if isinstance(meta.get("model_args"), dict) else {}
-    kwargs = {**_shapes_from_weights(name, state), **stored_kwargs, **overrides}
+    kwargs = {**shapes_from_weights(name, state), **stored_kwargs, **overrides}
     model = build_model(name, kwargs, source=str(source))
     preprocessing = None
     if isinstance(meta.get("preprocessing"), dict):

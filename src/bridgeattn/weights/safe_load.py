@@ -9,6 +9,7 @@ Anything else (empty, random bytes, an image renamed ``.pth``) is "not a checkpo
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -35,6 +36,9 @@ _LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 # BA-Net and torchvision scripts' ``model_state_dict``.
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
 _EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
+# Globals a weights_only load may rebuild besides tensors and containers: each only holds attributes, none calls
+# anything (timm's train.py stores its ``args``, an argparse.Namespace, in every checkpoint; timm allows it too).
+SAFE_GLOBALS = [argparse.Namespace]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -75,9 +79,9 @@ def _runs_code(path: Path, exc: BaseException) -> bool:
     try:
         if torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
             return True
-    except Exception:  # legacy format: only the refusal's message tells
-        pass
-    return "GLOBAL" in str(exc) and "allowed global" in str(exc)
+    except Exception:  # legacy format: only the refusal's message tells ("Unsupported global: GLOBAL x.y",
+        pass  # "unsupported GLOBAL x.y whose module x is blocked")
+    return "GLOBAL" in str(exc)
 
 
 def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: str | torch.device = "cpu") -> Any:
@@ -97,7 +101,10 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
     if kind == "unknown":
         raise UserError(f"{path} is not a checkpoint (neither a torch.save file nor safetensors)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=not unsafe)
+        if unsafe:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):  # scoped to this load, not process-wide
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if unsafe:
             raise UserError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None

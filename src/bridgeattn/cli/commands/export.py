@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..arguments import add_json_arguments, emit_json, positive_float, positive_int
 
@@ -32,7 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check the export against PyTorch numerically (default: on)")
     parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
                         help="allow checkpoint pickles that may run code (trusted files only)")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                        help="replace an existing --output (default: refuse; never the --checkpoint itself)")
     add_json_arguments(parser, "summary")
+
+
+def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, an --output that is one of the inputs, or that exists without --overwrite."""
+    from ...errors import UserError
+
+    target = output.resolve()
+    for item in map(Path.resolve, inputs):  # the same file (or a link to it), or a folder that holds it
+        if target == item or target in item.parents:
+            raise UserError(f"--output {output} would overwrite the weights being exported ({item}); choose "
+                            "another --output")
+    if (output.is_dir() and any(output.iterdir()) or output.is_file()) and not overwrite:
+        raise UserError(f"--output {output} already exists; pass --overwrite to replace it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,17 +60,24 @@ def run(args: argparse.Namespace) -> int:
     from ...weights.export import export_model, resolve_input_size
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
+    _check_output(Path(args.output), [Path(args.checkpoint)] if args.checkpoint else [], args.overwrite)
     if args.fuse and args.format in ("safetensors", "hub"):
         raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
-    metrics, command = None, None
+    metrics, command, run_info = None, None, None
     if args.checkpoint:
         import shlex
 
         from ...weights.loading import load_model
 
         loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
+        _check_output(Path(args.output), [loaded.source], args.overwrite)  # a run folder's checkpoint
         model, metrics = loaded.model, loaded.metrics or None
+        cfg = loaded.train_config
+        if cfg is not None:  # a training run: the card says which, on what data, from where
+            folder = loaded.source.parent.parent if loaded.source.parent.name == "checkpoints" else None
+            run_info = {"name": folder.name if folder else None, "data": cfg.data.spec,
+                        "init_from": cfg.model.init_from}
         if loaded.config is not None and metrics:  # the command that measures them again
             command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
     elif args.model:
@@ -80,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     summary = export_model(
         model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
         verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
+        run=run_info,
     )
     summary["fused"] = bool(args.fuse)
     if not args.print_json:
