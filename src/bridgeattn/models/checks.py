@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .cost import count_macs, default_input_size, meta_model
+
 
 def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str,
                       small_input: bool = False) -> None:
@@ -35,8 +37,7 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
 def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
     """None when ``model`` takes a ``(1, in_chans, size, size)`` batch (on the meta device), else the error."""
     try:
-        with torch.no_grad():
-            model(torch.empty(1, in_chans, size, size, device="meta"))
+        count_macs(model, (in_chans, size, size))
     except (AssertionError, RuntimeError, ValueError, TypeError, IndexError) as exc:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
     return None
@@ -52,29 +53,26 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
     import timm
 
     from ..errors import UserError
+    from .registry import REMOTE_KWARGS
 
     if not timm.is_model(name):
         return  # create_model names the similar models
-    from .registry import REMOTE_KWARGS
-
     kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}  # a shape check never fetches weights
     chans = {"in_chans": in_chans} if in_chans else {}
     try:
-        with torch.device("meta"):
-            model = timm.create_model(name, **chans, **kwargs)
+        model = meta_model(name, **chans, **kwargs)
     except (AssertionError, RuntimeError, ValueError, TypeError, KeyError) as exc:
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         given = " ".join(f"{k}={v}" for k, v in kwargs.items())
         raise UserError(f"{name} cannot be built with --model-kwargs '{given}': {detail}") from None
     if img_size is None:
         return
-    model.eval()
     chans_in = in_chans or int(getattr(model, "in_chans", 3))
     problem = _runs(model, chans_in, img_size)
     if problem is None:
         return
     strides = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or [] if "reduction" in f]
-    default = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+    default = default_input_size(model)[-1]
     candidates = sorted({s for s in (getattr(model, "min_input_size", None), max(strides, default=0), default)
                          if s and s > img_size})
     works = next((s for s in candidates if _runs(model, chans_in, s) is None), None)
