@@ -1,4 +1,5 @@
-"""Hardware-dependent numerics in one place: the autocast dtype, and what a run reports about its choices.
+"""Hardware-dependent numerics in one place: the autocast dtype, what a run reports about its choices, and the one
+timed training step (:func:`step_function`, :func:`time_steps`) of the benchmark and the CPU probe.
 
 One policy for training, evaluation and benchmarks. On CUDA mixed precision is float16 (with a grad scaler); on a
 CPU it is bfloat16, and only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere oneDNN

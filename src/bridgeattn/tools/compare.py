@@ -4,7 +4,8 @@ Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the 
 model init, data order and augmentation, so the variants of one seed see identical batches. The report
 gives per model the top-1 mean and standard deviation over seeds, the difference to the plain backbone with
 a 95 % confidence interval paired by seed (Student t on the per-seed differences), params, MACs and train /
-inference throughput, as ``results.json``, ``results.csv``, ``results.md`` and a Figure-1-style chart.
+inference throughput, as ``results.json``, ``results.csv``, ``results.md`` (with the findings in words: which
+differences the intervals show) and ``results.png`` (each variant's paired interval against plain).
 
 A cell is finished when its ``summary.json`` exists; a re-run skips it, so an interrupted comparison resumes.
 """

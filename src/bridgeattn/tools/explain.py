@@ -137,8 +137,8 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
 
     ``blocks``: ``{block: {"selection_weights": a (list) or None, "version", "gate_mean", "gate_std", "dead"}}``;
     softmax selection reports the mean per-sample tap weights on ``images``; ``dead``: the gate is constant (std
-    over every sample x channel value below ``DEAD_STD``, e.g. a hidden ReLU that outputs 0 for every image, which
-    leaves a fixed sigmoid(bias) gate). ``stages``: ``{stage: {mean, std, min, max, quantiles, histogram}}`` over
+    over every sample x channel value below ``DEAD_STD``; a hidden ReLU that is 0 for every image leaves the
+    gate at sigmoid(0) = 1/2). ``stages``: ``{stage: {mean, std, min, max, quantiles, histogram}}`` over
     every gate value of the stage's blocks. ``summary``: one sentence naming the constant gates.
     """
     from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
