@@ -72,7 +72,7 @@ def _compare_report(tmp_path: Path, top1: dict[str, list[float]], params: list[f
              for seed, value in enumerate(top1[short])]
     costs = {name: {"params": p, "macs": m} for (_, name), p, m in zip(models, params, macs)}
     rows = summarize(cells, models, costs)
-    seeds = list(range(len(top1["plain"])))
+    seeds = list(range(len(next(iter(top1.values())))))
     write_report({"config": {"seeds": seeds, "backbone": "resnet20"}, "data": {"spec": "synthetic:64"},
                   "models": rows}, tmp_path)
     return rows, (tmp_path / "results.md").read_text(), json.loads((tmp_path / "results.json").read_text())
@@ -137,6 +137,16 @@ def test_compare_chart_uses_params_and_macs_where_they_differ(figures, tmp_path)
     assert drawn["xlabel"] == "parameters (M)" and "bubble area = MACs" in drawn["title"]
     assert [x for x, _ in drawn["points"]] == pytest.approx([p / 1e6 for p in params])
     assert [s / drawn["sizes"][-1] for s in drawn["sizes"]] == pytest.approx([m / macs[-1] for m in macs])
+
+
+def test_compare_without_plain_says_so_and_charts_top1_over_seeds(figures, tmp_path):
+    _, _, stored = _compare_report(tmp_path, {"se": [80.0, 81.0, 82.0], "bav2": [81.0, 81.0, 84.0]},
+                                   params=[278_000, 281_000], macs=[41_000_000] * 2)
+    assert stored["findings"] == ["No plain model with paired seeds in this comparison: no difference is computed."]
+    drawn = _drawn(figures[0])
+    assert "mean ± std over seeds" in drawn["ylabel"] and (0.0, 0.0) not in drawn["hlines"]
+    assert [y for _, y in drawn["points"]] == pytest.approx([81.0, 82.0])
+    assert drawn["bars"] == {0: pytest.approx((80.0, 82.0)), 1: pytest.approx((82.0 - 3 ** 0.5, 82.0 + 3 ** 0.5))}
 
 
 def test_demo_png_is_titled_with_the_data_set_the_budget_and_the_seed(figures, tmp_path):
