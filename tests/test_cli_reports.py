@@ -2,6 +2,7 @@
 and legend, Grad-CAM titles that name the prediction and file names that keep the class folder."""
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -9,19 +10,19 @@ from pathlib import Path
 import pytest
 
 from bridgeattn.cli.main import main
-from bridgeattn.engine import plotting
+from bridgeattn.engine import plots
 
 
 @pytest.fixture
 def figures(monkeypatch) -> list:
     """The figures the package saves, kept for inspection (still written)."""
-    kept, save = [], plotting.save
+    kept, save = [], plots.save
 
     def keep(fig, path, dpi=None):
         kept.append(fig)
         return save(fig, path, dpi)
 
-    monkeypatch.setattr(plotting, "save", keep)
+    monkeypatch.setattr(plots, "save", keep)
     return kept
 
 
@@ -60,6 +61,109 @@ def test_results_png_keeps_its_bubbles_inside_and_explains_the_colours(figures, 
     assert len(bubbles) == 3 and all(_bubble_inside(ax, c) for c in bubbles)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["bridge attention (BA)", "other attention", "plain baseline"]
+
+
+def _compare_report(tmp_path: Path, top1: dict[str, list[float]], params: list[float], macs: list[float]):
+    """``compare``'s report of ``{short: top-1 per seed}`` on resnet20: (rows, results.md, results.json)."""
+    from bridgeattn.tools.compare import summarize, write_report
+
+    models = [(short, f"{short}_resnet20") for short in top1]
+    cells = [{"model": name, "seed": seed, "top1": value} for short, name in models
+             for seed, value in enumerate(top1[short])]
+    costs = {name: {"params": p, "macs": m} for (_, name), p, m in zip(models, params, macs)}
+    rows = summarize(cells, models, costs)
+    seeds = list(range(len(next(iter(top1.values())))))
+    write_report({"config": {"seeds": seeds, "backbone": "resnet20"}, "data": {"spec": "synthetic:64"},
+                  "models": rows}, tmp_path)
+    return rows, (tmp_path / "results.md").read_text(), json.loads((tmp_path / "results.json").read_text())
+
+
+def _drawn(fig) -> dict:
+    """What a results.png shows: points, interval ends per x, marker sizes, labels, title, horizontal lines."""
+    from matplotlib.collections import PathCollection
+
+    ax = fig.axes[0]
+    markers = [c for c in ax.collections if isinstance(c, PathCollection)]
+    bars = {}
+    for container in ax.containers:  # one ErrorbarContainer per interval: its vertical segment
+        (x, low), (_, high) = container.lines[2][0].get_segments()[0]
+        bars[round(float(x), 6)] = (float(low), float(high))
+    return {"points": [tuple(map(float, c.get_offsets()[0])) for c in markers],
+            "sizes": [float(c.get_sizes()[0]) for c in markers], "bars": bars,
+            "ticks": [t.get_text() for t in ax.get_xticklabels()], "xlabel": ax.get_xlabel(),
+            "ylabel": ax.get_ylabel(), "title": ax.get_title(),
+            "hlines": [tuple(line.get_ydata()) for line in ax.lines if len(set(line.get_ydata())) == 1]}
+
+
+def test_compare_report_says_which_differences_are_shown_and_draws_the_paired_intervals(figures, tmp_path):
+    top1 = {"plain": [80.0, 81.0, 82.0], "se": [78.0, 78.9, 80.1],  # se: -2.0, -2.1, -1.9
+            "eca": [81.0, 80.0, 82.5], "bav2": [81.0, 82.1, 82.9]}  # eca: +1, -1, +0.5; bav2: +1, +1.1, +0.9
+    params, macs = [272_000, 278_000, 272_000, 281_000], [41_000_000] * 4
+    rows, md, stored = _compare_report(tmp_path, top1, params=params, macs=macs)
+    said = {line.split(":")[0]: line for line in stored["findings"]}
+    assert said["se_resnet20"].endswith("behind plain (the interval excludes 0).")
+    assert said["eca_resnet20"].endswith("interval contains 0: no difference shown at this budget.")
+    assert said["bav2_resnet20"].endswith("ahead of plain (the interval excludes 0).")
+    assert len(stored["findings"]) == 3 and "Warning" not in md  # 3 seeds: no warning
+    assert all(f"- {line}" in md for line in stored["findings"])
+    drawn = _drawn(figures[0])
+    by_model = {r["model"]: r for r in rows}
+    # the models side by side (params within 3.3 %), plain at 0 with the line, the others at their paired interval
+    assert drawn["ticks"] == ["plain", "se", "eca", "bav2"] and "params within 3.3% of each other" in drawn["xlabel"]
+    assert [y for _, y in drawn["points"]] == pytest.approx([0.0, -2.0, 0.5 / 3, 1.0])
+    assert drawn["bars"] == {i: pytest.approx((by_model[m]["delta_ci_low"], by_model[m]["delta_ci_high"]))
+                             for i, m in ((1, "se"), (2, "eca"), (3, "bav2"))}
+    assert (0.0, 0.0) in drawn["hlines"] and "paired 95 % interval" in drawn["ylabel"]
+    assert len(set(drawn["sizes"])) == 1 and "MACs within 0.0% of each other" in drawn["title"]
+
+
+def test_compare_report_warns_below_three_seeds_and_clips_intervals_beyond_100(figures, tmp_path):
+    # the differences -13.33 and +3.33: mean -5.00, t interval [-110.89, +100.89]
+    rows, md, stored = _compare_report(tmp_path, {"plain": [80.0, 80.0], "se": [80 - 40 / 3, 80 + 10 / 3]},
+                                       params=[272_000, 278_000], macs=[41_000_000] * 2)
+    assert (rows[1]["delta_ci_low"], rows[1]["delta_ci_high"]) == pytest.approx((-110.89, 100.89), abs=0.01)
+    assert "| -5.00 [< -100, > +100] |" in md
+    assert stored["findings"][0].startswith("Warning: only 2 paired seeds: a 95 % interval of ±12.7 standard errors")
+    assert "beyond what a difference of two accuracies can be" in stored["findings"][-1]
+    drawn = _drawn(figures[0])
+    assert drawn["bars"] == {1: (-100.0, 100.0)} and "intervals clipped at ±100" in drawn["title"]
+
+
+def test_compare_chart_uses_params_and_macs_where_they_differ(figures, tmp_path):
+    top1 = {"plain": [76.0, 77.0, 78.0], "se": [77.0, 77.5, 79.0], "bav2": [77.5, 78.0, 79.5]}
+    params, macs = [25_600_000, 28_100_000, 26_900_000], [4_100_000_000, 4_100_000_000, 4_600_000_000]
+    _compare_report(tmp_path, top1, params=params, macs=macs)
+    drawn = _drawn(figures[0])
+    assert drawn["xlabel"] == "parameters (M)" and "bubble area = MACs" in drawn["title"]
+    assert [x for x, _ in drawn["points"]] == pytest.approx([p / 1e6 for p in params])
+    assert [s / drawn["sizes"][-1] for s in drawn["sizes"]] == pytest.approx([m / macs[-1] for m in macs])
+
+
+def test_compare_without_plain_says_so_and_charts_top1_over_seeds(figures, tmp_path):
+    _, _, stored = _compare_report(tmp_path, {"se": [80.0, 81.0, 82.0], "bav2": [81.0, 81.0, 84.0]},
+                                   params=[278_000, 281_000], macs=[41_000_000] * 2)
+    assert stored["findings"] == ["No plain model with paired seeds in this comparison: no difference is computed."]
+    drawn = _drawn(figures[0])
+    assert "mean ± std over seeds" in drawn["ylabel"] and (0.0, 0.0) not in drawn["hlines"]
+    assert [y for _, y in drawn["points"]] == pytest.approx([81.0, 82.0])
+    assert drawn["bars"] == {0: pytest.approx((80.0, 82.0)), 1: pytest.approx((82.0 - 3 ** 0.5, 82.0 + 3 ** 0.5))}
+
+
+def test_demo_png_is_titled_with_the_data_set_the_budget_and_the_seed(figures, tmp_path):
+    from matplotlib.text import Text
+
+    from bridgeattn.tools.demo import plot_side_by_side
+
+    summaries = {}
+    for name in ("bav2_resnet20", "plain_resnet20"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "top1": 50.0 + e, "train_loss": 1.0 / e}) + "\n" for e in (1, 2)))
+        summaries[name] = {"output": str(tmp_path / name), "data": "fashion-mnist", "epochs": 2, "steps": 200,
+                           "global_batch": 128, "seed": 42}
+    plot_side_by_side(summaries, tmp_path / "demo.png")
+    texts = [t.get_text() for t in figures[0].findobj(Text)]
+    assert "fashion-mnist: 2 epochs, 200 steps of batch 128, seed 42" in texts
 
 
 def test_gradcam_titles_name_the_prediction_and_files_keep_the_class_folder(tmp_path, monkeypatch):

@@ -10,16 +10,21 @@ from typing import Any
 import pytest
 
 from bridgeattn.errors import UserError
-from bridgeattn.tools.compare import CompareConfig, paired_difference, resolve_models, run_compare, t_quantile
+from bridgeattn.tools.compare import CompareConfig, paired_difference, resolve_models, run_compare
+
+T_975_DF1 = 12.7062  # Student t, 97.5 % quantile, 1 degree of freedom (printed tables)
 
 
 @pytest.mark.parametrize(
-    ("p", "df", "expected"),
-    [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 3, 3.1824), (0.975, 4, 2.7764), (0.975, 9, 2.2622),
-     (0.975, 30, 2.0423), (0.975, 100, 1.9840), (0.95, 5, 2.0150), (0.995, 10, 3.1693), (0.025, 4, -2.7764)],
+    ("confidence", "df", "expected"),
+    [(0.95, 1, T_975_DF1), (0.95, 2, 4.3027), (0.95, 3, 3.1824), (0.95, 4, 2.7764), (0.95, 9, 2.2622),
+     (0.95, 30, 2.0423), (0.95, 100, 1.9840), (0.90, 5, 2.0150), (0.99, 10, 3.1693), (0.80, 4, 1.5332)],
 )
-def test_t_quantile_matches_tables(p: float, df: int, expected: float) -> None:
-    assert t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
+def test_paired_interval_uses_the_t_quantile_of_the_tables(confidence: float, df: int, expected: float) -> None:
+    n = df + 1
+    diffs = [float(i * i) for i in range(n)]  # any spread; the half width is t * sd / sqrt(n)
+    d = paired_difference(diffs, [0.0] * n, confidence)
+    assert d["half_width"] / (d["std"] / math.sqrt(n)) == pytest.approx(expected, abs=1e-4)
 
 
 def test_paired_interval_on_known_numbers() -> None:
@@ -72,8 +77,8 @@ def test_compare_report_and_resume_with_a_stand_in_engine(tmp_path: Path) -> Non
     rows = {r["model"]: r for r in results["models"]}
     assert rows["plain"]["top1"] == [80.0, 81.0]
     assert rows["bav2"]["delta_vs_plain"] == pytest.approx(1.05)  # diffs 1.0 and 1.1
-    half = t_quantile(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)  # sd of (1.0, 1.1) = sqrt(0.005)
-    assert rows["bav2"]["delta_ci_high"] == pytest.approx(1.05 + half)
+    half = T_975_DF1 * math.sqrt(0.005) / math.sqrt(2)  # sd of (1.0, 1.1) = sqrt(0.005)
+    assert rows["bav2"]["delta_ci_high"] == pytest.approx(1.05 + half, abs=1e-4)
     assert rows["bav2"]["params"] > rows["plain"]["params"] > 0 and rows["plain"]["macs"] > 0
     assert rows["bav2"]["infer_img_per_s"] > 0
     with open(tmp_path / "results.csv") as f:
@@ -92,7 +97,7 @@ def test_compare_report_and_resume_with_a_stand_in_engine(tmp_path: Path) -> Non
         run_compare(cfg, train_fn=engine, data_shape=(10, 3, 16), log=lambda s: None)
 
 
-def test_compare_trains_for_real_on_synthetic_data(tmp_path: Path) -> None:
+def test_compare_trains_for_real_on_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     try:
         from bridgeattn.engine import train  # noqa: F401
     except ImportError:
@@ -103,6 +108,7 @@ def test_compare_trains_for_real_on_synthetic_data(tmp_path: Path) -> None:
     argv = ["compare", "--models", "plain,bav2", "--data", "synthetic:64", "--seeds", "2", "--epochs", "1",
             "--batch-size", "16", "--img-size", "16", "--output", str(out), "--no-speed"]
     assert main(argv) == 0
+    assert "Warning: only 2 paired seeds" in capsys.readouterr().out  # the findings are printed below the table
     results = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in results["models"]] == ["plain", "bav2"]
     assert all(len(r["top1"]) == 2 for r in results["models"])

@@ -81,7 +81,29 @@ def test_gate_statistics_report_the_learned_selection_and_gate_values() -> None:
         gate_statistics(_model("se_resnet20"), x)
 
 
-def test_explain_command_loads_a_checkpoint(tmp_path: Path, images: list[Path]) -> None:
+def test_constant_gates_are_called_dead_in_the_statistics_and_the_report(tmp_path: Path, images: list[Path]) -> None:
+    model = _model()
+    bridges = [m for m in model.modules() if isinstance(m, bridgeattn.BridgeAttention)]
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        for ba in bridges:  # every hidden unit active: each gate varies with the image
+            ba.norm.bias.fill_(1.0)
+        assert gate_statistics(model, x)["summary"] == "all 9 gates vary over the images (std >= 1e-06)"
+        for ba in bridges[:5]:  # no input reaches these gates: sigmoid(0) = 1/2 for every image and channel
+            ba.generation.weight.zero_()
+    stats = gate_statistics(model, x)
+    dead = [block for block, v in stats["blocks"].items() if v["dead"]]
+    assert dead == ["layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1"]
+    assert all(stats["blocks"][b]["gate_std"] < 1e-6 and stats["blocks"][b]["gate_mean"] == 0.5 for b in dead)
+    assert stats["summary"] == (
+        "5 of 9 gates are constant (std < 1e-06): layer1.0 = 0.50, layer1.1 = 0.50, layer1.2 = 0.50, "
+        "layer2.0 = 0.50, layer2.1 = 0.50; a constant gate scales its block by a fixed factor and attends to nothing")
+    report = explain(model, images[:1], tmp_path / "out", img_size=16, mean=(0.5,), std=(0.25,))
+    written = json.loads((tmp_path / "out" / "gate_stats.json").read_text())
+    assert report["gate_summary"] == written["summary"] and written["summary"].startswith("5 of 9 gates")
+
+
+def test_explain_command_loads_a_checkpoint(tmp_path: Path, images: list[Path], capsys) -> None:
     from bridgeattn.cli.main import main
 
     model = _model()
@@ -94,4 +116,6 @@ def test_explain_command_loads_a_checkpoint(tmp_path: Path, images: list[Path]) 
             "--output", str(out), "--img-size", "16", "--mean", "0.5", "--std", "0.25"]
     assert main(argv) == 0
     assert len(list((out / "gradcam").glob("*.png"))) == 2 and (out / "gate_stats.json").is_file()
+    summary = json.loads((out / "gate_stats.json").read_text())["summary"]
+    assert f"gates: {summary}\n" in capsys.readouterr().out and " 9 gates " in summary
     assert main(["explain", "--images", str(images[0])]) == 2  # neither --checkpoint nor --model

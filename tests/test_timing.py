@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import bridgeattn
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.errors import UserError
 from bridgeattn.tools.compare import CompareConfig, measure_inference, run_compare
@@ -21,11 +23,46 @@ profile_module = importlib.import_module("bridgeattn.tools.profile")
 
 def test_profile_counts_flops_in_one_pass(monkeypatch):
     passes = []
-    real = profile_module._count_flops
-    monkeypatch.setattr(profile_module, "_count_flops", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = profile_module.count_flops
+    monkeypatch.setattr(profile_module, "count_flops", lambda *a, **k: passes.append(1) or real(*a, **k))
     report = profile_model("bav2_resnet20", img_size=16, batch_size=2)
     assert len(passes) == 1
     assert report["macs"] == sum(s["macs"] for s in report["stages"]) > 0
+
+
+def test_benchmark_and_the_cpu_probe_time_one_step_that_leaves_the_weights(monkeypatch):
+    from bridgeattn.engine import hardware
+
+    made = []
+    real = hardware.step_function
+
+    def counting(*args, **kwargs):
+        made.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hardware, "step_function", counting)
+    monkeypatch.setattr(benchmark_module, "step_function", counting)
+    report = benchmark_module.benchmark(["plain_resnet20"], batch_size=2, img_size=16, train=True, repeats=1, warmup=1)
+    model = bridgeattn.create_model("plain_resnet20", num_classes=10, in_chans=1)
+    hardware.probe_cpu_numerics(model, torch.randn(2, 1, 16, 16), torch.randint(0, 10, (2,)), try_bf16=False, rounds=1)
+    assert len(made) == 3 and report["results"][0]["step_ms"] > 0  # one benchmarked model, the probe's two layouts
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    real(model.eval(), torch.randn(2, 1, 16, 16), torch.randint(0, 10, (2,)), None)()  # eval: BN statistics kept
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # learning rate 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_input_checks_and_model_listing_count_with_the_one_meta_counter(monkeypatch):
+    from bridgeattn.models import cost
+    from bridgeattn.models.checks import check_model_input
+
+    devices = []
+    real = cost.count_flops
+    monkeypatch.setattr(cost, "count_flops",
+                        lambda m, *a, **k: devices.append(next(m.parameters()).device.type) or real(m, *a, **k))
+    check_model_input("bav2_resnet20", 16, in_chans=1)
+    row = profile_module.model_cost("bav2_resnet20")
+    assert devices == ["meta", "meta"] and row["input_size"] == [3, 32, 32] and row["macs"] > 0
 
 
 def test_compare_times_inference_with_the_benchmark_loop(monkeypatch):

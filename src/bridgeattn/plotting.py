@@ -1,5 +1,5 @@
-"""Moved to :mod:`bridgeattn.engine.plotting`; this path works until the next release."""
+"""Moved to :mod:`bridgeattn.engine.plots`; this path works until the next release."""
 from ._moved import moved
-from .engine.plotting import *  # noqa: F403
+from .engine.plots import *  # noqa: F403
 
-moved(__name__, "bridgeattn.engine.plotting")
+moved(__name__, "bridgeattn.engine.plots")

@@ -1,4 +1,5 @@
-"""Hardware-dependent numerics in one place: the autocast dtype, and what a run reports about its choices.
+"""Hardware-dependent numerics in one place: the autocast dtype, what a run reports about its choices, and the one
+timed training step (:func:`step_function`, :func:`time_steps`) of the benchmark and the CPU probe.
 
 One policy for training, evaluation and benchmarks. On CUDA mixed precision is float16 (with a grad scaler); on a
 CPU it is bfloat16, and only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere oneDNN
@@ -9,7 +10,11 @@ AVX2-only machine (docs/speed.md, "Emulating the slow CPU").
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -81,25 +86,36 @@ def numerics_report(amp: bool, amp_dtype: str, dtype: torch.dtype | None, channe
     return f"numerics: {precision}; memory format {layout}; {where}"
 
 
-def _train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype | None,
-                channels_last: bool):
-    """A closure running one training step (forward, cross-entropy, backward, zero-lr SGD step) of a copy of
-    ``model`` on ``images`` ``(B, C, H, W)`` / ``labels`` ``(B,)``; ``model`` itself is left untouched."""
-    import copy
-
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = copy.deepcopy(model).train().to(memory_format=fmt)
-    x = images.contiguous(memory_format=fmt)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # timing only: the copy's weights stay as they are
+def step_function(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, dtype: torch.dtype | None,
+                  train: bool = True, compile: bool = False) -> Callable[[], None]:
+    """One timed step of ``model`` (through ``torch.compile`` with ``compile``) on ``x`` ``(B, C, H, W)``, autocast
+    to ``dtype`` (None: float32): a ``no_grad`` forward, or with ``train`` forward, cross-entropy against ``target``
+    ``(B,)``, backward and an SGD step with learning rate 0 (the optimizer's work done, the weights left as they are).
+    """
+    forward = torch.compile(model, dynamic=False) if compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9) if train else None
 
     def step() -> None:
-        with autocast(x.device, dtype):
-            loss = torch.nn.functional.cross_entropy(net(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(train), autocast(x.device, dtype):
+            out = forward(x)
+            loss = torch.nn.functional.cross_entropy(out, target) if optimizer else None
+        if optimizer and loss is not None:
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` calls of ``step``, the device synchronised at both ends only."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _device: None)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, try_bf16: bool,
@@ -112,16 +128,18 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
     turn, so a load that changes hits them alike; the median decides. The thread count is left as it was.
     Returns ``{"amp": bool, "channels_last": bool, "threads": int}`` and a line with each candidate's img/s.
     """
-    import statistics
-    import time
-
     dtypes: list[torch.dtype | None] = [None]
     if try_bf16 and cpu_has_native_bf16():
         dtypes.append(torch.bfloat16)
     threads_before = torch.get_num_threads()
     thread_counts = sorted({threads_before, 1}, reverse=True)
-    steps = {(dtype, cl, n): _train_step(model, images, labels, dtype, cl)
-             for dtype in dtypes for cl in (False, True) for n in thread_counts}
+    steps = {}
+    for dtype in dtypes:
+        for cl in (False, True):
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            net = copy.deepcopy(model).train().to(memory_format=fmt)  # ``model`` itself is left untouched
+            step = step_function(net, images.contiguous(memory_format=fmt), labels, dtype)
+            steps.update({(dtype, cl, n): step for n in thread_counts})
     times: dict[tuple[torch.dtype | None, bool, int], list[float]] = {key: [] for key in steps}
     try:
         for (_, _, n), step in steps.items():
@@ -130,9 +148,7 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
         for _ in range(rounds):
             for key, step in steps.items():
                 torch.set_num_threads(key[2])
-                start = time.perf_counter()
-                step()
-                times[key].append(time.perf_counter() - start)
+                times[key].append(time_steps(step, 1, images.device))
     finally:
         torch.set_num_threads(threads_before)
     seconds = {key: statistics.median(t) for key, t in times.items()}

@@ -1,11 +1,36 @@
-"""Training curves and the confusion matrix as PNG files (matplotlib's Figure API: no display, no backend change)."""
+"""Every figure of the package, through matplotlib's object API (``matplotlib.figure.Figure``), never pyplot.
+
+The library draws without touching pyplot's global state: no backend switch (a Jupyter inline or GUI backend
+keeps working), no figure registry to close. Every plot is made with :func:`figure` and written with :func:`save`;
+the engine's own are the training curves and the confusion matrix.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import plotting
+from ..files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["figure", "integer_epochs", "plot_confusion", "plot_curves", "save"]
+
+
+def figure(figsize: tuple[float, float], dpi: float = 100, nrows: int = 1, ncols: int = 1) -> tuple[Figure, Any]:
+    """A detached figure and its axes (``Figure.subplots(nrows, ncols)``: one ``Axes`` or an array of them)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(nrows, ncols)
+
+
+def save(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
+    """Write ``fig`` as PNG at ``path`` (atomically: a reader never sees a half-written file)."""
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi or fig.dpi))
+    return path
 
 
 def integer_epochs(ax: Any) -> None:
@@ -18,7 +43,7 @@ def integer_epochs(ax: Any) -> None:
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Loss (train, val), accuracy (top-1, top-5, EMA top-1) and learning rate per epoch, side by side."""
     epochs = [r["epoch"] for r in history]
-    fig, axes = plotting.figure((13, 3.6), ncols=3)
+    fig, axes = figure((13, 3.6), ncols=3)
     panels = [("loss", [("train_loss", "train"), ("loss", "val")]),
               ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")]),
               ("learning rate", [("lr", "lr at epoch end")])]
@@ -36,7 +61,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return plotting.save(fig, path, dpi=110)
+    return save(fig, path, dpi=110)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
@@ -48,7 +73,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(matrix)
     size = min(12.0, 3.0 + 0.45 * n)
-    fig, ax = plotting.figure((size + 1.5, size))
+    fig, ax = figure((size + 1.5, size))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
     if n <= 30:
@@ -64,4 +89,4 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
-    return plotting.save(fig, path, dpi=110)
+    return save(fig, path, dpi=110)

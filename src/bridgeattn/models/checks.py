@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import torch
-from timm.data import resolve_model_data_config
+
+from .cost import count_macs, default_input_size, meta_model
 
 
 def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name: str,
@@ -33,20 +34,10 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
         )
 
 
-def default_input_size(model: torch.nn.Module, img_size: int | None = None,
-                       in_chans: int | None = None) -> tuple[int, int, int]:
-    """``(C, H, W)`` of one input image: timm's data config of ``model`` (its ``pretrained_cfg``, else 224 px),
-    the side ``img_size`` when given, and ``in_chans`` channels (default: the model's own ``in_chans``)."""
-    chans, height, width = resolve_model_data_config(model, args={"img_size": int(img_size)} if img_size else None)[
-        "input_size"]
-    return int(in_chans or getattr(model, "in_chans", None) or chans), int(height), int(width)
-
-
 def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
     """None when ``model`` takes a ``(1, in_chans, size, size)`` batch (on the meta device), else the error."""
     try:
-        with torch.no_grad():
-            model(torch.empty(1, in_chans, size, size, device="meta"))
+        count_macs(model, (in_chans, size, size))
     except (AssertionError, RuntimeError, ValueError, TypeError, IndexError) as exc:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
     return None
@@ -62,23 +53,20 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
     import timm
 
     from ..errors import UserError
+    from .registry import REMOTE_KWARGS
 
     if not timm.is_model(name):
         return  # create_model names the similar models
-    from .registry import REMOTE_KWARGS
-
     kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}  # a shape check never fetches weights
     chans = {"in_chans": in_chans} if in_chans else {}
     try:
-        with torch.device("meta"):
-            model = timm.create_model(name, **chans, **kwargs)
+        model = meta_model(name, **chans, **kwargs)
     except (AssertionError, RuntimeError, ValueError, TypeError, KeyError) as exc:
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         given = " ".join(f"{k}={v}" for k, v in kwargs.items())
         raise UserError(f"{name} cannot be built with --model-kwargs '{given}': {detail}") from None
     if img_size is None:
         return
-    model.eval()
     chans_in = in_chans or int(getattr(model, "in_chans", 3))
     problem = _runs(model, chans_in, img_size)
     if problem is None:

@@ -9,17 +9,15 @@ from __future__ import annotations
 import contextlib
 import platform
 import statistics
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..engine.hardware import amp_dtype_for, autocast
+from ..engine.hardware import amp_dtype_for, step_function, time_steps
 from ..errors import UserError
-from ..models.checks import default_input_size
+from ..models.cost import count_params, default_input_size
 
 __all__ = ["benchmark", "format_table", "machine_info"]
 
@@ -62,71 +60,24 @@ def _build(spec: ModelSpec) -> nn.Module:
     return create_model(spec)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _prepare(model: nn.Module, *, batch_size: int, img_size: int | None, device: torch.device, train: bool,
+             channels_last: bool, compile: bool, fuse: bool, amp_dtype: torch.dtype | None,
+             ) -> tuple[Callable[[], None], int, int]:
+    """One model prepared for timing (moved, converted, optionally fused and compiled): its step, params, size."""
+    model = model.to(device).train(train)
+    if fuse:
+        from ..layers.fusion import fuse as fuse_model
 
-
-class _Runner:
-    """One model prepared for timing: moved, converted, optionally fused and compiled."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        batch_size: int,
-        img_size: int | None,
-        device: torch.device,
-        train: bool,
-        channels_last: bool,
-        compile: bool,
-        amp: bool,
-        fuse: bool,
-        amp_dtype: str = "auto",
-    ) -> None:
-        self.device, self.train, self.batch_size = device, train, batch_size
-        model = model.to(device).train(train)
-        if fuse:
-            from ..layers.fusion import fuse as fuse_model
-
-            model = fuse_model(model)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format)
-        in_chans, _, img_size = default_input_size(model, img_size)  # img_size None: the model's own
-        self.img_size = img_size
-        num_classes = int(getattr(model, "num_classes", 1000)) or 1
-        self.params = sum(p.numel() for p in model.parameters())
-        self.model = model
-        self.step_model = torch.compile(model, dynamic=False) if compile else model
-        generator = torch.Generator().manual_seed(0)
-        self.x = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator).to(
-            device, memory_format=memory_format
-        )
-        self.target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9) if train else None
-        # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
-        self.amp_dtype = amp_dtype_for(amp, device, amp_dtype)
-        self.autocast = lambda: autocast(device, self.amp_dtype)
-
-    def step(self) -> None:
-        if self.train:
-            with self.autocast():
-                loss = F.cross_entropy(self.step_model(self.x), self.target)
-            loss.backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
-            with torch.no_grad(), self.autocast():
-                self.step_model(self.x)
-
-    def timed(self, steps: int) -> float:
-        """Seconds for ``steps`` steps, synchronised at both ends only."""
-        _sync(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        _sync(self.device)
-        return time.perf_counter() - start
+        model = fuse_model(model)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    in_chans, _, img_size = default_input_size(model, img_size)
+    num_classes = int(getattr(model, "num_classes", 1000)) or 1
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator)
+    target = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+    step = step_function(model, x.to(device, memory_format=memory_format), target, amp_dtype, train, compile)
+    return step, count_params(model), img_size
 
 
 def benchmark(
@@ -191,7 +142,7 @@ def _compile_limits(compile: bool) -> Iterator[None]:
     if not compile:
         yield
         return
-    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
+    import torch._dynamo as dynamo
 
     limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
               if hasattr(dynamo.config, k)}
@@ -202,49 +153,41 @@ def _compile_limits(compile: bool) -> Iterator[None]:
 def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str], None], *, batch_size: int,
          img_size: int, train: bool, channels_last: bool, compile: bool, amp: bool, fuse: bool,
          amp_dtype: str, repeats: int, steps: int, warmup: int) -> dict[str, Any]:
-    runners: dict[str, _Runner] = {}
+    # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
+    dtype = amp_dtype_for(amp, device, amp_dtype)
+    runners: dict[str, tuple[Callable[[], None], int, int]] = {}
     for label, spec in specs.items():
         torch.manual_seed(0)
-        runners[label] = _Runner(
-            _build(spec), batch_size=batch_size, img_size=img_size, device=device, train=train,
-            channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
-        )
+        runners[label] = _prepare(_build(spec), batch_size=batch_size, img_size=img_size, device=device,
+                                  train=train, channels_last=channels_last, compile=compile, fuse=fuse,
+                                  amp_dtype=dtype)
     peaks: dict[str, float] = {}
-    for label, runner in runners.items():
+    for label, (step, _, _) in runners.items():
         say(f"warm-up {label}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
-        runner.timed(warmup)
+        time_steps(step, warmup, device)
         if device.type == "cuda":
             peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     rounds: dict[str, list[float]] = {label: [] for label in runners}
     for r in range(repeats):
-        for label, runner in runners.items():
-            rounds[label].append(runner.timed(steps))
+        for label, (step, _, _) in runners.items():
+            rounds[label].append(time_steps(step, steps, device))
         say(f"round {r + 1}/{repeats}")
     results = []
     first = None
-    for label, runner in runners.items():
+    for label, (_, params, size) in runners.items():
         step_s = statistics.median(rounds[label]) / steps
         first = first if first is not None else step_s
-        results.append(
-            {
-                "model": label,
-                "img_per_s": batch_size / step_s,
-                "step_ms": step_s * 1e3,
-                "time_ratio": step_s / first,
-                "round_s": rounds[label],
-                "params": runner.params,
-                "img_size": runner.img_size,
-                **({"peak_step_mib": peaks[label]} if label in peaks else {}),
-            }
-        )
+        results.append({"model": label, "img_per_s": batch_size / step_s, "step_ms": step_s * 1e3,
+                        "time_ratio": step_s / first, "round_s": rounds[label], "params": params,
+                        "img_size": size, **({"peak_step_mib": peaks[label]} if label in peaks else {})})
     settings = dict(
         batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
         amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
-        amp_dtype=str(amp_dtype_for(amp, device, amp_dtype) or torch.float32).removeprefix("torch."),
+        amp_dtype=str(dtype or torch.float32).removeprefix("torch."),
     )
     return {"settings": settings, "machine": machine_info(device), "results": results}
 

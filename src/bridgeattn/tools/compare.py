@@ -4,7 +4,8 @@ Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the 
 model init, data order and augmentation, so the variants of one seed see identical batches. The report
 gives per model the top-1 mean and standard deviation over seeds, the difference to the plain backbone with
 a 95 % confidence interval paired by seed (Student t on the per-seed differences), params, MACs and train /
-inference throughput, as ``results.json``, ``results.csv``, ``results.md`` and a Figure-1-style chart.
+inference throughput, as ``results.json``, ``results.csv``, ``results.md`` (with the findings in words: which
+differences the intervals show) and ``results.png`` (each variant's paired interval against plain).
 
 A cell is finished when its ``summary.json`` exists; a re-run skips it, so an interrupted comparison resumes.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..engine import plotting
+from ..engine import plots
 from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
@@ -34,11 +35,12 @@ from ..files import write_json, write_text
 __all__ = [
     "SHORT_NAMES",
     "CompareConfig",
+    "findings",
+    "markdown_table",
     "paired_difference",
     "resolve_models",
     "run_compare",
     "summarize",
-    "t_quantile",
     "write_report",
 ]
 
@@ -49,52 +51,6 @@ _RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
 
 
 # ----------------------------------------------------------------------------------------------- statistics
-def _t_two_sided_mass(t: float, df: int) -> float:
-    """``P(|T| <= t)`` for Student's t with integer ``df`` (Abramowitz & Stegun 26.7.3 / 26.7.4)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2 = math.cos(theta) ** 2
-    if df % 2 == 1:
-        # (2/pi) [theta + sin(theta) (cos + 2/3 cos^3 + (2*4)/(3*5) cos^5 + ...)], terms up to cos^(df-2)
-        total, term = 0.0, math.cos(theta)
-        for k in range(1, (df - 1) // 2 + 1):
-            total += term
-            term *= c2 * (2 * k) / (2 * k + 1)
-        return 2 / math.pi * (theta + math.sin(theta) * total)
-    # sin(theta) [1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ...], terms up to cos^(df-2)
-    total, term = 0.0, 1.0
-    for k in range(1, df // 2 + 1):
-        total += term
-        term *= c2 * (2 * k - 1) / (2 * k)
-    return math.sin(theta) * total
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution with integer ``df`` >= 1, e.g. ``t_quantile(0.975, 2) = 4.3027``.
-
-    Exact closed-form CDF for integer degrees of freedom, inverted by bisection (no scipy needed).
-    """
-    if df < 1 or int(df) != df:
-        raise ValueError(f"df must be a positive integer, got {df}")
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if p == 0.5:
-        return 0.0
-    mass = abs(2 * p - 1)  # two-sided probability inside [-t, t]
-    lo, hi = 0.0, 1.0
-    while _t_two_sided_mass(hi, int(df)) < mass:
-        hi *= 2
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_two_sided_mass(mid, int(df)) < mass:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    t = 0.5 * (lo + hi)
-    return t if p > 0.5 else -t
-
-
 def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean paired difference ``values - baseline`` with its Student-t confidence interval.
 
@@ -111,7 +67,9 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
     out["mean"] = mean
     if n >= 2:
         sd = statistics.stdev(diffs)
-        half = t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        from scipy.stats import t
+
+        half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
         out.update(std=sd, ci_low=mean - half, ci_high=mean + half, half_width=half)
     return out
 
@@ -236,17 +194,6 @@ def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     return info.num_classes, info.in_chans, info.img_size
 
 
-def measure_cost(name: str, num_classes: int, in_chans: int, img_size: int) -> dict[str, int]:
-    """Params and MACs of ``name`` as trained here (its head and input size)."""
-    import timm
-
-    from .profile import count_macs, count_params
-
-    with torch.device("meta"):
-        model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
-    return {"params": count_params(model), "macs": count_macs(model, (in_chans, img_size, img_size))}
-
-
 def measure_inference(
     names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64, reps: int = 7
 ) -> dict[str, float]:
@@ -361,7 +308,11 @@ def _compare_locked(
             state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
             log(f"[{k}/{total}] {name} seed {seed}: top-1 {float(cell['top1']):.2f} ({state})")
     num_classes, in_chans, img_size = data_shape or _data_shape(cfg)
-    costs = {name: measure_cost(name, num_classes, in_chans, img_size) for _, name in models}
+    from ..models.cost import model_cost
+
+    costs = {name: model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
+             for _, name in models}
+    costs = {name: {"params": c["params"], "macs": c["macs"]} for name, c in costs.items()}
     if cfg.speed:
         speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
                                    cfg.speed_batch, cfg.speed_reps)
@@ -388,10 +339,50 @@ _CSV_COLUMNS = (
     "model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high", "paired_seeds",
     "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s", "seeds", "top1",
 )
+LIMIT = 100.0  # a difference of two accuracies in percent lies in [-100, +100]; a t interval may reach beyond
+VARIES = 0.05  # params or MACs closer than this (relative) carry no information as an axis or a bubble size
 
 
 def _fmt(value: Any, spec: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, spec)
+
+
+def _interval(low: float, high: float) -> str:
+    """``[low, high]``; a bound beyond what a difference of accuracies can be reads ``< -100`` / ``> +100``."""
+    lo = f"{low:+.2f}" if low >= -LIMIT else f"< -{LIMIT:.0f}"
+    hi = f"{high:+.2f}" if high <= LIMIT else f"> +{LIMIT:.0f}"
+    return f"[{lo}, {hi}]"
+
+
+def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """In words, one sentence each: which differences to the baseline the paired 95 % intervals show, which they
+    do not, and a warning below 3 paired seeds."""
+    compared = [r for r in rows if r.get("delta_vs_plain") is not None]
+    if not compared:
+        return [f"No {BASELINE} model with paired seeds in this comparison: no difference is computed."]
+    lines = []
+    fewest = min(r["paired_seeds"] for r in compared)
+    if fewest < 3:
+        from scipy.stats import t
+
+        reach = f"a 95 % interval of ±{t.ppf(0.975, fewest - 1):.1f} standard errors" if fewest > 1 else "no interval"
+        lines.append(f"Warning: only {fewest} paired seed{'s' if fewest > 1 else ''}: {reach} (±{t.ppf(0.975, 2):.1f}"
+                     " with 3 seeds), too few to show any but huge differences; run 3 or more (--seeds 3).")
+    for r in compared:
+        head = f"{r['name']}: {r['delta_vs_plain']:+.2f} points vs {BASELINE}"
+        low, high = r.get("delta_ci_low"), r.get("delta_ci_high")
+        if low is None:
+            lines.append(f"{head}; one paired seed: no interval, no difference shown.")
+        elif low > 0 or high < 0:
+            lines.append(f"{head} {_interval(low, high)}: {'ahead of' if low > 0 else 'behind'} {BASELINE} "
+                         "(the interval excludes 0).")
+        else:
+            lines.append(f"{head} {_interval(low, high)}: interval contains 0: no difference shown at this budget.")
+    if any(r.get("delta_ci_low") is not None and max(-r["delta_ci_low"], r["delta_ci_high"]) > LIMIT
+           for r in compared):
+        lines.append(f"An interval written < -{LIMIT:.0f} or > +{LIMIT:.0f} reaches beyond what a difference of two "
+                     "accuracies can be: the seeds disagree too much for it to bound anything.")
+    return lines
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -407,7 +398,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         elif r.get("delta_ci_low") is None:
             delta = f"{r['delta_vs_plain']:+.2f}"
         else:
-            delta = f"{r['delta_vs_plain']:+.2f} [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]"
+            delta = f"{r['delta_vs_plain']:+.2f} {_interval(r['delta_ci_low'], r['delta_ci_high'])}"
         params = _fmt(r.get("params"), ",d")
         macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e6:.2f} M"
         lines.append(
@@ -417,43 +408,80 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _spread(values: Any) -> float:
+    """How far apart the known positive ``values`` are: ``max / min - 1`` (0 for fewer than two)."""
+    known = [v for v in values if v]
+    return max(known) / min(known) - 1 if len(known) > 1 else 0.0
+
+
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Top-1 vs params, bubble area proportional to MACs, error bars = std over seeds (the paper's Figure 1)."""
-    pts = [r for r in rows if r.get("top1_mean") is not None and r.get("params") is not None]
+    """Each model's top-1 difference to plain with its paired 95 % interval (plain: the line at 0).
+
+    The x axis is params and the bubble area MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure
+    1), else the models stand side by side with one marker size. Without a plain model: top-1 mean ± std over
+    seeds. Intervals are clipped at ±``LIMIT``.
+    """
     from matplotlib.lines import Line2D
 
-    fig, ax = plotting.figure((7, 5), dpi=120)
-    max_macs = max((r.get("macs") or 0) for r in pts) or 1
+    paired = any(r.get("delta_vs_plain") is not None for r in rows)
+    pts = []
+    for r in rows:
+        if paired:
+            y = 0.0 if r["model"] == BASELINE else r.get("delta_vs_plain")
+            low, high = r.get("delta_ci_low"), r.get("delta_ci_high")
+        else:
+            y, std = r.get("top1_mean"), r.get("top1_std")
+            low, high = (None, None) if y is None or std is None else (y - std, y + std)
+        if y is not None:
+            pts.append((r, y, low, high))
+    param_spread = _spread(r.get("params") for r, *_ in pts)
+    mac_spread = _spread(r.get("macs") for r, *_ in pts)
+    by_params, by_macs = param_spread >= VARIES, mac_spread >= VARIES
+    max_macs = max((r.get("macs") or 0 for r, *_ in pts), default=0) or 1
+    fig, ax = plots.figure((7, 5), dpi=120)
     kinds = {"tab:red": "bridge attention (BA)", "tab:blue": "other attention", "tab:gray": "plain baseline"}
-    shown = set()
-    for r in pts:
+    shown, clipped = set(), False
+    for i, (r, y, low, high) in enumerate(pts):
         bridge = r["model"].startswith("ba") or r["name"].startswith("ba")
         color = "tab:red" if bridge else ("tab:gray" if r["model"] == BASELINE else "tab:blue")
         shown.add(color)
-        size = 900 * (r.get("macs") or max_macs) / max_macs
-        x = r["params"] / 1e6
-        ax.scatter(x, r["top1_mean"], s=size, alpha=0.35, color=color, edgecolors=color)
-        if r.get("top1_std") is not None:
-            ax.errorbar(x, r["top1_mean"], yerr=r["top1_std"], color=color, capsize=3, lw=1)
-        ax.annotate(r["model"], (x, r["top1_mean"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
+        x = r["params"] / 1e6 if by_params else i
+        size = 900 * (r.get("macs") or max_macs) / max_macs if by_macs else 150
+        ax.scatter(x, y, s=size, alpha=0.35, color=color, edgecolors=color)
+        if low is not None:
+            clipped |= low < -LIMIT or high > LIMIT
+            low, high = max(low, -LIMIT), min(high, LIMIT)
+            ax.errorbar(x, y, yerr=[[y - low], [high - y]], color=color, capsize=3, lw=1)
+        if by_params:
+            ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9)
+    if paired:
+        ax.axhline(0, color="tab:gray", ls="--", lw=0.8)
     # room around the outermost points for their largest bubbles (a 900 pt^2 bubble is ~17 pt in radius)
     ax.margins(0.2)
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("top-1 accuracy (%), mean ± std over seeds")
-    ax.set_title(title or "top-1 vs parameters (bubble area = MACs)")
+    if by_params:
+        ax.set_xlabel("parameters (M)")
+    else:
+        ax.set_xticks(range(len(pts)), [r["model"] for r, *_ in pts])
+        ax.set_xlabel(f"model (params within {param_spread:.1%} of each other)")
+    ax.set_ylabel("Δ top-1 vs plain (points), paired 95 % interval" if paired
+                  else "top-1 accuracy (%), mean ± std over seeds")
+    notes = ["bubble area = MACs" if by_macs else f"MACs within {mac_spread:.1%} of each other: one marker size"]
+    if clipped:
+        notes.append(f"intervals clipped at ±{LIMIT:.0f}")
+    ax.set_title(f"{title or 'top-1 against the plain backbone'}\n{'; '.join(notes)}", fontsize=10)
     ax.grid(alpha=0.3)
-    handles = [Line2D([], [], marker="o", ls="", ms=9, alpha=0.5, color=c, label=kinds[c]) for c in kinds if c in shown]
-    if handles:
-        ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.legend(handles=[Line2D([], [], marker="o", ls="", ms=9, alpha=0.5, color=c, label=kinds[c])
+                       for c in kinds if c in shown], loc="best", fontsize=8)
     fig.tight_layout()
-    plotting.save(fig, path)
+    plots.save(fig, path)
 
 
 def write_report(results: dict[str, Any], output: Path) -> None:
-    """``results.json``, ``results.csv``, ``results.md`` and ``results.png`` under ``output``."""
+    """``results.json`` (with ``findings``), ``results.csv``, ``results.md`` and ``results.png`` under ``output``."""
     output = Path(output)
     rows = results["models"]
-    write_json(output / "results.json", results)
+    notes = findings(rows)
+    write_json(output / "results.json", {**results, "findings": notes})
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -463,9 +491,9 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     write_text(output / "results.csv", table.getvalue())
     seeds = results["config"].get("seeds", [])
     data = results.get("data", {})
+    backbone = results["config"].get("backbone", "")
     header = (
-        f"# Comparison on {data.get('spec', '?')} ({results['config'].get('backbone', '')}, "
-        f"{len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
+        f"# Comparison on {data.get('spec', '?')} ({backbone}, {len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
         "Top-1 in percent on the validation split. Δ vs plain: mean of the per-seed differences to the plain "
         "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
         f"(torch threads: {results.get('environment', {}).get('threads', '?')}).\n\n"
@@ -473,5 +501,6 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     budget = results["config"].get("train_options") or {}
     if budget:
         header += "Budget (identical for every cell): " + ", ".join(f"{k}={v}" for k, v in budget.items()) + ".\n\n"
-    write_text(output / "results.md", header + markdown_table(rows))
-    plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}: top-1 vs params (area = MACs)")
+    shown = "## What the intervals show\n\n" + "".join(f"- {line}\n" for line in notes)
+    write_text(output / "results.md", header + markdown_table(rows) + "\n" + shown)
+    plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}, {backbone}, {len(seeds)} seeds")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
-from ..engine import plotting
+from ..engine import plots
 from ..engine.records import write_json
 from ..engine.train import train
 
@@ -21,12 +21,11 @@ DEMO_MODELS = ("bav2_resnet20", "plain_resnet20")
 
 
 def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Validation top-1 and training loss per epoch of every model in one figure."""
+    """Validation top-1 and training loss per epoch of every model in one figure, titled with the data set, the
+    budget and the seed the models shared."""
     import json
 
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plotting.figure((10, 3.6), ncols=2)
+    fig, axes = plots.figure((10, 3.8), ncols=2)
     for name, summary in summaries.items():
         lines = (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()
         history = [json.loads(line) for line in lines if line.strip()]
@@ -35,12 +34,15 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         axes[1].plot(epochs, [r["train_loss"] for r in history], marker="o", label=name)
     for ax, label in zip(axes, ("val top-1 (%)", "train loss")):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        plots.integer_epochs(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+    s = next(iter(summaries.values()))
+    fig.suptitle(f"{s.get('data')}: {s.get('epochs')} epochs, {s.get('steps')} steps of batch "
+                 f"{s.get('global_batch')}, seed {s.get('seed')}")
     fig.tight_layout()
-    return plotting.save(fig, path, dpi=110)
+    return plots.save(fig, path, dpi=110)
 
 
 def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..data.preprocessing import Preprocessing
-from ..engine import plotting
+from ..engine import plots
 from ..errors import UserError
 from ..files import write_json, write_text
 
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DEAD_STD = 1e-6  # a gate whose values vary less over images and channels is constant: it attends to nothing
 PANEL_INCHES = 2.0
 TITLE_INCHES = 0.35
 DPI = 100
@@ -115,7 +116,7 @@ def save_gradcam_figure(
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     n = 1 + len(cams)
-    fig, axes = plotting.figure((n * PANEL_INCHES, PANEL_INCHES + TITLE_INCHES), dpi=DPI, ncols=n)
+    fig, axes = plots.figure((n * PANEL_INCHES, PANEL_INCHES + TITLE_INCHES), dpi=DPI, ncols=n)
     panels = [("image", (image * 255).astype(np.uint8))]
     panels += [(label, show_cam_on_image(image.astype(np.float32), cam, use_rgb=True)) for label, cam in cams.items()]
     for ax, (label, pixels) in zip(axes, panels):
@@ -125,22 +126,20 @@ def save_gradcam_figure(
     if title:
         fig.suptitle(title, fontsize=8, y=0.995)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.04)
-    plotting.save(fig, path, dpi=DPI)  # no tight bbox: the size in pixels is exactly figsize * dpi
+    plots.save(fig, path, dpi=DPI)  # no tight bbox: the size in pixels is exactly figsize * dpi
     return round(n * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
 # -------------------------------------------------------------------------------------------- gate stats
-def _stage(name: str) -> str:
-    return name.split(".")[0]
-
-
 @torch.no_grad()
 def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> dict[str, Any]:
     """Selection weights per block and gate-value distributions per stage of a BA model.
 
-    ``blocks``: ``{block: {"selection_weights": a (list) or None, "version", "gate_mean", "gate_std"}}``;
-    softmax selection reports the mean per-sample tap weights on ``images``. ``stages``: ``{stage: {mean,
-    std, min, max, quantiles, histogram}}`` over every gate value (sample x channel) of the stage's blocks.
+    ``blocks``: ``{block: {"selection_weights": a (list) or None, "version", "gate_mean", "gate_std", "dead"}}``;
+    softmax selection reports the mean per-sample tap weights on ``images``; ``dead``: the gate is constant (std
+    over every sample x channel value below ``DEAD_STD``; a hidden ReLU that is 0 for every image leaves the
+    gate at sigmoid(0) = 1/2). ``stages``: ``{stage: {mean, std, min, max, quantiles, histogram}}`` over
+    every gate value of the stage's blocks. ``summary``: one sentence naming the constant gates.
     """
     from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
 
@@ -172,14 +171,16 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
         a = ba.selection_weights()
         if a is None and block in softmax_weights:
             a = softmax_weights[block]
+        std = float(g.std()) if g.numel() > 1 else 0.0
         blocks[block] = {
             "version": ba.version,
             "taps": list(ba.in_channels),
             "selection_weights": None if a is None else [float(v) for v in a],
             "gate_mean": float(g.mean()),
-            "gate_std": float(g.std()) if g.numel() > 1 else 0.0,
+            "gate_std": std,
+            "dead": std < DEAD_STD,
         }
-        per_stage.setdefault(_stage(block), []).append(g.flatten())
+        per_stage.setdefault(block.split(".")[0], []).append(g.flatten())
     stages = {}
     edges = torch.linspace(0, 1, bins + 1)
     for stage, parts in per_stage.items():
@@ -191,7 +192,11 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
             "quantiles": {k: float(x) for k, x in zip(("5", "25", "50", "75", "95"), q)},
             "histogram": {"edges": [float(e) for e in edges], "counts": torch.histc(v, bins, 0, 1).int().tolist()},
         }
-    return {"images": int(images.shape[0]), "blocks": blocks, "stages": stages}
+    dead = [f"{b} = {v['gate_mean']:.2f}" for b, v in blocks.items() if v["dead"]]
+    summary = (f"{len(dead)} of {len(blocks)} gates are constant (std < {DEAD_STD:g}): {', '.join(dead)}; a constant "
+               "gate scales its block by a fixed factor and attends to nothing" if dead
+               else f"all {len(blocks)} gates vary over the images (std >= {DEAD_STD:g})")
+    return {"images": int(images.shape[0]), "summary": summary, "blocks": blocks, "stages": stages}
 
 
 def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
@@ -201,7 +206,7 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     if blocks:
         names = list(blocks)
         n_taps = max(len(v["selection_weights"]) for v in blocks.values())
-        fig, ax = plotting.figure((max(6, 0.45 * len(names) * n_taps), 4), dpi=110)
+        fig, ax = plots.figure((max(6, 0.45 * len(names) * n_taps), 4), dpi=110)
         width = 0.8 / n_taps
         for i in range(n_taps):
             vals = [v["selection_weights"][i] if i < len(v["selection_weights"]) else 0 for v in blocks.values()]
@@ -213,8 +218,8 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
         ax.set_title("BAv2 selection weights per block (which conv outputs the bridge uses)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written.append(plotting.save(fig, output / "selection_weights.png"))
-    fig, ax = plotting.figure((7, 4), dpi=110)
+        written.append(plots.save(fig, output / "selection_weights.png"))
+    fig, ax = plots.figure((7, 4), dpi=110)
     for stage, s in stats["stages"].items():
         edges = np.array(s["histogram"]["edges"])
         counts = np.array(s["histogram"]["counts"], dtype=float)
@@ -224,7 +229,7 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     ax.set_title(f"gate value distribution per stage ({stats['images']} images)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    written.append(plotting.save(fig, output / "gate_distribution.png"))
+    written.append(plots.save(fig, output / "gate_distribution.png"))
     return written
 
 
@@ -369,6 +374,7 @@ def explain(
         stats = gate_statistics(model, torch.cat(all_inputs))
         write_json(output / "gate_stats.json", stats)
         report["gate_stats"] = str(output / "gate_stats.json")
+        report["gate_summary"] = stats["summary"]
         report["gate_plots"] = [str(p) for p in plot_gate_statistics(stats, output)]
     write_json(output / "explain.json", report)
     return report

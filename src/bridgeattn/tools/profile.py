@@ -1,54 +1,15 @@
-"""Model cost: parameters and multiply-accumulates (MACs, not FLOPs: one MAC is one multiply plus one add)."""
+"""Model cost per stage: parameters, multiply-accumulates (MACs) and the activation memory of a training step.
+
+The whole-model counters live in :mod:`bridgeattn.models.cost` (re-exported here).
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.checks import default_input_size
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those that require grad)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-@torch.no_grad()
-def _count_flops(model: nn.Module, input_size: tuple[int, ...], batch_size: int) -> FlopCounterMode:
-    """Run one eval-mode forward of zeros ``(batch_size, *input_size)`` under a FLOP counter; returns the counter."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype)
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return counter
-
-
-def count_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> int:
-    """MACs of one eval-mode forward pass on ``(batch_size, *input_size)``, via ``torch.utils.flop_counter``.
-
-    Runs on the model's device; a model on the ``meta`` device is counted without any arithmetic.
-    """
-    return int(_count_flops(model, input_size, batch_size).get_total_flops()) // 2
-
-
-def model_cost(name: str, input_size: tuple[int, ...] | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Params and MACs of a registered model, built on the ``meta`` device (no memory, no arithmetic)."""
-    import timm
-
-    with torch.device("meta"):
-        model = timm.create_model(name, **kwargs)
-    size = tuple(input_size or default_input_size(model))
-    return {"model": name, "params": count_params(model), "macs": count_macs(model, size), "input_size": list(size)}
-
+from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost  # noqa: F401
 
 # Containers whose items are the stages of a network (timm: ``stages``, ``blocks``, ``layers``, ``features``).
 _STAGE_CONTAINERS = ("stages", "blocks", "layers", "features")
@@ -118,25 +79,15 @@ def activation_memory(
 
 def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
     """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
-    counter = _count_flops(model, input_size, batch_size)
+    counter = count_flops(model, input_size, batch_size)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
     return int(counter.get_total_flops()) // 2, stages
 
 
-def stage_macs(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> dict[str, int]:
-    """MACs of each stage (see :func:`model_stages`) in one eval-mode forward."""
-    return macs_breakdown(model, input_size, batch_size)[1]
-
-
-def profile_model(
-    model: str | nn.Module,
-    img_size: int | None = None,
-    batch_size: int = 8,
-    device: str | torch.device = "meta",
-    **kwargs: Any,
-) -> dict[str, Any]:
+def profile_model(model: str | nn.Module, img_size: int | None = None, batch_size: int = 8,
+                  device: str | torch.device = "meta", **kwargs: Any) -> dict[str, Any]:
     """Params, MACs, a per-stage breakdown and the activation memory of a training step.
 
     ``model`` is a registered name (built with ``kwargs`` on ``device``; ``meta`` computes nothing) or a
@@ -152,26 +103,11 @@ def profile_model(
     size = default_input_size(model, img_size)
     total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
     act_total, act_stages = activation_memory(model, size, batch_size)
-    stages = []
-    for stage_name, stage in model_stages(model):
-        stages.append(
-            {
-                "name": stage_name,
-                "params": count_params(stage),
-                "macs": macs.get(stage_name, 0),
-                "activation_bytes": act_stages.get(stage_name, 0),
-            }
-        )
-    return {
-        "model": name,
-        "input_size": list(size),
-        "batch_size": batch_size,
-        "params": count_params(model),
-        "trainable_params": count_params(model, trainable_only=True),
-        "macs": total_macs,
-        "activation_bytes": act_total,
-        "stages": stages,
-    }
+    stages = [{"name": n, "params": count_params(m), "macs": macs.get(n, 0), "activation_bytes": act_stages.get(n, 0)}
+              for n, m in model_stages(model)]
+    return {"model": name, "input_size": list(size), "batch_size": batch_size, "params": count_params(model),
+            "trainable_params": count_params(model, trainable_only=True), "macs": total_macs,
+            "activation_bytes": act_total, "stages": stages}
 
 
 def format_profile(report: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..files import atomic_path, publish_mode
-from ..models.checks import default_input_size as resolve_input_size  # ``(C, H, W)`` of the example input
+from ..models.cost import default_input_size as resolve_input_size  # ``(C, H, W)`` of the example input
 from .formats import DEFAULT_OPSET, FORMATS
 
 __all__ = [

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...config import flags_given, load_yaml, make_config, resolve_config_path
     from ...files import check_writable
-    from ...tools.compare import CompareConfig, markdown_table, run_compare
+    from ...tools.compare import CompareConfig, findings, markdown_table, run_compare
 
     check_writable(args.output, folder=True)  # before any cell trains
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_compare(cfg)
     if not args.print_json:
         print(markdown_table(results["models"]), end="")
+        print("\n".join(findings(results["models"])))
         print(f"report: {args.output}/results.md, results.json, results.csv, results.png")
     emit_json(args, results["models"])
     return 0

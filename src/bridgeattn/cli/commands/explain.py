@@ -59,4 +59,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(report['skipped'])} unreadable image(s) (list in {args.output}/skipped_files.txt)")
     if "gate_stats" in report:
         print(f"gate statistics: {report['gate_stats']} (+ {', '.join(report['gate_plots'])})")
+        print(f"gates: {report['gate_summary']}")
     return 0
