@@ -142,7 +142,7 @@ def _compile_limits(compile: bool) -> Iterator[None]:
     if not compile:
         yield
         return
-    import torch._dynamo as dynamo
+    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
 
     limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
               if hasattr(dynamo.config, k)}

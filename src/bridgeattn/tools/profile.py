@@ -31,7 +31,7 @@ def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     storage = t.untyped_storage()
-    return storage._cdata, storage.nbytes()
+    return storage._cdata, storage.nbytes()  # private: data_ptr() is 0 for every tensor on the meta device
 
 
 def activation_memory(
