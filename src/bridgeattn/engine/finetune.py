@@ -8,6 +8,7 @@ schedulers shape every group from its own starting value.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,12 @@ import torch.nn as nn
 from ..errors import UserError
 from ..models.warmstart import warm_sites, warm_state_dict
 from ..weights import checkpoint as ckpt
+from ..weights.safe_load import preview_keys
 from ..weights.warmstart import load_plain
 
-__all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
+log = logging.getLogger(__name__)
+
+__all__ = ["describe_init", "gate_parameter_names", "init_from", "optimizer_params"]
 
 
 def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
@@ -33,10 +37,43 @@ def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
     return load_plain(spec, unsafe=unsafe)
 
 
-def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> None:
-    """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights."""
-    state = warm_state_dict(model, _weights(spec, unsafe))
+def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, Any]:
+    """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights; logs and returns what
+    was loaded and how: ``source``, ``how`` ("warm start" or "own weights"), ``gates`` (warm-started), ``loaded``
+    (tensors taken), ``dropped`` (given but unused: an SE the bridge replaces), ``fresh`` (classifier tensors kept
+    at their initialisation: another number of classes), ``adapted`` (first conv for other input channels) and
+    ``exact`` (the model starts as the function the weights computed)."""
+    given = _weights(spec, unsafe)
+    state = warm_state_dict(model, given)
     model.load_state_dict(state)
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    reshaped = sorted(k for k in given if k in state and tuple(given[k].shape) != tuple(state[k].shape))
+    fresh = [k for k in reshaped if k.rsplit(".", 1)[0] in classifier]
+    sites = warm_sites(model)
+    own = any(k.startswith(tuple(s.new for s in sites)) for k in given) if sites else True
+    report = {"source": spec, "how": "own weights" if own else "warm start", "gates": 0 if own else len(sites),
+              "loaded": len([k for k in given if k in state and k not in fresh]),
+              "dropped": sorted(k for k in given if k not in state), "fresh": fresh,
+              "adapted": [k for k in reshaped if k not in fresh]}
+    report["exact"] = not (report["dropped"] or fresh or report["adapted"])
+    name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    log.info(describe_init(report, name))
+    return report
+
+
+def describe_init(report: dict[str, Any], name: str) -> str:
+    """One line: "warm-started 9 gates of bav2_resnet20 from runs/plain28: exact at step 0" (or what differs)."""
+    if report["how"] == "own weights":
+        head = f"loaded {report['loaded']} tensors of {name}'s own weights from {report['source']}"
+    else:
+        head = f"warm-started {report['gates']} gates of {name} from {report['source']}"
+    if report["exact"]:
+        return f"{head}: exact at step 0"
+    parts = [f"{len(report[key])} {what} ({preview_keys(report[key], limit=2)})" for key, what in
+             (("dropped", "unused tensors"), ("fresh", "classifier tensors kept fresh"),
+              ("adapted", "tensors adapted to the input channels")) if report[key]]
+    return f"{head}: not exact at step 0: {'; '.join(parts)}"
 
 
 def gate_parameter_names(model: nn.Module) -> set[str]:

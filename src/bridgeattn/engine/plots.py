@@ -8,35 +8,60 @@ from typing import Any
 from . import plotting
 
 
-def integer_epochs(ax: Any) -> None:
-    """Epoch axes tick at whole epochs only (a short run otherwise shows 1.25, 1.5, ...)."""
+def integer_epochs(ax: Any, epochs: int | None = None) -> None:
+    """Epoch axes tick at whole epochs only (a short run otherwise shows 1.25, 1.5, ...); with ``epochs`` the axis
+    spans 0 .. epochs, so a one-epoch run still has two whole epochs to tick."""
     from matplotlib.ticker import MaxNLocator
 
+    if epochs:
+        ax.set_xlim(-0.05 * epochs, 1.05 * epochs)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) and learning rate per epoch, side by side."""
+def lr_points(history: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The learning rate against the epoch (a fraction within it): the steps each epoch recorded in ``lr_curve``,
+    then its end-of-epoch value; the end-of-epoch values alone for histories without a curve."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for record in history:
+        for x, lr in record.get("lr_curve", []):
+            xs.append(x)
+            ys.append(lr)
+        if record.get("lr") is not None:
+            xs.append(record["epoch"])
+            ys.append(record["lr"])
+    return xs, ys
+
+
+def curves_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) per epoch and the learning rate per step, side by side;
+    the ``matplotlib.figure.Figure``."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plotting.figure((13, 3.6), ncols=3)
     panels = [("loss", [("train_loss", "train"), ("loss", "val")]),
-              ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")]),
-              ("learning rate", [("lr", "lr at epoch end")])]
+              ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")])]
     for ax, (label, series) in zip(axes, panels):
         for key, name in series:
             values = [r.get(key) for r in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=name)
-        ax.set_xlabel("epoch")
-        integer_epochs(ax)
         ax.set_ylabel(label)
+        ax.legend()
+    axes[2].plot(*lr_points(history), label="lr")
+    axes[2].set_ylabel("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        integer_epochs(ax, max(epochs, default=0))
         ax.grid(alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return plotting.save(fig, path, dpi=110)
+    return fig
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """``curves_figure`` written as a PNG at ``path``."""
+    return plotting.save(curves_figure(history, title), path, dpi=110)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,
