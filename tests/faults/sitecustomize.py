@@ -1,8 +1,8 @@
 """Fault injection for the tests' training subprocesses (the library itself has no test hooks).
 
 With this folder on PYTHONPATH, Python imports this file at start-up. When ``BRIDGEATTN_TEST_FAULT`` is set, it
-wraps the optimizer step of ``bridgeattn.engine.train`` (as soon as that module is imported) so that, after optimizer step
-STEP, the process does ACTION; on the first torchrun attempt only, and only on RANK when given::
+wraps ``optimizer_step`` in ``bridgeattn.engine.train`` (as soon as that module is imported) so that, after
+optimizer step STEP, the process does ACTION; on the first torchrun attempt only, and only on RANK when given::
 
     BRIDGEATTN_TEST_FAULT=ACTION@STEP[:RANK]     e.g. SIGKILL@6, SIGKILL@6:1, SIGTERM@6, pause@2
 
