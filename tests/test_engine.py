@@ -233,7 +233,8 @@ def test_unknown_yaml_option_is_named(tmp_path):
 @pytest.fixture
 def signal_at(monkeypatch):
     """``signal_at(step, sig)``: the process gets ``sig`` right after optimizer step ``step``, as from a scheduler."""
-    real = engine_train.optimizer_step
+    loop = importlib.import_module("bridgeattn.engine.loop")
+    real = loop.optimizer_step
 
     def arm(step: int, sig: signal.Signals) -> None:
         def optimizer_step(run, params):
@@ -241,7 +242,7 @@ def signal_at(monkeypatch):
             if run.step == step:
                 os.kill(os.getpid(), sig)  # arrives in the middle of the step loop
             return found
-        monkeypatch.setattr(engine_train, "optimizer_step", optimizer_step)
+        monkeypatch.setattr(loop, "optimizer_step", optimizer_step)
     return arm
 
 

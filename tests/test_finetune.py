@@ -115,5 +115,5 @@ def test_init_from_says_what_it_loaded_and_the_run_scores_its_start(plain_run, t
     # another number of classes: the classifier stays fresh, and the line says the start is not the plain function
     model = bridgeattn.create_model("bav2_resnet20", num_classes=5, in_chans=plain["in_chans"])
     other = init_from(model, str(plain_run))
-    assert other["fresh"] == ["fc.bias", "fc.weight"] and not other["exact"]
-    assert "not exact at step 0: 2 classifier tensors kept fresh (fc.bias, fc.weight)" in caplog.text
+    assert other["reshaped"] == ["fc.bias", "fc.weight"] and not other["exact"]
+    assert "not exact at step 0: 2 tensors of another shape (fc.bias, fc.weight)" in caplog.text

@@ -1,7 +1,7 @@
 """Fault injection for the tests' training subprocesses (the library itself has no test hooks).
 
 With this folder on PYTHONPATH, Python imports this file at start-up. When ``BRIDGEATTN_TEST_FAULT`` is set, it
-wraps ``optimizer_step`` in ``bridgeattn.engine.train`` (as soon as that module is imported) so that, after
+wraps ``bridgeattn.engine.loop.optimizer_step`` (once ``bridgeattn.engine.train`` is imported) so that, after
 optimizer step STEP, the process does ACTION; on the first torchrun attempt only, and only on RANK when given::
 
     BRIDGEATTN_TEST_FAULT=ACTION@STEP[:RANK]     e.g. SIGKILL@6, SIGKILL@6:1, SIGTERM@6, pause@2
@@ -41,6 +41,7 @@ if FAULT and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
             time.sleep(0.02)
 
     def _patch(module) -> None:
+        module = sys.modules["bridgeattn.engine.loop"]  # imported by the training module
         real = module.optimizer_step
 
         def optimizer_step(run, *args, **kwargs):

@@ -40,25 +40,20 @@ def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
 def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, Any]:
     """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights; logs and returns what
     was loaded and how: ``source``, ``how`` ("warm start" or "own weights"), ``gates`` (warm-started), ``loaded``
-    (tensors taken), ``dropped`` (given but unused: an SE the bridge replaces), ``fresh`` (classifier tensors kept
-    at their initialisation: another number of classes), ``adapted`` (first conv for other input channels) and
-    ``exact`` (the model starts as the function the weights computed)."""
+    (tensors taken), ``dropped`` (given but unused: an SE the bridge replaces), ``reshaped`` (a classifier kept
+    fresh for another number of classes, a first conv adapted to other input channels) and ``exact`` (the model
+    starts as the function the weights computed)."""
     given = _weights(spec, unsafe)
     state = warm_state_dict(model, given)
     model.load_state_dict(state)
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    reshaped = sorted(k for k in given if k in state and tuple(given[k].shape) != tuple(state[k].shape))
-    fresh = [k for k in reshaped if k.rsplit(".", 1)[0] in classifier]
     sites = warm_sites(model)
-    own = any(k.startswith(tuple(s.new for s in sites)) for k in given) if sites else True
+    own = not sites or any(k.startswith(tuple(s.new for s in sites)) for k in given)
+    reshaped = sorted(k for k in given if k in state and given[k].shape != state[k].shape)
+    dropped = sorted(k for k in given if k not in state)
     report = {"source": spec, "how": "own weights" if own else "warm start", "gates": 0 if own else len(sites),
-              "loaded": len([k for k in given if k in state and k not in fresh]),
-              "dropped": sorted(k for k in given if k not in state), "fresh": fresh,
-              "adapted": [k for k in reshaped if k not in fresh]}
-    report["exact"] = not (report["dropped"] or fresh or report["adapted"])
-    name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
-    log.info(describe_init(report, name))
+              "loaded": len(given) - len(dropped), "dropped": dropped, "reshaped": reshaped,
+              "exact": not (dropped or reshaped)}
+    log.info(describe_init(report, getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__))
     return report
 
 
@@ -68,12 +63,9 @@ def describe_init(report: dict[str, Any], name: str) -> str:
         head = f"loaded {report['loaded']} tensors of {name}'s own weights from {report['source']}"
     else:
         head = f"warm-started {report['gates']} gates of {name} from {report['source']}"
-    if report["exact"]:
-        return f"{head}: exact at step 0"
     parts = [f"{len(report[key])} {what} ({preview_keys(report[key], limit=2)})" for key, what in
-             (("dropped", "unused tensors"), ("fresh", "classifier tensors kept fresh"),
-              ("adapted", "tensors adapted to the input channels")) if report[key]]
-    return f"{head}: not exact at step 0: {'; '.join(parts)}"
+             (("dropped", "tensors unused"), ("reshaped", "tensors of another shape")) if report[key]]
+    return f"{head}: " + (f"not exact at step 0: {'; '.join(parts)}" if parts else "exact at step 0")
 
 
 def gate_parameter_names(model: nn.Module) -> set[str]:

@@ -1,10 +1,11 @@
-"""The pieces ``train_one_epoch`` is built from: the run's state, the optimizer step, the host-sync window, the
-non-finite guard and where an epoch (re)starts."""
+"""``train_one_epoch`` and what it is built from: the run's state, where an epoch (re)starts, the optimizer step,
+the non-finite guard and the host-sync window."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,12 @@ import torch.nn as nn
 from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ..config import LaunchOptions, TrainConfig
 from ..weights import checkpoint as ckpt
 from . import distributed
+from .hardware import autocast
 from .interrupt import StopRequest
 from .records import RunRecorder
 
@@ -229,3 +232,66 @@ class LossWindow:
                     seen += self.samples * world
         self.first, self.sums = end, (loss_sum, seen)
         return self.sums
+
+
+def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One pass over the training data (the rest of it after ``partial``, the position a stopped run left);
+    returns the mean training loss, samples seen, seconds taken and the learning-rate curve, or, when all ranks
+    agreed to stop on a signal, ``stopped_at`` (batches done) with the running sums.
+
+    No step waits for the device: losses and "skipped" flags are read once per ``LossWindow``. A non-finite loss
+    therefore stops the run at the next read, naming the first bad step; the weights it touched are never
+    checkpointed. With ``skip_nonfinite`` a bad step is skipped on every rank (``NonFiniteGuard``,
+    ``optimizer_step``).
+    """
+    cfg, net, accum = run.cfg, run.net, run.cfg.optim.grad_accum
+    batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
+    done, before, sums, loader = resume_position(run, partial)
+    window = LossWindow(run, epoch, batches, done, sums)
+    guard = NonFiniteGuard(run.model, enabled=cfg.run.skip_nonfinite > 0)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    lr_every = max(1, run.updates_per_epoch // LR_POINTS)
+    lr_curve = list(partial.get("lr_curve", [])) if partial else []  # [epoch as a fraction, lr of that step]
+    stopped_at = 0
+    net.train()
+    start = time.perf_counter()
+    bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
+               dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
+    for index, (images, labels) in enumerate(loader, start=done):
+        if index >= batches:
+            break
+        images, targets = to_device(run, images, labels)
+        last_micro = (index + 1) % accum == 0
+        # gradients are all-reduced only on the batch that completes an optimizer step
+        sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
+        with guard.protect(), sync:
+            with autocast(run.device, run.amp_dtype):
+                loss = run.criterion(net(images), targets)
+            window.add_loss(index, loss, len(labels))
+            run.scaler.scale(guard.poison(loss) / accum).backward()
+        if last_micro:
+            if (index // accum) % lr_every == 0:
+                lr_curve.append([epoch + (index // accum) / run.updates_per_epoch, run.lr()])
+            run.step += 1
+            window.add_step(index, optimizer_step(run, params))
+            if run.scheduler is not None:
+                run.scheduler.step_update(num_updates=run.step)
+            if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
+                stopped_at = index + 1
+        bar.update(1)
+        if last_micro and window.due():
+            loss_sum, seen = window.read(index + 1)
+            bar.set_postfix(loss=f"{(loss_sum - sums[0]) / max(seen - sums[1], 1.0):.4f}", lr=f"{run.lr():.2e}",
+                            img_s=f"{seen / max(time.perf_counter() - start, 1e-9):.0f}")
+            sums = loss_sum, seen
+        if stopped_at:
+            break
+    if window.first < (stopped_at or batches):
+        sums = window.read(stopped_at or batches)
+    bar.close()
+    del loader
+    seconds = before + time.perf_counter() - start
+    if stopped_at:
+        return {"stopped_at": stopped_at, "sums": list(sums), "epoch_time_s": seconds, "lr_curve": lr_curve}
+    return {"train_loss": sums[0] / max(sums[1], 1.0), "train_samples": int(sums[1]), "epoch_time_s": seconds,
+            "lr_curve": lr_curve}

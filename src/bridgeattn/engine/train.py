@@ -18,7 +18,6 @@ import logging
 import os
 import random
 import shlex
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import datetime
@@ -35,7 +34,6 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, distribute_bn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from .. import data as data_module
 from ..config import LaunchOptions, TrainConfig, make_config
@@ -47,18 +45,9 @@ from ..weights import checkpoint as ckpt
 from ..weights.safe_load import load_state_dict_strict
 from . import distributed
 from .evaluate import evaluate
-from .hardware import amp_dtype_for, autocast, numerics_report
+from .hardware import amp_dtype_for, numerics_report
 from .interrupt import StopRequest, TrainingInterrupted
-from .loop import (
-    LR_POINTS,
-    LossWindow,
-    NonFiniteGuard,
-    Run,
-    TrainingStopped,
-    optimizer_step,
-    resume_position,
-    to_device,
-)
+from .loop import Run, TrainingStopped, train_one_epoch
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
 from .runlock import LOCK_ENV, RunLock
 
@@ -382,7 +371,9 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
         criterion = nn.CrossEntropyLoss()
     net: nn.Module = model
     if info.distributed:
-        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # broadcast_buffers: every forward starts from rank 0's BatchNorm statistics, as in timm's train.py
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                                      broadcast_buffers=True)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
               scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
               custom_model=user_model is not None, init_report=init_report)
@@ -398,70 +389,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     return run
 
 
-# ------------------------------------------------------------------------------------------------- the loop
-
-def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One pass over the training data (the rest of it after ``partial``, the position a stopped run left);
-    returns the mean training loss, samples seen, seconds taken and the learning-rate curve, or, when all ranks
-    agreed to stop on a signal, ``stopped_at`` (batches done) with the running sums.
-
-    No step waits for the device: losses and "skipped" flags are read once per ``LossWindow``. A non-finite loss
-    therefore stops the run at the next read, naming the first bad step; the weights it touched are never
-    checkpointed. With ``skip_nonfinite`` a bad step is skipped on every rank (``NonFiniteGuard``,
-    ``optimizer_step``).
-    """
-    cfg, net, accum = run.cfg, run.net, run.cfg.optim.grad_accum
-    batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    done, before, sums, loader = resume_position(run, partial)
-    window = LossWindow(run, epoch, batches, done, sums)
-    guard = NonFiniteGuard(run.model, enabled=cfg.run.skip_nonfinite > 0)
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    lr_every = max(1, run.updates_per_epoch // LR_POINTS)
-    lr_curve = list(partial.get("lr_curve", [])) if partial else []  # [epoch as a fraction, lr of that step]
-    stopped_at = 0
-    net.train()
-    start = time.perf_counter()
-    bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
-               dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
-    for index, (images, labels) in enumerate(loader, start=done):
-        if index >= batches:
-            break
-        images, targets = to_device(run, images, labels)
-        last_micro = (index + 1) % accum == 0
-        # gradients are all-reduced only on the batch that completes an optimizer step
-        sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
-        with guard.protect(), sync:
-            with autocast(run.device, run.amp_dtype):
-                loss = run.criterion(net(images), targets)
-            window.add_loss(index, loss, len(labels))
-            run.scaler.scale(guard.poison(loss) / accum).backward()
-        if last_micro:
-            if (index // accum) % lr_every == 0:
-                lr_curve.append([epoch + (index // accum) / run.updates_per_epoch, run.lr()])
-            run.step += 1
-            window.add_step(index, optimizer_step(run, params))
-            if run.scheduler is not None:
-                run.scheduler.step_update(num_updates=run.step)
-            if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
-                stopped_at = index + 1
-        bar.update(1)
-        if last_micro and window.due():
-            loss_sum, seen = window.read(index + 1)
-            bar.set_postfix(loss=f"{(loss_sum - sums[0]) / max(seen - sums[1], 1.0):.4f}", lr=f"{run.lr():.2e}",
-                            img_s=f"{seen / max(time.perf_counter() - start, 1e-9):.0f}")
-            sums = loss_sum, seen
-        if stopped_at:
-            break
-    if window.first < (stopped_at or batches):
-        sums = window.read(stopped_at or batches)
-    bar.close()
-    del loader
-    seconds = before + time.perf_counter() - start
-    if stopped_at:
-        return {"stopped_at": stopped_at, "sums": list(sums), "epoch_time_s": seconds, "lr_curve": lr_curve}
-    return {"train_loss": sums[0] / max(sums[1], 1.0), "train_samples": int(sums[1]), "epoch_time_s": seconds,
-            "lr_curve": lr_curve}
-
+# ------------------------------------------------------------------------------------------- epochs and records
 
 def _evaluate(run: Run) -> dict[str, Any]:
     """Validation metrics of the model (and its EMA), with rank 0's BatchNorm statistics on every rank."""
