@@ -223,10 +223,6 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
-def _exit_with_launcher() -> None:  # runs in the torchrun child between fork and exec
-    die_with_parent(signal.SIGKILL)
-
-
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
                     env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes under torchrun; its status.
@@ -247,7 +243,7 @@ def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: 
     received: list[int] = []
     # own session: a Ctrl-C in the terminal reaches torchrun once, through us, not twice
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            preexec_fn=_exit_with_launcher if sys.platform.startswith("linux") else None)
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def forward(signum: int, frame: Any) -> None:
         received.append(signum)

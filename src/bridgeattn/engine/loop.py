@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Host reads of the loss and the non-finite vote: every this many optimizer steps and at the end of an epoch.
 SYNC_EVERY = 10
+PROGRESS = ("step", "skipped_steps", "best_top1", "best_epoch", "train_time_s", "history", "init_from")
 # Points of the learning-rate curve recorded per epoch (at most): enough to show the warm-up and the peak.
 LR_POINTS = 32
 
@@ -61,19 +62,19 @@ class Run:
     updates_per_epoch: int
     params: int
     custom_model: bool = False  # the caller's nn.Module rather than cfg.model from the registry
-    init_report: dict[str, Any] | None = None  # what --init-from loaded, and how (finetune.init_from)
     recorder: RunRecorder | None = None
     stop: StopRequest = field(default_factory=StopRequest)
     vote: distributed.StopVote = field(default_factory=distributed.StopVote)
-    # progress, stored in every checkpoint
-    step: int = 0
     start_epoch: int = 0
+    partial: dict[str, Any] | None = None  # where a run stopped mid-epoch resumes: batch, sums, seconds, RNG
+    # progress (PROGRESS: stored in every checkpoint under these names)
+    step: int = 0
     skipped_steps: int = 0
     best_top1: float = -1.0
     best_epoch: int = 0
     train_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-    partial: dict[str, Any] | None = None  # where a run stopped mid-epoch resumes: batch, sums, seconds, RNG
+    init_from: dict[str, Any] | None = None  # what --init-from loaded, how, and its step-0 validation
 
     @property
     def device(self) -> torch.device:

@@ -47,7 +47,7 @@ from . import distributed
 from .evaluate import evaluate
 from .hardware import amp_dtype_for, numerics_report
 from .interrupt import StopRequest, TrainingInterrupted
-from .loop import Run, TrainingStopped, train_one_epoch
+from .loop import PROGRESS, Run, TrainingStopped, train_one_epoch
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
 from .runlock import LOCK_ENV, RunLock
 
@@ -299,12 +299,9 @@ def _restore(run: Run, path: Path) -> None:
             run.ema.module.load_state_dict(state["ema"])
         else:
             run.ema.module.load_state_dict(state["model"])
-    run.start_epoch, run.step = int(state["epoch"]), int(state["step"])
-    run.history = list(state.get("history", []))
-    run.best_top1, run.best_epoch = float(state.get("best_top1", -1.0)), int(state.get("best_epoch", 0))
-    run.train_time_s = float(state.get("train_time_s", 0.0))
-    run.skipped_steps = int(state.get("skipped_steps", 0))
-    run.init_report = state.get("init_from")
+    run.start_epoch = int(state["epoch"])
+    for key in PROGRESS:  # older checkpoints lack newer keys: the fresh run's values stand
+        setattr(run, key, state.get(key, getattr(run, key)))
     rng = state.get("rng") or []
     batch = int(state.get("batch", 0))
     if batch:  # stopped mid-epoch: continue with the remaining batches, as each rank left them
@@ -343,7 +340,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
-    model, init_report = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
+    model, init_from = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
                                       resuming=resume_path is not None)
     params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
@@ -376,7 +373,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
                                       broadcast_buffers=True)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
               scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
-              custom_model=user_model is not None, init_report=init_report)
+              custom_model=user_model is not None, init_from=init_from)
     if resume_path is not None:
         _restore(run, resume_path)
     elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
@@ -422,21 +419,15 @@ def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = Non
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
         **position,
-        "step": run.step,
+        **{key: getattr(run, key) for key in PROGRESS},
         "rng": rng,
         "config": run.cfg.to_dict(),
-        "history": run.history,
-        "best_top1": run.best_top1,
-        "best_epoch": run.best_epoch,
-        "train_time_s": run.train_time_s,
-        "skipped_steps": run.skipped_steps,
         "num_classes": run.data_info.num_classes,
         "in_chans": run.data_info.in_chans,
         "class_names": list(run.data_info.class_names),
         # what evaluation does to an image, so the weights can be used without the data set
         "preprocessing": data_module.eval_preprocessing(run.cfg.data, run.data_info).to_dict(),
         "model_class": _model_class(run.model),
-        "init_from": run.init_report,
     }
 
 
@@ -466,8 +457,8 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "skipped_files": len(run.data_info.skipped),
         "output": str(run.folder),
     }
-    if run.init_report is not None:
-        summary["init_from"] = run.init_report
+    if run.init_from is not None:
+        summary["init_from"] = run.init_from
     for key in ("ema_top1", "ema_top5", "ema_loss"):
         if key in final:
             summary[key] = final[key]
@@ -526,9 +517,9 @@ def _fit(run: Run) -> dict[str, Any]:
               f"{run.updates_per_epoch} steps, global batch {global_batch}"
               f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
-    if run.init_report is not None and run.step == 0:  # where --init-from starts: scored before any step
+    if run.init_from is not None and run.step == 0:  # where --init-from starts: scored before any step
         start = _evaluate(run)
-        run.init_report.update({f"step0_{k}": start[k] for k in ("top1", "top5", "loss")})
+        run.init_from.update({f"step0_{k}": start[k] for k in ("top1", "top5", "loss")})
         if main:
             log.info(f"step 0 (--init-from): val top1 {start['top1']:.2f}  top5 {start['top5']:.2f}"
                      f"  loss {start['loss']:.4f}")
