@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DistributedSampler
 
 from ..errors import UserError
 
@@ -205,22 +205,6 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return super().__len__() - self.start
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` without padding, so every sample is evaluated exactly once.
-
-    DistributedSampler pads the last shard with repeats; for evaluation that would count samples twice.
-    """
-
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
 
 
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,

@@ -18,24 +18,14 @@ def integer_epochs(ax: Any, epochs: int | None = None) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def lr_points(history: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """The learning rate against the epoch (a fraction within it): the steps each epoch recorded in ``lr_curve``,
-    then its end-of-epoch value; the end-of-epoch values alone for histories without a curve."""
-    xs: list[float] = []
-    ys: list[float] = []
-    for record in history:
-        for x, lr in record.get("lr_curve", []):
-            xs.append(x)
-            ys.append(lr)
-        if record.get("lr") is not None:
-            xs.append(record["epoch"])
-            ys.append(record["lr"])
-    return xs, ys
+def lr_points(history: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(epoch, lr)``: the steps each epoch recorded in ``lr_curve`` (a fraction of the epoch), then its end-of-epoch
+    value (histories without a curve: those alone)."""
+    return [(x, lr) for r in history for x, lr in [*r.get("lr_curve", []), (r["epoch"], r.get("lr"))] if lr is not None]
 
 
-def curves_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
-    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) per epoch and the learning rate per step, side by side;
-    the ``matplotlib.figure.Figure``."""
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) per epoch and the learning rate per step, side by side."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plotting.figure((13, 3.6), ncols=3)
     panels = [("loss", [("train_loss", "train"), ("loss", "val")]),
@@ -47,7 +37,7 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=name)
         ax.set_ylabel(label)
         ax.legend()
-    axes[2].plot(*lr_points(history), label="lr")
+    axes[2].plot(*zip(*lr_points(history)), label="lr")  # nothing to draw for a history without lr
     axes[2].set_ylabel("learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")
@@ -56,12 +46,7 @@ def curves_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
-
-
-def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """``curves_figure`` written as a PNG at ``path``."""
-    return plotting.save(curves_figure(history, title), path, dpi=110)
+    return plotting.save(fig, path, dpi=110)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path,

@@ -213,7 +213,8 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
                                                shuffle=True, seed=cfg.run.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True, **options)
     val_loader = DataLoader(val_set, batch_size=cfg.optim.val_batch_size or 2 * cfg.optim.batch_size,
-                            sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size), **options)
+                            # every sample once: DistributedSampler would pad the last shard with repeats
+                            sampler=range(info.rank, len(val_set), info.world_size), **options)
     return train_loader, val_loader, sampler, data_info
 
 
@@ -587,7 +588,6 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
     if model is None:  # the registry model fits the asked input size and arguments, before any file is written
         check_model_input(cfg.model.name, cfg.data.img_size, cfg.data.in_chans, **cfg.model.kwargs)
     info = distributed.setup(cfg.run.device)
-    run = None
     try:
         with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
             stack.enter_context(deterministic_algorithms(cfg.run.deterministic))
