@@ -156,7 +156,7 @@ class NonFiniteGuard:
     def __init__(self, model: nn.Module, enabled: bool) -> None:
         self.enabled = enabled
         self.buffers = list(model.buffers()) if enabled else []
-        self.finite = torch.ones(())
+        self.finite = torch.tensor(True)
 
     @contextlib.contextmanager
     def protect(self) -> Iterator[None]:
