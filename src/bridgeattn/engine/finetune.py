@@ -22,7 +22,7 @@ from ..weights.warmstart import load_plain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["describe_init", "gate_parameter_names", "init_from", "optimizer_params"]
+__all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 
 def _weights(spec: str, unsafe: bool) -> dict[str, Any]:
@@ -53,19 +53,13 @@ def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, An
     report = {"source": spec, "how": "own weights" if own else "warm start", "gates": 0 if own else len(sites),
               "loaded": len(given) - len(dropped), "dropped": dropped, "reshaped": reshaped,
               "exact": not (dropped or reshaped)}
-    log.info(describe_init(report, getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__))
-    return report
-
-
-def describe_init(report: dict[str, Any], name: str) -> str:
-    """One line: "warm-started 9 gates of bav2_resnet20 from runs/plain28: exact at step 0" (or what differs)."""
-    if report["how"] == "own weights":
-        head = f"loaded {report['loaded']} tensors of {name}'s own weights from {report['source']}"
-    else:
-        head = f"warm-started {report['gates']} gates of {name} from {report['source']}"
+    name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    head = (f"loaded {report['loaded']} tensors of {name}'s own weights" if own
+            else f"warm-started {report['gates']} gates of {name}")
     parts = [f"{len(report[key])} {what} ({preview_keys(report[key], limit=2)})" for key, what in
              (("dropped", "tensors unused"), ("reshaped", "tensors of another shape")) if report[key]]
-    return f"{head}: " + (f"not exact at step 0: {'; '.join(parts)}" if parts else "exact at step 0")
+    log.info(f"{head} from {spec}: " + (f"not exact at step 0: {'; '.join(parts)}" if parts else "exact at step 0"))
+    return report
 
 
 def gate_parameter_names(model: nn.Module) -> set[str]:

@@ -390,17 +390,14 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
 # ------------------------------------------------------------------------------------------- epochs and records
 
 def _evaluate(run: Run) -> dict[str, Any]:
-    """Validation metrics of the model (and its EMA), with rank 0's BatchNorm statistics on every rank."""
-    if distributed.active():
-        distribute_bn(run.model, run.dist.world_size)
-    kw = dict(device=run.device, num_classes=run.data_info.num_classes, amp_dtype=run.amp_dtype,
-              channels_last=run.cfg.run.channels_last)
-    metrics = evaluate(run.model, run.val_loader, **kw)
-    if run.ema is not None:
+    """Validation metrics of the model (and its EMA: ``ema_top1`` ...), with rank 0's BatchNorm statistics."""
+    metrics: dict[str, Any] = {}
+    for prefix, model in [("", run.model)] + ([("ema_", run.ema.module)] if run.ema is not None else []):
         if distributed.active():
-            distribute_bn(run.ema.module, run.dist.world_size)
-        ema = evaluate(run.ema.module, run.val_loader, **kw)
-        metrics.update({f"ema_{k}": ema[k] for k in ("top1", "top5", "loss")})
+            distribute_bn(model, run.dist.world_size)
+        result = evaluate(model, run.val_loader, device=run.device, num_classes=run.data_info.num_classes,
+                          amp_dtype=run.amp_dtype, channels_last=run.cfg.run.channels_last)
+        metrics.update(result if not prefix else {prefix + k: result[k] for k in ("top1", "top5", "loss")})
     return metrics
 
 
@@ -439,9 +436,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "status": status,
         "model": _model_class(run.model) if run.custom_model else run.cfg.model.name,
         "data": run.data_info.name if run.data_info.name == "custom" else run.cfg.data.spec,
-        "top1": final.get("top1"),
-        "top5": final.get("top5"),
-        "loss": final.get("loss"),
+        **{key: final.get(key) for key in ("top1", "top5", "loss")},
         "best_top1": run.best_top1 if run.best_epoch else None,  # None: no epoch with finite results
         "best_epoch": run.best_epoch,
         "epochs": len(run.history),
@@ -458,13 +453,8 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "skipped_files": len(run.data_info.skipped),
         "output": str(run.folder),
     }
-    if run.init_from is not None:
-        summary["init_from"] = run.init_from
-    for key in ("ema_top1", "ema_top5", "ema_loss"):
-        if key in final:
-            summary[key] = final[key]
-    if message:
-        summary["message"] = message
+    summary.update({key: final[key] for key in ("ema_top1", "ema_top5", "ema_loss") if key in final})
+    summary.update({key: value for key, value in (("init_from", run.init_from), ("message", message)) if value})
     return summary
 
 
