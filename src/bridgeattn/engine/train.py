@@ -189,32 +189,26 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
         finally:
             if info.is_main:
                 distributed.barrier()
-    global_batch = cfg.optim.batch_size * info.world_size
-    if len(train_set) < global_batch * cfg.optim.grad_accum:
+    o, seed, rank, world = cfg.optim, cfg.run.seed, info.rank, info.world_size
+    if len(train_set) < o.batch_size * o.grad_accum * world:
         raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
-                        f"({cfg.optim.batch_size} x {cfg.optim.grad_accum} accumulation x {info.world_size} "
-                        "processes); lower "
+                        f"({o.batch_size} x {o.grad_accum} accumulation x {world} processes); lower "
                         "--batch-size or --grad-accum, or raise --train-subset")
-    o, seed = cfg.optim, cfg.run.seed
-    options = data_module.loader_options(cfg.run.workers, info.device)
+    options, val_batch = data_module.loader_options(cfg.run.workers, info.device), o.val_batch_size or 2 * o.batch_size
     if isinstance(train_set, ShardSet):  # streamed: the data set itself splits each epoch over ranks and workers
-        train_loader = shard_loader(train_set, o.batch_size, info.rank, info.world_size, True, seed, options)
-        val_loader = shard_loader(val_set, o.val_batch_size or 2 * o.batch_size, info.rank, info.world_size,
-                                  False, seed, options)
+        train_loader = shard_loader(train_set, o.batch_size, rank, world, True, seed, options)
+        val_loader = shard_loader(val_set, val_batch, rank, world, False, seed, options)
         return train_loader, val_loader, train_loader.dataset, data_info
     if cfg.run.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
-        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size,
-                                                                  rank=info.rank, shuffle=True, seed=cfg.run.seed)
-        train_set = EpochSeeded(train_set, cfg.run.seed)
+        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, world, rank, shuffle=True, seed=seed)
+        train_set = EpochSeeded(train_set, seed)
     else:
-        sampler = distributed.ResumableSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                               shuffle=True, seed=cfg.run.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True, **options)
-    val_loader = DataLoader(val_set, batch_size=cfg.optim.val_batch_size or 2 * cfg.optim.batch_size,
-                            # every sample once: DistributedSampler would pad the last shard with repeats
-                            sampler=range(info.rank, len(val_set), info.world_size), **options)
+        sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed)
+    train_loader = DataLoader(train_set, batch_size=o.batch_size, sampler=sampler, drop_last=True, **options)
+    # every sample evaluated once: DistributedSampler would pad the last shard with repeats
+    val_loader = DataLoader(val_set, batch_size=val_batch, sampler=range(rank, len(val_set), world), **options)
     return train_loader, val_loader, sampler, data_info
 
 
