@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Host reads of the loss and the non-finite vote: every this many optimizer steps and at the end of an epoch.
 SYNC_EVERY = 10
+# The fields of ``Run`` that say how far it got, stored in every checkpoint under the same names.
 PROGRESS = ("step", "skipped_steps", "best_top1", "best_epoch", "train_time_s", "history", "init_from")
 # Points of the learning-rate curve recorded per epoch (at most): enough to show the warm-up and the peak.
 LR_POINTS = 32
@@ -67,7 +68,7 @@ class Run:
     vote: distributed.StopVote = field(default_factory=distributed.StopVote)
     start_epoch: int = 0
     partial: dict[str, Any] | None = None  # where a run stopped mid-epoch resumes: batch, sums, seconds, RNG
-    # progress (PROGRESS: stored in every checkpoint under these names)
+    # how far it got (PROGRESS)
     step: int = 0
     skipped_steps: int = 0
     best_top1: float = -1.0
