@@ -214,3 +214,24 @@ def test_the_training_docs_evaluate_the_run_folder_they_train():
             continue  # plain weights
         run = location.split("/checkpoints/")[0]
         assert run in outputs, f"docs/training.md evaluates {location}, but no run is trained into {run}"
+
+
+def test_a_one_epoch_run_ticks_whole_epochs_and_its_lr_panel_shows_warm_up_and_peak(figures, tmp_path):
+    from bridgeattn.config import from_flat
+    from bridgeattn.engine import train
+
+    # 64 samples in batches of 4: 16 steps, 8 of linear warm-up from 1e-5, then a cosine from 1e-2 to 1e-4
+    train(*from_flat(dict(model="bav2_resnet20", data="synthetic:64", img_size=16, batch_size=4, epochs=1, lr=1e-2,
+                          warmup_epochs=0.5, warmup_prefix=True, warmup_lr=1e-5, min_lr=1e-4, workers=0, progress=False,
+                          output=str(tmp_path / "run"))))
+    curves = next(fig for fig in figures if len(fig.axes) == 3)
+    for ax in curves.axes:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [0.0, 1.0]
+    (line,) = curves.axes[2].get_lines()
+    epochs, lrs = line.get_xdata().tolist(), line.get_ydata().tolist()
+    assert len(epochs) == 17 and epochs[:3] == [0.0, 1 / 16, 2 / 16] and epochs[-1] == 1  # every step, then the end
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(1e-5) and epochs[peak] == 0.5 and lrs[peak] == pytest.approx(1e-2, rel=1e-3)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # the warm-up rises step by step
+    assert all(a > b for a, b in zip(lrs[peak:-1], lrs[peak + 1:]))  # the cosine falls

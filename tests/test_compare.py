@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bridgeattn.errors import UserError
+from bridgeattn.tools import compare as compare_module
 from bridgeattn.tools.compare import CompareConfig, paired_difference, resolve_models, run_compare
 
 T_975_DF1 = 12.7062  # Student t, 97.5 % quantile, 1 degree of freedom (printed tables)
@@ -61,12 +62,20 @@ class FakeEngine:
                 "train_time_s": 1.0, "train_img_per_s": 100.0, "params": 0, "output": options["output"]}
 
 
-def test_compare_report_and_resume_with_a_stand_in_engine(tmp_path: Path) -> None:
-    engine = FakeEngine()
+@pytest.fixture
+def engine(monkeypatch) -> FakeEngine:
+    """The stand-in engine for every cell, and the shape of the data (16 px) without building the data set."""
+    fake = FakeEngine()
+    monkeypatch.setattr(compare_module, "_train", fake)
+    monkeypatch.setattr(compare_module, "_data_shape", lambda cfg: (10, 3, 16))
+    return fake
+
+
+def test_compare_report_and_resume_with_a_stand_in_engine(tmp_path: Path, engine: FakeEngine) -> None:
     cfg = CompareConfig(models=["plain", "bav2"], backbone="resnet20", data="synthetic:64", seeds=[0, 1],
                         output=str(tmp_path), train_options={"epochs": 1, "batch_size": 8}, speed=True,
                         speed_batch=2, speed_reps=1)
-    results = run_compare(cfg, train_fn=engine, data_shape=(10, 3, 16), log=lambda s: None)
+    results = run_compare(cfg)
     assert len(engine.calls) == 4
     # Identical recipe in every cell; only model and seed differ.
     recipes = {json.dumps({k: v for k, v in c.items() if k not in ("model", "seed", "output")}, sort_keys=True)
@@ -85,16 +94,16 @@ def test_compare_report_and_resume_with_a_stand_in_engine(tmp_path: Path) -> Non
         assert [r["model"] for r in csv.DictReader(f)] == ["plain", "bav2"]
     assert "bav2_resnet20" in (tmp_path / "results.md").read_text()
     # Re-run: every cell is finished, nothing is retrained, the report is the same.
-    again = run_compare(cfg, train_fn=engine, data_shape=(10, 3, 16), log=lambda s: None)
+    again = run_compare(cfg)
     assert len(engine.calls) == 4
     assert again["models"][1]["top1_mean"] == results["models"][1]["top1_mean"]
     # A lost summary retrains that cell only; a different budget in the same folder is refused.
     (tmp_path / "cells" / "bav2_resnet20" / "seed1" / "summary.json").unlink()
-    run_compare(cfg, train_fn=engine, data_shape=(10, 3, 16), log=lambda s: None)
+    run_compare(cfg)
     assert [(c["model"], c["seed"]) for c in engine.calls[4:]] == [("bav2_resnet20", 1)]
     cfg.train_options["epochs"] = 2
     with pytest.raises(UserError, match="different recipe"):
-        run_compare(cfg, train_fn=engine, data_shape=(10, 3, 16), log=lambda s: None)
+        run_compare(cfg)
 
 
 def test_compare_trains_for_real_on_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -173,6 +173,23 @@ def test_bav1_recipe_lr_follows_the_reference_schedule_at_every_epoch():
     assert reference(5) == 0.1  # the cosine starts at the peak, right after the warm-up
 
 
+@pytest.mark.parametrize("recipe, updates, first, second", [
+    # the BAv1 reference steps at 0.1 / (5 x 5005) ~ 4e-6 first (its warm-up counts from 1, its epoch keeps the
+    # last partial batch); here a step is a full batch (5004 per epoch) and timm's warm-up starts at warmup_lr
+    ("imagenet_bav1", 5004, 0.0, 0.1 / (5 * 5004)),
+    # the BAv2 reference applies lr(k - 1) at step k (1e-6 twice), timm's train.py and this engine lr(k)
+    ("imagenet_bav2", 1251, 1e-6, 1e-6 + (1e-3 - 1e-6) / (20 * 1251)),
+])
+def test_recipe_lr_of_the_first_two_steps(recipe, updates, first, second):
+    """docs/spec.md, section 7: step 0 trains at the lr the scheduler starts with, step k at step_update(k)'s."""
+    cfg, _ = config_from_args(_parse(["--config", recipe]))
+    optimizer, scheduler = engine_train._build_optimization(cfg, torch.nn.Linear(2, 2), updates)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    scheduler.step_update(num_updates=1)  # what train_one_epoch calls after optimizer step 0
+    lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([first, second], rel=1e-12, abs=1e-15)
+
+
 class _Marker:
     """Unpickling creates the marker file: the proof that a load ran code."""
 

@@ -131,7 +131,7 @@ def _nan_at(monkeypatch, bad_steps: set[int]) -> None:
     real_build = engine_train._build_model
 
     def build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
+        model, report = real_build(*args, **kwargs)
         calls = {"n": 0}
 
         def hook(module, args, output):
@@ -142,7 +142,7 @@ def _nan_at(monkeypatch, bad_steps: set[int]) -> None:
             return output
 
         model.register_forward_hook(hook)
-        return model
+        return model, report
 
     monkeypatch.setattr(engine_train, "_build_model", build)
 
@@ -230,18 +230,28 @@ def test_unknown_yaml_option_is_named(tmp_path):
         config_from_args(_parse(["--config", str(recipe)]))
 
 
-def _signal_at(step: int, sig: signal.Signals):
-    def on_step(n: int) -> None:
-        if n == step:
-            os.kill(os.getpid(), sig)  # arrives in the middle of the step loop, as from a scheduler
-    return on_step
+@pytest.fixture
+def signal_at(monkeypatch):
+    """``signal_at(step, sig)``: the process gets ``sig`` right after optimizer step ``step``, as from a scheduler."""
+    loop = importlib.import_module("bridgeattn.engine.loop")
+    real = loop.optimizer_step
+
+    def arm(step: int, sig: signal.Signals) -> None:
+        def optimizer_step(run, params):
+            found = real(run, params)
+            if run.step == step:
+                os.kill(os.getpid(), sig)  # arrives in the middle of the step loop
+            return found
+        monkeypatch.setattr(loop, "optimizer_step", optimizer_step)
+    return arm
 
 
-def test_sigterm_mid_epoch_then_resume_auto_equals_uninterrupted(reference, tmp_path):
+def test_sigterm_mid_epoch_then_resume_auto_equals_uninterrupted(reference, tmp_path, signal_at):
     ref_folder, ref_summary = reference
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:
-        train(*from_flat(dict(output=str(run), **FULL_STATE)), on_step=_signal_at(6, signal.SIGTERM))
+        signal_at(6, signal.SIGTERM)
+        train(*from_flat(dict(output=str(run), **FULL_STATE)))
     assert info.value.exit_code == 143 and info.value.signal_name == "SIGTERM"
     # the step in progress was finished, then the exact position written: 2 of epoch 2's 4 batches done
     assert find_resume(run).name == "epoch-0001-batch-000002.pth"
@@ -265,10 +275,11 @@ def test_sigterm_mid_epoch_then_resume_auto_equals_uninterrupted(reference, tmp_
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGUSR1, 143), (signal.SIGINT, 130)])
-def test_sigusr1_and_ctrl_c_also_checkpoint_and_say_how_to_continue(tmp_path, sig, code):
+def test_sigusr1_and_ctrl_c_also_checkpoint_and_say_how_to_continue(tmp_path, sig, code, signal_at):
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:
-        train(*from_flat(dict(output=str(run), **TINY)), on_step=_signal_at(3, sig))
+        signal_at(3, sig)
+        train(*from_flat(dict(output=str(run), **TINY)))
     assert info.value.exit_code == code
     assert find_resume(run).name == "epoch-0000-batch-000003.pth"
     summary = json.loads((run / "summary.json").read_text())
@@ -295,7 +306,7 @@ def _tensor_sets() -> tuple[TensorDataset, TensorDataset]:
     return TensorDataset(images[:64], labels[:64]), TensorDataset(images[64:], labels[64:])
 
 
-def test_train_takes_a_users_module_and_datasets_and_resumes_exactly(tmp_path):
+def test_train_takes_a_users_module_and_datasets_and_resumes_exactly(tmp_path, signal_at):
     custom = dict(batch_size=16, epochs=2, lr=1e-2, workers=0, progress=False, plots=False, deterministic=True)
 
     def fresh() -> nn.Module:
@@ -309,8 +320,8 @@ def test_train_takes_a_users_module_and_datasets_and_resumes_exactly(tmp_path):
 
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:
-        train(*from_flat(dict(output=str(run), **custom)), model=fresh(), datasets=_tensor_sets(),
-              on_step=_signal_at(5, signal.SIGTERM))
+        signal_at(5, signal.SIGTERM)
+        train(*from_flat(dict(output=str(run), **custom)), model=fresh(), datasets=_tensor_sets())
     assert "resume='auto'" in info.value.resume_command
     again = train(*from_flat(dict(output=str(run), resume="auto", **custom)), model=fresh(), datasets=_tensor_sets())
     _assert_same(_weights(tmp_path / "whole" / "checkpoints/last.pth"), _weights(run / "checkpoints/last.pth"))

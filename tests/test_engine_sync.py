@@ -12,6 +12,7 @@ from bridgeattn.engine import train
 
 engine_train = importlib.import_module("bridgeattn.engine.train")
 distributed = importlib.import_module("bridgeattn.engine.distributed")
+loop = importlib.import_module("bridgeattn.engine.loop")
 
 # 96 samples in batches of 4: 24 optimizer steps in one epoch
 SMALL = dict(model="bav2_resnet20", data="synthetic:96", img_size=16, batch_size=4, lr=1e-3, epochs=1, workers=0,
@@ -66,7 +67,7 @@ def test_an_epoch_reads_the_device_once_per_log_interval(tmp_path, monkeypatch):
     counts = _count_reads(monkeypatch)
     summary = train(*from_flat(dict(output=str(tmp_path / "run"), **SMALL)))
     assert summary["steps"] == 24 and summary["status"] == "finished"
-    windows = math.ceil(24 / engine_train.SYNC_EVERY)  # reads after steps 10, 20 and at the end of the epoch
+    windows = math.ceil(24 / loop.SYNC_EVERY)  # reads after steps 10, 20 and at the end of the epoch
     assert counts["tolist"] == windows and counts["all_reduce"] == windows
     others = {k: v for k, v in counts.items() if k not in ("tolist", "all_reduce")}
     assert not any(others.values()), others
@@ -77,7 +78,7 @@ def test_skipping_a_bad_step_needs_no_collective_per_step(tmp_path, monkeypatch)
     counts = _count_reads(monkeypatch)
     summary = train(*from_flat(dict(output=str(tmp_path / "run"), skip_nonfinite=1, **SMALL)))
     assert summary["skipped_steps"] == 0
-    assert counts["all_reduce"] == math.ceil(24 / engine_train.SYNC_EVERY)
+    assert counts["all_reduce"] == math.ceil(24 / loop.SYNC_EVERY)
     assert counts["item"] <= 24  # AdamW is not fused: one read of the skip flag per optimizer step at most
 
 

@@ -98,3 +98,23 @@ def test_init_from_a_saved_model_folder(tmp_path):
     torch.testing.assert_close(model.eval()(x), plain.eval()(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(UserError, match="neither a run folder"):
         init_from(model, str(tmp_path))
+
+
+def test_init_from_says_what_it_loaded_and_the_run_scores_its_start(plain_run, tmp_path, caplog):
+    plain = load_checkpoint(plain_run)
+    caplog.set_level("INFO", logger="bridgeattn")
+    summary = train(*from_flat(dict(model="bav2_resnet20", init_from=str(plain_run), output=str(tmp_path / "r"),
+                                    **dict(TINY, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12))))
+    assert f"warm-started 9 gates of bav2_resnet20 from {plain_run}: exact at step 0" in caplog.text
+    report = summary["init_from"]
+    assert (report["how"], report["gates"], report["exact"], report["dropped"]) == ("warm start", 9, True, [])
+    assert report["loaded"] == len(plain["model"])
+    # the step-0 validation is the plain run's final one: the warm-started model computes the plain function
+    assert report["step0_top1"] == plain["history"][-1]["top1"]
+    assert report["step0_loss"] == pytest.approx(plain["history"][-1]["loss"], rel=1e-5)
+    assert load_checkpoint(tmp_path / "r")["init_from"] == report  # kept for a resumed run's summary
+    # another number of classes: the classifier stays fresh, and the line says the start is not the plain function
+    model = bridgeattn.create_model("bav2_resnet20", num_classes=5, in_chans=plain["in_chans"])
+    other = init_from(model, str(plain_run))
+    assert other["reshaped"] == ["fc.bias", "fc.weight"] and not other["exact"]
+    assert "not exact at step 0: 2 tensors of another shape (fc.bias, fc.weight)" in caplog.text

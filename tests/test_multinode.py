@@ -81,7 +81,7 @@ def _nan_on_rank_one(rank: int, port: int, folder: str) -> None:
     held = {}
 
     def build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
+        model, report = real_build(*args, **kwargs)
         held["model"] = model
         calls = {"n": 0}
 
@@ -93,7 +93,7 @@ def _nan_on_rank_one(rank: int, port: int, folder: str) -> None:
             return output
 
         model.register_forward_hook(hook)
-        return model
+        return model, report
 
     engine_train._build_model = build
     summary = engine_train.train(*from_flat(dict(

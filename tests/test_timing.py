@@ -103,13 +103,21 @@ def _engine(options):
     return {"top1": top1, "top5": 90.0, "loss": 1.0, "train_img_per_s": 10.0, "train_time_s": 1.0}
 
 
+@pytest.fixture
+def stand_in_engine(monkeypatch) -> None:
+    """Compare cells get ``_engine``'s summary, and the data's shape (16 px) without building the data set."""
+    compare = importlib.import_module("bridgeattn.tools.compare")
+    monkeypatch.setattr(compare, "_train", _engine)
+    monkeypatch.setattr(compare, "_data_shape", lambda cfg: (10, 3, 16))
+
+
 def _compare(output: Path, seeds: list[int], speed: bool) -> dict:
     cfg = CompareConfig(models=["plain", "bav2"], data="synthetic:64", seeds=seeds, output=str(output),
                         train_options={"epochs": 1}, speed=speed, speed_batch=2, speed_reps=1)
-    return run_compare(cfg, train_fn=_engine, data_shape=(10, 3, 16), log=lambda s: None)
+    return run_compare(cfg)
 
 
-def test_compare_refuses_repeated_seeds_and_a_training_run_folder(tmp_path):
+def test_compare_refuses_repeated_seeds_and_a_training_run_folder(tmp_path, stand_in_engine):
     with pytest.raises(UserError, match="seed.*0.*twice"):
         _compare(tmp_path / "cmp", [0, 0], speed=False)
     run = tmp_path / "run"
@@ -120,7 +128,7 @@ def test_compare_refuses_repeated_seeds_and_a_training_run_folder(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # nothing written into it
 
 
-def test_a_rerun_without_speed_keeps_the_measured_inference_figures(tmp_path):
+def test_a_rerun_without_speed_keeps_the_measured_inference_figures(tmp_path, stand_in_engine):
     measured = {r["name"]: r["infer_img_per_s"] for r in _compare(tmp_path, [0, 1], speed=True)["models"]}
     assert all(v > 0 for v in measured.values())
     again = {r["name"]: r["infer_img_per_s"] for r in _compare(tmp_path, [0, 1], speed=False)["models"]}

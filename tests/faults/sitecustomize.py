@@ -1,8 +1,8 @@
 """Fault injection for the tests' training subprocesses (the library itself has no test hooks).
 
 With this folder on PYTHONPATH, Python imports this file at start-up. When ``BRIDGEATTN_TEST_FAULT`` is set, it
-wraps ``bridgeattn.engine.train.train`` (as soon as that module is imported) so that, after optimizer step
-STEP, the process does ACTION; on the first torchrun attempt only, and only on RANK when given::
+wraps ``bridgeattn.engine.loop.optimizer_step`` (once ``bridgeattn.engine.train`` is imported) so that, after
+optimizer step STEP, the process does ACTION; on the first torchrun attempt only, and only on RANK when given::
 
     BRIDGEATTN_TEST_FAULT=ACTION@STEP[:RANK]     e.g. SIGKILL@6, SIGKILL@6:1, SIGTERM@6, pause@2
 
@@ -41,17 +41,15 @@ if FAULT and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
             time.sleep(0.02)
 
     def _patch(module) -> None:
-        real = module.train
+        module = sys.modules["bridgeattn.engine.loop"]  # imported by the training module
+        real = module.optimizer_step
 
-        def train(*args, on_step=None, **kwargs):
-            def hook(step: int) -> None:
-                if on_step is not None:
-                    on_step(step)
-                _act(step)
+        def optimizer_step(run, *args, **kwargs):
+            found = real(run, *args, **kwargs)
+            _act(run.step)
+            return found
 
-            return real(*args, on_step=hook, **kwargs)
-
-        module.train = train
+        module.optimizer_step = optimizer_step
 
     class _PatchOnImport(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):

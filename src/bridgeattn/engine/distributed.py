@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DistributedSampler
 
 from ..errors import UserError
 
@@ -212,26 +212,6 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` without padding, so every sample is evaluated exactly once.
-
-    DistributedSampler pads the last shard with repeats; for evaluation that would count samples twice.
-    """
-
-    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
-
-
-def _exit_with_launcher() -> None:  # runs in the torchrun child between fork and exec
-    die_with_parent(signal.SIGKILL)
-
-
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
                     env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes under torchrun; its status.
@@ -252,7 +232,7 @@ def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: 
     received: list[int] = []
     # own session: a Ctrl-C in the terminal reaches torchrun once, through us, not twice
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            preexec_fn=_exit_with_launcher if sys.platform.startswith("linux") else None)
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def forward(signum: int, frame: Any) -> None:
         received.append(signum)

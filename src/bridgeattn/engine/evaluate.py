@@ -19,10 +19,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
              progress: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` (items ``(B, C, H, W)`` images, ``(B,)`` labels).
 
-    Under DDP each process evaluates its own shard (use ``ShardSampler``: no padded repeats) and the sums are
-    all-reduced, so the counts are exact. Returns ``top1``/``top5`` (percent), ``loss`` (mean cross-entropy),
-    ``count``, ``per_class`` (accuracy per class, percent; None for classes without samples) and ``confusion``
-    (rows: true class, columns: predicted class).
+    Under DDP each process evaluates its own shard (sampler ``range(rank, len(dataset), world_size)``: no padded
+    repeats) and the sums are all-reduced, so the counts are exact. Returns ``top1``/``top5`` (percent), ``loss``
+    (mean cross-entropy), ``count``, ``per_class`` (accuracy per class, percent; None for classes without
+    samples) and ``confusion`` (rows: true class, columns: predicted class).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training

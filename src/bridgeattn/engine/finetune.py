@@ -9,21 +9,43 @@ schedulers shape every group from its own starting value.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch.nn as nn
 
-from ..errors import UserError
+from ..errors import UserError, preview_keys
 from ..models.warmstart import warm_sites, warm_state_dict
 from ..weights.loading import load_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 
-def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> None:
-    """Load ``spec``'s weights (any location ``load_model`` takes) into ``model`` in place, warm-starting from
-    plain weights."""
-    model.load_state_dict(warm_state_dict(model, load_state(spec, unsafe=unsafe)))
+def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, Any]:
+    """Load ``spec``'s weights (any location ``load_model`` takes) into ``model`` in place, warm-starting from plain weights; logs and returns what
+    was loaded and how: ``source``, ``how`` ("warm start" or "own weights"), ``gates`` (warm-started), ``loaded``
+    (tensors taken), ``dropped`` (given but unused: an SE the bridge replaces), ``reshaped`` (a classifier kept
+    fresh for another number of classes, a first conv adapted to other input channels) and ``exact`` (the model
+    starts as the function the weights computed)."""
+    given = load_state(spec, unsafe=unsafe)
+    state = warm_state_dict(model, given)
+    model.load_state_dict(state)
+    sites = warm_sites(model)
+    own = not sites or any(k.startswith(tuple(s.new for s in sites)) for k in given)
+    reshaped = sorted(k for k in given if k in state and given[k].shape != state[k].shape)
+    dropped = sorted(k for k in given if k not in state)
+    report = {"source": spec, "how": "own weights" if own else "warm start", "gates": 0 if own else len(sites),
+              "loaded": len(given) - len(dropped), "dropped": dropped, "reshaped": reshaped,
+              "exact": not (dropped or reshaped)}
+    name = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+    head = (f"loaded {report['loaded']} tensors of {name}'s own weights" if own
+            else f"warm-started {report['gates']} gates of {name}")
+    parts = [f"{len(report[key])} {what} ({preview_keys(report[key], limit=2)})" for key, what in
+             (("dropped", "tensors unused"), ("reshaped", "tensors of another shape")) if report[key]]
+    log.info(f"{head} from {spec}: " + (f"not exact at step 0: {'; '.join(parts)}" if parts else "exact at step 0"))
+    return report
 
 
 def gate_parameter_names(model: nn.Module) -> set[str]:

@@ -33,31 +33,41 @@ def save(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
     return path
 
 
-def integer_epochs(ax: Any) -> None:
-    """Epoch axes tick at whole epochs only (a short run otherwise shows 1.25, 1.5, ...)."""
+def integer_epochs(ax: Any, epochs: int | None = None) -> None:
+    """Epoch axes tick at whole epochs only (a short run otherwise shows 1.25, 1.5, ...); with ``epochs`` the axis
+    spans 0 .. epochs, so a one-epoch run still has two whole epochs to tick."""
     from matplotlib.ticker import MaxNLocator
 
+    if epochs:
+        ax.set_xlim(-0.05 * epochs, 1.05 * epochs)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def lr_points(history: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(epoch, lr)``: the steps each epoch recorded in ``lr_curve`` (a fraction of the epoch), then its end-of-epoch
+    value (histories without a curve: those alone)."""
+    return [(x, lr) for r in history for x, lr in [*r.get("lr_curve", []), (r["epoch"], r.get("lr"))] if lr is not None]
+
+
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) and learning rate per epoch, side by side."""
+    """Loss (train, val), accuracy (top-1, top-5, EMA top-1) per epoch and the learning rate per step, side by side."""
     epochs = [r["epoch"] for r in history]
     fig, axes = figure((13, 3.6), ncols=3)
     panels = [("loss", [("train_loss", "train"), ("loss", "val")]),
-              ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")]),
-              ("learning rate", [("lr", "lr at epoch end")])]
+              ("accuracy (%)", [("top1", "top-1"), ("top5", "top-5"), ("ema_top1", "EMA top-1")])]
     for ax, (label, series) in zip(axes, panels):
         for key, name in series:
             values = [r.get(key) for r in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=name)
-        ax.set_xlabel("epoch")
-        integer_epochs(ax)
         ax.set_ylabel(label)
+        ax.legend()
+    axes[2].plot(*zip(*lr_points(history)), label="lr")  # nothing to draw for a history without lr
+    axes[2].set_ylabel("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        integer_epochs(ax, max(epochs, default=0))
         ax.grid(alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

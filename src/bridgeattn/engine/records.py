@@ -87,10 +87,10 @@ class RunRecorder:
         """Rewrite metrics.jsonl and metrics.csv from the full history (consistent after a resume)."""
         write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         columns: list[str] = []
-        for record in history:
-            columns += [k for k in record if k not in columns]
+        for record in history:  # one value per cell: the learning-rate curve stays in metrics.jsonl
+            columns += [k for k in record if k not in columns and not isinstance(record[k], list)]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
         write_text(self.folder / "metrics.csv", buf.getvalue())

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import shlex
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,10 +31,9 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from .. import data as data_module
 from ..config import LaunchOptions, TrainConfig, make_config
@@ -49,8 +45,9 @@ from ..weights import checkpoint as ckpt
 from ..weights.safe_load import load_state_dict_strict
 from . import distributed
 from .evaluate import evaluate
-from .hardware import amp_dtype_for, autocast, numerics_report
+from .hardware import amp_dtype_for, numerics_report
 from .interrupt import StopRequest, TrainingInterrupted
+from .loop import PROGRESS, Run, TrainingStopped, train_one_epoch
 from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
 from .runlock import LOCK_ENV, RunLock, refuse_other_files
 
@@ -59,10 +56,6 @@ _SCHEDULE_FIELDS = ("sched", "epochs", "warmup_epochs", "warmup_prefix", "warmup
                     "grad_accum")
 
 log = logging.getLogger(__name__)
-
-
-class TrainingStopped(RuntimeError):
-    """The run stopped on purpose (a non-finite loss); the last good checkpoint is left in place."""
 
 
 def seed_everything(seed: int, *salt: int) -> None:
@@ -116,48 +109,6 @@ class EpochSeeded(torch.utils.data.Dataset):
         epoch, index = key
         seed_everything(self.seed, epoch, index)
         return self.dataset[index]
-
-
-@dataclass
-class Run:
-    """Everything a training run holds, so the loop functions take one argument."""
-
-    cfg: TrainConfig
-    options: LaunchOptions
-    dist: distributed.DistInfo
-    folder: Path
-    model: nn.Module  # the bare model (checkpoints, EMA, evaluation)
-    net: nn.Module  # the model being trained: ``model`` or its DDP wrapper
-    train_loader: DataLoader
-    val_loader: DataLoader
-    sampler: Any  # ResumableSampler, or ShardBatches for streamed shards: set_epoch(epoch)
-    data_info: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
-    mixup: Mixup | None
-    ema: ModelEmaV3 | None
-    amp_dtype: torch.dtype | None
-    updates_per_epoch: int
-    params: int
-    step: int = 0
-    start_epoch: int = 0
-    skipped_steps: int = 0
-    best_top1: float = -1.0
-    best_epoch: int = 0
-    train_time_s: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    recorder: RunRecorder | None = None
-    custom_model: bool = False  # the caller's nn.Module rather than cfg.model from the registry
-    partial: dict[str, Any] | None = None  # where a run stopped mid-epoch resumes: batch, sums, seconds, RNG
-    stop: StopRequest = field(default_factory=StopRequest)
-    vote: distributed.StopVote = field(default_factory=distributed.StopVote)
-    on_step: Callable[[int], None] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.dist.device
 
 
 # ---------------------------------------------------------------------------------------------------- set-up
@@ -240,36 +191,32 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
         finally:
             if info.is_main:
                 distributed.barrier()
-    global_batch = cfg.optim.batch_size * info.world_size
-    if len(train_set) < global_batch * cfg.optim.grad_accum:
+    o, seed, rank, world = cfg.optim, cfg.run.seed, info.rank, info.world_size
+    if len(train_set) < o.batch_size * o.grad_accum * world:
         raise UserError(f"the training set has {len(train_set)} samples, fewer than one optimizer step needs "
-                        f"({cfg.optim.batch_size} x {cfg.optim.grad_accum} accumulation x {info.world_size} "
-                        "processes); lower "
+                        f"({o.batch_size} x {o.grad_accum} accumulation x {world} processes); lower "
                         "--batch-size or --grad-accum, or raise --train-subset")
-    o, seed = cfg.optim, cfg.run.seed
-    options = data_module.loader_options(cfg.run.workers, info.device)
+    options, val_batch = data_module.loader_options(cfg.run.workers, info.device), o.val_batch_size or 2 * o.batch_size
     if isinstance(train_set, ShardSet):  # streamed: the data set itself splits each epoch over ranks and workers
-        train_loader = shard_loader(train_set, o.batch_size, info.rank, info.world_size, True, seed, options)
-        val_loader = shard_loader(val_set, o.val_batch_size or 2 * o.batch_size, info.rank, info.world_size,
-                                  False, seed, options)
+        train_loader = shard_loader(train_set, o.batch_size, rank, world, True, seed, options)
+        val_loader = shard_loader(val_set, val_batch, rank, world, False, seed, options)
         return train_loader, val_loader, train_loader.dataset, data_info
     if cfg.run.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
-        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, num_replicas=info.world_size,
-                                                                  rank=info.rank, shuffle=True, seed=cfg.run.seed)
-        train_set = EpochSeeded(train_set, cfg.run.seed)
+        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, world, rank, shuffle=True, seed=seed)
+        train_set = EpochSeeded(train_set, seed)
     else:
-        sampler = distributed.ResumableSampler(train_set, num_replicas=info.world_size, rank=info.rank,
-                                               shuffle=True, seed=cfg.run.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, sampler=sampler, drop_last=True, **options)
-    val_loader = DataLoader(val_set, batch_size=cfg.optim.val_batch_size or 2 * cfg.optim.batch_size,
-                            sampler=distributed.ShardSampler(len(val_set), info.rank, info.world_size), **options)
+        sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed)
+    train_loader = DataLoader(train_set, batch_size=o.batch_size, sampler=sampler, drop_last=True, **options)
+    # every sample evaluated once: DistributedSampler would pad the last shard with repeats
+    val_loader = DataLoader(val_set, batch_size=val_batch, sampler=range(rank, len(val_set), world), **options)
     return train_loader, val_loader, sampler, data_info
 
 
 def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool = False,
-                 model: nn.Module | None = None, resuming: bool = False) -> nn.Module:
+                 model: nn.Module | None = None, resuming: bool = False) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The model on its device, and what ``--init-from`` loaded into it (None without it)."""
     if model is None:
         from ..models.registry import REMOTE_KWARGS, create_model
 
@@ -281,10 +228,11 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool
                                  **kwargs)
         except TypeError as exc:
             raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
+    report = None
     if cfg.model.init_from and not resuming:
         from .finetune import init_from
 
-        init_from(model, cfg.model.init_from, unsafe)
+        report = init_from(model, cfg.model.init_from, unsafe)
     if cfg.run.freeze_bn:
         from ..layers.freeze import freeze_bn
 
@@ -292,7 +240,7 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool
     model.to(device)
     if cfg.run.channels_last:
         model.to(memory_format=torch.channels_last)
-    return model
+    return model, report
 
 
 def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: int):
@@ -348,11 +296,9 @@ def _restore(run: Run, path: Path) -> None:
             run.ema.module.load_state_dict(state["ema"])
         else:
             run.ema.module.load_state_dict(state["model"])
-    run.start_epoch, run.step = int(state["epoch"]), int(state["step"])
-    run.history = list(state.get("history", []))
-    run.best_top1, run.best_epoch = float(state.get("best_top1", -1.0)), int(state.get("best_epoch", 0))
-    run.train_time_s = float(state.get("train_time_s", 0.0))
-    run.skipped_steps = int(state.get("skipped_steps", 0))
+    run.start_epoch = int(state["epoch"])
+    for key in PROGRESS:  # older checkpoints lack newer keys: the fresh run's values stand
+        setattr(run, key, state.get(key, getattr(run, key)))
     rng = state.get("rng") or []
     batch = int(state.get("batch", 0))
     if batch:  # stopped mid-epoch: continue with the remaining batches, as each rank left them
@@ -361,7 +307,7 @@ def _restore(run: Run, path: Path) -> None:
                             f"{stored.get('batch_size')}; resume it with the same (it holds their data positions)")
         partial = state["partial"]
         run.partial = {"batch": batch, "rng": rng[run.dist.rank], "sums": partial["sums"][run.dist.rank],
-                       "seconds": float(partial["seconds"])}
+                       "seconds": float(partial["seconds"]), "lr_curve": partial.get("lr_curve", [])}
     elif len(rng) == run.dist.world_size:
         ckpt.set_rng_state(rng[run.dist.rank])
     if run.scheduler is not None:
@@ -391,7 +337,8 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
-    model = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model, resuming=resume_path is not None)
+    model, init_from = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
+                                      resuming=resume_path is not None)
     params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
         if info.device.type != "cuda":
@@ -418,10 +365,12 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
         criterion = nn.CrossEntropyLoss()
     net: nn.Module = model
     if info.distributed:
-        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # broadcast_buffers: every forward starts from rank 0's BatchNorm statistics, as in timm's train.py
+        net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                                      broadcast_buffers=True)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
               scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
-              custom_model=user_model is not None)
+              custom_model=user_model is not None, init_from=init_from)
     if resume_path is not None:
         _restore(run, resume_path)
     elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
@@ -434,212 +383,17 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     return run
 
 
-# ------------------------------------------------------------------------------------------------- the loop
-
-def _nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: int) -> None:
-    """Count a skipped step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
-    run.skipped_steps += 1
-    where = f"step {step} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
-    last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
-    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    if run.skipped_steps > run.cfg.run.skip_nonfinite:
-        hint = (f"more than --skip-nonfinite {run.cfg.run.skip_nonfinite} bad steps" if run.cfg.run.skip_nonfinite
-                else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
-        raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
-    if run.dist.is_main:
-        log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps,
-                    run.cfg.run.skip_nonfinite)
-
-
-def _optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:
-    """Clip, step, update the scaler and EMA; with ``skip_nonfinite`` skip a step whose gradients are not finite.
-
-    Returns the device-side "skipped" flag (0-dim bool) when skipping is on, else None. The flag is computed from
-    the gradient norm, on the device. Torch's fused optimizers (and the fp16 GradScaler) take it without a host
-    read; any other optimizer needs one host read of it per optimizer step, the price of skipping a step exactly
-    (zeroing the gradients instead would still apply weight decay and momentum).
-    """
-    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
-    skip = cfg.run.skip_nonfinite > 0
-    found = None
-    if cfg.optim.clip_grad or skip:
-        scaler.unscale_(optimizer)  # a no-op without fp16 scaling
-    if cfg.optim.clip_grad:
-        norm = nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-    elif skip:
-        norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    stepped = True
-    if skip:
-        found = ~torch.isfinite(norm)
-        if scaler.is_enabled():
-            scaler.step(optimizer)  # the scaler skips non-finite steps itself
-        elif getattr(optimizer, "_step_supports_amp_scaling", False):
-            optimizer.found_inf = found.float()  # fused optimizers skip the update on the device
-            optimizer.step()
-            del optimizer.found_inf
-        else:
-            stepped = not found.item()
-            if stepped:
-                optimizer.step()
-    else:
-        scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    if run.ema is not None and stepped:
-        run.ema.update(run.model, step=run.step)
-    return found
-
-
-def _read_window(run: Run, window: torch.Tensor, used: int, first: int, first_step: int, epoch: int,
-                 batches: int, samples: int, totals: tuple[float, float]) -> tuple[float, float]:
-    """Bring the window's per-micro-batch figures to the host (one collective, one read); handle bad steps.
-
-    ``window`` is ``(2, W)``: loss x samples of each micro-batch, and 1 on the last micro-batch of a step that was
-    skipped on the device. Returns ``totals`` (loss x samples, samples) plus the micro-batches with a finite loss
-    on every rank, added one at a time: the same sums wherever windows start (a mid-epoch resume starts one).
-    """
-    block = distributed.all_reduce_sum(window[:, :used].double())  # a NaN on any rank makes the sum NaN
-    losses, skipped = block.tolist()
-    window.zero_()
-    world, accum = run.dist.world_size, run.cfg.optim.grad_accum
-    loss_sum, seen = totals
-    for start in range(0, used, accum):
-        step_losses = losses[start:start + accum]
-        bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
-        index = first + start  # micro-batch index in the epoch
-        step = first_step + index // accum + 1
-        if bad:
-            value = step_losses[bad[0]] / (samples * world)
-            _nonfinite(run, f"non-finite loss ({value})", step, epoch, index + bad[0], batches)
-        elif skipped[start + accum - 1]:
-            _nonfinite(run, "non-finite gradient", step, epoch, index + accum - 1, batches)
-        for value in step_losses:
-            if math.isfinite(value):
-                loss_sum += value
-                seen += samples * world
-    return loss_sum, seen
-
-
-# Host reads of the loss and the non-finite vote: every this many optimizer steps and at the end of an epoch.
-SYNC_EVERY = 10
-
-
-def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One pass over the training data (the rest of it after ``partial``, the position a stopped run left);
-    returns the mean training loss, samples seen and seconds taken, or, when all ranks agreed to stop on a
-    signal, ``stopped_at`` (batches done) with the running sums.
-
-    Nothing here waits for the device per step: losses and "skipped" flags stay on the device in a window of
-    ``SYNC_EVERY`` optimizer steps, read (and summed over ranks in one collective) at its end. A non-finite loss
-    therefore stops the run at the next read, naming the first bad step; the weights it touched are never
-    checkpointed. With ``skip_nonfinite`` a bad step is skipped before the optimizer sees it (see
-    ``_optimizer_step``); a non-finite loss on any rank poisons the gradients it contributes, so DDP's own gradient
-    all-reduce tells every rank to skip the same step without another collective.
-    """
-    cfg, net, device = run.cfg, run.net, run.device
-    accum = cfg.optim.grad_accum
-    batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    skip = cfg.run.skip_nonfinite > 0
-    buffers = list(run.model.buffers()) if skip else []
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    window = torch.zeros(2, SYNC_EVERY * accum, device=device)
-    done, before, totals = 0, 0.0, (0.0, 0.0)  # batches done, seconds taken, (loss x samples, samples) so far
-    if partial is not None:
-        done, before, totals = partial["batch"], partial["seconds"], tuple(partial["sums"])
-    first, first_step = done, run.step - done // accum  # the window's first micro-batch; steps before this epoch
-    resumable = isinstance(run.sampler, distributed.ResumableSampler)
-    if resumable:
-        run.sampler.start = done * cfg.optim.batch_size  # this rank's samples already trained on (reset below)
-    loader = iter(run.train_loader)  # draws the loader's base seed as the uninterrupted epoch did
-    if not resumable:
-        for _ in range(done):  # a stream cannot start part-way: read past the batches already trained on
-            next(loader)
-    if partial is not None:
-        ckpt.set_rng_state(partial["rng"])  # the generators exactly as they were when the run stopped
-    stopped_at = 0
-    net.train()
-    start = time.perf_counter()
-    bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
-               dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
-    for index, (images, labels) in enumerate(loader, start=done):
-        if index >= batches:
-            break
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if cfg.run.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = labels
-        if run.mixup is not None:
-            images, targets = run.mixup(images, labels)
-        last_micro = (index + 1) % accum == 0
-        saved = [b.detach().clone() for b in buffers]  # BN statistics to restore if this step is skipped
-        # gradients are all-reduced only on the batch that completes an optimizer step
-        sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
-        with sync:
-            with autocast(device, run.amp_dtype):
-                loss = run.criterion(net(images), targets)
-            window[0, index - first] = loss.detach() * len(labels)
-            if skip:
-                finite = torch.isfinite(loss.detach())
-                loss = loss * torch.where(finite, 1.0, math.nan)  # NaN gradients carry the vote to every rank
-            run.scaler.scale(loss / accum).backward()
-            if skip:
-                for buf, old in zip(buffers, saved):  # after backward, which may still need the buffers
-                    buf.copy_(torch.where(finite, buf, old))
-        if last_micro:
-            run.step += 1
-            found = _optimizer_step(run, params)
-            if found is not None:
-                window[1, index - first] = found
-            if run.scheduler is not None:
-                run.scheduler.step_update(num_updates=run.step)
-            if run.on_step is not None:
-                run.on_step(run.step)
-            if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
-                stopped_at = index + 1
-        bar.update(1)
-        if last_micro and (run.step - first_step) % SYNC_EVERY == 0:
-            got = _read_window(run, window, index + 1 - first, first, first_step, epoch, batches, len(labels),
-                               totals)
-            first = index + 1
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{(got[0] - totals[0]) / max(got[1] - totals[1], 1.0):.4f}",
-                            lr=f"{_lr(run):.2e}", img_s=f"{got[1] / max(elapsed, 1e-9):.0f}")
-            totals = got
-        if stopped_at:
-            break
-    if first < (stopped_at or batches):
-        totals = _read_window(run, window, (stopped_at or batches) - first, first, first_step, epoch, batches,
-                              cfg.optim.batch_size, totals)
-    bar.close()
-    del loader
-    if resumable:
-        run.sampler.start = 0
-    seconds = before + time.perf_counter() - start
-    if stopped_at:
-        return {"stopped_at": stopped_at, "sums": list(totals), "epoch_time_s": seconds}
-    return {"train_loss": totals[0] / max(totals[1], 1.0), "train_samples": int(totals[1]), "epoch_time_s": seconds}
-
-
-def _lr(run: Run) -> float:
-    return max(group["lr"] for group in run.optimizer.param_groups)
-
-
-def _sync_buffers(module: nn.Module) -> None:
-    """Give every rank rank 0's BatchNorm statistics, so all ranks evaluate (and save) the same model."""
-    if distributed.active():
-        for buf in module.buffers():
-            torch.distributed.broadcast(buf, src=0)
-
+# ------------------------------------------------------------------------------------------- epochs and records
 
 def _evaluate(run: Run) -> dict[str, Any]:
-    _sync_buffers(run.model)
-    kw = dict(device=run.device, num_classes=run.data_info.num_classes, amp_dtype=run.amp_dtype,
-              channels_last=run.cfg.run.channels_last)
-    metrics = evaluate(run.model, run.val_loader, **kw)
-    if run.ema is not None:
-        _sync_buffers(run.ema.module)
-        ema = evaluate(run.ema.module, run.val_loader, **kw)
-        metrics.update({f"ema_{k}": ema[k] for k in ("top1", "top5", "loss")})
+    """Validation metrics of the model (and its EMA: ``ema_top1`` ...), with rank 0's BatchNorm statistics."""
+    metrics: dict[str, Any] = {}
+    for prefix, model in [("", run.model)] + ([("ema_", run.ema.module)] if run.ema is not None else []):
+        if distributed.active():
+            distribute_bn(model, run.dist.world_size)
+        result = evaluate(model, run.val_loader, device=run.device, num_classes=run.data_info.num_classes,
+                          amp_dtype=run.amp_dtype, channels_last=run.cfg.run.channels_last)
+        metrics.update(result if not prefix else {prefix + k: result[k] for k in ("top1", "top5", "loss")})
     return metrics
 
 
@@ -650,7 +404,7 @@ def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = Non
     if stopped is not None:
         position = {"epoch": epoch, "batch": stopped["stopped_at"],
                     "partial": {"sums": distributed.all_gather_object(stopped["sums"]),
-                                "seconds": stopped["epoch_time_s"]}}
+                                "seconds": stopped["epoch_time_s"], "lr_curve": stopped["lr_curve"]}}
     return {
         "format": "bridgeattn-train-checkpoint/1",
         "model": run.model.state_dict(),
@@ -659,14 +413,9 @@ def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = Non
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
         **position,
-        "step": run.step,
+        **{key: getattr(run, key) for key in PROGRESS},
         "rng": rng,
         "config": run.cfg.to_dict(),
-        "history": run.history,
-        "best_top1": run.best_top1,
-        "best_epoch": run.best_epoch,
-        "train_time_s": run.train_time_s,
-        "skipped_steps": run.skipped_steps,
         "num_classes": run.data_info.num_classes,
         "in_chans": run.data_info.in_chans,
         "class_names": list(run.data_info.class_names),
@@ -683,9 +432,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "status": status,
         "model": _model_class(run.model) if run.custom_model else run.cfg.model.name,
         "data": run.data_info.name if run.data_info.name == "custom" else run.cfg.data.spec,
-        "top1": final.get("top1"),
-        "top5": final.get("top5"),
-        "loss": final.get("loss"),
+        **{key: final.get(key) for key in ("top1", "top5", "loss")},
         "best_top1": run.best_top1 if run.best_epoch else None,  # None: no epoch with finite results
         "best_epoch": run.best_epoch,
         "epochs": len(run.history),
@@ -702,11 +449,8 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "skipped_files": len(run.data_info.skipped),
         "output": str(run.folder),
     }
-    for key in ("ema_top1", "ema_top5", "ema_loss"):
-        if key in final:
-            summary[key] = final[key]
-    if message:
-        summary["message"] = message
+    summary.update({key: final[key] for key in ("ema_top1", "ema_top5", "ema_loss") if key in final})
+    summary.update({key: value for key, value in (("init_from", run.init_from), ("message", message)) if value})
     return summary
 
 
@@ -761,6 +505,12 @@ def _fit(run: Run) -> dict[str, Any]:
               f"{run.updates_per_epoch} steps, global batch {global_batch}"
               f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
+    if run.init_from is not None and run.step == 0:  # where --init-from starts: scored before any step
+        start = _evaluate(run)
+        run.init_from.update({f"step0_{k}": start[k] for k in ("top1", "top5", "loss")})
+        if main:
+            log.info(f"step 0 (--init-from): val top1 {start['top1']:.2f}  top5 {start['top5']:.2f}"
+                     f"  loss {start['loss']:.4f}")
     for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.sampler.set_epoch(epoch)
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
@@ -770,7 +520,7 @@ def _fit(run: Run) -> dict[str, Any]:
             raise _stop_mid_epoch(run, epoch, stats)
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
-        record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": _lr(run),
+        record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": run.lr(),
                   **{k: v for k, v in final.items() if k not in ("per_class", "confusion", "count")},
                   "val_samples": final["count"],
                   "train_img_per_s": stats["train_samples"] / max(stats["epoch_time_s"], 1e-9)}
@@ -806,8 +556,7 @@ def _fit(run: Run) -> dict[str, Any]:
 
 
 def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Module | None = None,
-          datasets: tuple[Dataset, Dataset] | None = None,
-          on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+          datasets: tuple[Dataset, Dataset] | None = None) -> dict[str, Any]:
     """Train and write the run folder; returns the summary (see summary.json).
 
     ``options`` says where the run goes and whether it resumes (``LaunchOptions(output=..., resume="auto")``);
@@ -815,7 +564,7 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
     With them it trains the caller's ``nn.Module`` on ``(train, val)`` datasets yielding
     ``(float (C, H, W) tensor, int label)`` with everything the engine offers (checkpoints, resume, DDP under
     torchrun, metrics, plots); the number of classes comes from a ``classes`` attribute of the training set, else
-    from the model's output. ``on_step(step)`` is called on every rank after each optimizer step.
+    from the model's output.
 
     Works in one process or under torchrun (one process per device). Raises ``UserError`` for bad options or
     data, ``TrainingStopped`` for a non-finite loss beyond ``cfg.run.skip_nonfinite`` and ``TrainingInterrupted``
@@ -826,13 +575,12 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
     if model is None:  # the registry model fits the asked input size and arguments, before any file is written
         check_model_input(cfg.model.name, cfg.data.img_size, cfg.data.in_chans, **cfg.model.kwargs)
     info = distributed.setup(cfg.run.device)
-    run = None
     try:
         with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
             stack.enter_context(deterministic_algorithms(cfg.run.deterministic))
             stop = stack.enter_context(StopRequest())
             run = _setup(cfg, options, info, stack, model, datasets)
-            run.stop, run.on_step = stop, on_step
+            run.stop = stop
             try:
                 return _fit(run)
             except TrainingStopped as exc:

@@ -20,7 +20,7 @@ import math
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,15 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def train_cell(
-    name: str,
-    seed: int,
-    cfg: CompareConfig,
-    train_fn: Callable[[Any], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+def _train(options: dict[str, Any]) -> dict[str, Any]:
+    """The engine's summary of one cell trained with the flat training ``options``."""
+    from ..config import from_flat
+    from ..engine import train
+
+    return train(*from_flat(options))
+
+
+def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
     """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
 
     The cell's lock is held from before its folder is checked until its summary is written."""
@@ -168,13 +171,7 @@ def train_cell(
             shutil.rmtree(run_dir)
         options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
                    "progress": cfg.progress}
-        if train_fn is None:
-            from ..config import from_flat
-            from ..engine import train
-
-            result = train(*from_flat(options))
-        else:
-            result = train_fn(options)
+        result = _train(options)
         summary = {
             "model": name, "seed": seed, "recipe": recipe,
             **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
@@ -262,29 +259,17 @@ def _earlier_speeds(path: Path) -> dict[str, float | None]:
         return {}
 
 
-def run_compare(
-    cfg: CompareConfig,
-    train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    data_shape: tuple[int, int, int] | None = None,
-    log: Callable[[str], None] = logging.getLogger(__name__).info,
-) -> dict[str, Any]:
+def run_compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train every missing (model, seed) cell, then write the report. Returns the ``results.json`` content.
 
-    ``train_fn`` replaces the engine (it receives the ``TrainConfig`` keyword arguments); ``data_shape``
-    ``(num_classes, in_chans, img_size)`` skips building the data set just to read its shape. The comparison
-    folder is locked (``RUN/.lock``, as a run) before anything in it is read or removed: a second comparison on
-    it is refused, naming the holder.
+    The comparison folder is locked (``RUN/.lock``, as a run) before anything in it is read or removed: a second
+    comparison on it is refused, naming the holder.
     """
     with RunLock(cfg.output):
-        return _compare_locked(cfg, train_fn, data_shape, log)
+        return _compare_locked(cfg)
 
 
-def _compare_locked(
-    cfg: CompareConfig,
-    train_fn: Callable[[dict[str, Any]], dict[str, Any]] | None,
-    data_shape: tuple[int, int, int] | None,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
+def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
     repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
@@ -303,11 +288,12 @@ def _compare_locked(
         for _, name in models:
             k += 1
             t0 = time.perf_counter()
-            cell = train_cell(name, seed, cfg, train_fn)
+            cell = train_cell(name, seed, cfg)
             cells.append(cell)
             state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
-            log(f"[{k}/{total}] {name} seed {seed}: top-1 {float(cell['top1']):.2f} ({state})")
-    num_classes, in_chans, img_size = data_shape or _data_shape(cfg)
+            logging.getLogger(__name__).info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed,
+                                             float(cell["top1"]), state)
+    num_classes, in_chans, img_size = _data_shape(cfg)
     from ..models.cost import model_cost
 
     costs = {name: model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
