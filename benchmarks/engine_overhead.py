@@ -32,9 +32,9 @@ from timm.optim import create_optimizer_v2
 from torch.utils.data import DataLoader
 
 import bridgeattn
+from bridgeattn.config import from_flat
 from bridgeattn.data import build_datasets, loader_options
 from bridgeattn.engine import train
-from bridgeattn.engine.config import from_flat
 from bridgeattn.files import write_json
 from bridgeattn.tools.benchmark import machine_info
 

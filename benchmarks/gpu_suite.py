@@ -88,8 +88,8 @@ def forward_error(name: str, device: torch.device, in_chans: int = 1, img_size: 
 
 def numerics(device: torch.device, quick: bool, out: Path, say) -> list[dict[str, Any]]:
     """Forward error against float64 and a short training run per ResNet-20 model."""
+    from bridgeattn.config import from_flat
     from bridgeattn.engine import train
-    from bridgeattn.engine.config import from_flat
 
     data = "synthetic:64" if quick else "fashion-mnist"
     common = dict(data=data, epochs=1 if quick else 2, batch_size=16 if quick else 128, lr=2e-3, warmup_epochs=0,

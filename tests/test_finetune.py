@@ -10,11 +10,11 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 import bridgeattn
+from bridgeattn.config import add_train_arguments, config_from_args, from_flat
 from bridgeattn.engine import load_checkpoint, train
-from bridgeattn.engine.config import add_train_arguments, config_from_args, from_flat
 from bridgeattn.engine.finetune import gate_parameter_names, init_from, optimizer_params
 from bridgeattn.errors import UserError
-from bridgeattn.weights.checkpoint import run_checkpoint
+from bridgeattn.weights.checkpoint import find_resume, run_checkpoint
 
 TINY = dict(data="synthetic:64", img_size=16, batch_size=32, lr=3e-3, epochs=1, workers=0, progress=False,
             plots=False, deterministic=True)
@@ -101,7 +101,7 @@ def test_init_from_a_saved_model_folder(tmp_path):
 
 
 def test_init_from_says_what_it_loaded_and_the_run_scores_its_start(plain_run, tmp_path, caplog):
-    plain = load_checkpoint(plain_run)
+    plain = load_checkpoint(run_checkpoint(plain_run))
     caplog.set_level("INFO", logger="bridgeattn")
     summary = train(*from_flat(dict(model="bav2_resnet20", init_from=str(plain_run), output=str(tmp_path / "r"),
                                     **dict(TINY, lr=1e-12, warmup_lr=1e-12, min_lr=1e-12))))
@@ -112,7 +112,7 @@ def test_init_from_says_what_it_loaded_and_the_run_scores_its_start(plain_run, t
     # the step-0 validation is the plain run's final one: the warm-started model computes the plain function
     assert report["step0_top1"] == plain["history"][-1]["top1"]
     assert report["step0_loss"] == pytest.approx(plain["history"][-1]["loss"], rel=1e-5)
-    assert load_checkpoint(tmp_path / "r")["init_from"] == report  # kept for a resumed run's summary
+    assert load_checkpoint(find_resume(tmp_path / "r"))["init_from"] == report  # kept for a resumed run's summary
     # another number of classes: the classifier stays fresh, and the line says the start is not the plain function
     model = bridgeattn.create_model("bav2_resnet20", num_classes=5, in_chans=plain["in_chans"])
     other = init_from(model, str(plain_run))

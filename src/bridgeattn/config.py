@@ -12,7 +12,7 @@ keys (``lr: 0.1``) or sections (``optim: {lr: 0.1}``).
 Precedence, lowest first: the defaults, the run folder's stored ``config.yaml`` (when resuming), the ``--config``
 recipe (a name under ``bridgeattn/configs`` or a file), then the flags given on the command line.
 
-This module imports neither torch nor timm, so building the command line stays fast (``bridgeattn.engine.config``
+This module imports neither torch nor timm, so building the command line stays fast (``bridgeattn.config``
 is the same module under its older name).
 """
 from __future__ import annotations
