@@ -25,10 +25,10 @@ __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, Any]:
     """Load ``spec``'s weights (any location ``load_model`` takes) into ``model`` in place, warm-starting from
-    plain weights; logs and returns what was loaded and how: ``source``, ``how`` ("warm start" or "own weights"),
-    ``gates`` (warm-started), ``loaded`` (tensors taken), ``dropped`` (given but unused: an SE the bridge replaces), ``reshaped`` (a classifier kept
-    fresh for another number of classes, a first conv adapted to other input channels) and ``exact`` (the model
-    starts as the function the weights computed)."""
+    plain weights. Logs and returns what was loaded and how: ``source``, ``how`` ("warm start" or "own weights"),
+    ``gates`` (warm-started), ``loaded`` (tensors taken), ``dropped`` (given but unused: an SE the bridge
+    replaces), ``reshaped`` (a classifier kept fresh for another number of classes, a first conv adapted to other
+    input channels) and ``exact`` (the model starts as the function the weights computed)."""
     given = load_state(spec, unsafe=unsafe)
     state = warm_state_dict(model, given)
     model.load_state_dict(state)
