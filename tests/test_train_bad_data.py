@@ -61,3 +61,15 @@ def test_a_folder_of_small_gray_images_trains_at_their_own_shape_and_says_so(tmp
     assert summary["status"] == "finished"
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training "))
     assert "input 1x12x12 (from 8 sampled images)" in line
+    # config.yaml records the shape the run trained at; eval keeps it after the folder gained larger RGB images
+    import yaml
+
+    from bridgeattn.tools.score import evaluate_checkpoint
+
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (stored["img_size"], stored["in_chans"]) == (12, 1)
+    for i in range(4, 12):
+        Image.new("RGB", (40, 40), (i, 0, 0)).save(tmp_path / "data" / "val" / "cat" / f"{i}.png")
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**stored, "img_size": None, "in_chans": None}))
+    report = evaluate_checkpoint(tmp_path / "run", plots=False)  # as an earlier version's run: the size unset
+    assert report["count"] == 16

@@ -326,6 +326,18 @@ def _model_class(model: nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
+def _keep_input_shape(cfg: TrainConfig, checkpoint: Path) -> None:
+    """A resumed run trains at the input shape its checkpoint recorded: a folder's own shape is sampled from its
+    images, which may have changed, and runs of earlier versions left it unset in config.yaml."""
+    if cfg.data.img_size is not None and cfg.data.in_chans is not None:
+        return
+    recorded = ckpt.load_checkpoint(checkpoint).get("preprocessing")
+    if isinstance(recorded, dict) and recorded.get("input_size"):
+        prep = data_module.Preprocessing.from_dict(recorded)
+        cfg.data.img_size = cfg.data.img_size or prep.img_size
+        cfg.data.in_chans = cfg.data.in_chans or prep.in_chans
+
+
 def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo, stack: contextlib.ExitStack,
            user_model: nn.Module | None = None, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
     import timm
@@ -336,7 +348,11 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
         create_model(cfg.model.name)  # raises UserError naming similar models
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if resume_path is not None and datasets is None:
+        _keep_input_shape(cfg, resume_path)
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
+    if datasets is None:  # config.yaml records the shape the run trains at, whatever decided it
+        cfg.data.img_size, cfg.data.in_chans = data_info.img_size, data_info.in_chans
     model, init_from = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
                                       resuming=resume_path is not None)
     params = sum(p.numel() for p in model.parameters())

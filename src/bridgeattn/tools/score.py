@@ -70,6 +70,9 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
             if val_subset != -1:
                 cfg.data.val_subset = val_subset
             data_cfg = cfg.data
+            # the shape the weights were trained at (recorded with them), not one sampled from the data again
+            data_cfg.img_size = data_cfg.img_size or loaded.preprocessing.img_size
+            data_cfg.in_chans = data_cfg.in_chans or loaded.preprocessing.in_chans
             default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
             # as in training, so the stored accuracy is reproduced
             amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
