@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,17 @@ def test_engine_overhead_prints_the_ratio_last(tmp_path, capsys):
     assert last == f"engine/loop img/s ratio: {result['ratio']:.3f}"
     assert len(result["rounds"]) == 1 and result["engine_img_per_s"] > 0 and result["loop_img_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["engine_img_per_s"] / result["loop_img_per_s"])  # one round
+
+
+def test_cli_startup_reports_each_command_beside_import_timm(tmp_path, monkeypatch, capsys):
+    startup = _script("cli_startup")
+    assert {"bridgeattn --help", "bridgeattn eval --checkpoint /nope"} <= set(startup.commands(str(tmp_path)))
+    fast = {"python -c 'import timm'": ([sys.executable, "-c", "pass"], 0),
+            "refused": ([sys.executable, "-c", "import sys; sys.exit('bad path')"], 1)}
+    monkeypatch.setattr(startup, "commands", lambda tmp: fast)  # the real ones take a minute on a loaded machine
+    out = tmp_path / "startup.json"
+    assert startup.main(["--rounds", "2", "--out", str(out)]) == 0
+    rows = {r["command"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["python -c 'import timm'"]["over_timm_s"] == 0 and len(rows["refused"]["runs_s"]) == 2
+    assert rows["refused"]["stderr"] == "bad path" and rows["refused"]["cpu_median_s"] >= 0
+    assert "refused" in capsys.readouterr().out

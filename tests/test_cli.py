@@ -226,3 +226,64 @@ def test_resume_alone_means_auto():
     assert parser.parse_args(["--resume"]).resume == "auto"
     assert parser.parse_args(["--resume", "run/checkpoints/last.pth"]).resume == "run/checkpoints/last.pth"
     assert not hasattr(parser.parse_args([]), "resume")  # unset flags stay out of the namespace
+
+
+def _help_entries(parser) -> dict[str, str]:
+    """Each option's help as printed (continuation lines joined), by its first flag."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in parser.format_help().splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            entries[current] = line
+        elif current and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("argv, unknown, hint", [
+    (["train", "--lr-rate", "0.1"], "--lr-rate 0.1", "did you mean --lr?"),
+    (["train", "--epoch", "1"], "--epoch 1", "did you mean --epochs?"),  # an abbreviation is a typo, not --epochs
+    (["benchmark", "--models", "a", "--trian"], "--trian", "did you mean --train?"),
+    (["eval", "--checkpoint", "x", "--batch", "4"], "--batch 4", "did you mean --batch-size?"),
+])
+def test_a_commands_unknown_flag_is_reported_by_that_command(argv, unknown, hint, capsys):
+    command = argv[0]
+    err = _error(argv, capsys)
+    assert err.startswith(f"bridgeattn {command}: error: unrecognized arguments: {unknown};"), err
+    assert hint in err and err.rstrip().endswith(f"(see 'bridgeattn {command} --help')"), err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_takes_abbreviations(command):
+    from bridgeattn.cli.main import build_parser
+
+    parser = build_parser(only=command)
+    assert parser.allow_abbrev is False and parser.commands[command].allow_abbrev is False
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_switch_shows_its_default_and_every_device_is_auto(command, monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("COLUMNS", "200")
+    entries = _help_entries(_parser(command))
+    for flag, action in _options(command).items():
+        if isinstance(action, argparse.BooleanOptionalAction) and action.default is not argparse.SUPPRESS:
+            assert "(default: " in entries[action.option_strings[0]], (command, flag)
+    if "--device" in entries:
+        assert "auto: cuda if available, else cpu" in entries["--device"], command
+        assert command == "demo" or "(default: auto)" in entries["--device"], command  # demo: the recipe's
+    if "--data" in entries and command != "shard":  # shard writes the wds: shards
+        assert "wds:" in entries["--data"] or "(default: the run's own" in entries["--data"], command
+
+
+def test_benchmark_takes_device_auto():
+    from bridgeattn.tools.benchmark import benchmark
+
+    report = benchmark(["plain_resnet20"], batch_size=2, img_size=8, repeats=1, warmup=0, device="auto")
+    import torch
+
+    assert report["machine"]["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")

@@ -62,3 +62,16 @@ def test_python_m_bridgeattn_error_reaches_the_shell() -> None:
                             text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "invalid int value" in result.stderr
+
+
+def test_models_says_the_channels_and_classes_it_counts_with(bridgeattn) -> None:
+    # the README's 280,421 is the Fashion-MNIST model (1 channel, 10 classes); the registered one takes 3 channels
+    rows = {}
+    for chans in ("3", "1"):
+        result = bridgeattn("models", "bav2_resnet20", "--in-chans", chans, "--print-json")
+        assert result.returncode == 0, result.stderr
+        rows[chans] = json.loads(result.stdout)[0]
+    assert (rows["1"]["params"], rows["1"]["input_size"], rows["1"]["num_classes"]) == (280_421, [1, 32, 32], 10)
+    assert rows["3"]["params"] == 280_709 and rows["3"]["input_size"] == [3, 32, 32]
+    table = bridgeattn("models", "bav2_resnet20", "--num-classes", "100").stdout.splitlines()
+    assert table[0].split()[-2:] == ["CxHxW", "classes"] and table[1].split()[-2:] == ["3x32x32", "100"]

@@ -93,7 +93,8 @@ BEFORE = [
 # what changed on purpose (docs/cli.md): a new option; help that contradicted docs/data.md; the default is shown
 # once, and not at all when it is "not given" (formerly "(default: None)", also after a text naming the default)
 ADDED = {"--warmup-prefix", "--init-from", "--gate-lr-scale", "--overwrite"}
-NEW_HELP = {"--train-subset", "--val-subset", "--resume"}  # --resume alone now means auto
+# --resume alone now means auto; --data names wds:; --device says what auto is and takes cuda:N
+NEW_HELP = {"--train-subset", "--val-subset", "--resume", "--data", "--device"}
 TINY_FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16", "--batch-size", "16",
               "--epochs", "1", "--workers", "0", "--no-progress", "--no-plots"]
 
@@ -294,3 +295,23 @@ def test_a_recipe_never_makes_a_new_run_download_or_read_the_weights_it_names(tm
             loaded = load_yaml(recipe)
         assert loaded["model_kwargs"] == {"drop_rate": 0.1}
         assert make_config(loaded).model.kwargs == {"drop_rate": 0.1}
+
+
+def test_flag_text_and_yaml_values_convert_alike(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("clip_grad: none\nepochs: 3.0\nema: 'yes'\nopt_betas: [0.9, 0.99]\n"
+                      "model_kwargs: {drop_rate: 0.1, rd_ratio: 0.125}\n")
+    from_yaml = make_config(load_yaml(recipe))
+    flags = _parse(["--clip-grad", "none", "--epochs", "3", "--ema", "--opt-betas", "0.9,0.99",
+                    "--model-kwargs", "drop_rate=0.1 rd_ratio=0.125"])
+    assert config_from_args(flags)[0] == from_yaml
+    assert (from_yaml.optim.clip_grad, from_yaml.optim.epochs, from_yaml.optim.ema) == (None, 3, True)
+    assert from_yaml.model.kwargs == {"drop_rate": 0.1, "rd_ratio": 0.125}
+    for values, message in (({"epochs": 2.5}, "option 'epochs': 2.5 is not a valid int"),
+                            ({"ema": "maybe"}, "option 'ema': 'maybe' is not a valid bool"),
+                            ({"epochs": None}, "option 'epochs' cannot be empty"),
+                            ({"epoch": 3}, "unknown training option 'epoch'; did you mean epochs")):
+        with pytest.raises(UserError, match=message):
+            make_config(values)
+    with pytest.raises(SystemExit):
+        _parse(["--epochs", "abc"])

@@ -22,10 +22,9 @@ import dataclasses
 import difflib
 import math
 import os
-import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from .errors import UserError
 
 __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
            "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "absolute_data",
-           "add_option", "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
+           "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
            "from_flat", "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option",
            "resolve_config_path", "split_options"]
 
@@ -58,18 +57,13 @@ def listed(convert: Callable[[str], Any] = str) -> type[argparse.Action]:
     class Listed(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                      values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
-            items = [values] if isinstance(values, str) else list(values or [])
-            out = []
-            for item in items:
-                for part in str(item).split(","):
-                    if part.strip():
-                        try:
-                            out.append(convert(part.strip()))
-                        except (ValueError, argparse.ArgumentTypeError) as exc:
-                            parser.error(f"argument {option_string}: {exc}")
-            if not out:
+            try:  # nargs="+": values is a list of texts
+                items = [convert(p.strip()) for text in values or () for p in str(text).split(",") if p.strip()]
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"argument {option_string}: {exc}")
+            if not items:
                 parser.error(f"argument {option_string}: expected at least one value")
-            setattr(namespace, self.dest, out)
+            setattr(namespace, self.dest, items)
 
     return Listed
 
@@ -78,14 +72,16 @@ def listed(convert: Callable[[str], Any] = str) -> type[argparse.Action]:
 class DataConfig:
     """A dataset spec plus the options that shape its transforms.
 
-    ``spec`` is one of ``fashion-mnist``, ``folder:PATH``, ``cifar10:PATH``, ``cifar100:PATH``, ``synthetic``,
-    ``synthetic:N`` (see docs/data.md). ``None`` sizes and channel counts mean "the data set's native value".
+    ``spec`` is one of ``fashion-mnist``, ``folder:PATH``, ``cifar10:PATH``, ``cifar100:PATH``, ``wds:DIR_OR_URL``,
+    ``synthetic``, ``synthetic:N`` (see docs/data.md). ``None`` sizes and channel counts mean "the data set's native
+    value".
     """
 
     # ``help`` feeds the training flags; ``key`` is the name in recipes and run configs, ``flag`` the option.
     spec: str = field(default="fashion-mnist", metadata={
         "key": "data",
-        "help": "dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | synthetic[:N]"})
+        "help": "dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | wds:DIR_OR_URL | "
+                "synthetic[:N]"})
     img_size: int | None = field(default=None, metadata={"help": "input image size (default: the data set's own)"})
     in_chans: int | None = field(default=None, metadata={
         "help": "input channels, 1 or 3 (default: the data set's own)"})
@@ -156,7 +152,7 @@ class OptimConfig:
 class RunConfig:
     """How the run executes: devices, numerics, seed, loader workers, what it records."""
 
-    device: str = option("auto", help="auto | cpu | cuda")
+    device: str = option("auto", help="auto | cpu | cuda[:N]; auto: cuda if available, else cpu")
     amp: bool = option(False, help="mixed precision: float16 + grad scaler on CUDA, bfloat16 autocast on CPUs with "
                                    "native bf16")
     amp_dtype: str = option("auto", choices=AMP_DTYPES, help="auto | float16 | bfloat16")
@@ -295,6 +291,21 @@ def _unit_interval(**values: float) -> None:
 
 # ------------------------------------------------------------------------------------- the generated option table
 
+_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+# A YAML value or a flag's text -> an option of each kind (KeyError, TypeError or ValueError when it cannot be).
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    bool: lambda v: _WORDS[v.lower()] if isinstance(v, str) else bool(v), int: _int, float: float, str: str,
+    list: lambda v: [float(x) for x in v], dict: dict}
+
+
 @dataclass(frozen=True)
 class Option:
     """One field of the tree as the outside world sees it: its YAML key and flag, type, default and help."""
@@ -302,22 +313,37 @@ class Option:
     key: str
     section: str | None  # None: a launch option
     name: str
-    hint: Any
+    kind: type  # bool, int, float, str, list (of floats) or dict: a key of _CONVERT
+    optional: bool  # may be None ("none", "null" or "" on the command line and in YAML)
     default: Any
     help: str
     flag: str
     choices: tuple[str, ...] | None = None
     const: Any = None  # the value of the flag given alone (``--resume`` = ``--resume auto``)
 
+    def convert(self, value: Any) -> Any:
+        """A YAML value or a flag's text as this option's type; ``UserError`` (a ``ValueError``) when it cannot be."""
+        if value is None or (self.optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if self.optional:
+                return None
+            raise UserError(f"option {self.key!r} cannot be empty")
+        try:
+            return _CONVERT[self.kind](value)
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"option {self.key!r}: {value!r} is not a valid {self.kind.__name__}") from None
+
 
 def _options(owner: type, section: str | None) -> Iterator[Option]:
     hints = typing.get_type_hints(owner)
     for f in dataclasses.fields(owner):
-        meta = f.metadata
-        key = meta.get("key", f.name)
+        args = typing.get_args(hints[f.name])  # int | None -> (int, NoneType); list[float] -> (float,)
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hints[f.name]
+        key = f.metadata.get("key", f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        yield Option(key, section, f.name, hints[f.name], default, meta.get("help", ""),
-                     meta.get("flag", _flag(key)), meta.get("choices"), meta.get("const"))
+        yield Option(key, section, f.name, typing.get_origin(base) or base, optional, default,
+                     f.metadata.get("help", ""), f.metadata.get("flag", _flag(key)), f.metadata.get("choices"),
+                     f.metadata.get("const"))
 
 
 # key -> Option, in help order: the four sections, then the launch options
@@ -325,57 +351,18 @@ OPTIONS: dict[str, Option] = {o.key: o for section, owner in SECTIONS.items() fo
 LAUNCH_OPTIONS: dict[str, Option] = {o.key: o for o in _options(LaunchOptions, None)}
 
 
-def _base_type(hint: Any) -> tuple[type, bool]:
-    """``int | None`` -> (int, True); ``list[float]`` -> (list, False)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _base_type(args[0])[0], True
-    return (origin or hint), False
-
-
-def _unknown(key: str) -> UserError:
-    close = difflib.get_close_matches(key, [*OPTIONS, *LAUNCH_OPTIONS], n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return UserError(f"unknown training option {key!r}{hint}")
+def _unknown(key: str, known: Iterable[str], section: str = "") -> UserError:
+    close = difflib.get_close_matches(key, list(known), n=3)
+    hint = f"; did you mean {', '.join(section + c for c in close)}?" if close else ""
+    return UserError(f"unknown training option '{section}{key}'{hint}")
 
 
 def coerce(key: str, value: Any) -> Any:
     """Convert a YAML or flag value to the option's type; ``UserError`` when it cannot be."""
     opt = OPTIONS.get(key) or LAUNCH_OPTIONS.get(key)
     if opt is None:
-        raise _unknown(key)
-    kind, optional = _base_type(opt.hint)
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
-        if optional:
-            return None
-        raise UserError(f"option {key!r} cannot be empty")
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        if kind is str:
-            return str(value)
-        if kind is list:
-            return [float(v) for v in value]
-        if kind is dict:
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            return dict(value)
-    except (TypeError, ValueError):
-        raise UserError(f"option {key!r}: {value!r} is not a valid {kind.__name__}") from None
-    return value
+        raise _unknown(key, [*OPTIONS, *LAUNCH_OPTIONS])
+    return opt.convert(value)
 
 
 def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -383,17 +370,15 @@ def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
-        if key in SECTIONS and isinstance(value, Mapping):
-            by_name = {o.name: o.key for o in OPTIONS.values() if o.section == key}
-            for name, inner in value.items():
-                name = str(name).replace("-", "_")
-                if name not in by_name:
-                    close = difflib.get_close_matches(name, by_name, n=3)
-                    hint = f"; did you mean {', '.join(f'{key}.{c}' for c in close)}?" if close else ""
-                    raise UserError(f"unknown training option '{key}.{name}'{hint}")
-                flat[by_name[name]] = inner
-        else:
+        if key not in SECTIONS or not isinstance(value, Mapping):  # "model" and "data" are also flat keys
             flat[key] = value
+            continue
+        by_name = {o.name: o.key for o in OPTIONS.values() if o.section == key}
+        for raw_name, inner in value.items():
+            name = str(raw_name).replace("-", "_")
+            if name not in by_name:
+                raise _unknown(name, by_name, f"{key}.")
+            flat[by_name[name]] = inner
     return flat
 
 
@@ -406,11 +391,9 @@ def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
                 raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
                                 f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
             merged[key] = coerce(key, value)
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    for key, value in merged.items():
-        opt = OPTIONS[key]
-        sections[opt.section][opt.name] = value
-    return TrainConfig(**{name: SECTIONS[name](**kw) for name, kw in sections.items()})
+    return TrainConfig(**{section: owner(**{o.name: merged[k] for k, o in OPTIONS.items()
+                                            if o.section == section and k in merged})
+                          for section, owner in SECTIONS.items()})
 
 
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -492,7 +475,10 @@ def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
 # ----------------------------------------------------------------------------------------------------- flags
 
 def model_kwargs_arg(text: str) -> dict[str, Any]:
-    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars)."""
+    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars).
+
+    Not ``timm.utils.ParseKwargs``: that one reads the quoted form as ``{"drop_rate": "0.1 rd_ratio=0.125"}``,
+    ``x=true`` as the text ``"true"``, and a pair without ``=`` as a traceback."""
     text = text.strip()
     try:
         if text.startswith("{"):
@@ -511,43 +497,26 @@ def model_kwargs_arg(text: str) -> dict[str, Any]:
     return value
 
 
-def _optional(kind: type):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null", "") else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _help(opt: Option) -> str:
-    """The help with its default once: not when the text says it, nor when the default is "not given"."""
-    if "default:" in opt.help or opt.default is None or opt.default == {}:
-        return opt.help
-    return f"{opt.help} (default: {opt.default})"
-
-
-def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, opt: Option, **overrides: Any) -> None:
-    """One flag for ``opt``; unset flags stay absent from the namespace (``dest`` is the option's key)."""
-    kind, optional = _base_type(opt.hint)
-    kw: dict[str, Any] = {"dest": opt.key, "default": argparse.SUPPRESS, "help": _help(opt)}
-    if kind is bool:
+def _argument(opt: Option, show_default: bool) -> dict[str, Any]:
+    """``add_argument`` keywords for ``opt``; an unset flag stays absent from the namespace (``dest``: the key)."""
+    said = "default:" in opt.help or opt.default is None or opt.default == {} or not show_default
+    kw: dict[str, Any] = {"dest": opt.key, "default": argparse.SUPPRESS,
+                          "help": opt.help if said else f"{opt.help} (default: {opt.default})"}
+    if opt.kind is bool:
         kw["action"] = argparse.BooleanOptionalAction
-    elif kind is dict:
+    elif opt.kind is dict:
         kw.update(type=model_kwargs_arg, metavar="K=V ...")
-    elif kind is list:
+    elif opt.kind is list:
         kw.update(action=listed(float), nargs="+", metavar="X")
     else:
-        kw["type"] = _optional(kind) if optional else kind
-        kw["metavar"] = "N" if kind is int else opt.key.upper().split("_")[-1]
-        if opt.choices:
-            kw["choices"] = opt.choices
+        def parse(text: str) -> Any:
+            return opt.convert(text)
+
+        parse.__name__ = opt.kind.__name__  # argparse names a failed conversion by it: "invalid int value: 'x'"
+        kw.update(type=parse, choices=opt.choices, metavar="N" if opt.kind is int else opt.key.upper().split("_")[-1])
     if opt.const is not None:
         kw.update(nargs="?", const=opt.const)
-    kw.update(overrides)
-    parser.add_argument(opt.flag, **kw)
-
-
-GROUPS = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
+    return kw
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, exclude: tuple[str, ...] = (),
@@ -561,15 +530,16 @@ def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, ex
                         help=config_help or "recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a "
                                             "YAML file, or a run folder (its config.yaml; a new run starts)")
     suffix = "" if show_defaults else " (default: the recipe's)"
-    groups = {name: parser.add_argument_group(f"{title} options{suffix}") for name, title in GROUPS.items()}
+    titles = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
+    groups = {name: parser.add_argument_group(f"{title} options{suffix}") for name, title in titles.items()}
     for opt in OPTIONS.values():
         if opt.key not in exclude:
-            add_option(groups[opt.section], opt, **({} if show_defaults else {"help": opt.help}))
+            groups[opt.section].add_argument(opt.flag, **_argument(opt, show_defaults))
     if launch:
         group = parser.add_argument_group("launch options (never stored with the run)")
         for opt in LAUNCH_OPTIONS.values():
             if opt.key not in exclude:
-                add_option(group, opt)
+                group.add_argument(opt.flag, **_argument(opt, True))
 
 
 def absolute_data(spec: str) -> str:

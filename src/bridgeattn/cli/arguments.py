@@ -3,30 +3,45 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (sizes, counts, batch sizes)."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's help: a flag's default once, where it says something (switches too; no "(default: None)",
+    none when the text names its default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:  # the hook argparse's formatters override
+        text = action.help or ""
+        said = "(default" in text or "default:" in text
+        if said or action.default in (None, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
-def non_negative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+def _checked(kind: type, ok: Callable[[Any], bool], need: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` of the text, refused (one line) unless ``ok``; ``need`` says what is."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{need}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = _number(float, text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")  # sizes, counts, batch sizes
+non_negative_int = _checked(int, lambda v: v >= 0, "must not be negative")
+positive_float = _checked(float, lambda v: v > 0, "must be positive")
+
+DEVICE_HELP = "auto | cpu | cuda[:N]; auto: cuda if available, else cpu"
 
 
 def device(text: str) -> str:
@@ -35,14 +50,6 @@ def device(text: str) -> str:
     if text in ("auto", "cpu", "cuda") or (name == "cuda" and index.isdigit()):
         return text
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-
-
-def _number(kind: type, text: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                         f"got {text!r}") from None
 
 
 def add_json_arguments(parser: argparse.ArgumentParser, what: str) -> None:

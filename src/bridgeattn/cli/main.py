@@ -11,8 +11,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from ..errors import UserError
+from .arguments import HelpFormatter
 
 # command -> one-line help
 COMMANDS: dict[str, str] = {
@@ -31,9 +33,22 @@ COMMANDS: dict[str, str] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line (and the usual exit status 2), pointing to --help, with the closest names."""
+    """Argument errors as one line (and the usual exit status 2) from the command they belong to, pointing to its
+    --help, with the closest names; no abbreviations (``--epoch`` is a typo, not ``--epochs``); one help format."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, "formatter_class": HelpFormatter, **kwargs})
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its parser (build_parser fills it)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports a command's unknown flags from the top: report them from the command
+            command = self.commands.get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see '{self.prog} --help')\n")
 
     def _suggestion(self, message: str) -> str:
@@ -45,18 +60,13 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             words = [w.split("=")[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
             known = [s for a in self._actions for s in a.option_strings]
-            for sub in self._subparsers._group_actions if self._subparsers else []:
-                for parser in getattr(sub, "choices", {}).values():
-                    known += [s for a in parser._actions for s in a.option_strings]
         elif match := re.search(r"invalid choice: '([^']*)'", message):
             words = [match.group(1)]
             known = [c for a in self._actions for c in (a.choices or []) if isinstance(c, str)]
-        close = sorted({c for w in words for c in difflib.get_close_matches(w, known, n=2, cutoff=0.7)})
+        # a flag the word shortens or extends at a dash (--epoch: --epochs, --lr-rate: --lr), else the closest one
+        close = sorted({c for w in words for c in ([k for k in known if k.startswith(w) or w.startswith(k + "-")]
+                                                   or difflib.get_close_matches(w, known, n=1, cutoff=0.7))})
         return f"; did you mean {', '.join(close)}?" if close else ""
-
-
-def _command_module(name: str):
-    return importlib.import_module(f"bridgeattn.cli.commands.{name}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -75,10 +85,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = parser.commands[name] = sub.add_parser(name, help=help_text,
+                                                   description=help_text[0].upper() + help_text[1:] + ".")
         if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
             try:
-                module = _command_module(name)
+                module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
             except ModuleNotFoundError as exc:  # a command whose optional pieces are missing
                 p.set_defaults(_unavailable=str(exc))
                 continue
@@ -128,10 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_writable(args.json, flag="--json")
         return int(args._run(args) or 0)
-    except UserError as exc:
-        print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"bridgeattn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader stopped early (bridgeattn models | head): end quietly

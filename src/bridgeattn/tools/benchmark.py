@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..engine.distributed import resolve_device
 from ..engine.hardware import amp_dtype_for, step_function, time_steps
 from ..errors import UserError
 from ..models.cost import count_params, default_input_size
@@ -94,7 +95,7 @@ def benchmark(
     repeats: int = 7,
     steps: int = 1,
     warmup: int = 2,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu",  # or "auto": cuda if available, else cpu
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Time every model, interleaved, and return medians and ratios to the first model.
@@ -125,9 +126,7 @@ def benchmark(
     specs = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
     if not specs:
         raise UserError("give at least one model")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA is not available on this machine; use --device cpu")
+    device = resolve_device(device) if isinstance(device, str) else device  # auto: cuda if available, else cpu
     say = progress or (lambda msg: None)
     with _compile_limits(compile):
         return _run(specs, device, say, batch_size=batch_size, img_size=img_size, train=train,

@@ -5,13 +5,13 @@ import argparse
 import sys
 
 from ...config import listed
-from ..arguments import add_json_arguments, device, emit_json, non_negative_int, positive_int
+from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", required=True, nargs="+", action=listed(), metavar="MODEL",
                         help="model names (comma- or space-separated); ratios are to the first")
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="batch size (default: 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="batch size")
     parser.add_argument("--img-size", type=positive_int, metavar="N",
                         help="image side (default: each model's own input size)")
     bool_flag = argparse.BooleanOptionalAction
@@ -23,12 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fuse", action=bool_flag, default=False,
                         help="fold the bridge gates for inference (bridgeattn.fuse)")
     parser.add_argument("--repeats", type=positive_int, default=7, metavar="N",
-                        help="interleaved timed rounds, the median reported (default: 7)")
-    parser.add_argument("--steps", type=positive_int, default=1, metavar="N",
-                        help="steps per model per round (default: 1)")
-    parser.add_argument("--warmup", type=non_negative_int, default=2, metavar="N",
-                        help="untimed steps per model first (default: 2)")
-    parser.add_argument("--device", type=device, default="cpu", help="cpu | cuda[:N] (default: cpu)")
+                        help="interleaved timed rounds, the median reported")
+    parser.add_argument("--steps", type=positive_int, default=1, metavar="N", help="steps per model per round")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, metavar="N", help="untimed steps per model first")
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=positive_int, metavar="N", help="torch.set_num_threads for CPU runs")
     parser.add_argument("--progress", action=bool_flag, default=True, help="report warm-up and rounds on stderr")
     add_json_arguments(parser, "report")
@@ -48,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.models, batch_size=args.batch_size, img_size=args.img_size, train=args.train,
         channels_last=args.channels_last, compile=args.compile, amp=args.amp, fuse=args.fuse,
         repeats=args.repeats, steps=args.steps, warmup=args.warmup,
-        device="cpu" if args.device == "auto" else args.device,
+        device=args.device,
         progress=(lambda msg: print(msg, file=sys.stderr, flush=True)) if args.progress else None,
     )
     if not args.print_json:

@@ -21,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="DIR", help="demo folder (default: runs/demo-<date>-<time>)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
                         help="continue an interrupted demo in --output")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="progress bars (default: on)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                         help="on a CPU, first time a few steps of float32 / bf16 autocast (bf16 only with native "
                         "bf16), NCHW / channels_last and one thread / the default, and train both models the "

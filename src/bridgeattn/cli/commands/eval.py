@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_json_arguments, device, emit_json, non_negative_int, positive_int
+from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data loader workers (default: 0)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                         help="evaluate the EMA weights instead of the model's")
-    parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
                         "(default: RUN/eval)")
     parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write confusion.png")

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=positive_float, default=1e-4,
                         help="largest accepted |export - PyTorch| (fp32; default: 1e-4)")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                        help="check the export against PyTorch numerically (default: on)")
+                        help="check the export against PyTorch numerically")
     parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
                         help="allow checkpoint pickles that may run code (trusted files only)")
     parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,

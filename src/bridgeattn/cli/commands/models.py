@@ -11,28 +11,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", help="only this family (see --families)")
     parser.add_argument("--families", action="store_true", help="list the model families and exit")
     parser.add_argument("--timm", dest="include_timm", action=argparse.BooleanOptionalAction, default=True,
-                        help="include timm's baseline models (default: on; --no-timm hides them)")
+                        help="include timm's baseline models (--no-timm hides them)")
     parser.add_argument("--names-only", action="store_true", help="print names only (fast: no MAC counting)")
     parser.add_argument("--img-size", type=positive_int, metavar="N",
                         help="count MACs at this image size (default: each model's own)")
+    parser.add_argument("--in-chans", type=positive_int, metavar="N",
+                        help="count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
+    parser.add_argument("--num-classes", type=positive_int, metavar="N",
+                        help="count with this classifier size (default: each model's own)")
     add_json_arguments(parser, "rows")
 
 
-def _cost(name: str, img_size: int | None) -> dict:
+def _cost(name: str, img_size: int | None, **shape: int) -> dict:
+    """``model_cost`` and the classes it counted with; ``shape``: the ``in_chans``/``num_classes`` asked for."""
     import timm
 
     from ...errors import UserError
     from ...tools.profile import model_cost
 
-    size = None
-    if img_size:
-        cfg = timm.get_pretrained_cfg(name)
-        size = (cfg.input_size[0] if cfg and cfg.input_size else 3, img_size, img_size)
+    cfg = timm.get_pretrained_cfg(name)
+    own = cfg.input_size if cfg and cfg.input_size else (3, 224, 224)
+    size = (shape.get("in_chans", own[0]), *((img_size, img_size) if img_size else own[1:]))
+    classes = {"num_classes": shape.get("num_classes", cfg.num_classes if cfg else 1000)}
     try:
-        return model_cost(name, size)
+        return {**model_cost(name, size, **shape), **classes}
     except (AssertionError, RuntimeError, ValueError) as first:
         try:  # models with a fixed input size (Swin) are rebuilt for the requested one
-            return model_cost(name, size, img_size=img_size)
+            return {**model_cost(name, size, img_size=img_size, **shape), **classes}
         except (AssertionError, RuntimeError, ValueError, TypeError):
             from ...models.checks import check_model_input
 
@@ -62,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = not args.print_json
     if table:
-        print(f"{'model':36s} {'params':>12s} {'MACs':>10s}  input", flush=True)
+        print(f"{'model':36s} {'params':>12s} {'MACs':>10s}  {'input CxHxW':12s} classes", flush=True)
     rows = []
     for name in names:
-        row = _cost(name, args.img_size)
+        shape = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v}
+        row = _cost(name, args.img_size, **shape)
         rows.append(row)
         if table:  # each row as soon as it is counted: a full listing takes a while
             size = "x".join(str(s) for s in row["input_size"])
-            print(f"{row['model']:36s} {row['params']:12,d} {row['macs'] / 1e9:9.3f}G  {size}", flush=True)
+            print(f"{row['model']:36s} {row['params']:12,d} {row['macs'] / 1e9:9.3f}G  {size:12s} {row['num_classes']}",
+                  flush=True)
     emit_json(args, rows)
     return 0

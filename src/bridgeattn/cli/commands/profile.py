@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=positive_int, metavar="N",
                         help="image side (default: the model's own input size)")
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
-                        help="batch of the training step for activation memory (default: 8)")
+                        help="batch of the training step for activation memory")
     add_json_arguments(parser, "report")
 
 

@@ -11,16 +11,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set spec to convert: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | "
                              "synthetic[:N]")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the shards and shards.json")
-    parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N",
-                        help="samples per tar file (default: 10000)")
+    parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="samples per tar file")
     parser.add_argument("--train-subset", type=positive_int, metavar="N",
                         help="write only the first N training samples")
     parser.add_argument("--val-subset", type=positive_int, metavar="N",
                         help="write only the first N validation samples")
     parser.add_argument("--strict-data", action=argparse.BooleanOptionalAction, default=False,
-                        help="stop at the first unreadable image instead of leaving it out (default: off)")
+                        help="stop at the first unreadable image instead of leaving it out")
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
-                        help="seed of the training samples' order (default: 0)")
+                        help="seed of the training samples' order")
 
 
 def run(args: argparse.Namespace) -> int:
