@@ -87,11 +87,11 @@ def test_seed_is_checked_before_config_yaml_is_written(tmp_path, capsys):
     assert main(["train", *TINY, "--seed", str(2**63 - 1), "--output", str(run)]) == 0  # the largest one trains
 
 
-@pytest.mark.parametrize("opt", [o for o in OPTIONS.values() if "float" in str(o.hint)], ids=lambda o: o.key)
+@pytest.mark.parametrize("opt", [o for o in OPTIONS.values() if o.kind in (float, list)], ids=lambda o: o.key)
 def test_every_float_option_has_a_range(opt):
     for bad in (-1.0, math.nan, math.inf):
         with pytest.raises(UserError, match=opt.flag):
-            make_config({opt.key: [bad, 0.9] if "list" in str(opt.hint) else bad}).validate()
+            make_config({opt.key: [bad, 0.9] if opt.kind is list else bad}).validate()
 
 
 @pytest.mark.parametrize("key, value", [("momentum", 5), ("momentum", 1.0), ("opt_betas", [0.9, 1.0]),
@@ -165,16 +165,19 @@ def test_a_second_compare_on_a_live_comparison_is_refused_and_touches_nothing(tm
         assert _tree(out) == before
 
 
-def test_a_cell_in_use_is_refused_and_touches_nothing(tmp_path):
+def test_a_cell_in_use_is_refused_and_touches_nothing(tmp_path, monkeypatch):
+    from bridgeattn.tools import compare
     from bridgeattn.tools.compare import CompareConfig, run_compare
 
+    monkeypatch.setattr(compare, "_train", lambda options: pytest.fail("trained a cell in use"))
+    monkeypatch.setattr(compare, "_data_shape", lambda cfg: (10, 3, 16))
     out = tmp_path / "cmp"
     cell = _interrupted_cell(out)
     cfg = CompareConfig(models=["bav2"], data="synthetic:64", seeds=[0], output=str(out), speed=False)
     with RunLock(cell):  # a comparison of another process (before this version) training the cell
         before = _tree(out)
         with pytest.raises(UserError, match="in use by another run"):
-            run_compare(cfg, train_fn=lambda options: pytest.fail("trained a cell in use"), data_shape=(10, 3, 16))
+            run_compare(cfg)
         assert _tree(out) == before
 
 
