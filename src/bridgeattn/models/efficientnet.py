@@ -18,23 +18,43 @@ from timm.models.efficientnet import EfficientNetBuilder, decode_arch_def
 from .bridging import adopt, blocks_of, bridge, create_bridged, pop_bridge_args
 
 __all__ = [
-    "BAInvertedResidual", "EFFICIENTNET_GATE", "MBCONV_PLACEMENTS", "bridge_mbconv", "create_mbconv_variant",
+    "BAInvertedResidual", "EFFICIENTNET_GATE", "MBCONV_PLACEMENTS", "PreActSEDepthwiseSeparable", "bridge_mbconv",
+    "create_mbconv_variant",
 ]
 
 MBCONV_PLACEMENTS = ("se", "output")
 
 
-def _timm_mbconv_class() -> type[nn.Module]:
-    """timm's MBConv block class, taken from one block built by timm's public ``EfficientNetBuilder``.
+def _timm_block_class(arch: str) -> type[nn.Module]:
+    """timm's block class of an ``arch`` string, taken from one block built by timm's public ``EfficientNetBuilder``.
 
-    timm publishes the class only in a private module; building a block is the public way to reach it.
+    timm publishes the classes only in a private module; building a block is the public way to reach them.
     """
     builder = EfficientNetBuilder(act_layer=nn.ReLU, norm_layer=nn.BatchNorm2d)
-    stages = builder(8, decode_arch_def([["ir_r1_k3_s1_e2_c8"]]))
+    stages = builder(8, decode_arch_def([[arch]]))
     return type(stages[0][0])
 
 
-InvertedResidual = _timm_mbconv_class()
+InvertedResidual = _timm_block_class("ir_r1_k3_s1_e2_c8")
+DepthwiseSeparableConv = _timm_block_class("ds_r1_k3_s1_c8")
+
+
+class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
+    """timm's expansion-free block with its SE applied to the depthwise BatchNorm output before the activation,
+    as the BAv1 MobileNetV3 reference orders it (timm applies SE after the activation)."""
+
+    def init_pre_act(self) -> None:
+        if not isinstance(self.bn1, BatchNormAct2d) or self.conv_s2d is not None:
+            raise ValueError("ba_pre_act needs timm's BatchNormAct2d after the depthwise conv")
+        self.dw_act, self.bn1.act = self.bn1.act, nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.aa(self.dw_act(self.se(self.bn1(self.conv_dw(x)))))
+        x = self.bn2(self.conv_pw(x))
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
 
 
 class BAInvertedResidual(InvertedResidual):
@@ -93,6 +113,10 @@ def bridge_mbconv(model: nn.Module, ba_args: dict[str, Any], placement: str = "s
     blocks = [b for b in blocks_of(model, InvertedResidual) if not isinstance(b.se, nn.Identity)]
     for block in blocks:
         adopt(block, BAInvertedResidual).init_bridge(ba_args, placement, pre_act)
+    if pre_act:  # the expansion-free blocks keep their SE, in the same place as the gates: before the activation
+        for block in blocks_of(model, DepthwiseSeparableConv):
+            if not isinstance(block.se, nn.Identity):
+                adopt(block, PreActSEDepthwiseSeparable).init_pre_act()
     return len(blocks)
 
 
