@@ -125,7 +125,9 @@ def test_forward_backward_small_grayscale(name: str) -> None:
 def test_unit_gate_reproduces_timm_forward(name: str) -> None:
     """With every gate forced to 1 the bridged network computes exactly timm's (SE-free) network."""
     twin_name, _, _, extra = MODELS[name]
-    model = bridgeattn.create_model(name, num_classes=10, **extra).eval()
+    # MobileNetV3-Small's first block applies its SE before the ReLU (the BAv1 reference); timm's order on request.
+    order = {"ba_pre_act": False} if "mobilenetv3_small" in name else {}
+    model = bridgeattn.create_model(name, num_classes=10, **extra, **order).eval()
     twin = timm.create_model(twin_name, num_classes=10, **extra).eval()
     for block in twin.modules():
         if hasattr(block, "se") and type(block).__name__ != "DepthwiseSeparableConv":

@@ -150,3 +150,15 @@ def test_default_cfg_describes_the_model(name: str) -> None:
     assert pre.shape[1] == model.head_hidden_size and model.num_features > 0
     keys = model.state_dict().keys()
     assert f"{cfg['classifier']}.weight" in keys and f"{cfg['first_conv']}.weight" in keys
+
+
+def test_every_pretrained_tag_creates_with_its_own_cfg() -> None:
+    """Each ``timm.list_models(pretrained=True)`` name of ours builds with pretrained=False and reports its own tag."""
+    names = timm.list_models(pretrained=True, module="entrypoints")
+    assert any(n.startswith("bav2_convnext_tiny.") for n in names) and any(n.startswith("bav2_swin") for n in names)
+    for name in names:
+        arch, _, tag = name.partition(".")
+        with torch.device("meta"):  # no memory, no initialisation arithmetic: only the construction is checked
+            model = timm.create_model(name, pretrained=False)
+        expected = tag or timm.models.get_pretrained_cfg(arch).tag  # an untagged name means the default tag
+        assert (model.pretrained_cfg["architecture"], model.pretrained_cfg["tag"]) == (arch, expected), name

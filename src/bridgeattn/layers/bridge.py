@@ -82,10 +82,14 @@ class GateBatchNorm1d(nn.BatchNorm1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1 and self.track_running_stats:
+        # A symbolic trace (torch.ao's prepare_fx, torchvision's feature extractor) has no batch size or rank to
+        # branch on: it records the plain BatchNorm.
+        traced = not torch.jit.is_scripting() and is_fx_proxy(x)
+        if self.training and self.track_running_stats and not traced and x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         # nn.BatchNorm1d.forward, written out: TorchScript cannot compile ``super().forward``.
-        self._check_input_dim(x)
+        if not traced:
+            self._check_input_dim(x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -241,10 +245,11 @@ class BridgeAttention(nn.Module):
     def hidden(self, taps: list[torch.Tensor]) -> torch.Tensor:
         """The bridged hidden vector after normalisation and activation, ``(B, h)``."""
         squeezed = self._check_taps(taps)
+        # One Linear per tap, as stored: quantization and fx graphs see each layer's weight unchanged.
+        zs: list[torch.Tensor] = []
+        for i, fc in enumerate(self.integration):
+            zs.append(fc(squeezed[i]))
         if self.integration_norm is not None:  # BAv1: u = sum_i BN_i(W_i s_i)
-            zs: list[torch.Tensor] = []
-            for i, fc in enumerate(self.integration):
-                zs.append(fc(squeezed[i]))
             normed: list[torch.Tensor] = []
             for i, norm in enumerate(self.integration_norm):
                 normed.append(norm(zs[i]))
@@ -252,19 +257,7 @@ class BridgeAttention(nn.Module):
             for z in normed[1:]:
                 u = u + z
             return self.act(u)
-        if isinstance(self.selection, LinearSelection):
-            # sum_i a_i W_i s_i == [a_1 W_1 | ... | a_n W_n] cat(s): one matmul instead of n, same math.
-            a = self.selection.weight[0]
-            parts: list[torch.Tensor] = []
-            for i, fc in enumerate(self.integration):
-                parts.append(a[i] * fc.weight)
-            bias = self.selection.bias.expand(self.hidden_channels)
-            u = F.linear(torch.cat(squeezed, dim=1), torch.cat(parts, dim=1), bias)
-        else:
-            zs: list[torch.Tensor] = []
-            for i, fc in enumerate(self.integration):
-                zs.append(fc(squeezed[i]))
-            u = self.selection(torch.stack(zs, dim=-1))
+        u = self.selection(torch.stack(zs, dim=-1))
         return self.act(self.norm(u))
 
     def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:

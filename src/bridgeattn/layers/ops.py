@@ -30,8 +30,14 @@ __all__ = ["gated_residual", "is_fx_proxy", "spatial_mean"]
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """Global average pool ``(B, C, H, W) -> (B, C)``; its backward adds a broadcast view, not a new map."""
-    return x.sum((2, 3)) * (1.0 / (x.shape[-2] * x.shape[-1]))
+    """Global average pool ``(B, C, H, W) -> (B, C)``; its backward adds a broadcast view, not a new map.
+
+    Equal to ``x.mean((2, 3))`` bit for bit in float32/64 (PyTorch's mean is this sum and division), which fx graphs
+    record instead: quantization would observe the shape arithmetic as a tensor.
+    """
+    if not torch.jit.is_scripting() and is_fx_proxy(x):
+        return x.mean((2, 3))
+    return x.sum((2, 3)) / (x.shape[-2] * x.shape[-1])
 
 
 @torch.jit.unused
@@ -131,7 +137,6 @@ def gated_residual(
     y: torch.Tensor,
     shortcut: torch.Tensor,
     gate_fn: Callable[[torch.Tensor], torch.Tensor],
-    pooled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``shortcut + y * gate_fn(mean_hw(y))`` with a lean backward.
 
@@ -140,7 +145,6 @@ def gated_residual(
         shortcut: the residual branch, broadcastable to ``y``.
         gate_fn: maps the pooled map ``(B, C)`` to the gate ``(B, C, 1, 1)``; it must be differentiable
             in its input (the gradient of ``y`` is completed when the pooled tap's gradient arrives).
-        pooled: ``mean_hw(y)`` when already known by other means; then ``y`` is not pooled here.
 
     Under ``torch.no_grad``/``inference_mode`` the result is written into ``y``'s memory, as timm's blocks add
     their shortcut in place.
@@ -148,15 +152,13 @@ def gated_residual(
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_proxy(y):
         # Compilers fuse the plain formula themselves; exporters need it out of place.
-        return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y) if pooled is None else pooled))
+        return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y)))
     if not needs_grad:
-        gate = gate_fn(spatial_mean(y) if pooled is None else pooled)
+        gate = gate_fn(spatial_mean(y))
         if torch.is_grad_enabled():  # no graph, yet a transform such as torch.func.jvp may be differentiating
             return torch.addcmul(shortcut, y, gate)
         # In place, like timm's ``x += shortcut``: a fresh output map costs more than the arithmetic.
         return torch.addcmul(shortcut, y, gate, out=y if shortcut.shape == y.shape else None)
-    link = _Link() if pooled is None and y.requires_grad else None
-    if pooled is None:
-        pooled = _LinkedPool.apply(y, link) if link is not None else spatial_mean(y)
-    gate = gate_fn(pooled)
+    link = _Link() if y.requires_grad else None
+    gate = gate_fn(_LinkedPool.apply(y, link) if link is not None else spatial_mean(y))
     return _LinkedMerge.apply(y, gate, shortcut, link)

@@ -84,8 +84,9 @@ def create_bridged(
             f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the MobileNetV3, "
             "EfficientNet and RegNet models (Swin takes img_size)"
         )
-    if not kwargs.get("pretrained_cfg"):
-        kwargs["pretrained_cfg"] = get_pretrained_cfg(variant)
+    cfg = kwargs.get("pretrained_cfg")
+    if not cfg or isinstance(cfg, str):  # timm hands the tag of an "arch.tag" name over as a string
+        kwargs["pretrained_cfg"] = get_pretrained_cfg(f"{variant}.{cfg}" if cfg else variant)
     if pretrained and kwargs.get("features_only"):
         raise ValueError(f"{variant}: pretrained=True with features_only=True is not supported; build the "
                          "classifier with pretrained=True and take features with forward_intermediates")

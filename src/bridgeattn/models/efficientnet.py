@@ -13,12 +13,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.layers import BatchNormAct2d
-from timm.models._efficientnet_blocks import InvertedResidual  # private: no public timm module exports the class
+from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual  # private: no public export
 
-from .bridging import bridge, create_bridged, pop_bridge_args
+from .bridging import bridge, bridge_blocks, create_bridged, pop_bridge_args
 
 __all__ = [
-    "BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "MBCONV_PLACEMENTS", "create_mbconv_variant",
+    "BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "MBCONV_PLACEMENTS", "PreActSEDepthwiseSeparable",
+    "create_mbconv_variant",
 ]
 
 MBCONV_PLACEMENTS = ("se", "output")
@@ -96,6 +97,29 @@ class BAInvertedResidual(InvertedResidual):
         return y3
 
 
+class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
+    """timm's expansion-free block with its SE applied to the depthwise BatchNorm output before the activation,
+    as the BAv1 MobileNetV3 reference orders it (timm applies SE after the activation)."""
+
+    @staticmethod
+    def bridges(block: nn.Module) -> bool:
+        """Only blocks that have an SE change (they keep it, in the gates' place)."""
+        return not isinstance(block.se, nn.Identity)
+
+    def init_bridge(self) -> None:
+        if not isinstance(self.bn1, BatchNormAct2d) or self.conv_s2d is not None:
+            raise ValueError("ba_pre_act needs timm's BatchNormAct2d after the depthwise conv")
+        self.dw_act, self.bn1.act = self.bn1.act, nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.aa(self.dw_act(self.se(self.bn1(self.conv_dw(x)))))
+        x = self.bn2(self.conv_pw(x))
+        if self.has_skip:
+            x = self.drop_path(x) + shortcut
+        return x
+
+
 def create_mbconv_variant(
     variant: str,
     twin: str,
@@ -120,7 +144,10 @@ def create_mbconv_variant(
     placement = kwargs.pop("ba_placement", "se")
     pre_act = kwargs.pop("ba_pre_act", pre_act if placement == "se" else False)
     init = dict(ba_args=ba_args, placement=placement, pre_act=pre_act, init_std=gate_init_std)
-    return create_bridged(variant, twin, pretrained, BAInvertedResidual, init, stem="conv_stem", **kwargs)
+    model = create_bridged(variant, twin, pretrained, BAInvertedResidual, init, stem="conv_stem", **kwargs)
+    if pre_act:  # the expansion-free blocks keep their SE, in the same place as the gates: before the activation
+        bridge_blocks(model, PreActSEDepthwiseSeparable, {})
+    return model
 
 
 # BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.

@@ -17,7 +17,6 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..layers.bridge import BridgeAttention
 from ..layers.gc import GlobalContextBlock
@@ -63,38 +62,22 @@ class _BridgeGateMixin:
         """What the gate rescales: the block's last BatchNorm (models.warmstart)."""
         return "bn3" if hasattr(self, "bn3") else "bn2"
 
-    def _merge(
-        self,
-        y: torch.Tensor,
-        shortcut: torch.Tensor,
-        taps: list[torch.Tensor],
-        pooled: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def _merge(self, y: torch.Tensor, shortcut: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
         """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
 
-        ``pooled`` is ``mean(y)`` when the caller knows it without reading ``y``. Scripted and fx-traced models
-        take the plain formula (compilers fuse it themselves); eager models the lean one of
-        :mod:`bridgeattn.layers.ops`.
+        Scripted and fx-traced models take the plain formula (compilers fuse it themselves); eager models the lean
+        one of :mod:`bridgeattn.layers.ops`.
         """
         if torch.jit.is_scripting() or is_fx_proxy(y) or (self.drop_path is not None and self.training):
-            gate = self.ba(taps + [spatial_mean(y) if pooled is None else pooled])
+            gate = self.ba(taps + [spatial_mean(y)])
             if self.drop_path is not None:
                 return self.drop_path(y * gate) + shortcut
             return torch.addcmul(shortcut, y, gate)
-        return self._lean_merge(y, shortcut, taps, pooled)
+        return self._lean_merge(y, shortcut, taps)
 
     @torch.jit.unused
-    def _lean_merge(self, y, shortcut, taps, pooled):  # unannotated: TorchScript compiles only a stub
-        return gated_residual(y, shortcut, lambda last: self.ba([*taps, last]), pooled)
-
-
-def _pools_through(conv: nn.Module, norm: nn.Module) -> bool:
-    """Whether ``mean_hw(norm(conv(y))) == norm(conv(mean_hw(y)))``: a 1x1 stride-1 conv and a fixed affine norm."""
-    if type(conv) is not nn.Conv2d or conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0):
-        return False
-    if type(norm) is nn.BatchNorm2d:
-        return not norm.training and norm.running_mean is not None
-    return type(norm) is FrozenBatchNorm2d
+    def _lean_merge(self, y, shortcut, taps):  # unannotated: TorchScript compiles only a stub
+        return gated_residual(y, shortcut, lambda last: self.ba([*taps, last]))
 
 
 class BABasicBlock(_BridgeGateMixin, BasicBlock):
@@ -129,17 +112,9 @@ class BABottleneck(_BridgeGateMixin, Bottleneck):
         y1 = self.act1(self.bn1(self.conv1(x)))
         y2 = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(y1)))))
         y3 = self.bn3(self.conv3(y2))
-        s2 = spatial_mean(y2)
-        s3 = None if torch.jit.is_scripting() else self._pooled_through(s2)
-        return self.act3(self._merge(y3, shortcut, [spatial_mean(y1), s2], s3))
-
-    @torch.jit.unused
-    def _pooled_through(self, s2):  # unannotated: TorchScript compiles only a stub
-        """``mean(bn3(conv3(y2)))`` from ``mean(y2)`` when BatchNorm statistics are fixed (eval, frozen): one
-        pass over the widest map saved. ``None`` otherwise."""
-        if _pools_through(self.conv3, self.bn3):
-            return self.bn3(self.conv3(s2[:, :, None, None])).flatten(1)
-        return None
+        # mean(y3) is pooled from y3 even when a fixed BatchNorm would let it follow from mean(y2): calling conv3
+        # and bn3 again would show hooks, observers and counters a second, 1x1 call.
+        return self.act3(self._merge(y3, shortcut, [spatial_mean(y1), spatial_mean(y2)]))
 
 
 class BridgeResNet(ResNet):
