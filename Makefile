@@ -45,7 +45,7 @@ FLOOR_DIR := .floor/timm-$(TIMM_FLOOR)
 test-floor: setup
 	test -d $(FLOOR_DIR) || $(PY) -m pip install -q --no-deps --target $(FLOOR_DIR) timm==$(TIMM_FLOOR)
 	PYTHONPATH=$(FLOOR_DIR) $(PY) -c "import timm; assert timm.__version__ == '$(TIMM_FLOOR)', timm.__version__"
-	PYTHONPATH=$(FLOOR_DIR) $(PY) -m pytest -q -p no:cacheprovider tests/test_registry.py tests/test_timm_contract.py
+	PYTHONPATH=$(FLOOR_DIR) $(PY) -m pytest -q -p no:cacheprovider tests/models/test_registry.py tests/models/test_timm_contract.py
 
 # The suite without fault-injection, multi-process, torch.compile and ONNX tests (markers in pyproject.toml).
 test-fast: setup

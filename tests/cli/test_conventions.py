@@ -10,7 +10,7 @@ import pytest
 
 from bridgeattn.cli.main import COMMANDS, main
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

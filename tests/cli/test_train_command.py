@@ -18,7 +18,7 @@ from bridgeattn.engine import find_resume, load_checkpoint, train
 
 # tests/faults/sitecustomize.py injects faults into the subprocesses: ACTION@STEP[:RANK]
 FAULT_ENV = "BRIDGEATTN_TEST_FAULT"
-FAULTS_DIR = Path(__file__).resolve().parent / "faults"
+FAULTS_DIR = Path(__file__).resolve().parents[1] / "faults"
 
 # bav2_resnet20 on 16-px synthetic images; 4 optimizer steps per epoch at a global batch of 32
 TINY_FLAGS = ["--model", "bav2_resnet20", "--data", "synthetic:128", "--img-size", "16", "--batch-size", "32",

@@ -207,7 +207,7 @@ def test_eval_says_when_the_stored_accuracy_came_from_a_subset(tmp_path, capsys)
 
 
 def test_the_training_docs_evaluate_the_run_folder_they_train():
-    text = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     outputs = set(re.findall(r'output="([^"]+)"', text)) | set(re.findall(r"--output (\S+)", text))
     for location in re.findall(r"bridgeattn eval --checkpoint (\S+)", text):
         if location.endswith((".safetensors", ".pth")) and "/checkpoints/" not in location:

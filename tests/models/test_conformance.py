@@ -106,7 +106,7 @@ def test_fx_post_training_quantization_is_close_to_float(name: str) -> None:
 
 # --- What a GPU run relies on, checked on the CPU: one graph, autocast dtypes, channels_last -------------------
 
-# BA model (tiny, from tests/test_timm_contract.py) -> timm's plain twin built with the same arguments
+# BA model (tiny, from tests/models/test_timm_contract.py) -> timm's plain twin built with the same arguments
 GPU_TWINS = {
     "bav2_resnet20": "plain_resnet20",
     "bav1_resnet50": "plain_resnet50",

@@ -15,7 +15,7 @@ from bridgeattn.models.detection import create_detector, create_features, create
 
 def _example_module(name: str):
     """A module of examples/ (the synthetic data lives beside the example that uses it, not in the library)."""
-    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -109,7 +109,7 @@ def test_backbone_starts_from_saved_classification_weights(tmp_path) -> None:
 
 
 def test_the_example_refuses_an_unknown_model_and_missing_weights_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "examples"))
     example = _example_module("detection")
     assert example.main(["--model", "bav2_resnet2", "--steps", "1"]) == 2
     err = capsys.readouterr().err
