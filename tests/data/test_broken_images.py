@@ -71,5 +71,7 @@ def test_a_folder_of_small_gray_images_trains_at_their_own_shape_and_says_so(tmp
     for i in range(4, 12):
         Image.new("RGB", (40, 40), (i, 0, 0)).save(tmp_path / "data" / "val" / "cat" / f"{i}.png")
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({**stored, "img_size": None, "in_chans": None}))
-    report = evaluate_checkpoint(tmp_path / "run", plots=False)  # as an earlier version's run: the size unset
+    with caplog.at_level("INFO", logger="bridgeattn"):  # as an earlier version's run: the size unset
+        report = evaluate_checkpoint(tmp_path / "run", plots=False)
     assert report["count"] == 16
+    assert "input 1x12x12 (from the weights)" in caplog.text

@@ -7,6 +7,7 @@ weights (a ``.safetensors`` file, a hub-style folder) need ``data`` and are eval
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from ..files import check_writable
 from ..weights.loading import LoadedModel, load_model
 
 __all__ = ["evaluate_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 
 def _run_of(loaded: LoadedModel) -> Path | None:
@@ -85,6 +88,8 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
                                   val_subset=None if val_subset == -1 else val_subset)
             default_batch, amp_dtype, channels_last = 64, None, False
         _, val_set, info = build_datasets(data_cfg, splits=("val",))
+        info.input_from = "from the weights"  # eval always feeds the shape the weights were trained at
+        log.info("evaluating %s on %s, %s", loaded.name, data_cfg.spec, info.describe_input())
         num_classes = int(getattr(loaded.model, "num_classes", info.num_classes))
         if info.num_classes != num_classes:
             raise UserError(f"{data_cfg.spec} has {info.num_classes} classes but the weights have {num_classes}")
