@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import write_json
+from ..files import TEMP_MARK, write_json
 from .build import build_datasets
 from .memory import TensorImageDataset
 from .shards import FORMAT, META, _wds
@@ -65,7 +66,24 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
         raise UserError("--data is already a shard set; give the original data set spec")
     native = DataConfig(**{**cfg.__dict__, "img_size": None, "in_chans": None})  # store the images as they are
     train_set, val_set, info = build_datasets(native)
-    out.mkdir(parents=True, exist_ok=True)
+    # written into a hidden sibling, renamed into place at the end: a failure (a full disk) leaves no half set
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        meta = _write_splits(cfg, tmp, shard_size, seed, info, train_set, val_set, wds)
+        os.replace(tmp, out)  # over an empty --output folder too
+    except OSError as exc:
+        raise UserError(f"cannot write shards to {out}: {exc.strerror or exc}; nothing was kept") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _write_splits(cfg: DataConfig, out: Path, shard_size: int, seed: int, info: Any, train_set: Dataset,
+                  val_set: Dataset, wds: Any) -> dict[str, Any]:
+    """Write both splits and ``shards.json`` into ``out``; returns the metadata."""
     meta: dict[str, Any] = {
         "format": FORMAT,
         "source": cfg.spec,

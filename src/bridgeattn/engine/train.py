@@ -606,6 +606,14 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
                 raise
             except TrainingInterrupted:
                 raise
+            except UserError as exc:  # e.g. a checkpoint that cannot be written (full disk): say so in the folder
+                if info.is_main:
+                    final = run.history[-1] if run.history else {}
+                    try:
+                        write_json(run.folder / "summary.json", _summary(run, final, status="failed", message=str(exc)))
+                    except OSError as err:
+                        log.warning(f"cannot write {run.folder / 'summary.json'} either: {err.strerror or err}")
+                raise
             except KeyboardInterrupt as exc:  # a second Ctrl-C: stop now, the last checkpoint stays
                 last = ckpt.find_resume(run.folder) if info.is_main else None
                 raise _interrupted(run, "SIGINT", last, "interrupted") from exc

@@ -123,10 +123,19 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: i
     folder.mkdir(parents=True, exist_ok=True)
     epoch, batch = int(state["epoch"]), int(state.get("batch", 0))
     path = folder / checkpoint_name(epoch, batch)
-    atomic_write(path, lambda f: torch.save(state, f))
-    record = {"size": path.stat().st_size, "sha256": sha256(path), "epoch": epoch, "step": int(state["step"]),
-              "batch": batch, "finite": bool(good)}
-    write_text(record_path(path), json.dumps(record))
+    written = False
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))  # its temp file is removed on failure
+        written = True
+        record = {"size": path.stat().st_size, "sha256": sha256(path), "epoch": epoch, "step": int(state["step"]),
+                  "batch": batch, "finite": bool(good)}
+        write_text(record_path(path), json.dumps(record))
+    except OSError as exc:  # a full disk: the older checkpoints are untouched, a resume continues from them
+        if written:
+            path.unlink(missing_ok=True)  # without its record it would never be used
+        last, _ = _pick(run_dir, mid_epoch=True, finite_only=False)
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}; the last good checkpoint is "
+                        f"{last or 'none'}") from None
     _symlink(folder / "last.pth", path)
     best_epoch = int(state.get("best_epoch", 0))
     best_file = folder / f"epoch-{best_epoch:04d}.pth"
