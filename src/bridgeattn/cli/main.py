@@ -100,14 +100,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 class _StdoutHandler(logging.Handler):
     """The library's log lines on the current ``sys.stdout``, bare, as the commands' own output (through
-    ``tqdm.write``, so that a progress bar on the screen is redrawn below the line, not cut by it)."""
+    ``tqdm.write``, so that a progress bar on the screen is redrawn below the line, not cut by it). Under
+    ``--print-json`` stdout is the JSON alone, and the lines go to stderr."""
+
+    to_stderr = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=sys.stdout)
-            sys.stdout.flush()
+            stream = sys.stderr if self.to_stderr else sys.stdout
+            tqdm.write(self.format(record), file=stream)
+            stream.flush()
         except Exception:
             self.handleError(record)
 
@@ -127,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    for handler in logging.getLogger("bridgeattn").handlers:
+        if isinstance(handler, _StdoutHandler):
+            handler.to_stderr = bool(getattr(args, "print_json", False))
     if args.command is None:
         parser.print_help()
         return 0
