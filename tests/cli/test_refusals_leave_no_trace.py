@@ -19,12 +19,6 @@ TINY = ["--model", "bav2_resnet20", "--data", "synthetic:64", "--img-size", "16"
         "--epochs", "1", "--workers", "0", "--no-progress", "--no-plots"]
 
 
-def _main(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        status = main(argv)
-    except SystemExit as exc:
-        status = exc.code
-    return status, capsys.readouterr().err
 
 
 def _one_line(status: int, err: str, *words: str) -> None:
@@ -52,37 +46,37 @@ LATE_AND_EARLY = [
 
 
 @pytest.mark.parametrize("flags, words", LATE_AND_EARLY, ids=[" ".join(f) for f, _ in LATE_AND_EARLY])
-def test_a_refused_train_creates_no_folder_and_changes_none(flags, words, tmp_path, capsys):
+def test_a_refused_train_creates_no_folder_and_changes_none(flags, words, tmp_path, run_cli):
     (tmp_path / "empty-data").mkdir()
     flags = [f.replace("EMPTY", str(tmp_path / "empty-data")) for f in flags]
     words = words.replace("EMPTY", str(tmp_path / "empty-data"))
-    _one_line(*_main(["train", *TINY, *flags, "--output", str(tmp_path / "new" / "run")], capsys), words)
+    _one_line(*run_cli(["train", *TINY, *flags, "--output", str(tmp_path / "new" / "run")]), words)
     assert not (tmp_path / "new").exists()
     mine = tmp_path / "mine"  # an empty folder the user made stays as it was
     mine.mkdir()
-    _one_line(*_main(["train", *TINY, *flags, "--output", str(mine)], capsys), words)
+    _one_line(*run_cli(["train", *TINY, *flags, "--output", str(mine)]), words)
     assert list(mine.iterdir()) == []
 
 
-def test_a_refused_compare_creates_no_folder(tmp_path, capsys):
+def test_a_refused_compare_creates_no_folder(tmp_path, run_cli):
     argv = ["compare", "--models", "bav2", "--seeds", "1", *TINY[2:], "--data", "folder:/nonexistent/x",
             "--no-speed", "--output", str(tmp_path / "new" / "cmp")]
-    _one_line(*_main(argv, capsys), "/nonexistent/x")
+    _one_line(*run_cli(argv), "/nonexistent/x")
     assert not (tmp_path / "new").exists()
-    _one_line(*_main(["compare", "--seed-list", "-1", "--output", str(tmp_path / "cmp")], capsys), "negative")
+    _one_line(*run_cli(["compare", "--seed-list", "-1", "--output", str(tmp_path / "cmp")]), "negative")
 
 
-def test_workers_refusing_a_launched_run_leave_no_folder(tmp_path, capsys, monkeypatch):
+def test_workers_refusing_a_launched_run_leave_no_folder(tmp_path, run_cli, monkeypatch):
     from bridgeattn.engine import distributed
 
     monkeypatch.setattr(distributed, "launch_torchrun", lambda *a, **k: 2)  # as when every rank exits with 2
-    status, _ = _main(["train", *TINY, "--nproc", "2", "--output", str(tmp_path / "new" / "run")], capsys)
+    status, _ = run_cli(["train", *TINY, "--nproc", "2", "--output", str(tmp_path / "new" / "run")])
     assert status == 2 and not (tmp_path / "new").exists()
 
 
-def test_seed_is_checked_before_config_yaml_is_written(tmp_path, capsys):
+def test_seed_is_checked_before_config_yaml_is_written(tmp_path, run_cli):
     run = tmp_path / "run"
-    _one_line(*_main(["train", *TINY, "--seed", str(2**64), "--output", str(run)], capsys), "--seed")
+    _one_line(*run_cli(["train", *TINY, "--seed", str(2**64), "--output", str(run)]), "--seed")
     assert not run.exists()
     assert main(["train", *TINY, "--seed", str(2**63 - 1), "--output", str(run)]) == 0  # the largest one trains
 
@@ -107,27 +101,27 @@ def test_only_the_package_temp_files_count_as_temp_files(tmp_path):
         assert not is_temp(tmp_path / name), name
 
 
-def test_a_users_folder_is_refused_unless_overwrite_and_their_files_stay(tmp_path, capsys):
+def test_a_users_folder_is_refused_unless_overwrite_and_their_files_stay(tmp_path, run_cli):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / ".notes.tmp-1").write_text("my notes")
     (mine / "per_class.csv").write_text("mine")
     before = _tree(mine)
-    _one_line(*_main(["train", *TINY, "--output", str(mine)], capsys), "--overwrite", "per_class.csv")
+    _one_line(*run_cli(["train", *TINY, "--output", str(mine)]), "--overwrite", "per_class.csv")
     assert _tree(mine) == before  # no lock file either
-    status, err = _main(["train", *TINY, "--overwrite", "--output", str(mine)], capsys)
+    status, err = run_cli(["train", *TINY, "--overwrite", "--output", str(mine)])
     assert status == 0, err
     assert (mine / ".notes.tmp-1").read_text() == "my notes"  # not taken for a temp file of the package
     assert (mine / "per_class.csv").read_text() != "mine" and (mine / "summary.json").is_file()
 
 
-def test_a_stray_torchrun_environment_is_one_line(tmp_path, capsys, monkeypatch):
+def test_a_stray_torchrun_environment_is_one_line(tmp_path, run_cli, monkeypatch):
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    _one_line(*_main(["train", *TINY, "--output", str(tmp_path / "run")], capsys), "MASTER_ADDR", "torchrun")
+    _one_line(*run_cli(["train", *TINY, "--output", str(tmp_path / "run")]), "MASTER_ADDR", "torchrun")
     assert not (tmp_path / "run").exists()
 
 
@@ -138,10 +132,10 @@ def finished_run(tmp_path_factory) -> Path:
     return run
 
 
-def test_eval_into_a_live_run_is_refused(finished_run, tmp_path, capsys):
+def test_eval_into_a_live_run_is_refused(finished_run, tmp_path, run_cli):
     eval_argv = ["eval", "--checkpoint", str(finished_run), "--no-progress", "--no-plots"]
     with RunLock(finished_run):  # as while the run still trains
-        _one_line(*_main(eval_argv, capsys), f"in use by another run (pid {os.getpid()} on {socket.gethostname()})")
+        _one_line(*run_cli(eval_argv), f"in use by another run (pid {os.getpid()} on {socket.gethostname()})")
         assert not (finished_run / "eval").exists()
         assert main([*eval_argv, "--output", str(tmp_path / "elsewhere")]) == 0  # outside the run: allowed
     assert main(eval_argv) == 0 and (finished_run / "eval" / "eval.json").is_file()
@@ -155,13 +149,13 @@ def _interrupted_cell(out: Path) -> Path:
     return cell
 
 
-def test_a_second_compare_on_a_live_comparison_is_refused_and_touches_nothing(tmp_path, capsys):
+def test_a_second_compare_on_a_live_comparison_is_refused_and_touches_nothing(tmp_path, run_cli):
     out = tmp_path / "cmp"
     _interrupted_cell(out)
     argv = ["compare", "--models", "bav2", "--seeds", "1", *TINY[2:], "--no-speed", "--output", str(out)]
     with RunLock(out):  # the first comparison, training its cell
         before = _tree(out)
-        _one_line(*_main(argv, capsys), f"in use by another run (pid {os.getpid()} on")
+        _one_line(*run_cli(argv), f"in use by another run (pid {os.getpid()} on")
         assert _tree(out) == before
 
 

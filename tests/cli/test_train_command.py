@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridgeattn.cli.main import main
 from bridgeattn.config import from_flat
 from bridgeattn.engine import find_resume, load_checkpoint, train
 
@@ -55,13 +54,6 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> s
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def _main(argv: list[str], capsys) -> tuple[int, str]:
-    """``bridgeattn ARGV`` in this process: (exit status, stderr). argparse errors exit through SystemExit."""
-    try:
-        status = main(argv)
-    except SystemExit as exc:
-        status = exc.code
-    return status, capsys.readouterr().err
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -77,20 +69,20 @@ def _same_weights(a: Path, b: Path) -> bool:
     (["train", "--data", "mnist-9000"], "unknown dataset spec"),
     (["eval", "--checkpoint", "/nonexistent/last.pth"], "/nonexistent/last.pth"),
 ])
-def test_cli_errors_are_one_clear_line(args, message, tmp_path, capsys):
+def test_cli_errors_are_one_clear_line(args, message, tmp_path, run_cli):
     if args[0] == "train":
         args = [*args, "--output", str(tmp_path / "run")]
-    status, err = _main(args, capsys)
+    status, err = run_cli(args)
     assert status == 2, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert "error" in err and message in err, err
 
 
-def test_occupied_output_folder_is_refused_unless_resume(tmp_path, capsys):
+def test_occupied_output_folder_is_refused_unless_resume(tmp_path, run_cli):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("model: plain_resnet20\n")
-    status, err = _main(["train", *TINY_FLAGS, "--output", str(tmp_path / "run")], capsys)
+    status, err = run_cli(["train", *TINY_FLAGS, "--output", str(tmp_path / "run")])
     assert status == 2 and "Traceback" not in err
     assert "already holds a run; continue it with --resume auto" in err.strip().splitlines()[-1]
 
