@@ -25,13 +25,8 @@ from timm.layers import create_act_layer, make_divisible, register_notrace_modul
 from .ops import is_fx_proxy
 
 __all__ = [
-    "BridgeAttention",
-    "GateBatchNorm1d",
-    "LinearSelection",
-    "SoftmaxSelection",
-    "FusedBridgeAttention",
-    "bridge_hidden_channels",
-    "squeeze_taps",
+    "BridgeAttention", "GateBatchNorm1d", "LinearSelection", "SoftmaxSelection", "FusedBridgeAttention",
+    "bridge_hidden_channels", "squeeze_taps",
 ]
 
 Version = Literal["v1", "v2"]
@@ -39,17 +34,10 @@ SelectionName = Literal["linear", "softmax"]
 
 
 def bridge_hidden_channels(
-    channels: int,
-    rd_ratio: float = 1 / 16,
-    rd_channels: int | None = None,
-    rd_divisor: int = 1,
+    channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None, rd_divisor: int = 1,
     rd_min_channels: int = 1,
 ) -> int:
-    """Width ``h`` of the gate's hidden layer.
-
-    With the defaults this is the papers' ``channels // 16``; ``rd_min_channels`` keeps narrow
-    stages (16 or 32 channels in small-input networks) from collapsing the gate to 1 or 2 units.
-    """
+    """Width ``h`` of the gate's hidden layer: the papers' ``channels // 16`` with the defaults."""
     if rd_channels is not None:
         return int(rd_channels)
     if rd_divisor > 1:
@@ -72,13 +60,10 @@ def squeeze_taps(taps: list[torch.Tensor]) -> list[torch.Tensor]:
     return squeezed
 
 
+@register_notrace_module
 class GateBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d for the gate that tolerates a training batch of one sample.
-
-    Batch statistics of a single vector are undefined (PyTorch raises). For such a batch the layer
-    normalises with its running statistics and leaves them unchanged, as in eval mode; every
-    larger batch behaves exactly like ``nn.BatchNorm1d``. Registered with timm as a leaf module for
-    fx tracing: the one-sample rule depends on the batch size, which a symbolic trace cannot branch on.
+    """``nn.BatchNorm1d`` that normalises a training batch of one sample (no batch statistics) with its running
+    statistics, leaving them unchanged. An fx leaf: a symbolic trace cannot branch on the batch size.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,27 +82,13 @@ class GateBatchNorm1d(nn.BatchNorm1d):
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(
-            x,
-            self.running_mean if track else None,
-            self.running_var if track else None,
-            self.weight,
-            self.bias,
-            use_batch_stats,
-            momentum,
-            self.eps,
-        )
-
-
-register_notrace_module(GateBatchNorm1d)
+        return F.batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
+                            self.weight, self.bias, use_batch_stats, momentum, self.eps)
 
 
 class LinearSelection(nn.Module):
-    """The BAv2 adaptive selection operator: ``u = sum_i a_i z_i + b``, learned and shared by all channels.
-
-    Stored as ``Linear(n, 1)`` over the tap axis (weight ``(1, n)``, bias ``(1,)``), the layout of the
-    reference checkpoints.
-    """
+    """The BAv2 selection operator ``u = sum_i a_i z_i + b``, shared by all channels; stored as the reference
+    checkpoints' ``Linear(n, 1)`` over the tap axis (weight ``(1, n)``, bias ``(1,)``)."""
 
     def __init__(self, num_taps: int) -> None:
         super().__init__()
@@ -133,18 +104,10 @@ class LinearSelection(nn.Module):
         """``z``: ``(B, h, n)`` stacked integrated taps -> ``(B, h)``."""
         return F.linear(z, self.weight, self.bias).squeeze(-1)
 
-    def tap_weights(self) -> torch.Tensor:
-        """The selection weights ``a`` as ``(n,)``."""
-        return self.weight.reshape(-1)
-
 
 class SoftmaxSelection(nn.Module):
-    """Input-adaptive selection (an extension for ablations, not in the papers).
-
-    Each integrated tap ``z_i`` is scored by a shared linear map ``v . z_i``; a softmax over the tap
-    axis gives per-sample weights ``p_i`` and ``u = sum_i p_i z_i``. Unlike the paper's operator the
-    mixing now depends on the image.
-    """
+    """Input-adaptive selection for ablations (not in the papers): ``u = sum_i p_i z_i`` with per-sample weights
+    ``p = softmax_i(v . z_i)``."""
 
     def __init__(self, num_taps: int, hidden: int) -> None:
         super().__init__()
@@ -175,22 +138,14 @@ class BridgeAttention(nn.Module):
         act_layer: activation between the hidden layer and the generation layer.
         gate_layer: ``"sigmoid"``, ``"hard_sigmoid"`` or any timm activation name/class.
 
-    Shapes: ``forward(taps)`` with each tap ``(B, C_i)`` or ``(B, C_i, 1, 1)`` (4-D taps with a larger
-    spatial size are averaged) returns the gate ``(B, C, 1, 1)``.
+    Shapes: ``forward(taps)`` with taps ``(B, C_i)``, ``(B, N, C_i)`` or ``(B, C_i, H, W)`` (averaged) returns the
+    gate ``(B, C, 1, 1)``.
     """
 
     def __init__(
-        self,
-        in_channels: Sequence[int],
-        channels: int,
-        rd_ratio: float = 1 / 16,
-        rd_channels: int | None = None,
-        rd_divisor: int = 1,
-        rd_min_channels: int = 1,
-        version: Version = "v2",
-        selection: SelectionName = "linear",
-        act_layer: type[nn.Module] | str = nn.ReLU,
-        gate_layer: type[nn.Module] | str = "sigmoid",
+        self, in_channels: Sequence[int], channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+        rd_divisor: int = 1, rd_min_channels: int = 1, version: Version = "v2", selection: SelectionName = "linear",
+        act_layer: type[nn.Module] | str = nn.ReLU, gate_layer: type[nn.Module] | str = "sigmoid",
     ) -> None:
         super().__init__()
         in_channels = [int(c) for c in in_channels]
@@ -207,18 +162,13 @@ class BridgeAttention(nn.Module):
         self.version = version
         hidden = bridge_hidden_channels(channels, rd_ratio, rd_channels, rd_divisor, rd_min_channels)
         self.hidden_channels = hidden
-
         self.integration = nn.ModuleList([nn.Linear(c, hidden, bias=False) for c in in_channels])
+        self.integration_norm = self.selection = self.norm = None
         if version == "v1":
             self.integration_norm = nn.ModuleList([GateBatchNorm1d(hidden) for _ in in_channels])
-            self.selection = None
-            self.norm = None
         else:
-            self.integration_norm = None
-            if selection == "linear":
-                self.selection = LinearSelection(len(in_channels))
-            else:
-                self.selection = SoftmaxSelection(len(in_channels), hidden)
+            self.selection = (LinearSelection(len(in_channels)) if selection == "linear"
+                              else SoftmaxSelection(len(in_channels), hidden))
             self.norm = GateBatchNorm1d(hidden)
         self.act = create_act_layer(act_layer, inplace=True)
         self.generation = nn.Linear(hidden, channels, bias=False)
@@ -250,11 +200,10 @@ class BridgeAttention(nn.Module):
         for i, fc in enumerate(self.integration):
             zs.append(fc(squeezed[i]))
         if self.integration_norm is not None:  # BAv1: u = sum_i BN_i(W_i s_i)
-            normed: list[torch.Tensor] = []
             for i, norm in enumerate(self.integration_norm):
-                normed.append(norm(zs[i]))
-            u = normed[0]
-            for z in normed[1:]:
+                zs[i] = norm(zs[i])
+            u = zs[0]
+            for z in zs[1:]:
                 u = u + z
             return self.act(u)
         u = self.selection(torch.stack(zs, dim=-1))
@@ -267,15 +216,13 @@ class BridgeAttention(nn.Module):
     def selection_weights(self) -> torch.Tensor | None:
         """The learned per-tap weights ``a`` of the linear selection operator (``None`` otherwise)."""
         if isinstance(self.selection, LinearSelection):
-            return self.selection.tap_weights().detach()
+            return self.selection.weight.detach().reshape(-1)
         return None
 
     @torch.no_grad()
     def fuse(self) -> FusedBridgeAttention:
-        """An inference-only equivalent with selection and BatchNorm folded into one Linear (eval mode only: it
-        folds the running statistics). BAv1 and the linear BAv2 operator fold exactly. ``ValueError`` if it
-        cannot fold. timm's ``reparameterize_model`` calls it to put the result in the module's place.
-        """
+        """The eval-mode gate with integration, selection and BatchNorms folded into one Linear (called by timm's
+        ``reparameterize_model``); ``ValueError`` in training mode or for the softmax selection."""
         if self.training:
             raise ValueError("the fold uses BatchNorm running statistics: call model.eval() first")
         if isinstance(self.selection, SoftmaxSelection):
@@ -313,9 +260,7 @@ class BridgeAttention(nn.Module):
 class FusedBridgeAttention(nn.Module):
     """Inference form of :class:`BridgeAttention`: ``w = gate(W_g act(W cat(s) + b))``."""
 
-    def __init__(
-        self, in_channels: Sequence[int], channels: int, hidden: int, act: nn.Module, gate: nn.Module
-    ) -> None:
+    def __init__(self, in_channels: Sequence[int], channels: int, hidden: int, act: nn.Module, gate: nn.Module) -> None:
         super().__init__()
         self.in_channels = tuple(int(c) for c in in_channels)
         self.channels = int(channels)
@@ -336,10 +281,5 @@ class FusedBridgeAttention(nn.Module):
 
 def _bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as ``y = x * scale + shift``."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
+    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+    return scale, bn.bias - bn.running_mean * scale

@@ -1,18 +1,11 @@
-"""FcaNet multi-spectral channel attention.
+"""FcaNet multi-spectral channel attention ("FcaNet: Frequency Channel Attention Networks", Qin et al., ICCV 2021,
+arXiv 2012.11879): the ``C`` channels form ``n`` groups, group ``g`` squeezed by its own DCT basis function::
 
-"FcaNet: Frequency Channel Attention Networks", Qin, Zhang, Wu, Li, ICCV 2021 (arXiv 2012.11879).
-
-SE squeezes each channel with global average pooling, which is the lowest (0, 0) coefficient of a 2-D DCT.
-FcaNet splits the ``C`` channels into ``n`` groups and squeezes group ``g`` with its own DCT basis function::
-
-    Freq_c = sum_{h,w} x_c[h, w] * B_{u_g}(h; H) * B_{v_g}(w; W)
+    Freq_c = sum_{h,w} x_c[h, w] * B_{u_g}(h; H) * B_{v_g}(w; W),   w = sigmoid(W_2 relu(W_1 Freq))
     B_u(t; T) = cos(pi * u * (t + 1/2) / T) / sqrt(T) * (sqrt(2) if u > 0 else 1)     (orthonormal DCT-II)
-    w = sigmoid(W_2 relu(W_1 Freq))                                                     (the SE excitation)
 
-``top16`` uses the 16 frequencies the paper found best, given on a 7x7 grid. For an ``H x W`` map they are
-scaled to ``(u * H // 7, v * W // 7)``, which reproduces the paper's 56/28/14/7 filters exactly and lets the
-module run on any feature-map size (filters are built lazily per size and cached). ``dct_size`` instead
-average-pools every input to a fixed size first, as the paper's detection models do.
+The paper's frequencies are given on a 7x7 grid and scaled to ``(u * H // 7, v * W // 7)``: its 56/28/14/7 filters
+exactly, and any map size (filters built lazily per size and cached).
 """
 from __future__ import annotations
 
@@ -34,9 +27,7 @@ _GRID = 7
 
 
 def _frequencies(freq_select: str) -> list[tuple[int, int]]:
-    if not freq_select.startswith("top") or not freq_select[3:].isdigit():
-        raise ValueError(f"freq_select must be 'top1' .. 'top32', got {freq_select!r}")
-    n = int(freq_select[3:])
+    n = int(freq_select[3:]) if freq_select.startswith("top") and freq_select[3:].isdigit() else 0
     if not 1 <= n <= len(FCA_TOP_FREQUENCIES):
         raise ValueError(f"freq_select must be 'top1' .. 'top32', got {freq_select!r}")
     return list(FCA_TOP_FREQUENCIES[:n])
@@ -52,11 +43,7 @@ def _dct_basis(freqs: torch.Tensor, size: int) -> torch.Tensor:
 def dct_filters(
     channels: int, height: int, width: int, frequencies: list[tuple[int, int]], grid: int = _GRID
 ) -> torch.Tensor:
-    """The per-channel DCT filters ``(C, H, W)``.
-
-    Channel ``c`` belongs to group ``c * n // C`` (equal consecutive groups when ``n`` divides ``C``). The
-    ``grid``-based frequencies are scaled to the map size.
-    """
+    """The per-channel DCT filters ``(C, H, W)``: channel ``c`` uses frequency ``c * n // C``, scaled from ``grid``."""
     n = len(frequencies)
     u = torch.tensor([f[0] * height // grid for f in frequencies], dtype=torch.float64)
     v = torch.tensor([f[1] * width // grid for f in frequencies], dtype=torch.float64)
@@ -67,38 +54,20 @@ def dct_filters(
 
 @register_notrace_module  # filters are built per input size: an fx leaf (its size is not symbolic there)
 class FcaModule(nn.Module):
-    """FcaNet multi-spectral channel attention (Qin et al., ICCV 2021).
+    """FcaNet multi-spectral channel attention ``(B, C, H, W) -> (B, C, H, W)``; not scriptable (filters are cached
+    per map size in a Python dict).
 
-    Not scriptable: the DCT filters are built lazily per feature-map size and cached in a Python dict.
-
-    Args:
-        channels: input channels ``C``.
-        rd_ratio: hidden width of the excitation as a fraction of ``C`` (paper: 1/16).
-        rd_channels: explicit hidden width, overrides ``rd_ratio``.
-        rd_divisor: round the hidden width to a multiple of this (1: the official code's ``C // 16``, e.g. 4 hidden
-            units at 64 channels; 8 rounds as timm's SE does).
-        freq_select: ``"topN"``, the ``N`` best frequencies of the paper (``"top16"`` is its default).
-        dct_size: ``None`` to build filters for each input size, or a size to average-pool inputs to first.
-        bias: biases in the two excitation layers (the paper has none).
-        act_layer: activation of the hidden layer.
-        gate_layer: gate activation.
-
-    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
+    ``rd_*``: hidden width, by default the official code's ``C // 16`` (``rd_divisor=8`` rounds as timm's SE);
+    ``freq_select``: ``"topN"``, the paper's ``N`` best frequencies; ``dct_size``: ``None`` to build filters for each
+    input size, or a size to average-pool inputs to first (the paper's detection models); ``bias``: biases in the
+    two excitation layers (the paper has none).
     """
 
     def __init__(
-        self,
-        channels: int,
-        rd_ratio: float = 1 / 16,
-        rd_channels: int | None = None,
-        rd_divisor: int = 1,
-        freq_select: str = "top16",
-        dct_size: int | tuple[int, int] | None = None,
-        bias: bool = False,
-        act_layer: type[nn.Module] | str = nn.ReLU,
-        gate_layer: type[nn.Module] | str = "sigmoid",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None, rd_divisor: int = 1,
+        freq_select: str = "top16", dct_size: int | tuple[int, int] | None = None, bias: bool = False,
+        act_layer: type[nn.Module] | str = nn.ReLU, gate_layer: type[nn.Module] | str = "sigmoid",
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.channels = int(channels)

@@ -69,5 +69,4 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     Parameters of the frozen layers become buffers, so optimisers skip them; the rest of the model keeps
     training. Outputs of an eval-mode model are unchanged by freezing.
     """
-    model = freeze_batch_norm_2d(model)
-    return _freeze_bn1d(model)
+    return _freeze_bn1d(freeze_batch_norm_2d(model))

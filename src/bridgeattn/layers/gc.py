@@ -1,13 +1,8 @@
-"""GCNet's global context block.
+"""GCNet's global context block ("GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond", Cao et al.,
+ICCV Workshops 2019, arXiv 1904.11492).
 
-"GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond", Cao, Xu, Lin, Wei, Hu, ICCV Workshops
-2019 (arXiv 1904.11492).
-
-timm's ``GlobalContext`` computes the block (softmax attention pooling over positions, a bottleneck transform
-1x1 conv -> LayerNorm -> ReLU -> 1x1 conv, fusion with the input), but defaults to multiplicative fusion with
-r = 1/8. :class:`GlobalContextBlock` sets GCNet's own block: additive fusion ``y = x + transform(context)``
-with r = 1/16, as in the paper's ResNet-50 results and its official code (whose last conv starts at zero,
-as timm's does for additive fusion).
+timm's ``GlobalContext`` computes the block but defaults to multiplicative fusion with r = 1/8;
+:class:`GlobalContextBlock` sets GCNet's: additive fusion ``y = x + transform(context)`` with r = 1/16.
 """
 from __future__ import annotations
 
@@ -19,19 +14,11 @@ __all__ = ["GlobalContextBlock"]
 
 
 class GlobalContextBlock(GlobalContext):
-    """GCNet's block (Cao et al., 2019): attention pooling, ``h = C * rd_ratio`` bottleneck, additive fusion.
-
-    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
-    """
+    """GCNet's block: attention pooling, ``h = C * rd_ratio`` bottleneck, additive fusion; ``(B, C, H, W)``."""
 
     def __init__(
-        self,
-        channels: int,
-        rd_ratio: float = 1 / 16,
-        rd_channels: int | None = None,
-        rd_divisor: int = 1,
-        act_layer: type[nn.Module] = nn.ReLU,
-        device: torch.device | str | None = None,
+        self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None, rd_divisor: int = 1,
+        act_layer: type[nn.Module] = nn.ReLU, device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(

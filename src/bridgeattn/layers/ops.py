@@ -1,27 +1,14 @@
-"""Feature-map operations of the bridge blocks, written for few passes over memory.
+"""Feature-map operations of the bridge blocks, written for few passes over memory (docs/speed.md).
 
-A bridge block adds little arithmetic to a residual block (three pooled taps, a tiny MLP), so its
-real cost is memory traffic: every pass over a ``(B, C, H, W)`` feature map costs about as much as
-the MLP's whole arithmetic. PyTorch's generic autograd formulas spend more passes than needed:
-
-- ``mean``'s backward materialises ``grad / (H * W)`` as a full map before it is added to the tap's
-  other gradient; ``sum``'s backward is a broadcast view, so :func:`spatial_mean` pools with ``sum``.
-- ``addcmul``'s backward copies the feature map (``tensor1 * value``), multiplies it by the gradient
-  and reduces; the gradient of the gated map is then added to the pooling gradient in one more pass.
-  :func:`gated_residual` computes ``shortcut + y * gate`` with a backward that forms the gate's
-  gradient in one product-and-reduce and the map's whole gradient, gate and pooling terms together,
-  in a single ``addcmul``.
-
-The math is unchanged: forward values equal ``shortcut + y * gate_fn(mean(y))`` and gradients equal
-autograd's (up to float rounding). The backward is made of differentiable ops, so double backward
-(``create_graph=True``, gradient penalties) and ``torch.func.grad``/``vmap`` (per-sample gradients) give
-the plain formula's results, and so does forward-mode AD (``torch.func.jvp``, ``jacfwd``). Under
-``torch.compile``, ``torch.export``, TorchScript and jit/fx tracing the plain formula is used,
-which compilers fuse by themselves.
+:func:`spatial_mean` pools with ``sum``, whose backward is a broadcast view; :func:`gated_residual` computes
+``shortcut + y * gate_fn(mean(y))`` with a backward that forms the map's whole gradient (gate and pooling terms)
+in one ``addcmul``. Values and gradients equal the plain formula's; the backward is made of differentiable ops, so
+double backward and ``torch.func`` (grad, vmap, jvp) work. Compilers, exporters and tracers get the plain formula.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,11 +17,8 @@ __all__ = ["gated_residual", "is_fx_proxy", "spatial_mean"]
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:
-    """Global average pool ``(B, C, H, W) -> (B, C)``; its backward adds a broadcast view, not a new map.
-
-    Equal to ``x.mean((2, 3))`` bit for bit in float32/64 (PyTorch's mean is this sum and division), which fx graphs
-    record instead: quantization would observe the shape arithmetic as a tensor.
-    """
+    """Global average pool ``(B, C, H, W) -> (B, C)``, bit for bit ``x.mean((2, 3))`` in float32/64, which fx graphs
+    record instead (quantization would observe the shape arithmetic as a tensor)."""
     if not torch.jit.is_scripting() and is_fx_proxy(x):
         return x.mean((2, 3))
     return x.sum((2, 3)) / (x.shape[-2] * x.shape[-1])
@@ -46,19 +30,13 @@ def is_fx_proxy(x):  # unannotated: TorchScript compiles the stub of an unused f
     return isinstance(x, torch.fx.Proxy)
 
 
+@dataclass(slots=True)
 class _Link:
-    """Carries the output gradient from the merge's backward to the pooling's backward.
+    """Carries the output gradient from the merge's backward to the pooling's backward, which autograd runs last
+    (the gate depends on the pooled tap): there both gradient terms of the map are summed in one pass."""
 
-    Autograd runs the merge's backward first (the gate depends on the pooled tap), then the gate's,
-    then the pooling's; at that point both gradient terms of the map are known and are summed in
-    one pass instead of being materialised separately and added.
-    """
-
-    __slots__ = ("grad_out", "gate")
-
-    def __init__(self) -> None:
-        self.grad_out: torch.Tensor | None = None
-        self.gate: torch.Tensor | None = None
+    grad_out: torch.Tensor | None = None
+    gate: torch.Tensor | None = None
 
 
 class _LinkedPool(torch.autograd.Function):
@@ -134,18 +112,12 @@ class _LinkedMerge(torch.autograd.Function):
 
 
 def gated_residual(
-    y: torch.Tensor,
-    shortcut: torch.Tensor,
-    gate_fn: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor, shortcut: torch.Tensor, gate_fn: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
     """``shortcut + y * gate_fn(mean_hw(y))`` with a lean backward.
 
-    Args:
-        y: the gated map ``(B, C, H, W)``.
-        shortcut: the residual branch, broadcastable to ``y``.
-        gate_fn: maps the pooled map ``(B, C)`` to the gate ``(B, C, 1, 1)``; it must be differentiable
-            in its input (the gradient of ``y`` is completed when the pooled tap's gradient arrives).
-
+    ``y``: the gated map ``(B, C, H, W)``; ``shortcut``: broadcastable to ``y``; ``gate_fn``: ``(B, C)`` ->
+    ``(B, C, 1, 1)``, differentiable in its input (``y``'s gradient is completed when the pooled tap's arrives).
     Under ``torch.no_grad``/``inference_mode`` the result is written into ``y``'s memory, as timm's blocks add
     their shortcut in place.
     """
@@ -154,11 +126,10 @@ def gated_residual(
         # Compilers fuse the plain formula themselves; exporters need it out of place.
         return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y)))
     if not needs_grad:
-        gate = gate_fn(spatial_mean(y))
-        if torch.is_grad_enabled():  # no graph, yet a transform such as torch.func.jvp may be differentiating
-            return torch.addcmul(shortcut, y, gate)
-        # In place, like timm's ``x += shortcut``: a fresh output map costs more than the arithmetic.
-        return torch.addcmul(shortcut, y, gate, out=y if shortcut.shape == y.shape else None)
+        # In place, like timm's ``x += shortcut`` (a fresh output map costs more than the arithmetic), unless grad
+        # mode is on: no graph, yet a transform such as torch.func.jvp may be differentiating.
+        in_place = not torch.is_grad_enabled() and shortcut.shape == y.shape
+        return torch.addcmul(shortcut, y, gate_fn(spatial_mean(y)), out=y if in_place else None)
     link = _Link() if y.requires_grad else None
     gate = gate_fn(_LinkedPool.apply(y, link) if link is not None else spatial_mean(y))
     return _LinkedMerge.apply(y, gate, shortcut, link)

@@ -1,17 +1,12 @@
-"""SRM: style-based recalibration.
-
-"SRM: A Style-based Recalibration Module for Convolutional Neural Networks", Lee, Kim, Nam, ICCV 2019
-(arXiv 1903.10829).
-
-Style pooling takes each channel's mean and standard deviation; style integration weighs the two with a
-channel-wise fully connected layer (2 weights per channel, no mixing across channels), then BatchNorm and a
-sigmoid::
+"""SRM style-based recalibration ("SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
+Lee et al., ICCV 2019, arXiv 1903.10829): each channel's mean and standard deviation, weighed by a channel-wise
+fully connected layer (2 weights per channel), then BatchNorm and a sigmoid::
 
     mu_c = mean_{h,w} x_c,   sigma_c = sqrt(mean_{h,w} (x_c - mu_c)^2 + eps)
     z_c = a_c mu_c + b_c sigma_c,   g = sigmoid(BN(z)),   y = x * g
 
-The standard deviation is the paper's (population, with ``eps`` inside the root), which stays finite on a 1x1
-map. The channel weights start at zero, as in the paper's code, so every gate starts at ``sigmoid(0) = 0.5``.
+The paper's population standard deviation (``eps`` inside the root) stays finite on a 1x1 map. The channel weights
+start at zero, as in the paper's code, so every gate starts at ``sigmoid(0) = 0.5``.
 """
 from __future__ import annotations
 
@@ -25,26 +20,15 @@ __all__ = ["SrmModule"]
 
 
 class SrmModule(nn.Module):
-    """SRM style-based recalibration (Lee et al., ICCV 2019).
+    """SRM ``(B, C, H, W) -> (B, C, H, W)``; ``eps`` is added to the variance before the square root.
 
-    Args:
-        channels: input channels ``C``.
-        eps: added to the variance before the square root.
-        gate_layer: gate activation.
-
-    SRM has no hidden layer, so timm's ``rd_*`` and ``act_layer`` arguments do not apply. The BatchNorm is
+    No hidden layer, so timm's ``rd_*`` and ``act_layer`` do not apply. The BatchNorm is
     :class:`~bridgeattn.layers.bridge.GateBatchNorm1d` (a training batch of one sample does not crash).
-
-    Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
     """
 
     def __init__(
-        self,
-        channels: int,
-        eps: float = 1e-5,
-        gate_layer: type[nn.Module] | str = "sigmoid",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, channels: int, eps: float = 1e-5, gate_layer: type[nn.Module] | str = "sigmoid",
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.eps = eps
