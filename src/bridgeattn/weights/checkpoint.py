@@ -1,19 +1,11 @@
 """Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
 
-Layout of ``RUN/checkpoints``::
-
-    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
-    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
-    epoch-0003.pth.json   {"size", "sha256", "epoch", "step", "batch", "finite"}: written after the checkpoint,
-                          so a checkpoint without a matching record (killed mid-write, truncated, copied
-                          half-way) is never used
-    last.pth, best.pth    relative symlinks to the newest and the best epoch file (conveniences only)
-    superseded/           checkpoints newer than the one a run was resumed from, set aside (never deleted)
-
-A new checkpoint and its record are complete before older ones are pruned, so a good one always exists; the
-best epoch named inside the newest checkpoint is never pruned, whatever ``best.pth`` points to. A checkpoint
-written on an interruption mid-epoch (``batch`` > 0) holds the position in the epoch, so a resume continues
-with the remaining batches. "Good" means finite: weights, buffers (BatchNorm statistics) and validation loss.
+``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch, on an interruption) and
+its record ``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after
+it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth`` and
+``best.pth`` are relative symlinks; ``superseded/`` holds what a resume from further back set aside. A new
+checkpoint is complete before older ones are pruned, and the best epoch named in the newest is never pruned.
+docs/training.md describes the rules.
 """
 from __future__ import annotations
 
@@ -111,14 +103,10 @@ def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
     return loss_ok and finite_state(state["model"], state.get("ema"))
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0,
-                    good: bool = True) -> Path:
-    """Write ``state`` as ``checkpoints/epoch-NNNN.pth`` with its record, update last/best, prune old files.
-
-    Kept: the newest, the best (``state["best_epoch"]``, and the file ``best.pth`` points to) and the ``keep``
-    newest older ones. Files newer than ``state`` are left alone (``set_aside_newer`` moves them at resume).
-    ``good`` (see ``is_good``) is stored in the record; a non-good checkpoint is never made best.
-    """
+def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0, good: bool = True) -> Path:
+    """Write ``state`` as ``checkpoints/epoch-NNNN.pth`` with its record, update last/best, prune old files:
+    keep the newest, the best (``state["best_epoch"]`` and ``best.pth``'s target) and ``keep`` older ones. Newer
+    files are left alone (``set_aside_newer`` moves them at resume); a non-``good`` one is never made best."""
     folder = run_dir / CKPT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     epoch, batch = int(state["epoch"]), int(state.get("batch", 0))

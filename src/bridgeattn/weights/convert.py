@@ -76,25 +76,16 @@ def _rename_v1(rest: str, last_tap: int) -> str | None:
 
 
 def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tensor]:
-    """Rename a reference BA-Net checkpoint to this package's keys.
-
-    Args:
-        obj: what ``torch.load`` returns for a reference checkpoint (``{'model': ...}`` for BAv2,
-            ``{'state_dict': ...}`` with ``module.`` prefixes for BAv1) or a bare state dict.
-        version: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``, or ``"auto"`` to detect it from the keys.
-
-    Returns a state dict for ``bav1_*`` / ``bav2_*`` ResNets; load it with :func:`load_state_dict_strict`
-    for a clear error when it does not fit the model. Checkpoints already in our layout pass through.
-    """
+    """A reference BA-Net checkpoint (what ``torch.load`` gives, or a bare state dict) with this package's keys,
+    for ``bav1_*`` / ``bav2_*`` ResNets; ours pass through. ``version``: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``
+    or ``"auto"`` (from the keys). Load it with :func:`load_state_dict_strict` to name keys that do not fit."""
     state_dict = state_dict_from(obj)
     layout = detect_layout(state_dict)
     version = _normalise_version(version)
     found = "v2" if layout == "bav2" else "v1" if layout.startswith("bav1") else None
     if version != "auto" and found is not None and found != version:
-        raise UserError(
-            f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
-            f"use --from ba{found} and a ba{found}_* model"
-        )
+        raise UserError(f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
+                        f"use --from ba{found} and a ba{found}_* model")
     if layout == "ours":
         return dict(state_dict)
 
