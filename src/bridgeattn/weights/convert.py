@@ -1,16 +1,7 @@
 """Reference BA-Net checkpoints: their key layouts renamed to this package's.
 
-Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's
-bridge gate differ. Per block (prefix ``layerS.B.ba.``), reference -> ours:
-
-    BAv2  ``fusions.{i}.0.weight``  -> ``integration.{i}.weight``
-          ``proj.weight|bias``      -> ``selection.weight|bias``
-          ``generation.0.*`` (BN1d) -> ``norm.*``
-          ``generation.2.weight``   -> ``generation.weight``
-    BAv1  ``pre_fusions.{i}.0|1``   -> ``integration.{i}`` / ``integration_norm.{i}``   (taps before the last)
-          ``cur_fusion.0|1``        -> ``integration.{n-1}`` / ``integration_norm.{n-1}`` (the last tap)
-          ``fusions.{i}.0|1``       -> ``integration.{i}`` / ``integration_norm.{i}``   (second BAv1 layout)
-          ``generation.1.weight``   -> ``generation.weight``
+Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's bridge
+gate differ (``_RENAMES``; docs/interop.md tables the layouts).
 """
 from __future__ import annotations
 
@@ -49,29 +40,21 @@ def _normalise_version(version: str) -> str:
     return v
 
 
-def _rename_v2(rest: str) -> str | None:
-    if m := re.fullmatch(r"fusions\.(\d+)\.0\.weight", rest):
-        return f"integration.{m.group(1)}.weight"
-    if m := re.fullmatch(r"proj\.(weight|bias)", rest):
-        return f"selection.{m.group(1)}"
-    if m := re.fullmatch(r"generation\.0\.(\w+)", rest):
-        return f"norm.{m.group(1)}"
-    if rest == "generation.2.weight":
-        return "generation.weight"
-    return None
+# (pattern, replacement) of the key after ``ba.``; ``{last}`` is the index of BAv1's last tap
+_RENAMES = {
+    "v2": ((r"fusions\.(\d+)\.0\.weight", r"integration.\1.weight"), (r"proj\.(weight|bias)", r"selection.\1"),
+           (r"generation\.0\.(\w+)", r"norm.\1"), (r"generation\.2\.weight", "generation.weight")),
+    "v1": ((r"(?:pre_fusions|fusions)\.(\d+)\.0\.weight", r"integration.\1.weight"),
+           (r"(?:pre_fusions|fusions)\.(\d+)\.1\.(\w+)", r"integration_norm.\1.\2"),
+           (r"cur_fusion\.0\.weight", "integration.{last}.weight"),
+           (r"cur_fusion\.1\.(\w+)", r"integration_norm.{last}.\1"), (r"generation\.1\.weight", "generation.weight")),
+}
 
 
-def _rename_v1(rest: str, last_tap: int) -> str | None:
-    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.0\.weight", rest):
-        return f"integration.{m.group(1)}.weight"
-    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.1\.(\w+)", rest):
-        return f"integration_norm.{m.group(1)}.{m.group(2)}"
-    if rest == "cur_fusion.0.weight":
-        return f"integration.{last_tap}.weight"
-    if m := re.fullmatch(r"cur_fusion\.1\.(\w+)", rest):
-        return f"integration_norm.{last_tap}.{m.group(1)}"
-    if rest == "generation.1.weight":
-        return "generation.weight"
+def _rename(rest: str, version: str, last_tap: int) -> str | None:
+    for pattern, replacement in _RENAMES[version]:
+        if m := re.fullmatch(pattern, rest):
+            return m.expand(replacement.replace("{last}", str(last_tap)))
     return None
 
 
@@ -103,7 +86,7 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
             out[key] = value
             continue
         block, rest = m.group("block"), m.group("rest")
-        new = _rename_v2(rest) if found == "v2" else _rename_v1(rest, pre_taps.get(block, 0))
+        new = _rename(rest, found, pre_taps.get(block, 0))
         if new is None:
             unknown.append(key)
             continue

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
 from timm.models import get_model_args
 
 from ..errors import UserError
@@ -26,6 +26,7 @@ from ..models.cost import default_input_size as resolve_input_size  # ``(C, H, W
 from .formats import DEFAULT_OPSET, FORMATS
 from .hub import save_pretrained
 from .loading import load_model, model_preprocessing
+from .safe_load import first_line
 
 __all__ = ["FORMATS", "convert_checkpoint", "export_model", "export_onnx", "export_torchscript", "resolve_input_size",
            "save_safetensors", "verify_onnx", "verify_torchscript"]
@@ -77,7 +78,7 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with _writing(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
     publish_mode(path)
     return path
 
@@ -105,8 +106,7 @@ def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
     try:
         model.eval()(_example(input_size, 1))
     except Exception as exc:  # shape errors surface as RuntimeError, ValueError or AssertionError by model
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({detail}); "
+        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({first_line(exc)}); "
                         "pass a larger --img-size") from None
 
 

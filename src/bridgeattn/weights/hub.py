@@ -20,7 +20,7 @@ from timm.models import save_for_hf
 from timm.utils import unwrap_model
 
 from ..errors import UserError
-from ..files import TEMP_MARK, publish_mode
+from ..files import publish_mode, temp_path
 from ..layers.bridge import FusedBridgeAttention
 from .loading import load_model, model_preprocessing
 
@@ -117,8 +117,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
     if command:
         model_config["command"] = command
     saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
-    full = directory.resolve()
-    tmp = full.with_name(f".{full.name}{TEMP_MARK}{os.getpid()}")
+    tmp = temp_path(directory.resolve())
     try:
         save_for_hf(model, str(tmp), model_config=model_config or None, model_args=dict(model_args or {}),
                     safe_serialization=True, data_config=preprocessing)
@@ -142,11 +141,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
 
 
 def from_pretrained(directory: str | Path, **kwargs: Any) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pretrained` (strict load of ``model.safetensors``), in eval mode.
-
-    ``num_classes=N`` different from the saved head re-initialises the classifier for fine-tuning; other
-    ``kwargs`` are construction arguments for ``create_model`` (e.g. ``drop_path_rate``).
-    """
+    """Rebuild a model saved by :func:`save_pretrained` in eval mode; another ``num_classes`` re-initialises the
+    classifier (fine-tuning), other ``kwargs`` go to ``create_model`` (e.g. ``drop_path_rate``)."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise UserError(f"{directory} is not a saved model folder (no config.json); create one with save_pretrained")

@@ -12,22 +12,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import constants, is_offline_mode
 
-from ..config import TrainConfig
+from ..config import OPTIONS, TrainConfig, make_config
 from ..data.preprocessing import Preprocessing, eval_preprocessing
 from ..errors import UserError
 from ..models.registry import REMOTE_KWARGS, create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import first_line, is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = ["LoadedModel", "REMOTE_KWARGS", "build_model", "load_model", "model_preprocessing", "resolve_location",
            "set_preprocessing"]
@@ -40,13 +43,13 @@ HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 @dataclass
 class LoadedModel:
     """A model rebuilt from saved weights (in eval mode, on the CPU) and what was stored with it; with
-    ``load_model(..., build=False)`` the weights alone (``state``; ``model`` and ``preprocessing`` are ``None``)."""
+    ``load_model(..., build=False)`` the weights alone (``state``, ``kind``, ``source``, ``layout``)."""
 
     model: nn.Module | None
     name: str | None
     model_kwargs: dict[str, Any]  # what create_model got besides the name (num_classes, in_chans, ...)
     preprocessing: Preprocessing | None
-    kind: str  # "run", "checkpoint", "hub", "weights" or "reference"
+    kind: str  # "run", "checkpoint", "hub", "weights", "reference", "timm"; build=False: resolve_location's kind
     source: Path  # the file the weights came from
     config: dict[str, Any] | None = None  # the training config stored with the weights
     checkpoint: dict[str, Any] = field(default_factory=dict)  # training state besides weights: epoch, history, ...
@@ -95,11 +98,6 @@ OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 to use the hub cache, or pass the
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the hub's host answers within ``timeout`` s (huggingface_hub retries for about a minute)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True  # only the proxy knows
     url = urlsplit(constants.ENDPOINT)
@@ -113,15 +111,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def timm_weights(name: str) -> nn.Module:
     """``timm.create_model(name, pretrained=True)``; an unreachable hub is a ``UserError`` within seconds (the hub
     client retries for about a minute) that names the offline form."""
-    from huggingface_hub import is_offline_mode
-
     if not is_offline_mode() and not _hub_reachable():
         raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; {OFFLINE_HINT}")
     try:
         return timm.create_model(name, pretrained=True)
     except (OSError, ConnectionError, RuntimeError) as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{name}: timm's weights could not be loaded ({detail}); {OFFLINE_HINT}") from None
+        raise UserError(f"{name}: timm's weights could not be loaded ({first_line(exc)}); {OFFLINE_HINT}") from None
 
 
 def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights") -> nn.Module:
@@ -155,15 +150,11 @@ def model_preprocessing(model: nn.Module) -> Preprocessing:
     return Preprocessing.from_dict(cfg, in_chans=getattr(model, "in_chans", None))
 
 
-# ----------------------------------------------------------------------------------------------- stored config
 def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint stores (its flat keys; keys this version does not know are left out)."""
-    from ..config import OPTIONS, make_config
-
     return make_config({k: v for k, v in config.items() if k in OPTIONS})
 
 
-# ----------------------------------------------------------------------------------------------- the loaders
 def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
     classifier and first conv."""
@@ -213,16 +204,8 @@ def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def load_model(
-    location: str | Path,
-    model_name: str | None = None,
-    *,
-    use_ema: bool = False,
-    unsafe: bool = False,
-    build: bool = True,
-    reference: str | None = None,
-    **overrides: Any,
-) -> LoadedModel:
+def load_model(location: str | Path, model_name: str | None = None, *, use_ema: bool = False, unsafe: bool = False,
+               build: bool = True, reference: str | None = None, **overrides: Any) -> LoadedModel:
     """Rebuild the model saved at ``location`` (see the module docstring for what is accepted) in eval mode.
 
     ``model_name`` is needed only for files that do not name their model; when both are given they must agree.
@@ -243,6 +226,8 @@ def load_model(
     layout = _reference_layout(state, required=bool(reference))
     if layout:
         state = convert_official_state_dict(state, reference or "auto")
+    if not build:  # the weights alone: nothing else in the file is read
+        return LoadedModel(None, None, {}, None, kind, file, state=state, layout=layout)
     source, config, extras, metrics, labels = file, None, {}, {}, None
     prep: Preprocessing | Mapping[str, Any] | None = None
     if kind == "hub":
@@ -286,8 +271,6 @@ def load_model(
         raise UserError(f"{where} holds a {name} model, not {model_name}; leave --model out or pass {name}")
     name = name or model_name
     labels = list(labels) if isinstance(labels, (list, tuple)) and labels else None
-    if not build:
-        return LoadedModel(None, name, kwargs, None, kind, file, config, extras, metrics, labels, state, layout)
     kwargs = {**(shapes_from_weights(name, state) if isinstance(name, str) else {}), **kwargs, **overrides}
     model = build_model(name, kwargs, source=str(source))
     match_dtype(model, state)

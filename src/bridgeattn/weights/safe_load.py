@@ -1,11 +1,9 @@
 """Reading weights files without running code from them, and fitting their state dicts to a model.
 
-``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; a pickle that would import
-or call anything is refused. ``unsafe=True`` is the explicit escape hatch for files from a trusted source,
-and it comes only from the caller (a command-line flag or a Python argument), never from a file.
-
-A file is recognised by its content: a ``torch.save`` zip archive or legacy pickle, or a safetensors file.
-Anything else (empty, random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
+``torch.load(weights_only=True)`` refuses a pickle that would import or call anything; ``unsafe=True``, for files
+from a trusted source, comes only from the caller (a flag or a Python argument), never from a file. A file is
+recognised by its content (a ``torch.save`` archive or legacy pickle, or safetensors); anything else (empty,
+random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
 """
 from __future__ import annotations
 
@@ -41,7 +39,7 @@ _EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -89,7 +87,7 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
         try:
             return load_safetensors(str(path), device=str(map_location))
         except Exception as exc:  # SafetensorError and friends, from a file that is cut short or garbled
-            raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a readable .safetensors file ({first_line(exc)})") from None
     if kind == "unknown":
         raise UserError(f"{path} is not a checkpoint (neither a torch.save file nor safetensors)")
     try:
@@ -99,12 +97,12 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if unsafe:
-            raise UserError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a readable torch checkpoint ({first_line(exc)})") from None
         if _runs_code(path, exc):
             raise UserError(f"refused to load {path}: {UNSAFE_HINT}") from None
         raise UserError(f"{path} is not a readable torch checkpoint (it is damaged, or not a weights file)") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
-        raise UserError(f"{path} is truncated or not a torch checkpoint ({_first_line(exc)})") from None
+        raise UserError(f"{path} is truncated or not a torch checkpoint ({first_line(exc)})") from None
 
 
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -113,7 +111,7 @@ def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as exc:
-        raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a readable .safetensors file ({first_line(exc)})") from None
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:
