@@ -2,10 +2,10 @@
 
 ``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch, on an interruption) and
 its record ``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after
-it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth`` and
-``best.pth`` are relative symlinks; ``superseded/`` holds what a resume from further back set aside. A new
+it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth``/``best.pth``
+are relative symlinks; ``superseded/`` keeps what a resume from further back set aside (never deleted). A new
 checkpoint is complete before older ones are pruned, and the best epoch named in the newest is never pruned.
-docs/training.md describes the rules.
+"Good" means finite weights, buffers and validation loss. docs/training.md describes the rules.
 """
 from __future__ import annotations
 
