@@ -112,10 +112,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
         raise UserError(f"metrics must be JSON-serialisable numbers and strings ({exc})") from None
     directory = Path(directory)
     preprocessing = model_preprocessing(model).to_dict()
-    model_config: dict[str, Any] = {"metrics": metrics} if metrics else {}
-    model_config.update({k: run[k] for k in ("data", "init_from") if run.get(k)})
-    if command:
-        model_config["command"] = command
+    model_config = {"metrics": metrics, "data": run.get("data"), "init_from": run.get("init_from"), "command": command}
+    model_config = {k: v for k, v in model_config.items() if v}
     saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
     tmp = temp_path(directory.resolve())
     try:
