@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from bridgeattn import from_plain
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.engine.evaluate import evaluate
-from bridgeattn.weights.loading import load_state
+from bridgeattn.weights.loading import load_model
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--models", default="plain_resnet20,bav2_resnet20,se_resnet20")
     p.add_argument("--output", default="step0.json")
     args = p.parse_args()
-    plain = load_state(args.run)  # a run folder, checkpoint, hub folder or weights file
+    plain = load_model(args.run, build=False).state  # a run folder, checkpoint, hub folder or weights file
     _, val, _ = build_datasets(DataConfig(spec=args.data, val_subset=args.val_subset), splits=("val",))
     loader = DataLoader(val, batch_size=256)
     out = {}

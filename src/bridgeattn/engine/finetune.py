@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..errors import UserError, preview_keys
 from ..models.warmstart import warm_sites, warm_state_dict
-from ..weights.loading import load_state
+from ..weights.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, An
     ``gates`` (warm-started), ``loaded`` (tensors taken), ``dropped`` (given but unused: an SE the bridge
     replaces), ``reshaped`` (a classifier kept fresh for another number of classes, a first conv adapted to other
     input channels) and ``exact`` (the model starts as the function the weights computed)."""
-    given = load_state(spec, unsafe=unsafe)
+    given = load_model(spec, unsafe=unsafe, build=False).state
     state = warm_state_dict(model, given)
     model.load_state_dict(state)
     sites = warm_sites(model)

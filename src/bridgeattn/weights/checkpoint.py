@@ -1,22 +1,15 @@
 """Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
 
-Layout of ``RUN/checkpoints``::
-
-    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
-    epoch-0003.pth        the state after epoch 3 (torch.save, loaded back with weights_only=True)
-    epoch-0003.pth.json   {"size", "sha256", "epoch", "step", "batch", "finite"}: written after the checkpoint,
-                          so a checkpoint without a matching record (killed mid-write, truncated, copied
-                          half-way) is never used
-    last.pth, best.pth    relative symlinks to the newest and the best epoch file (conveniences only)
-    superseded/           checkpoints newer than the one a run was resumed from, set aside (never deleted)
-
-A new checkpoint and its record are complete before older ones are pruned, so a good one always exists; the
-best epoch named inside the newest checkpoint is never pruned, whatever ``best.pth`` points to. A checkpoint
-written on an interruption mid-epoch (``batch`` > 0) holds the position in the epoch, so a resume continues
-with the remaining batches. "Good" means finite: weights, buffers (BatchNorm statistics) and validation loss.
+``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch, on an interruption) and
+its record ``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after
+it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth``/``best.pth``
+are relative symlinks; ``superseded/`` keeps what a resume from further back set aside (never deleted). A new
+checkpoint is complete before older ones are pruned, and the best epoch named in the newest is never pruned.
+"Good" means finite weights, buffers and validation loss. docs/training.md describes the rules.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -31,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..files import atomic_write, remove_stale_temps, temp_path, write_text
+from ..files import atomic_path, atomic_write, remove_stale_temps, write_text
 from .safe_load import load_file
 
 CKPT_DIR = "checkpoints"
@@ -51,8 +44,9 @@ def record_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def check(path: Path) -> str | None:
-    """``None`` when ``path`` matches its size/SHA-256 record, else why it must not be used."""
+def check(path: Path, finite: bool = False) -> str | None:
+    """``None`` when ``path`` matches its size/SHA-256 record (with ``finite``: and the record says its weights
+    and validation loss were finite), else why it must not be used."""
     record = record_path(path)
     if not path.is_file():
         return "missing"
@@ -68,20 +62,16 @@ def check(path: Path) -> str | None:
         return f"truncated or changed: {actual} bytes, expected {size}"
     if sha256(path) != digest:
         return "checksum mismatch (the file is corrupt)"
+    if finite and expected.get("finite", True) is False:
+        return "non-finite weights or validation loss"
     return None
 
 
 def _symlink(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` (relative) atomically; skipped where symlinks are unsupported."""
-    tmp = temp_path(link)
-    try:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
+    with contextlib.suppress(OSError), atomic_path(link) as tmp:
+        tmp.unlink(missing_ok=True)  # left by a killed process of the same pid
         tmp.symlink_to(target.name)
-        os.replace(tmp, link)
-    except OSError:
-        if tmp.is_symlink():
-            tmp.unlink()
 
 
 def checkpoint_name(epoch: int, batch: int = 0) -> str:
@@ -107,18 +97,13 @@ def finite_state(*state_dicts: dict[str, Any]) -> bool:
 
 def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
     """A checkpoint may be best / "last good" only when its weights, buffers and validation loss are finite."""
-    loss_ok = val_loss is None or math.isfinite(val_loss)
-    return loss_ok and finite_state(state["model"], state.get("ema"))
+    return (val_loss is None or math.isfinite(val_loss)) and finite_state(state["model"], state.get("ema"))
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0,
-                    good: bool = True) -> Path:
-    """Write ``state`` as ``checkpoints/epoch-NNNN.pth`` with its record, update last/best, prune old files.
-
-    Kept: the newest, the best (``state["best_epoch"]``, and the file ``best.pth`` points to) and the ``keep``
-    newest older ones. Files newer than ``state`` are left alone (``set_aside_newer`` moves them at resume).
-    ``good`` (see ``is_good``) is stored in the record; a non-good checkpoint is never made best.
-    """
+def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0, good: bool = True) -> Path:
+    """Write ``state`` as ``checkpoints/epoch-NNNN.pth`` with its record, update last/best, prune old files:
+    keep the newest, the best (``state["best_epoch"]`` and ``best.pth``'s target) and ``keep`` older ones. Newer
+    files are left alone (``set_aside_newer`` moves them at resume); a non-``good`` one is never made best."""
     folder = run_dir / CKPT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     epoch, batch = int(state["epoch"]), int(state.get("batch", 0))
@@ -188,13 +173,7 @@ def _pick(run_dir: Path, mid_epoch: bool, finite_only: bool) -> tuple[Path | Non
     for (_, batch), path in epoch_files(run_dir / CKPT_DIR):
         if batch and not mid_epoch:  # written on an interruption mid-epoch: no validation measured these weights
             continue
-        problem = check(path)
-        if problem is None and finite_only:
-            try:
-                finite = json.loads(record_path(path).read_text()).get("finite", True)
-            except (OSError, ValueError, AttributeError):
-                finite = False
-            problem = None if finite is not False else "non-finite weights or validation loss"
+        problem = check(path, finite=finite_only)
         if problem is None:
             return path, skipped
         skipped.append(f"{path.name} ({problem})")

@@ -1,16 +1,7 @@
 """Reference BA-Net checkpoints: their key layouts renamed to this package's.
 
-Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's
-bridge gate differ. Per block (prefix ``layerS.B.ba.``), reference -> ours:
-
-    BAv2  ``fusions.{i}.0.weight``  -> ``integration.{i}.weight``
-          ``proj.weight|bias``      -> ``selection.weight|bias``
-          ``generation.0.*`` (BN1d) -> ``norm.*``
-          ``generation.2.weight``   -> ``generation.weight``
-    BAv1  ``pre_fusions.{i}.0|1``   -> ``integration.{i}`` / ``integration_norm.{i}``   (taps before the last)
-          ``cur_fusion.0|1``        -> ``integration.{n-1}`` / ``integration_norm.{n-1}`` (the last tap)
-          ``fusions.{i}.0|1``       -> ``integration.{i}`` / ``integration_norm.{i}``   (second BAv1 layout)
-          ``generation.1.weight``   -> ``generation.weight``
+Stem, stages and head already share torchvision's names with timm's ResNet; only the keys of each block's bridge
+gate differ (``_RENAMES``; docs/interop.md tables the layouts).
 """
 from __future__ import annotations
 
@@ -49,52 +40,35 @@ def _normalise_version(version: str) -> str:
     return v
 
 
-def _rename_v2(rest: str) -> str | None:
-    if m := re.fullmatch(r"fusions\.(\d+)\.0\.weight", rest):
-        return f"integration.{m.group(1)}.weight"
-    if m := re.fullmatch(r"proj\.(weight|bias)", rest):
-        return f"selection.{m.group(1)}"
-    if m := re.fullmatch(r"generation\.0\.(\w+)", rest):
-        return f"norm.{m.group(1)}"
-    if rest == "generation.2.weight":
-        return "generation.weight"
-    return None
+# (pattern, replacement) of the key after ``ba.``; ``{last}`` is the index of BAv1's last tap
+_RENAMES = {
+    "v2": ((r"fusions\.(\d+)\.0\.weight", r"integration.\1.weight"), (r"proj\.(weight|bias)", r"selection.\1"),
+           (r"generation\.0\.(\w+)", r"norm.\1"), (r"generation\.2\.weight", "generation.weight")),
+    "v1": ((r"(?:pre_fusions|fusions)\.(\d+)\.0\.weight", r"integration.\1.weight"),
+           (r"(?:pre_fusions|fusions)\.(\d+)\.1\.(\w+)", r"integration_norm.\1.\2"),
+           (r"cur_fusion\.0\.weight", "integration.{last}.weight"),
+           (r"cur_fusion\.1\.(\w+)", r"integration_norm.{last}.\1"), (r"generation\.1\.weight", "generation.weight")),
+}
 
 
-def _rename_v1(rest: str, last_tap: int) -> str | None:
-    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.0\.weight", rest):
-        return f"integration.{m.group(1)}.weight"
-    if m := re.fullmatch(r"(?:pre_fusions|fusions)\.(\d+)\.1\.(\w+)", rest):
-        return f"integration_norm.{m.group(1)}.{m.group(2)}"
-    if rest == "cur_fusion.0.weight":
-        return f"integration.{last_tap}.weight"
-    if m := re.fullmatch(r"cur_fusion\.1\.(\w+)", rest):
-        return f"integration_norm.{last_tap}.{m.group(1)}"
-    if rest == "generation.1.weight":
-        return "generation.weight"
+def _rename(rest: str, version: str, last_tap: int) -> str | None:
+    for pattern, replacement in _RENAMES[version]:
+        if m := re.fullmatch(pattern, rest):
+            return m.expand(replacement.replace("{last}", str(last_tap)))
     return None
 
 
 def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tensor]:
-    """Rename a reference BA-Net checkpoint to this package's keys.
-
-    Args:
-        obj: what ``torch.load`` returns for a reference checkpoint (``{'model': ...}`` for BAv2,
-            ``{'state_dict': ...}`` with ``module.`` prefixes for BAv1) or a bare state dict.
-        version: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``, or ``"auto"`` to detect it from the keys.
-
-    Returns a state dict for ``bav1_*`` / ``bav2_*`` ResNets; load it with :func:`load_state_dict_strict`
-    for a clear error when it does not fit the model. Checkpoints already in our layout pass through.
-    """
+    """A reference BA-Net checkpoint (what ``torch.load`` gives, or a bare state dict) with this package's keys,
+    for ``bav1_*`` / ``bav2_*`` ResNets; ours pass through. ``version``: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``
+    or ``"auto"`` (from the keys). Load it with :func:`load_state_dict_strict` to name keys that do not fit."""
     state_dict = state_dict_from(obj)
     layout = detect_layout(state_dict)
     version = _normalise_version(version)
     found = "v2" if layout == "bav2" else "v1" if layout.startswith("bav1") else None
     if version != "auto" and found is not None and found != version:
-        raise UserError(
-            f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
-            f"use --from ba{found} and a ba{found}_* model"
-        )
+        raise UserError(f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
+                        f"use --from ba{found} and a ba{found}_* model")
     if layout == "ours":
         return dict(state_dict)
 
@@ -112,7 +86,7 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
             out[key] = value
             continue
         block, rest = m.group("block"), m.group("rest")
-        new = _rename_v2(rest) if found == "v2" else _rename_v1(rest, pre_taps.get(block, 0))
+        new = _rename(rest, found, pre_taps.get(block, 0))
         if new is None:
             unknown.append(key)
             continue

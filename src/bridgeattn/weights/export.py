@@ -11,29 +11,25 @@ import importlib
 import io
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 import torch.nn as nn
+from timm.models import get_model_args
 
 from ..errors import UserError
 from ..files import atomic_path, publish_mode
 from ..models.cost import default_input_size as resolve_input_size  # ``(C, H, W)`` of the example input
 from .formats import DEFAULT_OPSET, FORMATS
+from .hub import save_pretrained
+from .loading import load_model, model_preprocessing
+from .safe_load import first_line
 
-__all__ = [
-    "FORMATS",
-    "convert_checkpoint",
-    "export_model",
-    "export_onnx",
-    "export_torchscript",
-    "resolve_input_size",
-    "save_safetensors",
-    "verify_onnx",
-    "verify_torchscript",
-]
+__all__ = ["FORMATS", "convert_checkpoint", "export_model", "export_onnx", "export_torchscript", "resolve_input_size",
+           "save_safetensors", "verify_onnx", "verify_torchscript"]
 
 MIN_OPSET = 17
 
@@ -52,10 +48,6 @@ def _writing(path: Path) -> Iterator[Path]:
 def weights_metadata(model: nn.Module, metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
     """What a weights file needs to rebuild its model: ``architecture``, ``model_args`` and ``preprocessing``
     (timm's data-config keys), plus ``metrics``; values JSON-encoded (safetensors metadata is strings)."""
-    from timm.models import get_model_args
-
-    from .loading import model_preprocessing
-
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "architecture" not in cfg:
         raise UserError("only models from bridgeattn.create_model (or timm.create_model) can be saved with "
@@ -79,8 +71,6 @@ def _metadata_or_empty(model: nn.Module) -> dict[str, str]:
 
 def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, Any] | None = None) -> Path:
     """Write ``model``'s state dict to ``path`` (``.safetensors``) with :func:`weights_metadata`, mode 0644."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UserError(f"the output must end in .safetensors, got {path}")
@@ -88,43 +78,25 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with _writing(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
     publish_mode(path)
     return path
 
 
-def convert_checkpoint(
-    path: str | Path,
-    output: str | Path,
-    model_name: str,
-    version: str = "auto",
-    unsafe: bool = False,
-    num_classes: int | None = None,
-) -> dict[str, Any]:
-    """Convert a reference BA-Net checkpoint to ``output`` (``.safetensors``), checked against ``model_name``.
-
-    ``num_classes`` defaults to the checkpoint's classifier rows. Returns a summary dict (``layout``, ``model``,
-    ``num_classes``, ``tensors``, ``output``).
-    """
-    from .convert import convert_official_state_dict, detect_layout
-    from .loading import model_from_state_dict
-    from .safe_load import load_file, state_dict_from
-
+def convert_checkpoint(path: str | Path, output: str | Path, model_name: str, version: str = "auto",
+                       unsafe: bool = False, num_classes: int | None = None) -> dict[str, Any]:
+    """Convert a reference BA-Net checkpoint (any location ``load_model`` takes) to ``output`` (``.safetensors``),
+    checked against ``model_name``; ``num_classes`` defaults to the checkpoint's classifier rows. Returns a
+    summary dict (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``)."""
     if Path(output).suffix != ".safetensors":
         raise UserError(f"the output must be a .safetensors file, got {output}")
-    state = state_dict_from(load_file(path, unsafe=unsafe), source=str(path))
-    layout = detect_layout(state)
-    state = convert_official_state_dict(state, version)
+    if not Path(path).exists():
+        raise UserError(f"no such file: {path}")
     overrides = {"num_classes": num_classes} if num_classes is not None else {}
-    loaded = model_from_state_dict(state, model_name, path, **overrides)
+    loaded = load_model(path, model_name, unsafe=unsafe, reference=version, **overrides)
     save_safetensors(loaded.model, output)
-    return {
-        "layout": layout,
-        "model": model_name,
-        "num_classes": getattr(loaded.model, "num_classes", num_classes),
-        "tensors": len(state),
-        "output": str(output),
-    }
+    return {"layout": loaded.layout or "ours", "model": model_name, "num_classes": loaded.model.num_classes,
+            "tensors": len(loaded.model.state_dict()), "output": str(output)}
 
 
 @torch.no_grad()
@@ -134,8 +106,7 @@ def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
     try:
         model.eval()(_example(input_size, 1))
     except Exception as exc:  # shape errors surface as RuntimeError, ValueError or AssertionError by model
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({detail}); "
+        raise UserError(f"{name} cannot run on {'x'.join(map(str, input_size))} inputs ({first_line(exc)}); "
                         "pass a larger --img-size") from None
 
 
@@ -152,13 +123,8 @@ def _onnx_module(name: str) -> Any:
         raise UserError(f"ONNX export needs {name}: pip install 'bridgeattn[onnx]'") from None
 
 
-def export_onnx(
-    model: nn.Module,
-    path: str | Path,
-    input_size: tuple[int, ...],
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "auto",
-) -> dict[str, Any]:
+def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...], opset: int = DEFAULT_OPSET,
+                exporter: str = "auto") -> dict[str, Any]:
     """Write ``model`` (eval mode) as ONNX with a dynamic batch axis: input ``input`` ``(B, C, H, W)``,
     output ``output``. ``exporter``: ``"dynamo"`` (torch.export), ``"legacy"`` (TorchScript) or ``"auto"``
     (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``.
@@ -166,7 +132,6 @@ def export_onnx(
     onnx = _onnx_module("onnx")
     if exporter != "legacy":
         _onnx_module("onnxscript")  # torch's dynamo exporter writes through it
-
     if opset < MIN_OPSET:
         raise UserError(f"--opset must be at least {MIN_OPSET}, got {opset}")
     if exporter == "auto":
@@ -196,38 +161,38 @@ def _write_onnx(model: nn.Module, path: Path, example: tuple[torch.Tensor], name
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths that do not apply
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
-            program = torch.onnx.export(
-                model, example, dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},), verbose=False,
-                **names,
-            )
+            program = torch.onnx.export(model, example, dynamo=True, opset_version=opset, dynamic_shapes=({0: batch},),
+                                        verbose=False, **names)
             program.save(str(path))
         else:
             # Without autograd the blocks merge in place (addcmul with out=), which the TorchScript-based
             # exporter cannot express; with it enabled they take their out-of-place path (same values).
             with torch.enable_grad():
-                torch.onnx.export(
-                    model, example, str(path), dynamo=False, opset_version=opset,
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names,
-                )
+                torch.onnx.export(model, example, str(path), dynamo=False, opset_version=opset,
+                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, **names)
 
 
 @torch.no_grad()
-def verify_onnx(
-    model: nn.Module, path: str | Path, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 3)
-) -> float:
-    """Max absolute difference between onnxruntime (CPU) and PyTorch on random batches of each size."""
-    ort = _onnx_module("onnxruntime")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
+def _max_diff(exported: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, input_size: tuple[int, ...],
+              batch_sizes: tuple[int, ...]) -> float:
+    """Max absolute difference between ``exported`` and ``model`` on random batches of each size."""
     diff = 0.0
     for batch in batch_sizes:
         x = _example(input_size, batch, seed=1)
-        expected = model.eval()(x)
-        got = torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+        got, expected = exported(x), model.eval()(x)
         if got.shape != expected.shape:
-            raise RuntimeError(f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+            raise RuntimeError(f"exported output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
         diff = max(diff, (got - expected).abs().max().item())
     return diff
+
+
+def verify_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
+                batch_sizes: tuple[int, ...] = (1, 3)) -> float:
+    """Max absolute difference between onnxruntime (CPU) and PyTorch on random batches of each size."""
+    session = _onnx_module("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return _max_diff(lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]), model, input_size,
+                     batch_sizes)
 
 
 def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...]) -> dict[str, Any]:
@@ -247,45 +212,25 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     return {"path": str(path)}
 
 
-@torch.no_grad()
-def verify_torchscript(
-    model: nn.Module, path: str | Path, input_size: tuple[int, ...], batch_sizes: tuple[int, ...] = (1, 3)
-) -> float:
+def verify_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
+                       batch_sizes: tuple[int, ...] = (1, 3)) -> float:
     """Max absolute difference between the saved TorchScript module and ``model`` on other batch sizes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
-    diff = 0.0
-    for batch in batch_sizes:
-        x = _example(input_size, batch, seed=1)
-        diff = max(diff, (loaded(x) - model.eval()(x)).abs().max().item())
-    return diff
+    return _max_diff(loaded, model, input_size, batch_sizes)
 
 
-def export_model(
-    model: nn.Module,
-    fmt: str,
-    output: str | Path,
-    input_size: tuple[int, ...],
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "auto",
-    verify: bool = True,
-    atol: float = 1e-4,
-    reference: nn.Module | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    command: str | None = None,
-    run: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def export_model(model: nn.Module, fmt: str, output: str | Path, input_size: tuple[int, ...],
+                 opset: int = DEFAULT_OPSET, exporter: str = "auto", verify: bool = True, atol: float = 1e-4,
+                 reference: nn.Module | None = None, metrics: Mapping[str, Any] | None = None,
+                 command: str | None = None, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
 
-    The model's preprocessing (``model.pretrained_cfg``: input size, mean, std, interpolation, crop) goes with
-    it: into the hub folder's ``config.json`` and model card, the safetensors metadata, and the input shape
-    of the ONNX and TorchScript graphs. ``metrics`` (e.g. the run's top-1) go to the model card and metadata,
-    ``command`` (the one that reproduces the metrics) and ``run`` (its name, data and ``init_from``, see
-    :func:`~bridgeattn.weights.hub.save_pretrained`) to the model card.
-
-    Returns a summary with ``format``, ``path``, and for onnx/torchscript ``max_abs_diff`` and ``ok``
-    (``max_abs_diff <= atol``).
+    The model's preprocessing (``model.pretrained_cfg``) goes with it: into the hub folder's ``config.json`` and
+    card, the safetensors metadata, the ONNX and TorchScript metadata and input shape. ``metrics``, ``command``
+    and ``run`` go to the model card (:func:`~bridgeattn.weights.hub.save_pretrained`), ``metrics`` also to the
+    metadata. Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -302,8 +247,6 @@ def export_model(
     elif fmt == "safetensors":
         summary["path"] = str(save_safetensors(model, output, metrics=metrics))
     else:
-        from .hub import save_pretrained
-
         summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command, run=run))
     if "max_abs_diff" in summary:
         summary["atol"] = atol

@@ -16,11 +16,13 @@ from typing import Any
 
 import torch.nn as nn
 from huggingface_hub import ModelCard, ModelCardData
+from timm.models import save_for_hf
 from timm.utils import unwrap_model
 
 from ..errors import UserError
-from ..files import TEMP_MARK
+from ..files import publish_mode, temp_path
 from ..layers.bridge import FusedBridgeAttention
+from .loading import load_model, model_preprocessing
 
 __all__ = ["save_pretrained", "from_pretrained", "model_card"]
 
@@ -84,35 +86,18 @@ def _provenance(model: nn.Module, run: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def save_pretrained(
-    model: nn.Module,
-    directory: str | Path,
-    metrics: Mapping[str, Any] | None = None,
-    model_args: Mapping[str, Any] | None = None,
-    command: str | None = None,
-    run: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` as a hub-style folder and return its path.
+def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[str, Any] | None = None,
+                    model_args: Mapping[str, Any] | None = None, command: str | None = None,
+                    run: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` (DDP and EMA wrappers unwrapped) as a hub-style folder and return its path.
 
-    Args:
-        model: a model from ``bridgeattn.create_model`` or ``bridgeattn.load_model`` (wrappers such as DDP or
-            EMA are unwrapped). Its ``pretrained_cfg`` preprocessing (input size, mean, std, interpolation,
-            crop) goes to ``config.json``, so timm's ``resolve_data_config`` gives the transform it expects.
-        directory: the folder (created if needed; existing files of the same names are replaced). The folder
-            is written beside it first and moved into place, so a failure (a full disk) leaves nothing behind.
-        metrics: optional results (e.g. ``{"top1": 91.2, "dataset": "fashion-mnist"}``) for the model card
-            and ``config.json``.
-        model_args: construction arguments to record in addition to those timm recorded (``num_classes``,
-            ``in_chans`` and the keyword arguments given to ``create_model`` are recorded already).
-        command: the command that produced the weights and metrics, quoted in the model card.
-        run: what the weights come from: ``name`` (the run, recorded as the tag), ``data`` (its data set) and
-            ``init_from`` (the plain weights it was warm-started from); all optional.
+    Its ``pretrained_cfg`` preprocessing goes to ``config.json``, so timm's ``resolve_data_config`` gives the
+    transform it expects. The folder is written beside ``directory`` and moved into place, so a failure (a full
+    disk) leaves nothing behind; files of the same names are replaced. ``metrics`` (``{"top1": 91.2}``) go to the
+    card and ``config.json``; ``model_args`` add to the construction arguments timm records; ``command`` (what
+    produced the weights and metrics) is quoted in the card; ``run`` says what the weights come from: ``name``
+    (recorded as the tag), ``data`` and ``init_from`` (the plain weights of a warm start), all optional.
     """
-    from timm.models import save_for_hf
-
-    from ..files import publish_mode
-    from .loading import model_preprocessing
-
     model, run = unwrap_model(model), dict(run or {})
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "architecture" not in cfg or not hasattr(model, "num_classes"):
@@ -127,13 +112,10 @@ def save_pretrained(
         raise UserError(f"metrics must be JSON-serialisable numbers and strings ({exc})") from None
     directory = Path(directory)
     preprocessing = model_preprocessing(model).to_dict()
-    model_config: dict[str, Any] = {"metrics": metrics} if metrics else {}
-    model_config.update({k: run[k] for k in ("data", "init_from") if run.get(k)})
-    if command:
-        model_config["command"] = command
+    model_config = {"metrics": metrics, "data": run.get("data"), "init_from": run.get("init_from"), "command": command}
+    model_config = {k: v for k, v in model_config.items() if v}
     saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
-    full = directory.resolve()
-    tmp = full.with_name(f".{full.name}{TEMP_MARK}{os.getpid()}")
+    tmp = temp_path(directory.resolve())
     try:
         save_for_hf(model, str(tmp), model_config=model_config or None, model_args=dict(model_args or {}),
                     safe_serialization=True, data_config=preprocessing)
@@ -157,13 +139,8 @@ def save_pretrained(
 
 
 def from_pretrained(directory: str | Path, **kwargs: Any) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pretrained` (strict load of ``model.safetensors``), in eval mode.
-
-    ``num_classes=N`` different from the saved head re-initialises the classifier for fine-tuning; other
-    ``kwargs`` are construction arguments for ``create_model`` (e.g. ``drop_path_rate``).
-    """
-    from .loading import load_model
-
+    """Rebuild a model saved by :func:`save_pretrained` in eval mode; another ``num_classes`` re-initialises the
+    classifier (fine-tuning), other ``kwargs`` go to ``create_model`` (e.g. ``drop_path_rate``)."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise UserError(f"{directory} is not a saved model folder (no config.json); create one with save_pretrained")

@@ -1,68 +1,39 @@
-"""Any weights location -> (model, preprocessing, training config): the one way the tools load a model.
+"""Any weights location -> (model, preprocessing, training config): :func:`load_model`, the one resolver.
 
-``load_model(location)`` accepts, and reads:
-
-- a run folder (``RUN`` or ``RUN/checkpoints``): its newest end-of-epoch checkpoint that matches its
-  size/SHA-256 record and holds finite weights, the one ``summary.json`` and the last metrics describe
-  (mid-epoch checkpoints of an interrupted run are for ``--resume``). For another epoch pass its file
-  (``RUN/checkpoints/best.pth``, ``epoch-0003.pth``).
-- a training checkpoint file: checked against its record when it has one; the model name and construction
-  arguments come from the config stored in it, the preprocessing from the record training keeps of it (older
-  checkpoints: from the stored data settings).
-- a hub-style folder (``config.json`` + ``model.safetensors``, from ``save_pretrained``, ``export --format hub``
-  or timm's ``save_for_hf``): the architecture, arguments and preprocessing come from ``config.json``.
-- a ``.safetensors`` file: the files ``export`` and ``convert`` write name their model, arguments and
-  preprocessing in their metadata; for other files give the model name.
-- any other weights file: a bare state dict or one wrapped as timm, torchvision and the reference BA-Net scripts
-  wrap it (``state_dict``, ``model``, ``state_dict_ema``), with DDP ``module.`` and ``torch.compile``
-  ``_orig_mod.`` prefixes removed (timm's ``clean_state_dict``); reference BA-Net bridge keys are renamed
-  (see convert.py). Give the model name; the head size and input channels are read off the tensors the model's
-  ``pretrained_cfg`` names as ``classifier`` and ``first_conv``. A checkpoint of timm's ``train.py`` names its
-  model (``arch``); its ``args`` (an ``argparse.Namespace``) load without running code.
-- a timm model name with weights (``resnet50.a1_in1k``): timm's plain weights, downloaded (or from the hub cache
-  with ``HF_HUB_OFFLINE=1``); an unreachable hub is one line naming the offline form.
-
-:func:`load_model` builds the model; :func:`load_state` gives the same location's weights as a state dict (for a
-warm start, which builds another model). Both resolve a location through ``_open``, the one place that does.
-
-Files are read as safe_load.py reads them (no code runs unless the caller passes ``unsafe``). Nothing stored in
-a file starts a download: models are built with ``pretrained=False`` and stored construction arguments that
-point at remote weights are dropped. The loaded model's ``pretrained_cfg`` carries its preprocessing, so timm's
-``resolve_data_config(model=model)`` and every export see the run's input size and normalisation.
+It takes a run folder, a training checkpoint, a hub folder, a ``.safetensors`` file, any other weights file (a
+bare or wrapped state dict; reference BA-Net keys are renamed; timm ``train.py`` checkpoints) or a timm name with
+weights; docs/interop.md tables what each gives. Files are read as safe_load.py reads them (no code runs unless
+the caller passes ``unsafe``). Nothing stored in a file starts a download: models are built with
+``pretrained=False`` and stored arguments that point at remote weights are dropped. The model's ``pretrained_cfg``
+carries its preprocessing, so timm's ``resolve_data_config(model=model)`` and every export see it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import constants, is_offline_mode
 
-from ..config import TrainConfig
+from ..config import OPTIONS, TrainConfig, make_config
 from ..data.preprocessing import Preprocessing, eval_preprocessing
 from ..errors import UserError
 from ..models.registry import REMOTE_KWARGS, create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import first_line, is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
 
-__all__ = [
-    "LoadedModel",
-    "REMOTE_KWARGS",
-    "build_model",
-    "load_model",
-    "model_from_state_dict",
-    "model_preprocessing",
-    "load_state",
-    "resolve_location",
-    "set_preprocessing",
-]
+__all__ = ["LoadedModel", "REMOTE_KWARGS", "build_model", "load_model", "model_preprocessing", "resolve_location",
+           "set_preprocessing"]
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +42,21 @@ HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from saved weights (in eval mode, on the CPU) and what was stored with it."""
+    """A model rebuilt from saved weights (in eval mode, on the CPU) and what was stored with it; with
+    ``load_model(..., build=False)`` the weights alone (``state``, ``kind``, ``source``, ``layout``)."""
 
-    model: nn.Module
-    name: str
+    model: nn.Module | None
+    name: str | None
     model_kwargs: dict[str, Any]  # what create_model got besides the name (num_classes, in_chans, ...)
-    preprocessing: Preprocessing
-    kind: str  # "run", "checkpoint", "hub", "weights" or "reference"
+    preprocessing: Preprocessing | None
+    kind: str  # "run", "checkpoint", "hub", "weights", "reference", "timm"; build=False: resolve_location's kind
     source: Path  # the file the weights came from
     config: dict[str, Any] | None = None  # the training config stored with the weights
     checkpoint: dict[str, Any] = field(default_factory=dict)  # training state besides weights: epoch, history, ...
     metrics: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] | None = None
+    state: dict[str, torch.Tensor] | None = None  # the weights, when not built into ``model``
+    layout: str | None = None  # the reference BA-Net layout whose keys were renamed (convert.py)
 
     @property
     def train_config(self) -> TrainConfig | None:
@@ -124,11 +98,6 @@ OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 to use the hub cache, or pass the
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the hub's host answers within ``timeout`` s (huggingface_hub retries for about a minute)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    from huggingface_hub import constants
-
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True  # only the proxy knows
     url = urlsplit(constants.ENDPOINT)
@@ -142,15 +111,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def timm_weights(name: str) -> nn.Module:
     """``timm.create_model(name, pretrained=True)``; an unreachable hub is a ``UserError`` within seconds (the hub
     client retries for about a minute) that names the offline form."""
-    from huggingface_hub import is_offline_mode
-
     if not is_offline_mode() and not _hub_reachable():
         raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; {OFFLINE_HINT}")
     try:
         return timm.create_model(name, pretrained=True)
     except (OSError, ConnectionError, RuntimeError) as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{name}: timm's weights could not be loaded ({detail}); {OFFLINE_HINT}") from None
+        raise UserError(f"{name}: timm's weights could not be loaded ({first_line(exc)}); {OFFLINE_HINT}") from None
 
 
 def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights") -> nn.Module:
@@ -184,15 +150,11 @@ def model_preprocessing(model: nn.Module) -> Preprocessing:
     return Preprocessing.from_dict(cfg, in_chans=getattr(model, "in_chans", None))
 
 
-# ----------------------------------------------------------------------------------------------- stored config
 def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint stores (its flat keys; keys this version does not know are left out)."""
-    from ..config import OPTIONS, make_config
-
     return make_config({k: v for k, v in config.items() if k in OPTIONS})
 
 
-# ----------------------------------------------------------------------------------------------- the loaders
 def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
     classifier and first conv."""
@@ -216,155 +178,105 @@ def match_dtype(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         model.to(dtype=torch.float64)
 
 
-def _check_name(asked: str | None, stored: Any, source: Path) -> None:
-    if asked and isinstance(stored, str) and stored and asked != stored:
-        raise UserError(f"{source} holds a {stored} model, not {asked}; leave --model out or pass {stored}")
+def _reference_layout(state: Mapping[str, torch.Tensor], required: bool) -> str | None:
+    """The reference BA-Net layout of ``state``'s bridge keys; ``None`` for ours, or no bridge keys unless
+    ``required``."""
+    try:
+        layout = detect_layout(state)
+    except UserError:
+        if required:
+            raise
+        return None
+    return None if layout == "ours" else layout
 
 
-def _finish(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path, preprocessing: Preprocessing | None,
-            ) -> tuple[nn.Module, Preprocessing]:
-    match_dtype(model, state)
-    load_state_dict_strict(model, state, source=f"checkpoint {source.name}")
-    preprocessing = preprocessing or model_preprocessing(model)
-    return set_preprocessing(model, preprocessing).eval(), preprocessing
-
-
-def _load_training(obj: dict[str, Any], file: Path, kind: str, model_name: str | None, use_ema: bool,
-                   overrides: dict[str, Any]) -> LoadedModel:
-    config = dict(obj["config"])
-    if not isinstance(config.get("model"), str):
-        raise UserError(f"{file}: its stored config does not name a model; pass --model NAME")
-    cfg = stored_train_config(config)
-    name, stored_kwargs = cfg.model.name, dict(cfg.model.kwargs)
-    _check_name(model_name, name, file)
-    state = state_dict_from(obj, use_ema=use_ema, source=str(file))
-    shapes = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
-    kwargs = {**shapes_from_weights(name, state), **shapes, **stored_kwargs, **overrides}
-    model = build_model(name, kwargs, source=str(file))
-    preprocessing = None
-    if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
-        preprocessing = Preprocessing.from_dict(obj["preprocessing"])
-    elif config.get("data"):  # older checkpoints: what the stored data settings imply
-        try:
-            preprocessing = eval_preprocessing(cfg.data)
-        except UserError:
-            log.warning("%s does not record its preprocessing; using the model's defaults", file)
-    model, preprocessing = _finish(model, state, file, preprocessing)
-    extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
-    last = (obj.get("history") or [{}])[-1]
-    metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
-    if metrics:  # where the numbers come from: the validation at the end of the stored epoch
-        metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
-    return LoadedModel(model, name, kwargs, preprocessing, kind, file, config, extras, metrics,
-                       list(obj.get("class_names") or []) or None)
-
-
-def _load_hub(folder: Path, weights: Path, obj: Any, model_name: str | None, use_ema: bool,
-              overrides: dict[str, Any]) -> LoadedModel:
+def _hub_config(folder: Path) -> dict[str, Any]:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder}/config.json is not readable JSON ({exc})") from None
     if not isinstance(config, dict):
         raise UserError(f"{folder}/config.json is not a model config (expected a JSON object)")
-    name = config.get("architecture")
-    _check_name(model_name, name, folder)
-    pretrained_cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
-    kwargs: dict[str, Any] = {}
-    if isinstance(config.get("num_classes"), int):
-        kwargs["num_classes"] = config["num_classes"]
-    kwargs = {**kwargs, **dict(config.get("model_args") or {}), **overrides}
-    state = state_dict_from(obj, use_ema=use_ema, source=str(weights))
-    model = build_model(name, kwargs, source=str(folder / "config.json"))
-    preprocessing = Preprocessing.from_dict(pretrained_cfg, in_chans=getattr(model, "in_chans", None))
-    model, preprocessing = _finish(model, state, weights, preprocessing)
-    labels = config.get("label_names")
-    return LoadedModel(model, name, kwargs, preprocessing, "hub", weights, None, {},
-                       dict(config.get("metrics") or {}), list(labels) if isinstance(labels, list) else None)
+    return config
 
 
-def _reference_layout(state: Mapping[str, torch.Tensor]) -> str | None:
-    try:
-        layout = detect_layout(state)
-    except UserError:  # no bridge keys at all
-        return None
-    return None if layout == "ours" else layout
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
-def load_model(
-    location: str | Path,
-    model_name: str | None = None,
-    *,
-    use_ema: bool = False,
-    unsafe: bool = False,
-    **overrides: Any,
-) -> LoadedModel:
+def load_model(location: str | Path, model_name: str | None = None, *, use_ema: bool = False, unsafe: bool = False,
+               build: bool = True, reference: str | None = None, **overrides: Any) -> LoadedModel:
     """Rebuild the model saved at ``location`` (see the module docstring for what is accepted) in eval mode.
 
     ``model_name`` is needed only for files that do not name their model; when both are given they must agree.
     ``use_ema`` takes a checkpoint's EMA weights. ``overrides`` are construction arguments that win over the
-    stored ones (e.g. ``drop_path_rate``); the weights must still fit. Raises ``UserError`` with one line.
+    stored ones (e.g. ``drop_path_rate``); the weights must still fit. ``build=False`` only reads the weights
+    (``.state``), for a warm start, which builds another model. ``reference`` (``"bav1"``, ``"bav2"``, ``"auto"``):
+    the weights must be a BA-Net checkpoint of that layout (``convert``). Raises ``UserError`` with one line.
     """
-    file, kind, obj = _open(location, unsafe)
-    if kind == "timm":
-        model = obj.eval()
-        return LoadedModel(model, model.pretrained_cfg["architecture"], {}, model_preprocessing(model), "timm", file)
-    if kind == "hub":
-        return _load_hub(file.parent, file, obj, model_name, use_ema, overrides)
-    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
-        return _load_training(obj, file, "run" if kind == "run" else "checkpoint", model_name, use_ema, overrides)
-    meta = safetensors_metadata(file) if is_safetensors(file) else {}
-    if isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py (CheckpointSaver)
-        meta.setdefault("architecture", obj["arch"])
-    return model_from_state_dict(state_dict_from(obj, use_ema=use_ema, source=str(file)), model_name, file, meta,
-                                 **overrides)
-
-
-def _open(location: str | Path, unsafe: bool) -> tuple[Path, str, Any]:
-    """The one resolver: ``location`` -> (file, kind, what it holds: a timm name gives its model), the file's
-    checksum record checked when it has one."""
     file, kind = resolve_location(location)
-    return file, kind, timm_weights(str(location)) if kind == "timm" else ckpt.read(file, unsafe=unsafe)
-
-
-def load_state(location: str | Path, *, use_ema: bool = False, unsafe: bool = False) -> dict[str, torch.Tensor]:
-    """The weights at any location :func:`load_model` takes, as a state dict (reference BA-Net keys renamed),
-    without building the model they came from: what a warm start reads."""
-    file, kind, obj = _open(location, unsafe)
     if kind == "timm":
-        return dict(obj.state_dict())
+        model = timm_weights(str(location)).eval()
+        name = model.pretrained_cfg["architecture"]
+        if not build:
+            return LoadedModel(None, name, {}, None, "timm", file, state=dict(model.state_dict()))
+        return LoadedModel(model, name, {}, model_preprocessing(model), "timm", file)
+    obj = ckpt.read(file, unsafe=unsafe)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
-    return convert_official_state_dict(state, "auto") if _reference_layout(state) else state
-
-
-def model_from_state_dict(
-    state: Mapping[str, torch.Tensor],
-    model_name: str | None,
-    source: str | Path,
-    meta: Mapping[str, Any] | None = None,
-    **overrides: Any,
-) -> LoadedModel:
-    """Build and strictly load a model from a bare state dict (reference BA-Net keys are renamed).
-
-    ``meta``: what the file says about itself (``architecture``, ``model_args``, ``preprocessing``, ``metrics``,
-    as :func:`bridgeattn.weights.export.weights_metadata` writes them).
-    """
-    source, meta = Path(source), dict(meta or {})
-    kind = "weights"
-    if _reference_layout(state):
-        state = convert_official_state_dict(state, "auto")
-        kind = "reference"
-    stored = meta.get("architecture")
-    _check_name(model_name, stored, source)
-    name = model_name or stored
-    if not name:
-        raise UserError(f"{source} does not say which model it holds; pass --model NAME")
-    stored_kwargs = meta.get("model_args") if isinstance(meta.get("model_args"), dict) else {}
-    kwargs = {**shapes_from_weights(name, state), **stored_kwargs, **overrides}
+    layout = _reference_layout(state, required=bool(reference))
+    if layout:
+        state = convert_official_state_dict(state, reference or "auto")
+    if not build:  # the weights alone: nothing else in the file is read
+        return LoadedModel(None, None, {}, None, kind, file, state=state, layout=layout)
+    source, config, extras, metrics, labels = file, None, {}, {}, None
+    prep: Preprocessing | Mapping[str, Any] | None = None
+    if kind == "hub":
+        source = file.parent / "config.json"
+        stored = _hub_config(file.parent)
+        name, prep = stored.get("architecture"), _dict(stored.get("pretrained_cfg"))
+        kwargs = {"num_classes": stored["num_classes"]} if isinstance(stored.get("num_classes"), int) else {}
+        kwargs.update(_dict(stored.get("model_args")))
+        metrics, labels = _dict(stored.get("metrics")), stored.get("label_names")
+    elif isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
+        kind = "run" if kind == "run" else "checkpoint"
+        config = dict(obj["config"])
+        if not isinstance(config.get("model"), str):
+            raise UserError(f"{file}: its stored config does not name a model; pass --model NAME")
+        cfg = stored_train_config(config)
+        name = cfg.model.name
+        kwargs = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
+        kwargs.update(cfg.model.kwargs)
+        if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
+            prep = obj["preprocessing"]
+        elif config.get("data"):  # older checkpoints: what the stored data settings imply
+            try:
+                prep = eval_preprocessing(cfg.data)
+            except UserError:
+                log.warning("%s does not record its preprocessing; using the model's defaults", file)
+        extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
+        last = (obj.get("history") or [{}])[-1]
+        metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
+        if metrics:  # where the numbers come from: the validation at the end of the stored epoch
+            metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
+        labels = obj.get("class_names")
+    else:  # a state dict; export and convert name the model in a safetensors file's metadata
+        kind = "reference" if layout else "weights"
+        meta = safetensors_metadata(file) if is_safetensors(file) else {}
+        if not layout and isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py
+            meta.setdefault("architecture", obj["arch"])
+        name, kwargs, metrics = meta.get("architecture"), _dict(meta.get("model_args")), _dict(meta.get("metrics"))
+        prep = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else None
+    if model_name and isinstance(name, str) and name and model_name != name:
+        where = file.parent if kind == "hub" else file
+        raise UserError(f"{where} holds a {name} model, not {model_name}; leave --model out or pass {name}")
+    name = name or model_name
+    labels = list(labels) if isinstance(labels, (list, tuple)) and labels else None
+    kwargs = {**(shapes_from_weights(name, state) if isinstance(name, str) else {}), **kwargs, **overrides}
     model = build_model(name, kwargs, source=str(source))
-    preprocessing = None
-    if isinstance(meta.get("preprocessing"), dict):
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"], in_chans=getattr(model, "in_chans", None))
-    model, preprocessing = _finish(model, state, source, preprocessing)
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-    return LoadedModel(model, name, kwargs, preprocessing, kind, source, None, {}, dict(metrics))
+    match_dtype(model, state)
+    load_state_dict_strict(model, state, source=f"checkpoint {file.name}")
+    if isinstance(prep, Mapping):
+        prep = Preprocessing.from_dict(prep, in_chans=getattr(model, "in_chans", None))
+    prep = prep or model_preprocessing(model)
+    return LoadedModel(set_preprocessing(model, prep).eval(), name, kwargs, prep, kind, file, config, extras, metrics,
+                       labels, layout=layout)

@@ -1,11 +1,9 @@
 """Reading weights files without running code from them, and fitting their state dicts to a model.
 
-``torch.load(weights_only=True)`` only rebuilds tensors and plain containers; a pickle that would import
-or call anything is refused. ``unsafe=True`` is the explicit escape hatch for files from a trusted source,
-and it comes only from the caller (a command-line flag or a Python argument), never from a file.
-
-A file is recognised by its content: a ``torch.save`` zip archive or legacy pickle, or a safetensors file.
-Anything else (empty, random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
+``torch.load(weights_only=True)`` refuses a pickle that would import or call anything; ``unsafe=True``, for files
+from a trusted source, comes only from the caller (a flag or a Python argument), never from a file. A file is
+recognised by its content (a ``torch.save`` archive or legacy pickle, or safetensors); anything else (empty,
+random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
 """
 from __future__ import annotations
 
@@ -20,6 +18,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file as load_safetensors
 from timm.models import clean_state_dict
 
 from ..errors import UserError, preview_keys
@@ -27,9 +27,7 @@ from ..errors import UserError, preview_keys
 __all__ = ["UNSAFE_HINT", "is_safetensors", "load_file", "load_state_dict_strict", "safetensors_metadata",
            "state_dict_from"]
 
-UNSAFE_HINT = (
-    "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
-)
+UNSAFE_HINT = "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
 # What torch.save writes first in its legacy (non-zip) format: the pickled magic number, protocol 2.
 _LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 # Containers of a state dict, in timm's order (``timm.models.load_state_dict``), plus the reference
@@ -41,7 +39,7 @@ _EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -65,15 +63,6 @@ def is_safetensors(path: str | os.PathLike[str]) -> bool:
     return _kind(Path(path)) == "safetensors"
 
 
-def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file as load_safetensors
-
-    try:
-        return load_safetensors(str(path), device=str(map_location))
-    except Exception as exc:  # SafetensorError and friends, from a file that is cut short or garbled
-        raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
-
-
 def _runs_code(path: Path, exc: BaseException) -> bool:
     """Whether a weights_only refusal was about a pickle global (code), rather than a malformed file."""
     try:
@@ -85,11 +74,9 @@ def _runs_code(path: Path, exc: BaseException) -> bool:
 
 
 def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: str | torch.device = "cpu") -> Any:
-    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``.
-
-    Raises ``UserError`` (one line) for a missing, empty, truncated or unrecognised file, and for a pickle that
-    needs arbitrary code unless ``unsafe``.
-    """
+    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``; ``UserError``
+    (one line) for a missing, empty, truncated or unrecognised file, and for a pickle that runs code unless
+    ``unsafe``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
@@ -97,7 +84,10 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
     if kind == "empty":
         raise UserError(f"{path} is empty (0 bytes): not a checkpoint")
     if kind == "safetensors" or (path.suffix == ".safetensors" and kind != "torch"):
-        return _load_safetensors(path, map_location)
+        try:
+            return load_safetensors(str(path), device=str(map_location))
+        except Exception as exc:  # SafetensorError and friends, from a file that is cut short or garbled
+            raise UserError(f"{path} is not a readable .safetensors file ({first_line(exc)})") from None
     if kind == "unknown":
         raise UserError(f"{path} is not a checkpoint (neither a torch.save file nor safetensors)")
     try:
@@ -107,23 +97,21 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if unsafe:
-            raise UserError(f"{path} is not a readable torch checkpoint ({_first_line(exc)})") from None
+            raise UserError(f"{path} is not a readable torch checkpoint ({first_line(exc)})") from None
         if _runs_code(path, exc):
             raise UserError(f"refused to load {path}: {UNSAFE_HINT}") from None
         raise UserError(f"{path} is not a readable torch checkpoint (it is damaged, or not a weights file)") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
-        raise UserError(f"{path} is truncated or not a torch checkpoint ({_first_line(exc)})") from None
+        raise UserError(f"{path} is truncated or not a torch checkpoint ({first_line(exc)})") from None
 
 
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The string metadata of a safetensors file, with JSON values decoded (``{}`` when it has none)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as exc:
-        raise UserError(f"{path} is not a readable .safetensors file ({_first_line(exc)})") from None
+        raise UserError(f"{path} is not a readable .safetensors file ({first_line(exc)})") from None
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:
@@ -134,12 +122,9 @@ def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint, with DDP ``module.`` and ``torch.compile`` ``_orig_mod.``
-    prefixes removed (timm's ``clean_state_dict``).
-
-    A bare state dict passes through; a wrapped one is taken from ``state_dict``, ``model`` or
-    ``model_state_dict`` (timm's order), or from ``ema``/``state_dict_ema``/``model_ema`` when ``use_ema``.
-    """
+    """The state dict inside a loaded checkpoint (bare, or under one of :data:`_STATE_DICT_KEYS`, with ``use_ema``
+    :data:`_EMA_KEYS`), without DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes (timm's
+    ``clean_state_dict``)."""
     if isinstance(obj, Mapping):
         keys = _EMA_KEYS if use_ema else _STATE_DICT_KEYS
         found = next((k for k in keys if isinstance(obj.get(k), Mapping)), None)
@@ -153,31 +138,19 @@ def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -
     return clean_state_dict(dict(obj))
 
 
-def load_state_dict_strict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` that names missing, unexpected and mis-shaped keys.
-
-    Raises ``UserError`` (nothing is loaded) when the state dict does not fit the model.
-    """
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+                           ) -> None:
+    """``model.load_state_dict(state_dict, strict=True)``; a ``UserError`` naming the missing, unexpected and
+    mis-shaped keys (nothing loaded) when the state dict does not fit."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mis_shaped = [
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing in the {source}: {preview_keys(missing)}")
-        if unexpected:
-            parts.append(f"not in the model: {preview_keys(unexpected)}")
-        if mis_shaped:
-            parts.append(f"shape (file vs model): {preview_keys(mis_shaped)}")
-        raise UserError(
-            f"the {source} does not fit {type(model).__name__}: " + "; ".join(parts)
-            + " (check --model: depth, bav1 vs bav2, --num-classes)"
-        )
+    problems = {
+        f"missing in the {source}": [k for k in own if k not in state_dict],
+        "not in the model": [k for k in state_dict if k not in own],
+        "shape (file vs model)": [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                                  if k in state_dict and state_dict[k].shape != v.shape],
+    }
+    if any(problems.values()):
+        parts = [f"{what}: {preview_keys(keys)}" for what, keys in problems.items() if keys]
+        raise UserError(f"the {source} does not fit {type(model).__name__}: " + "; ".join(parts)
+                        + " (check --model: depth, bav1 vs bav2, --num-classes)")
     model.load_state_dict(state_dict, strict=True)
