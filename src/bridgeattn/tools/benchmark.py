@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -53,18 +53,18 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(spec: ModelSpec) -> nn.Module:
-    if callable(spec):
-        return spec()
-    from ..models import create_model
-
-    return create_model(spec)
-
-
-def _prepare(model: nn.Module, *, batch_size: int, img_size: int | None, device: torch.device, train: bool,
+def _prepare(spec: ModelSpec, batch_size: int, img_size: int | None, device: torch.device, train: bool,
              channels_last: bool, compile: bool, fuse: bool, amp_dtype: torch.dtype | None,
              ) -> tuple[Callable[[], None], int, int]:
-    """One model prepared for timing (moved, converted, optionally fused and compiled): its step, params, size."""
+    """One model built and prepared for timing (moved, converted, optionally fused and compiled): its step, params,
+    size."""
+    torch.manual_seed(0)
+    if callable(spec):
+        model = spec()
+    else:
+        from ..models import create_model
+
+        model = create_model(spec)
     model = model.to(device).train(train)
     if fuse:
         from ..layers.fusion import fuse as fuse_model
@@ -126,55 +126,27 @@ def benchmark(
     specs = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
     if not specs:
         raise UserError("give at least one model")
-    device = resolve_device(device) if isinstance(device, str) else device  # auto: cuda if available, else cpu
+    device = resolve_device(device) if isinstance(device, str) else device
     say = progress or (lambda msg: None)
-    with _compile_limits(compile):
-        return _run(specs, device, say, batch_size=batch_size, img_size=img_size, train=train,
-                    channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
-                    repeats=repeats, steps=steps, warmup=warmup)
-
-
-@contextlib.contextmanager
-def _compile_limits(compile: bool) -> Iterator[None]:
-    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
-    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
-    if not compile:
-        yield
-        return
-    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
-
-    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
-              if hasattr(dynamo.config, k)}
-    with dynamo.config.patch(limits):
-        yield
-
-
-def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str], None], *, batch_size: int,
-         img_size: int, train: bool, channels_last: bool, compile: bool, amp: bool, fuse: bool,
-         amp_dtype: str, repeats: int, steps: int, warmup: int) -> dict[str, Any]:
-    # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
-    dtype = amp_dtype_for(amp, device, amp_dtype)
-    runners: dict[str, tuple[Callable[[], None], int, int]] = {}
-    for label, spec in specs.items():
-        torch.manual_seed(0)
-        runners[label] = _prepare(_build(spec), batch_size=batch_size, img_size=img_size, device=device,
-                                  train=train, channels_last=channels_last, compile=compile, fuse=fuse,
-                                  amp_dtype=dtype)
+    dtype = amp_dtype_for(amp, device, amp_dtype)  # the training policy
     peaks: dict[str, float] = {}
-    for label, (step, _, _) in runners.items():
-        say(f"warm-up {label}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-        time_steps(step, warmup, device)
-        if device.type == "cuda":
-            peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    rounds: dict[str, list[float]] = {label: [] for label in runners}
-    for r in range(repeats):
+    rounds: dict[str, list[float]] = {label: [] for label in specs}
+    with _compile_limits(compile):
+        runners = {label: _prepare(spec, batch_size, img_size, device, train, channels_last, compile, fuse, dtype)
+                   for label, spec in specs.items()}
         for label, (step, _, _) in runners.items():
-            rounds[label].append(time_steps(step, steps, device))
-        say(f"round {r + 1}/{repeats}")
+            say(f"warm-up {label}")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            time_steps(step, warmup, device)
+            if device.type == "cuda":
+                peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        for r in range(repeats):
+            for label, (step, _, _) in runners.items():
+                rounds[label].append(time_steps(step, steps, device))
+            say(f"round {r + 1}/{repeats}")
     results = []
     first = None
     for label, (_, params, size) in runners.items():
@@ -189,6 +161,18 @@ def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str],
         amp_dtype=str(dtype or torch.float32).removeprefix("torch."),
     )
     return {"settings": settings, "machine": machine_info(device), "results": results}
+
+
+def _compile_limits(compile: bool) -> contextlib.AbstractContextManager:
+    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
+    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
+    if not compile:
+        return contextlib.nullcontext()
+    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
+
+    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
+              if hasattr(dynamo.config, k)}
+    return dynamo.config.patch(limits)
 
 
 def format_table(report: dict[str, Any]) -> str:

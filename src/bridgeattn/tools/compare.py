@@ -1,13 +1,8 @@
-"""Equal-budget comparison of attention variants on one backbone, over several seeds.
+"""Equal-budget comparison of attention variants on one backbone, over several seeds (docs/compare.md).
 
-Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the seed fixes
-model init, data order and augmentation, so the variants of one seed see identical batches. The report
-gives per model the top-1 mean and standard deviation over seeds, the difference to the plain backbone with
-a 95 % confidence interval paired by seed (Student t on the per-seed differences), params, MACs and train /
-inference throughput, as ``results.json``, ``results.csv``, ``results.md`` (with the findings in words: which
-differences the intervals show) and ``results.png`` (each variant's paired interval against plain).
-
-A cell is finished when its ``summary.json`` exists; a re-run skips it, so an interrupted comparison resumes.
+Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the report pairs
+each variant's top-1 with the plain backbone's by seed (Student-t interval). A cell is finished when its
+``summary.json`` exists, so an interrupted comparison resumes.
 """
 from __future__ import annotations
 
@@ -28,9 +23,11 @@ from typing import Any
 import torch
 
 from ..engine import plots
+from ..engine.records import holds_run
 from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
+from ..models.cost import model_cost
 
 __all__ = [
     "SHORT_NAMES",
@@ -130,15 +127,8 @@ def _recipe(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        if isinstance(value, dict):
-            return {str(k): _jsonable(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_jsonable(v) for v in value]
-        return repr(value)
+    """``value`` as it reads back from JSON (what JSON cannot hold becomes its ``repr``)."""
+    return json.loads(json.dumps(value, default=repr))
 
 
 def _train(options: dict[str, Any]) -> dict[str, Any]:
@@ -232,14 +222,10 @@ def summarize(
             "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
             "train_time_s": _mean(runs[s].get("train_time_s") for s in seeds),
         }
-        if base_name and name != base_name:
-            paired = [s for s in seeds if s in base]
-            diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
-            row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
-                       delta_std=diff["std"], paired_seeds=diff["n"])
-        else:
-            row.update(delta_vs_plain=None, delta_ci_low=None, delta_ci_high=None, delta_std=None,
-                       paired_seeds=0)
+        paired = [s for s in seeds if s in base] if name != base_name else []  # the baseline: no difference
+        diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
+        row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
+                   delta_std=diff["std"], paired_seeds=diff["n"])
         row.update(costs.get(name, {}))
         rows.append(row)
     return rows
@@ -277,8 +263,6 @@ def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
         raise UserError(f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed is one paired sample")
     models = resolve_models(cfg.models, cfg.backbone)
     output = Path(cfg.output)
-    from ..engine.records import holds_run
-
     if holds_run(output):
         raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
     output.mkdir(parents=True, exist_ok=True)
@@ -294,11 +278,10 @@ def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
             logging.getLogger(__name__).info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed,
                                              float(cell["top1"]), state)
     num_classes, in_chans, img_size = _data_shape(cfg)
-    from ..models.cost import model_cost
-
-    costs = {name: model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
-             for _, name in models}
-    costs = {name: {"params": c["params"], "macs": c["macs"]} for name, c in costs.items()}
+    costs = {}
+    for _, name in models:
+        cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
+        costs[name] = {"params": cost["params"], "macs": cost["macs"]}
     if cfg.speed:
         speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
                                    cfg.speed_batch, cfg.speed_reps)
@@ -401,11 +384,10 @@ def _spread(values: Any) -> float:
 
 
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Each model's top-1 difference to plain with its paired 95 % interval (plain: the line at 0).
+    """Each model's top-1 difference to plain with its paired 95 % interval (without plain: top-1 mean ± std).
 
-    The x axis is params and the bubble area MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure
-    1), else the models stand side by side with one marker size. Without a plain model: top-1 mean ± std over
-    seeds. Intervals are clipped at ±``LIMIT``.
+    x: params and bubble area: MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure 1), else the
+    models side by side with one marker size. Intervals are clipped at ±``LIMIT``.
     """
     from matplotlib.lines import Line2D
 

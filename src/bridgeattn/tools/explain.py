@@ -1,14 +1,10 @@
-"""Where does a block look, and what does its gate do?
-
-- :func:`block_gradcam`: Grad-CAM (pytorch-grad-cam) of one residual block's taps: the block input, each conv
-  output (the taps the bridge squeezes) and the block output, for a batch of images (the BAv2 paper's
-  Figure 2). :func:`save_gradcam_figure` draws them side by side.
-- :func:`gate_statistics`: for a trained BA model, the learned selection weights ``a_i`` of every block
-  (which conv outputs the bridge uses) and the distribution of gate values per stage on given images.
-- :func:`explain`: both, written to a folder as PNG and JSON (``bridgeattn explain``).
+"""Where does a block look, and what does its gate do? Grad-CAM (pytorch-grad-cam) of a block's taps (the BAv2
+paper's Figure 2) and, for a BA model, its selection weights and gate values: ``bridgeattn explain``.
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -242,8 +238,6 @@ OUTPUTS = ("explain.json", "gradcam", "gate_stats.json", "selection_weights.png"
 def check_output(output: str | Path, overwrite: bool = False) -> Path:
     """``output`` made ready for a new report: refused (``UserError``) when it holds an earlier one, unless
     ``overwrite``, which removes the earlier report's files (nothing else)."""
-    import shutil
-
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder")
@@ -331,8 +325,6 @@ def explain(
     are skipped and listed in ``skipped_files.txt``. An ``output`` holding an earlier report is refused unless
     ``overwrite``. Returns the ``explain.json`` content (written too).
     """
-    import dataclasses
-
     from ..weights.loading import model_preprocessing
 
     _require_gradcam()
