@@ -29,14 +29,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the numbers come from: device name, threads, library versions."""
     import timm
 
-    info: dict[str, Any] = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
-    }
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "timm": timm.__version__,
+                            "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu": _cpu_name()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -81,43 +75,29 @@ def _prepare(spec: ModelSpec, batch_size: int, img_size: int | None, device: tor
     return step, count_params(model), img_size
 
 
-def benchmark(
-    models: Sequence[ModelSpec] | Mapping[str, ModelSpec],
-    *,
-    batch_size: int = 8,
-    img_size: int | None = None,
-    train: bool = False,
-    channels_last: bool = False,
-    compile: bool = False,
-    amp: bool = False,
-    amp_dtype: str = "auto",
-    fuse: bool = False,
-    repeats: int = 7,
-    steps: int = 1,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",  # or "auto": cuda if available, else cpu
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_size: int = 8,
+              img_size: int | None = None, train: bool = False, channels_last: bool = False, compile: bool = False,
+              amp: bool = False, amp_dtype: str = "auto", fuse: bool = False, repeats: int = 7, steps: int = 1,
+              warmup: int = 2, device: str | torch.device = "cpu",
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every model, interleaved, and return medians and ratios to the first model.
 
     Args:
-        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or
-            zero-argument builder}``.
+        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or builder}``.
         batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``; ``img_size=None``
             takes each model's own (its pretrained_cfg's input size).
         train: time a training step instead of inference.
         channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
-            training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
-            ``settings["amp_dtype"]`` says which ran); ``amp_dtype`` ``bfloat16`` or ``float16`` forces one.
+            training policy (:func:`bridgeattn.engine.hardware.amp_dtype_for`); ``amp_dtype`` forces one.
         fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
-        repeats: timed rounds; each round times ``steps`` steps of every model in turn.
-        warmup: untimed steps per model before the first round (compilation happens here).
+        repeats, steps, warmup: timed rounds of ``steps`` steps of every model in turn, after ``warmup`` untimed
+            steps per model (compilation happens there).
+        device: a device, or ``"auto"``: cuda if available, else cpu.
 
     Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
-    ``img_per_s`` (median), ``step_ms`` (median time per step), ``time_ratio`` (step time over the first
-    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``; on CUDA also ``peak_step_mib``, the
-    most memory a warm-up step of that model allocated above what was allocated before it (activations, gradients,
-    optimizer state and workspaces; the weights of every model are already in place).
+    ``img_per_s`` and ``step_ms`` (medians), ``time_ratio`` (step time over the first model's), ``round_s`` and
+    ``params``; on CUDA also ``peak_step_mib``, the most memory a warm-up step allocated above what was allocated
+    before it (the weights of every model are already in place).
     """
     if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
         raise UserError("repeats, steps, batch size and image size must be positive")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
+import itertools
 import json
 import logging
 import math
@@ -20,26 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from scipy import stats
 
 from ..engine import plots
 from ..engine.records import holds_run
 from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
-from ..models.cost import model_cost
+from ..models.cost import model_cost  # importing bridgeattn.models registers the models with timm
 
-__all__ = [
-    "SHORT_NAMES",
-    "CompareConfig",
-    "findings",
-    "markdown_table",
-    "paired_difference",
-    "resolve_models",
-    "run_compare",
-    "summarize",
-    "write_report",
-]
+log = logging.getLogger(__name__)
+
+__all__ = ["SHORT_NAMES", "CompareConfig", "findings", "markdown_table", "paired_difference", "resolve_models",
+           "run_compare", "summarize", "write_report"]
 
 SHORT_NAMES: tuple[str, ...] = ("plain", "se", "eca", "cbam", "gc", "fca", "ca", "srm", "bav1", "bav2")
 BASELINE = "plain"
@@ -49,24 +46,17 @@ _RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
 
 # ----------------------------------------------------------------------------------------------- statistics
 def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean paired difference ``values - baseline`` with its Student-t confidence interval.
-
-    Both sequences are aligned by seed. With fewer than two pairs the interval is undefined (``None``).
-    """
+    """Mean paired difference ``values - baseline`` (aligned by seed) with its Student-t confidence interval
+    (``None`` below two pairs)."""
     if len(values) != len(baseline):
         raise ValueError("paired samples must have the same length")
     diffs = [float(a) - float(b) for a, b in zip(values, baseline)]
     n = len(diffs)
-    out: dict[str, Any] = {"n": n, "mean": None, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
-    if n == 0:
-        return out
-    mean = statistics.fmean(diffs)
-    out["mean"] = mean
+    mean = statistics.fmean(diffs) if diffs else None
+    out: dict[str, Any] = {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
     if n >= 2:
         sd = statistics.stdev(diffs)
-        from scipy.stats import t
-
-        half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
         out.update(std=sd, ci_low=mean - half, ci_high=mean + half, half_width=half)
     return out
 
@@ -74,11 +64,8 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
 # ------------------------------------------------------------------------------------------------- running
 @dataclass
 class CompareConfig:
-    """One comparison: which variants, which data, which budget.
-
-    ``train_options`` go to ``TrainConfig`` unchanged (e.g. ``epochs``, ``batch_size``, ``lr``,
-    ``train_subset``); they are the same for every cell.
-    """
+    """One comparison: which variants, which data, which budget (``train_options``: the flat training options
+    of every cell, e.g. ``epochs``, ``batch_size``, ``lr``)."""
 
     models: list[str] = field(default_factory=lambda: ["plain", "bav2"])
     backbone: str = "resnet20"
@@ -94,10 +81,6 @@ class CompareConfig:
 
 def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]]:
     """``[(short, registered name)]``: a short name maps to ``{short}_{backbone}``; full names pass through."""
-    import timm
-
-    from .. import models as _models  # noqa: F401  (registers the models)
-
     out, seen = [], set()
     for short in models:
         short = short.strip()
@@ -118,14 +101,6 @@ def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]
     return out
 
 
-def _cell_dir(output: Path, name: str, seed: int) -> Path:
-    return output / "cells" / name / f"seed{seed}"
-
-
-def _recipe(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(options.items()) if k not in _RECIPE_EXCLUDE}
-
-
 def _jsonable(value: Any) -> Any:
     """``value`` as it reads back from JSON (what JSON cannot hold becomes its ``repr``)."""
     return json.loads(json.dumps(value, default=repr))
@@ -143,29 +118,24 @@ def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
     """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
 
     The cell's lock is held from before its folder is checked until its summary is written."""
-    cell = _cell_dir(Path(cfg.output), name, seed)
+    cell = Path(cfg.output) / "cells" / name / f"seed{seed}"
     with RunLock(cell):
         summary_path = cell / "summary.json"
-        recipe = _recipe({"data": cfg.data, **cfg.train_options})
+        options = {"data": cfg.data, **cfg.train_options}
+        recipe = {k: v for k, v in sorted(options.items()) if k not in _RECIPE_EXCLUDE}
         if summary_path.is_file():
             done = json.loads(summary_path.read_text())
             if _jsonable(done.get("recipe")) != _jsonable(recipe):
-                raise UserError(
-                    f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
-                    "use another --output or delete that folder"
-                )
+                raise UserError(f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
+                                "use another --output or delete that folder")
             done["skipped"] = True
             return done
         run_dir = cell / "run"
         if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
             shutil.rmtree(run_dir)
-        options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
-                   "progress": cfg.progress}
-        result = _train(options)
-        summary = {
-            "model": name, "seed": seed, "recipe": recipe,
-            **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
-        }
+        result = _train({**options, "model": name, "seed": seed, "output": str(run_dir), "progress": cfg.progress})
+        kept = {k: v for k, v in result.items() if k not in ("per_class", "confusion")}
+        summary = {"model": name, "seed": seed, "recipe": recipe, **_jsonable(kept)}
         write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
         summary["skipped"] = False
         return summary
@@ -181,14 +151,9 @@ def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     return info.num_classes, info.in_chans, info.img_size
 
 
-def measure_inference(
-    names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64, reps: int = 7
-) -> dict[str, float]:
+def measure_inference(names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64,
+                      reps: int = 7) -> dict[str, float]:
     """Inference img/s per model: median of ``reps`` rounds, models interleaved (``bridgeattn.tools.benchmark``)."""
-    import functools
-
-    import timm
-
     from .benchmark import benchmark
 
     builders = {n: functools.partial(timm.create_model, n, num_classes=num_classes, in_chans=in_chans) for n in names}
@@ -196,12 +161,8 @@ def measure_inference(
     return {r["model"]: r["img_per_s"] for r in report["results"]}
 
 
-def summarize(
-    cells: Sequence[dict[str, Any]],
-    models: Sequence[tuple[str, str]],
-    costs: dict[str, dict[str, Any]] | None = None,
-    baseline: str = BASELINE,
-) -> list[dict[str, Any]]:
+def summarize(cells: Sequence[dict[str, Any]], models: Sequence[tuple[str, str]],
+              costs: dict[str, dict[str, Any]] | None = None, baseline: str = BASELINE) -> list[dict[str, Any]]:
     """One row per model: top-1 mean/std over seeds, paired difference to ``baseline`` with 95 % CI, costs."""
     costs = costs or {}
     by_model: dict[str, dict[int, dict[str, Any]]] = {}
@@ -216,7 +177,7 @@ def summarize(
         top1 = [float(runs[s]["top1"]) for s in seeds]
         row: dict[str, Any] = {
             "model": short, "name": name, "seeds": seeds, "top1": top1,
-            "top1_mean": statistics.fmean(top1) if top1 else None,
+            "top1_mean": _mean(top1),
             "top1_std": statistics.stdev(top1) if len(top1) >= 2 else None,
             "top5_mean": _mean(runs[s].get("top5") for s in seeds),
             "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
@@ -266,17 +227,14 @@ def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
     if holds_run(output):
         raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
     output.mkdir(parents=True, exist_ok=True)
-    cells, total, k = [], len(models) * len(cfg.seeds), 0
+    cells, total = [], len(models) * len(cfg.seeds)
     # Seed-major order: after each round every model has the same number of finished seeds.
-    for seed in cfg.seeds:
-        for _, name in models:
-            k += 1
-            t0 = time.perf_counter()
-            cell = train_cell(name, seed, cfg)
-            cells.append(cell)
-            state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
-            logging.getLogger(__name__).info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed,
-                                             float(cell["top1"]), state)
+    for k, (seed, (_, name)) in enumerate(itertools.product(cfg.seeds, models), 1):
+        t0 = time.perf_counter()
+        cell = train_cell(name, seed, cfg)
+        cells.append(cell)
+        state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
+        log.info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed, float(cell["top1"]), state)
     num_classes, in_chans, img_size = _data_shape(cfg)
     costs = {}
     for _, name in models:
@@ -332,11 +290,11 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     fewest = min(r["paired_seeds"] for r in compared)
     if fewest < 3:
-        from scipy.stats import t
-
-        reach = f"a 95 % interval of ±{t.ppf(0.975, fewest - 1):.1f} standard errors" if fewest > 1 else "no interval"
-        lines.append(f"Warning: only {fewest} paired seed{'s' if fewest > 1 else ''}: {reach} (±{t.ppf(0.975, 2):.1f}"
-                     " with 3 seeds), too few to show any but huge differences; run 3 or more (--seeds 3).")
+        t_975 = stats.t(fewest - 1).ppf(0.975) if fewest > 1 else None
+        reach = f"a 95 % interval of ±{t_975:.1f} standard errors" if t_975 else "no interval"
+        lines.append(f"Warning: only {fewest} paired seed{'s' if fewest > 1 else ''}: {reach} "
+                     f"(±{stats.t.ppf(0.975, 2):.1f} with 3 seeds), too few to show any but huge differences; "
+                     "run 3 or more (--seeds 3).")
     for r in compared:
         head = f"{r['name']}: {r['delta_vs_plain']:+.2f} points vs {BASELINE}"
         low, high = r.get("delta_ci_low"), r.get("delta_ci_high")

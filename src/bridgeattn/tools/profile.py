@@ -1,7 +1,5 @@
-"""Model cost per stage: parameters, multiply-accumulates (MACs) and the activation memory of a training step.
-
-The whole-model counters live in :mod:`bridgeattn.models.cost` (re-exported here).
-"""
+"""Model cost per stage: parameters, MACs and the activation memory of a training step (whole-model counters:
+:mod:`bridgeattn.models.cost`, re-exported here)."""
 from __future__ import annotations
 
 from typing import Any
@@ -77,15 +75,6 @@ def activation_memory(
     return sum(per_stage.values()), per_stage
 
 
-def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
-    """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
-    counter = count_flops(model, input_size, batch_size)
-    counts = counter.get_flop_counts()
-    root = type(model).__name__
-    stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
-    return int(counter.get_total_flops()) // 2, stages
-
-
 def profile_model(model: str | nn.Module, img_size: int | None = None, batch_size: int = 8,
                   device: str | torch.device = "meta", **kwargs: Any) -> dict[str, Any]:
     """Params, MACs, a per-stage breakdown and the activation memory of a training step.
@@ -101,12 +90,13 @@ def profile_model(model: str | nn.Module, img_size: int | None = None, batch_siz
         with torch.device(device):
             model = create_model(model, **kwargs)
     size = default_input_size(model, img_size)
-    total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
+    counter = count_flops(model, size)  # one counting pass (eval mode) for the total and the stages
+    counts, root = counter.get_flop_counts(), type(model).__name__
     act_total, act_stages = activation_memory(model, size, batch_size)
-    stages = [{"name": n, "params": count_params(m), "macs": macs.get(n, 0), "activation_bytes": act_stages.get(n, 0)}
-              for n, m in model_stages(model)]
+    stages = [{"name": n, "params": count_params(m), "macs": sum(counts.get(f"{root}.{n}", {}).values()) // 2,
+               "activation_bytes": act_stages.get(n, 0)} for n, m in model_stages(model)]
     return {"model": name, "input_size": list(size), "batch_size": batch_size, "params": count_params(model),
-            "trainable_params": count_params(model, trainable_only=True), "macs": total_macs,
+            "trainable_params": count_params(model, trainable_only=True), "macs": int(counter.get_total_flops()) // 2,
             "activation_bytes": act_total, "stages": stages}
 
 
