@@ -270,8 +270,8 @@ LIMIT = 100.0  # a difference of two accuracies in percent lies in [-100, +100];
 VARIES = 0.05  # params or MACs closer than this (relative) carry no information as an axis or a bubble size
 
 
-def _fmt(value: Any, spec: str, missing: str = "n/a") -> str:
-    return missing if value is None else format(value, spec)
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _interval(low: float, high: float) -> str:
@@ -328,10 +328,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             delta = f"{r['delta_vs_plain']:+.2f} {_interval(r['delta_ci_low'], r['delta_ci_high'])}"
         params = _fmt(r.get("params"), ",d")
         macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e6:.2f} M"
-        lines.append(
-            f"| {r['name']} | {top1} | {delta} | {params} | {macs} | "
-            f"{_fmt(r.get('train_img_per_s'), '.0f')} | {_fmt(r.get('infer_img_per_s'), '.0f')} |"
-        )
+        lines.append(f"| {r['name']} | {top1} | {delta} | {params} | {macs} | "
+                     f"{_fmt(r.get('train_img_per_s'), '.0f')} | {_fmt(r.get('infer_img_per_s'), '.0f')} |")
     return "\n".join(lines) + "\n"
 
 

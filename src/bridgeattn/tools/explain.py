@@ -155,14 +155,9 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
         if a is None and block in softmax_weights:
             a = softmax_weights[block]
         std = float(g.std()) if g.numel() > 1 else 0.0
-        blocks[block] = {
-            "version": ba.version,
-            "taps": list(ba.in_channels),
-            "selection_weights": None if a is None else [float(v) for v in a],
-            "gate_mean": float(g.mean()),
-            "gate_std": std,
-            "dead": std < DEAD_STD,
-        }
+        blocks[block] = {"version": ba.version, "taps": list(ba.in_channels),
+                         "selection_weights": None if a is None else [float(v) for v in a],
+                         "gate_mean": float(g.mean()), "gate_std": std, "dead": std < DEAD_STD}
         per_stage.setdefault(block.split(".")[0], []).append(g.flatten())
     stages = {}
     edges = torch.linspace(0, 1, bins + 1)

@@ -32,9 +32,7 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     return storage._cdata, storage.nbytes()  # private: data_ptr() is 0 for every tensor on the meta device
 
 
-def activation_memory(
-    model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8
-) -> tuple[int, dict[str, int]]:
+def activation_memory(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8) -> tuple[int, dict[str, int]]:
     """Bytes of the tensors a training-mode forward keeps for backward: ``(total, per stage)``.
 
     Counts each saved storage once (views and in-place results share one), excluding parameters and
@@ -55,9 +53,8 @@ def activation_memory(
             saved[key] = (nbytes, current[0])
         return t
 
-    handles = []
-    for name, stage in model_stages(model):
-        handles.append(stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name)))
+    handles = [stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name))
+               for name, stage in model_stages(model)]
     was_training = model.training
     model.train()
     x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype, requires_grad=True)
@@ -75,6 +72,14 @@ def activation_memory(
     return sum(per_stage.values()), per_stage
 
 
+def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
+    """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
+    counter = count_flops(model, input_size, batch_size)
+    counts, root = counter.get_flop_counts(), type(model).__name__
+    stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
+    return int(counter.get_total_flops()) // 2, stages
+
+
 def profile_model(model: str | nn.Module, img_size: int | None = None, batch_size: int = 8,
                   device: str | torch.device = "meta", **kwargs: Any) -> dict[str, Any]:
     """Params, MACs, a per-stage breakdown and the activation memory of a training step.
@@ -90,13 +95,12 @@ def profile_model(model: str | nn.Module, img_size: int | None = None, batch_siz
         with torch.device(device):
             model = create_model(model, **kwargs)
     size = default_input_size(model, img_size)
-    counter = count_flops(model, size)  # one counting pass (eval mode) for the total and the stages
-    counts, root = counter.get_flop_counts(), type(model).__name__
+    total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
     act_total, act_stages = activation_memory(model, size, batch_size)
-    stages = [{"name": n, "params": count_params(m), "macs": sum(counts.get(f"{root}.{n}", {}).values()) // 2,
-               "activation_bytes": act_stages.get(n, 0)} for n, m in model_stages(model)]
+    stages = [{"name": n, "params": count_params(m), "macs": macs.get(n, 0), "activation_bytes": act_stages.get(n, 0)}
+              for n, m in model_stages(model)]
     return {"model": name, "input_size": list(size), "batch_size": batch_size, "params": count_params(model),
-            "trainable_params": count_params(model, trainable_only=True), "macs": int(counter.get_total_flops()) // 2,
+            "trainable_params": count_params(model, trainable_only=True), "macs": total_macs,
             "activation_bytes": act_total, "stages": stages}
 
 
@@ -114,8 +118,6 @@ def format_profile(report: dict[str, Any]) -> str:
     ]
     total_macs = max(1, report["macs"])
     for s in report["stages"]:
-        lines.append(
-            f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
-            f" {s['activation_bytes'] / mib:9.2f}"
-        )
+        lines.append(f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
+                     f" {s['activation_bytes'] / mib:9.2f}")
     return "\n".join(lines)
