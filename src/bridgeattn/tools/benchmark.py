@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,14 +29,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the numbers come from: device name, threads, library versions."""
     import timm
 
-    info: dict[str, Any] = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
-    }
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "timm": timm.__version__,
+                            "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu": _cpu_name()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -53,18 +47,18 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _build(spec: ModelSpec) -> nn.Module:
-    if callable(spec):
-        return spec()
-    from ..models import create_model
-
-    return create_model(spec)
-
-
-def _prepare(model: nn.Module, *, batch_size: int, img_size: int | None, device: torch.device, train: bool,
+def _prepare(spec: ModelSpec, batch_size: int, img_size: int | None, device: torch.device, train: bool,
              channels_last: bool, compile: bool, fuse: bool, amp_dtype: torch.dtype | None,
              ) -> tuple[Callable[[], None], int, int]:
-    """One model prepared for timing (moved, converted, optionally fused and compiled): its step, params, size."""
+    """One model built and prepared for timing (moved, converted, optionally fused and compiled): its step, params,
+    size."""
+    torch.manual_seed(0)
+    if callable(spec):
+        model = spec()
+    else:
+        from ..models import create_model
+
+        model = create_model(spec)
     model = model.to(device).train(train)
     if fuse:
         from ..layers.fusion import fuse as fuse_model
@@ -81,43 +75,29 @@ def _prepare(model: nn.Module, *, batch_size: int, img_size: int | None, device:
     return step, count_params(model), img_size
 
 
-def benchmark(
-    models: Sequence[ModelSpec] | Mapping[str, ModelSpec],
-    *,
-    batch_size: int = 8,
-    img_size: int | None = None,
-    train: bool = False,
-    channels_last: bool = False,
-    compile: bool = False,
-    amp: bool = False,
-    amp_dtype: str = "auto",
-    fuse: bool = False,
-    repeats: int = 7,
-    steps: int = 1,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",  # or "auto": cuda if available, else cpu
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_size: int = 8,
+              img_size: int | None = None, train: bool = False, channels_last: bool = False, compile: bool = False,
+              amp: bool = False, amp_dtype: str = "auto", fuse: bool = False, repeats: int = 7, steps: int = 1,
+              warmup: int = 2, device: str | torch.device = "cpu",
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every model, interleaved, and return medians and ratios to the first model.
 
     Args:
-        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or
-            zero-argument builder}``.
+        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or builder}``.
         batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``; ``img_size=None``
             takes each model's own (its pretrained_cfg's input size).
         train: time a training step instead of inference.
         channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
-            training policy (float16 on CUDA, bfloat16 on CPUs with native bf16, float32 on other CPUs;
-            ``settings["amp_dtype"]`` says which ran); ``amp_dtype`` ``bfloat16`` or ``float16`` forces one.
+            training policy (:func:`bridgeattn.engine.hardware.amp_dtype_for`); ``amp_dtype`` forces one.
         fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
-        repeats: timed rounds; each round times ``steps`` steps of every model in turn.
-        warmup: untimed steps per model before the first round (compilation happens here).
+        repeats, steps, warmup: timed rounds of ``steps`` steps of every model in turn, after ``warmup`` untimed
+            steps per model (compilation happens there).
+        device: a device, or ``"auto"``: cuda if available, else cpu.
 
     Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
-    ``img_per_s`` (median), ``step_ms`` (median time per step), ``time_ratio`` (step time over the first
-    model's: 1.05 means 5 % slower), ``round_s`` (all rounds) and ``params``; on CUDA also ``peak_step_mib``, the
-    most memory a warm-up step of that model allocated above what was allocated before it (activations, gradients,
-    optimizer state and workspaces; the weights of every model are already in place).
+    ``img_per_s`` and ``step_ms`` (medians), ``time_ratio`` (step time over the first model's), ``round_s`` and
+    ``params``; on CUDA also ``peak_step_mib``, the most memory a warm-up step allocated above what was allocated
+    before it (the weights of every model are already in place).
     """
     if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
         raise UserError("repeats, steps, batch size and image size must be positive")
@@ -126,55 +106,27 @@ def benchmark(
     specs = dict(models) if isinstance(models, Mapping) else {str(m): m for m in models}
     if not specs:
         raise UserError("give at least one model")
-    device = resolve_device(device) if isinstance(device, str) else device  # auto: cuda if available, else cpu
+    device = resolve_device(device) if isinstance(device, str) else device
     say = progress or (lambda msg: None)
-    with _compile_limits(compile):
-        return _run(specs, device, say, batch_size=batch_size, img_size=img_size, train=train,
-                    channels_last=channels_last, compile=compile, amp=amp, fuse=fuse, amp_dtype=amp_dtype,
-                    repeats=repeats, steps=steps, warmup=warmup)
-
-
-@contextlib.contextmanager
-def _compile_limits(compile: bool) -> Iterator[None]:
-    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
-    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
-    if not compile:
-        yield
-        return
-    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
-
-    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
-              if hasattr(dynamo.config, k)}
-    with dynamo.config.patch(limits):
-        yield
-
-
-def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str], None], *, batch_size: int,
-         img_size: int, train: bool, channels_last: bool, compile: bool, amp: bool, fuse: bool,
-         amp_dtype: str, repeats: int, steps: int, warmup: int) -> dict[str, Any]:
-    # the training policy: float16 on CUDA, bfloat16 only on CPUs with native bf16, else float32
-    dtype = amp_dtype_for(amp, device, amp_dtype)
-    runners: dict[str, tuple[Callable[[], None], int, int]] = {}
-    for label, spec in specs.items():
-        torch.manual_seed(0)
-        runners[label] = _prepare(_build(spec), batch_size=batch_size, img_size=img_size, device=device,
-                                  train=train, channels_last=channels_last, compile=compile, fuse=fuse,
-                                  amp_dtype=dtype)
+    dtype = amp_dtype_for(amp, device, amp_dtype)  # the training policy
     peaks: dict[str, float] = {}
-    for label, (step, _, _) in runners.items():
-        say(f"warm-up {label}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-        time_steps(step, warmup, device)
-        if device.type == "cuda":
-            peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    rounds: dict[str, list[float]] = {label: [] for label in runners}
-    for r in range(repeats):
+    rounds: dict[str, list[float]] = {label: [] for label in specs}
+    with _compile_limits(compile):
+        runners = {label: _prepare(spec, batch_size, img_size, device, train, channels_last, compile, fuse, dtype)
+                   for label, spec in specs.items()}
         for label, (step, _, _) in runners.items():
-            rounds[label].append(time_steps(step, steps, device))
-        say(f"round {r + 1}/{repeats}")
+            say(f"warm-up {label}")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            time_steps(step, warmup, device)
+            if device.type == "cuda":
+                peaks[label] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        for r in range(repeats):
+            for label, (step, _, _) in runners.items():
+                rounds[label].append(time_steps(step, steps, device))
+            say(f"round {r + 1}/{repeats}")
     results = []
     first = None
     for label, (_, params, size) in runners.items():
@@ -189,6 +141,18 @@ def _run(specs: dict[str, ModelSpec], device: torch.device, say: Callable[[str],
         amp_dtype=str(dtype or torch.float32).removeprefix("torch."),
     )
     return {"settings": settings, "machine": machine_info(device), "results": results}
+
+
+def _compile_limits(compile: bool) -> contextlib.AbstractContextManager:
+    """Models of one family share their forward code; each is a separate graph, not a recompilation to give up
+    on, so dynamo's per-function limit is lifted while the benchmark runs (and restored after it)."""
+    if not compile:
+        return contextlib.nullcontext()
+    import torch._dynamo as dynamo  # private: torch.compiler.config has no recompile limit
+
+    limits = {k: max(64, getattr(dynamo.config, k)) for k in ("recompile_limit", "cache_size_limit")
+              if hasattr(dynamo.config, k)}
+    return dynamo.config.patch(limits)
 
 
 def format_table(report: dict[str, Any]) -> str:

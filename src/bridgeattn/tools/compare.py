@@ -1,19 +1,16 @@
-"""Equal-budget comparison of attention variants on one backbone, over several seeds.
+"""Equal-budget comparison of attention variants on one backbone, over several seeds (docs/compare.md).
 
-Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the seed fixes
-model init, data order and augmentation, so the variants of one seed see identical batches. The report
-gives per model the top-1 mean and standard deviation over seeds, the difference to the plain backbone with
-a 95 % confidence interval paired by seed (Student t on the per-seed differences), params, MACs and train /
-inference throughput, as ``results.json``, ``results.csv``, ``results.md`` (with the findings in words: which
-differences the intervals show) and ``results.png`` (each variant's paired interval against plain).
-
-A cell is finished when its ``summary.json`` exists; a re-run skips it, so an interrupted comparison resumes.
+Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the report pairs
+each variant's top-1 with the plain backbone's by seed (Student-t interval). A cell is finished when its
+``summary.json`` exists, so an interrupted comparison resumes.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
+import itertools
 import json
 import logging
 import math
@@ -25,24 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from scipy import stats
 
 from ..engine import plots
+from ..engine.records import holds_run
 from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import write_json, write_text
+from ..models.cost import model_cost  # importing bridgeattn.models registers the models with timm
 
-__all__ = [
-    "SHORT_NAMES",
-    "CompareConfig",
-    "findings",
-    "markdown_table",
-    "paired_difference",
-    "resolve_models",
-    "run_compare",
-    "summarize",
-    "write_report",
-]
+log = logging.getLogger(__name__)
+
+__all__ = ["SHORT_NAMES", "CompareConfig", "findings", "markdown_table", "paired_difference", "resolve_models",
+           "run_compare", "summarize", "write_report"]
 
 SHORT_NAMES: tuple[str, ...] = ("plain", "se", "eca", "cbam", "gc", "fca", "ca", "srm", "bav1", "bav2")
 BASELINE = "plain"
@@ -52,24 +46,17 @@ _RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
 
 # ----------------------------------------------------------------------------------------------- statistics
 def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean paired difference ``values - baseline`` with its Student-t confidence interval.
-
-    Both sequences are aligned by seed. With fewer than two pairs the interval is undefined (``None``).
-    """
+    """Mean paired difference ``values - baseline`` (aligned by seed) with its Student-t confidence interval
+    (``None`` below two pairs)."""
     if len(values) != len(baseline):
         raise ValueError("paired samples must have the same length")
     diffs = [float(a) - float(b) for a, b in zip(values, baseline)]
     n = len(diffs)
-    out: dict[str, Any] = {"n": n, "mean": None, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
-    if n == 0:
-        return out
-    mean = statistics.fmean(diffs)
-    out["mean"] = mean
+    mean = statistics.fmean(diffs) if diffs else None
+    out: dict[str, Any] = {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
     if n >= 2:
         sd = statistics.stdev(diffs)
-        from scipy.stats import t
-
-        half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
         out.update(std=sd, ci_low=mean - half, ci_high=mean + half, half_width=half)
     return out
 
@@ -77,11 +64,8 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
 # ------------------------------------------------------------------------------------------------- running
 @dataclass
 class CompareConfig:
-    """One comparison: which variants, which data, which budget.
-
-    ``train_options`` go to ``TrainConfig`` unchanged (e.g. ``epochs``, ``batch_size``, ``lr``,
-    ``train_subset``); they are the same for every cell.
-    """
+    """One comparison: which variants, which data, which budget (``train_options``: the flat training options
+    of every cell, e.g. ``epochs``, ``batch_size``, ``lr``)."""
 
     models: list[str] = field(default_factory=lambda: ["plain", "bav2"])
     backbone: str = "resnet20"
@@ -97,10 +81,6 @@ class CompareConfig:
 
 def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]]:
     """``[(short, registered name)]``: a short name maps to ``{short}_{backbone}``; full names pass through."""
-    import timm
-
-    from .. import models as _models  # noqa: F401  (registers the models)
-
     out, seen = [], set()
     for short in models:
         short = short.strip()
@@ -121,24 +101,9 @@ def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]
     return out
 
 
-def _cell_dir(output: Path, name: str, seed: int) -> Path:
-    return output / "cells" / name / f"seed{seed}"
-
-
-def _recipe(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(options.items()) if k not in _RECIPE_EXCLUDE}
-
-
 def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        if isinstance(value, dict):
-            return {str(k): _jsonable(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_jsonable(v) for v in value]
-        return repr(value)
+    """``value`` as it reads back from JSON (what JSON cannot hold becomes its ``repr``)."""
+    return json.loads(json.dumps(value, default=repr))
 
 
 def _train(options: dict[str, Any]) -> dict[str, Any]:
@@ -153,29 +118,24 @@ def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
     """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
 
     The cell's lock is held from before its folder is checked until its summary is written."""
-    cell = _cell_dir(Path(cfg.output), name, seed)
+    cell = Path(cfg.output) / "cells" / name / f"seed{seed}"
     with RunLock(cell):
         summary_path = cell / "summary.json"
-        recipe = _recipe({"data": cfg.data, **cfg.train_options})
+        options = {"data": cfg.data, **cfg.train_options}
+        recipe = {k: v for k, v in sorted(options.items()) if k not in _RECIPE_EXCLUDE}
         if summary_path.is_file():
             done = json.loads(summary_path.read_text())
             if _jsonable(done.get("recipe")) != _jsonable(recipe):
-                raise UserError(
-                    f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
-                    "use another --output or delete that folder"
-                )
+                raise UserError(f"{cell} was trained with a different recipe ({done.get('recipe')} vs {recipe}); "
+                                "use another --output or delete that folder")
             done["skipped"] = True
             return done
         run_dir = cell / "run"
         if run_dir.exists():  # an interrupted cell: its partial run is not comparable, train it again
             shutil.rmtree(run_dir)
-        options = {"data": cfg.data, **cfg.train_options, "model": name, "seed": seed, "output": str(run_dir),
-                   "progress": cfg.progress}
-        result = _train(options)
-        summary = {
-            "model": name, "seed": seed, "recipe": recipe,
-            **{k: _jsonable(v) for k, v in result.items() if k not in ("per_class", "confusion")},
-        }
+        result = _train({**options, "model": name, "seed": seed, "output": str(run_dir), "progress": cfg.progress})
+        kept = {k: v for k, v in result.items() if k not in ("per_class", "confusion")}
+        summary = {"model": name, "seed": seed, "recipe": recipe, **_jsonable(kept)}
         write_json(summary_path, summary)  # atomic: a half-written summary never marks a cell finished
         summary["skipped"] = False
         return summary
@@ -191,14 +151,9 @@ def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     return info.num_classes, info.in_chans, info.img_size
 
 
-def measure_inference(
-    names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64, reps: int = 7
-) -> dict[str, float]:
+def measure_inference(names: Sequence[str], num_classes: int, in_chans: int, img_size: int, batch: int = 64,
+                      reps: int = 7) -> dict[str, float]:
     """Inference img/s per model: median of ``reps`` rounds, models interleaved (``bridgeattn.tools.benchmark``)."""
-    import functools
-
-    import timm
-
     from .benchmark import benchmark
 
     builders = {n: functools.partial(timm.create_model, n, num_classes=num_classes, in_chans=in_chans) for n in names}
@@ -206,12 +161,8 @@ def measure_inference(
     return {r["model"]: r["img_per_s"] for r in report["results"]}
 
 
-def summarize(
-    cells: Sequence[dict[str, Any]],
-    models: Sequence[tuple[str, str]],
-    costs: dict[str, dict[str, Any]] | None = None,
-    baseline: str = BASELINE,
-) -> list[dict[str, Any]]:
+def summarize(cells: Sequence[dict[str, Any]], models: Sequence[tuple[str, str]],
+              costs: dict[str, dict[str, Any]] | None = None, baseline: str = BASELINE) -> list[dict[str, Any]]:
     """One row per model: top-1 mean/std over seeds, paired difference to ``baseline`` with 95 % CI, costs."""
     costs = costs or {}
     by_model: dict[str, dict[int, dict[str, Any]]] = {}
@@ -226,20 +177,16 @@ def summarize(
         top1 = [float(runs[s]["top1"]) for s in seeds]
         row: dict[str, Any] = {
             "model": short, "name": name, "seeds": seeds, "top1": top1,
-            "top1_mean": statistics.fmean(top1) if top1 else None,
+            "top1_mean": _mean(top1),
             "top1_std": statistics.stdev(top1) if len(top1) >= 2 else None,
             "top5_mean": _mean(runs[s].get("top5") for s in seeds),
             "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
             "train_time_s": _mean(runs[s].get("train_time_s") for s in seeds),
         }
-        if base_name and name != base_name:
-            paired = [s for s in seeds if s in base]
-            diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
-            row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
-                       delta_std=diff["std"], paired_seeds=diff["n"])
-        else:
-            row.update(delta_vs_plain=None, delta_ci_low=None, delta_ci_high=None, delta_std=None,
-                       paired_seeds=0)
+        paired = [s for s in seeds if s in base] if name != base_name else []  # the baseline: no difference
+        diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
+        row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
+                   delta_std=diff["std"], paired_seeds=diff["n"])
         row.update(costs.get(name, {}))
         rows.append(row)
     return rows
@@ -277,28 +224,22 @@ def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
         raise UserError(f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed is one paired sample")
     models = resolve_models(cfg.models, cfg.backbone)
     output = Path(cfg.output)
-    from ..engine.records import holds_run
-
     if holds_run(output):
         raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
     output.mkdir(parents=True, exist_ok=True)
-    cells, total, k = [], len(models) * len(cfg.seeds), 0
+    cells, total = [], len(models) * len(cfg.seeds)
     # Seed-major order: after each round every model has the same number of finished seeds.
-    for seed in cfg.seeds:
-        for _, name in models:
-            k += 1
-            t0 = time.perf_counter()
-            cell = train_cell(name, seed, cfg)
-            cells.append(cell)
-            state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
-            logging.getLogger(__name__).info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed,
-                                             float(cell["top1"]), state)
+    for k, (seed, (_, name)) in enumerate(itertools.product(cfg.seeds, models), 1):
+        t0 = time.perf_counter()
+        cell = train_cell(name, seed, cfg)
+        cells.append(cell)
+        state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
+        log.info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed, float(cell["top1"]), state)
     num_classes, in_chans, img_size = _data_shape(cfg)
-    from ..models.cost import model_cost
-
-    costs = {name: model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
-             for _, name in models}
-    costs = {name: {"params": c["params"], "macs": c["macs"]} for name, c in costs.items()}
+    costs = {}
+    for _, name in models:
+        cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
+        costs[name] = {"params": cost["params"], "macs": cost["macs"]}
     if cfg.speed:
         speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
                                    cfg.speed_batch, cfg.speed_reps)
@@ -329,8 +270,8 @@ LIMIT = 100.0  # a difference of two accuracies in percent lies in [-100, +100];
 VARIES = 0.05  # params or MACs closer than this (relative) carry no information as an axis or a bubble size
 
 
-def _fmt(value: Any, spec: str, missing: str = "n/a") -> str:
-    return missing if value is None else format(value, spec)
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _interval(low: float, high: float) -> str:
@@ -349,11 +290,11 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     fewest = min(r["paired_seeds"] for r in compared)
     if fewest < 3:
-        from scipy.stats import t
-
-        reach = f"a 95 % interval of ±{t.ppf(0.975, fewest - 1):.1f} standard errors" if fewest > 1 else "no interval"
-        lines.append(f"Warning: only {fewest} paired seed{'s' if fewest > 1 else ''}: {reach} (±{t.ppf(0.975, 2):.1f}"
-                     " with 3 seeds), too few to show any but huge differences; run 3 or more (--seeds 3).")
+        t_975 = stats.t(fewest - 1).ppf(0.975) if fewest > 1 else None
+        reach = f"a 95 % interval of ±{t_975:.1f} standard errors" if t_975 else "no interval"
+        lines.append(f"Warning: only {fewest} paired seed{'s' if fewest > 1 else ''}: {reach} "
+                     f"(±{stats.t.ppf(0.975, 2):.1f} with 3 seeds), too few to show any but huge differences; "
+                     "run 3 or more (--seeds 3).")
     for r in compared:
         head = f"{r['name']}: {r['delta_vs_plain']:+.2f} points vs {BASELINE}"
         low, high = r.get("delta_ci_low"), r.get("delta_ci_high")
@@ -387,10 +328,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             delta = f"{r['delta_vs_plain']:+.2f} {_interval(r['delta_ci_low'], r['delta_ci_high'])}"
         params = _fmt(r.get("params"), ",d")
         macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e6:.2f} M"
-        lines.append(
-            f"| {r['name']} | {top1} | {delta} | {params} | {macs} | "
-            f"{_fmt(r.get('train_img_per_s'), '.0f')} | {_fmt(r.get('infer_img_per_s'), '.0f')} |"
-        )
+        lines.append(f"| {r['name']} | {top1} | {delta} | {params} | {macs} | "
+                     f"{_fmt(r.get('train_img_per_s'), '.0f')} | {_fmt(r.get('infer_img_per_s'), '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -401,11 +340,10 @@ def _spread(values: Any) -> float:
 
 
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Each model's top-1 difference to plain with its paired 95 % interval (plain: the line at 0).
+    """Each model's top-1 difference to plain with its paired 95 % interval (without plain: top-1 mean ± std).
 
-    The x axis is params and the bubble area MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure
-    1), else the models stand side by side with one marker size. Without a plain model: top-1 mean ± std over
-    seeds. Intervals are clipped at ±``LIMIT``.
+    x: params and bubble area: MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure 1), else the
+    models side by side with one marker size. Intervals are clipped at ±``LIMIT``.
     """
     from matplotlib.lines import Line2D
 

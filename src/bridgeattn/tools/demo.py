@@ -1,6 +1,7 @@
 """The main job: BAv2 and the plain baseline trained on Fashion-MNIST under one budget, side by side."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,8 +24,6 @@ DEMO_MODELS = ("bav2_resnet20", "plain_resnet20")
 def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     """Validation top-1 and training loss per epoch of every model in one figure, titled with the data set, the
     budget and the seed the models shared."""
-    import json
-
     fig, axes = plots.figure((10, 3.8), ncols=2)
     for name, summary in summaries.items():
         lines = (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()
@@ -52,8 +51,6 @@ def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, A
     kept in ``folder/numerics.json``, so a resumed demo continues with the numerics it started with. Returns
     ``{"amp", "channels_last", "threads", "reason"}``, or ``{}`` off the CPU (the recipe's settings stand).
     """
-    import json
-
     from ..data import build_datasets
     from ..engine import distributed
     from ..engine.hardware import probe_cpu_numerics

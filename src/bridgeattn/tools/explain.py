@@ -1,14 +1,10 @@
-"""Where does a block look, and what does its gate do?
-
-- :func:`block_gradcam`: Grad-CAM (pytorch-grad-cam) of one residual block's taps: the block input, each conv
-  output (the taps the bridge squeezes) and the block output, for a batch of images (the BAv2 paper's
-  Figure 2). :func:`save_gradcam_figure` draws them side by side.
-- :func:`gate_statistics`: for a trained BA model, the learned selection weights ``a_i`` of every block
-  (which conv outputs the bridge uses) and the distribution of gate values per stage on given images.
-- :func:`explain`: both, written to a folder as PNG and JSON (``bridgeattn explain``).
+"""Where does a block look, and what does its gate do? Grad-CAM (pytorch-grad-cam) of a block's taps (the BAv2
+paper's Figure 2) and, for a BA model, its selection weights and gate values: ``bridgeattn explain``.
 """
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,17 +18,8 @@ from ..engine import plots
 from ..errors import UserError
 from ..files import write_json, write_text
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "block_gradcam",
-    "block_taps",
-    "check_output",
-    "explain",
-    "find_images",
-    "gate_statistics",
-    "load_images",
-    "save_gradcam_figure",
-]
+__all__ = ["IMAGE_SUFFIXES", "block_gradcam", "block_taps", "check_output", "explain", "find_images", "gate_statistics",
+           "load_images", "save_gradcam_figure"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEAD_STD = 1e-6  # a gate whose values vary less over images and channels is constant: it attends to nothing
@@ -76,9 +63,8 @@ def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]
     return [("input", probe), *convs, ("output", target)], handle
 
 
-def block_gradcam(
-    model: nn.Module, images: torch.Tensor, block: str, target_class: int | None = None
-) -> tuple[dict[str, np.ndarray], list[int]]:
+def block_gradcam(model: nn.Module, images: torch.Tensor, block: str,
+                  target_class: int | None = None) -> tuple[dict[str, np.ndarray], list[int]]:
     """Grad-CAM of every tap of ``block`` for ``images`` ``(B, C, H, W)``.
 
     Returns ``({label: cams (B, H, W) in [0, 1]}, explained classes)``; the class is the prediction
@@ -106,9 +92,8 @@ def block_gradcam(
     return cams, classes
 
 
-def save_gradcam_figure(
-    image: np.ndarray, cams: dict[str, np.ndarray], path: str | Path, title: str = ""
-) -> tuple[int, int]:
+def save_gradcam_figure(image: np.ndarray, cams: dict[str, np.ndarray], path: str | Path,
+                        title: str = "") -> tuple[int, int]:
     """One row: the image, then each tap's CAM over it. ``image``: ``(H, W, 3)`` in [0, 1].
 
     The PNG is ``(1 + len(cams)) * 200`` px wide and ``235`` px high. Returns ``(width, height)``.
@@ -133,13 +118,11 @@ def save_gradcam_figure(
 # -------------------------------------------------------------------------------------------- gate stats
 @torch.no_grad()
 def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> dict[str, Any]:
-    """Selection weights per block and gate-value distributions per stage of a BA model.
+    """Selection weights per block and gate-value distributions per stage of a BA model on ``images`` (docs/compare.md).
 
-    ``blocks``: ``{block: {"selection_weights": a (list) or None, "version", "gate_mean", "gate_std", "dead"}}``;
-    softmax selection reports the mean per-sample tap weights on ``images``; ``dead``: the gate is constant (std
-    over every sample x channel value below ``DEAD_STD``; a hidden ReLU that is 0 for every image leaves the
-    gate at sigmoid(0) = 1/2). ``stages``: ``{stage: {mean, std, min, max, quantiles, histogram}}`` over
-    every gate value of the stage's blocks. ``summary``: one sentence naming the constant gates.
+    ``blocks``: ``{block: {"selection_weights", "version", "taps", "gate_mean", "gate_std", "dead"}}`` (softmax
+    selection: the mean per-sample tap weights; ``dead``: gate std below ``DEAD_STD``); ``stages``: ``{stage: {mean,
+    std, min, max, quantiles, histogram}}``; ``summary``: one sentence naming the constant gates.
     """
     from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
 
@@ -172,14 +155,9 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
         if a is None and block in softmax_weights:
             a = softmax_weights[block]
         std = float(g.std()) if g.numel() > 1 else 0.0
-        blocks[block] = {
-            "version": ba.version,
-            "taps": list(ba.in_channels),
-            "selection_weights": None if a is None else [float(v) for v in a],
-            "gate_mean": float(g.mean()),
-            "gate_std": std,
-            "dead": std < DEAD_STD,
-        }
+        blocks[block] = {"version": ba.version, "taps": list(ba.in_channels),
+                         "selection_weights": None if a is None else [float(v) for v in a],
+                         "gate_mean": float(g.mean()), "gate_std": std, "dead": std < DEAD_STD}
         per_stage.setdefault(block.split(".")[0], []).append(g.flatten())
     stages = {}
     edges = torch.linspace(0, 1, bins + 1)
@@ -242,8 +220,6 @@ OUTPUTS = ("explain.json", "gradcam", "gate_stats.json", "selection_weights.png"
 def check_output(output: str | Path, overwrite: bool = False) -> Path:
     """``output`` made ready for a new report: refused (``UserError``) when it holds an earlier one, unless
     ``overwrite``, which removes the earlier report's files (nothing else)."""
-    import shutil
-
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder")
@@ -271,9 +247,8 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def load_images(
-    files: Sequence[Path], preprocessing: Preprocessing
-) -> tuple[torch.Tensor, np.ndarray, list[Path], dict[str, str]]:
+def load_images(files: Sequence[Path],
+                preprocessing: Preprocessing) -> tuple[torch.Tensor, np.ndarray, list[Path], dict[str, str]]:
     """``(normalised batch (B, C, H, W), display images (B, H, W, 3) in [0, 1], files read, {skipped: reason})``.
 
     Images go through timm's eval transform for ``preprocessing``; unreadable files are skipped, as training does.
@@ -308,31 +283,16 @@ def load_images(
     return torch.stack(batch), np.stack(shown).astype(np.float32), read, skipped
 
 
-def explain(
-    model: nn.Module,
-    files: Sequence[Path],
-    output: str | Path,
-    block: str = "layer2.0",
-    *,
-    target_class: int | None = None,
-    preprocessing: Preprocessing | None = None,
-    img_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    class_names: Sequence[str] | None = None,
-    batch_size: int = 32,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Grad-CAM figures for ``block`` (one PNG per image under ``output/gradcam/``) and, for a BA model,
-    gate statistics (``gate_stats.json``, ``selection_weights.png``, ``gate_distribution.png``).
+def explain(model: nn.Module, files: Sequence[Path], output: str | Path, block: str = "layer2.0", *,
+            target_class: int | None = None, preprocessing: Preprocessing | None = None, img_size: int | None = None,
+            mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+            class_names: Sequence[str] | None = None, batch_size: int = 32, overwrite: bool = False) -> dict[str, Any]:
+    """Grad-CAM figures for ``block`` (``output/gradcam/``, one PNG per image) and, for a BA model, gate statistics
+    (``gate_stats.json``, ``selection_weights.png``, ``gate_distribution.png``); returns ``explain.json``'s content.
 
-    Images are prepared with ``preprocessing`` (default: the model's, from ``model.pretrained_cfg``, which
-    ``load_model`` sets to the run's); ``img_size``, ``mean``, ``std`` override parts of it. Unreadable images
-    are skipped and listed in ``skipped_files.txt``. An ``output`` holding an earlier report is refused unless
-    ``overwrite``. Returns the ``explain.json`` content (written too).
+    Images are prepared with ``preprocessing`` (default: the model's ``pretrained_cfg``), ``img_size``, ``mean`` and
+    ``std`` overriding parts of it; unreadable ones are listed in ``skipped_files.txt``.
     """
-    import dataclasses
-
     from ..weights.loading import model_preprocessing
 
     _require_gradcam()
@@ -369,8 +329,7 @@ def explain(
         raise UserError(f"none of the {len(files)} image(s) could be read (e.g. {example[0]}: {example[1]})")
     if report["skipped"]:
         write_text(output / "skipped_files.txt", "".join(f"{p}\t{r}\n" for p, r in report["skipped"].items()))
-    has_bridge = any(type(m).__name__ == "BridgeAttention" for m in model.modules())
-    if has_bridge:
+    if any(type(m).__name__ == "BridgeAttention" for m in model.modules()):
         stats = gate_statistics(model, torch.cat(all_inputs))
         write_json(output / "gate_stats.json", stats)
         report["gate_stats"] = str(output / "gate_stats.json")

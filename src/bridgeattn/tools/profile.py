@@ -1,7 +1,5 @@
-"""Model cost per stage: parameters, multiply-accumulates (MACs) and the activation memory of a training step.
-
-The whole-model counters live in :mod:`bridgeattn.models.cost` (re-exported here).
-"""
+"""Model cost per stage: parameters, MACs and the activation memory of a training step (whole-model counters:
+:mod:`bridgeattn.models.cost`, re-exported here)."""
 from __future__ import annotations
 
 from typing import Any
@@ -34,9 +32,7 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int]:
     return storage._cdata, storage.nbytes()  # private: data_ptr() is 0 for every tensor on the meta device
 
 
-def activation_memory(
-    model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8
-) -> tuple[int, dict[str, int]]:
+def activation_memory(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8) -> tuple[int, dict[str, int]]:
     """Bytes of the tensors a training-mode forward keeps for backward: ``(total, per stage)``.
 
     Counts each saved storage once (views and in-place results share one), excluding parameters and
@@ -57,9 +53,8 @@ def activation_memory(
             saved[key] = (nbytes, current[0])
         return t
 
-    handles = []
-    for name, stage in model_stages(model):
-        handles.append(stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name)))
+    handles = [stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name))
+               for name, stage in model_stages(model)]
     was_training = model.training
     model.train()
     x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype, requires_grad=True)
@@ -80,8 +75,7 @@ def activation_memory(
 def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> tuple[int, dict[str, int]]:
     """``(total MACs, MACs of each stage)`` (see :func:`model_stages`) from one eval-mode forward."""
     counter = count_flops(model, input_size, batch_size)
-    counts = counter.get_flop_counts()
-    root = type(model).__name__
+    counts, root = counter.get_flop_counts(), type(model).__name__
     stages = {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in model_stages(model)}
     return int(counter.get_total_flops()) // 2, stages
 
@@ -124,8 +118,6 @@ def format_profile(report: dict[str, Any]) -> str:
     ]
     total_macs = max(1, report["macs"])
     for s in report["stages"]:
-        lines.append(
-            f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
-            f" {s['activation_bytes'] / mib:9.2f}"
-        )
+        lines.append(f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
+                     f" {s['activation_bytes'] / mib:9.2f}")
     return "\n".join(lines)

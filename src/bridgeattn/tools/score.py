@@ -1,9 +1,5 @@
-"""Scoring saved weights on a data set: the library side of ``bridgeattn eval``.
-
-Any location ``load_model`` accepts can be scored. A training run is evaluated with its own settings (data set,
-transforms, eval batch size, AMP, channels-last), so the accuracy stored at training time is reproduced; plain
-weights (a ``.safetensors`` file, a hub-style folder) need ``data`` and are evaluated at their stored input size.
-"""
+"""Scoring saved weights on a data set (``bridgeattn eval``): a training run with its own settings, so the accuracy
+stored at training time is reproduced; plain weights on ``data`` at their stored input size."""
 from __future__ import annotations
 
 import contextlib
