@@ -31,11 +31,7 @@ def check_size(img: Image.Image) -> None:
 
 def check_image(path: str | Path) -> str | None:
     """``None`` if ``path`` is a readable image, else a short reason (``"empty file"``, ``"truncated"``, ...).
-
-    Cost: PNG ``verify()`` reads the file and checks its chunk CRCs; JPEG reads the header and the last two bytes
-    (fully decoded only when they are not the end marker, to tell padding from truncation); other formats are
-    decoded fully. A folder of JPEGs is checked at roughly the speed of listing it plus one small read per file.
-    """
+    PNGs are read with their CRCs, JPEGs decoded only when they lack the end marker, others decoded (docs/data.md)."""
     try:
         size = os.path.getsize(path)
         if size == 0:
