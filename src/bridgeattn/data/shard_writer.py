@@ -13,7 +13,7 @@ from torchvision.transforms.v2.functional import to_pil_image
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import TEMP_MARK, write_json
+from ..files import temp_path, write_json
 from .build import build_datasets
 from .memory import TensorImageDataset
 from .shards import FORMAT, META, _wds
@@ -57,7 +57,7 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
     train_set, val_set, info = build_datasets(native)
     # written into a hidden sibling, renamed into place at the end: a failure (a full disk) leaves no half set
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
+    tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -73,15 +73,10 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
 def _write_splits(cfg: DataConfig, out: Path, shard_size: int, seed: int, info: Any, train_set: Dataset,
                   val_set: Dataset, wds: Any) -> dict[str, Any]:
     """Write both splits and ``shards.json`` into ``out``; returns the metadata."""
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "source": cfg.spec,
-        "name": info.name,
-        "classes": list(info.class_names),
-        "preprocessing": {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean),
-                          "std": list(info.std), "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct},
-        "skipped": list(info.skipped),
-    }
+    pre = {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean), "std": list(info.std),
+           "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
+    meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),
+                            "preprocessing": pre, "skipped": list(info.skipped)}
     for split, dataset in (("train", train_set), ("val", val_set)):
         kind, source = _raw_samples(dataset)
         meta["kind"] = kind
