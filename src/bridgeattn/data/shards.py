@@ -183,16 +183,14 @@ Segment = tuple[str, int, int]  # (shard url, start, stop): samples start <= i <
 
 def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[Segment]:
     """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as shard segments."""
-    total = sum(counts[i] for i in order)
-    offsets = np.cumsum([0] + [counts[i] for i in order]).tolist()
     segments: list[Segment] = []
-    p = lo
+    p = 0  # position of the shard's first sample
     while p < hi:
-        q = p % total
-        k = int(np.searchsorted(offsets, q, side="right")) - 1
-        take = min(hi - p, offsets[k + 1] - q)
-        segments.append((urls[order[k]], q - offsets[k], q - offsets[k] + take))
-        p += take
+        for i in order:
+            start, stop = max(lo, p), min(hi, p + counts[i])
+            if start < stop:
+                segments.append((urls[i], start - p, stop - p))
+            p += counts[i]
     return segments
 
 
