@@ -11,14 +11,22 @@ from . import synthetic
 from .config import DataConfig, DataInfo, input_origin
 from .memory import TensorImageDataset
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
-from .transforms import check_transform_options, tensor_transform
+from .transforms import RECIPES, interpolation_mode, tensor_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
          "wds:DIR_OR_URL")
 
 
 def _check_options(cfg: DataConfig) -> None:
-    check_transform_options(cfg)
+    """``UserError`` for options no data set can use; timm's ``random`` interpolation only with the imagenet recipe."""
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
+    if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
+        interpolation_mode(cfg.interpolation)
+    if not 0 < cfg.crop_pct <= 1:
+        raise UserError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    if not 0 <= cfg.reprob <= 1:
+        raise UserError(f"reprob (random erasing probability) must be in [0, 1], got {cfg.reprob}")
     if cfg.img_size is not None and cfg.img_size < 8:
         raise UserError(f"img_size must be at least 8 pixels, got {cfg.img_size}")
     if cfg.in_chans not in (None, 1, 3):

@@ -20,12 +20,9 @@ from ..files import atomic_write, cache_dir
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-HOW_TO_GET = (
-    "install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
-    "/usr/share/datasets/fashion-mnist), "
-    f"or set {ENV_DIR} to a folder holding {', '.join(f + '.gz' for f in FILES)}, "
-    "or allow the download (torchvision fetches them into the cache)"
-)
+HOW_TO_GET = ("install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
+              f"/usr/share/datasets/fashion-mnist), or set {ENV_DIR} to a folder holding "
+              f"{', '.join(f + '.gz' for f in FILES)}, or allow the download (torchvision fetches them into the cache)")
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -43,11 +40,10 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 def _prepared_root(files: dict[str, Path]) -> Path:
     """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
     else a folder in the cache keyed by the source files."""
-    raw_dirs = {p.parent for p in files.values()}
-    if len(raw_dirs) == 1 and not any(p.suffix == ".gz" for p in files.values()):
-        raw_dir = raw_dirs.pop()
-        if raw_dir.name == "raw" and raw_dir.parent.name == "FashionMNIST":
-            return raw_dir.parent.parent
+    raw_dir = files[FILES[0]].parent
+    in_place = all(p.parent == raw_dir and p.suffix != ".gz" for p in files.values())
+    if in_place and raw_dir.parts[-2:] == ("FashionMNIST", "raw"):
+        return raw_dir.parent.parent
     try:
         return _decompress(files)
     except OSError as err:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -67,9 +68,9 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def load_image(path: str, mode: str = "RGB") -> Image.Image:
-    """Open ``path`` as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images are converted;
-    ``UnboundedImage`` as in ``check_size``."""
+def load_image(path: str | IO[bytes], mode: str = "RGB") -> Image.Image:
+    """Open ``path`` (or a binary file) as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images
+    are converted; ``UnboundedImage`` as in ``check_size``."""
     with Image.open(path) as img:
         check_size(img)
         img.load()

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
-from .images import check_size, to_mode
+from .images import load_image
 from .stats import adapt_stats
 from .transforms import Transform, pil_transform, tensor_transform
 
@@ -248,10 +247,7 @@ class ShardSet(IterableDataset):
     def load(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (transformed image, label)."""
         ext = next(k for k in sample if not k.startswith("__") and k != "cls")
-        with Image.open(io.BytesIO(sample[ext])) as img:
-            check_size(img)
-            img.load()
-            img, label = to_mode(img, self.mode), int(sample["cls"])
+        img, label = load_image(io.BytesIO(sample[ext]), self.mode), int(sample["cls"])
         if not 0 <= label < len(self.classes):
             raise UserError(f"wds: {sample.get('__url__')}: sample {sample.get('__key__')} has label {label}, not a "
                             f"class index below {len(self.classes)}")

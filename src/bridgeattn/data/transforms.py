@@ -61,7 +61,7 @@ class NormalizeUint8(nn.Module):
         return (img.float() - self.shift) / self.scale
 
 
-def _interpolation(name: str) -> InterpolationMode:
+def interpolation_mode(name: str) -> InterpolationMode:
     try:
         return InterpolationMode(name)
     except ValueError:
@@ -80,18 +80,6 @@ def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                             interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
-def check_transform_options(cfg: DataConfig) -> None:
-    """``UserError`` for options no recipe can use; timm's ``random`` interpolation only with the imagenet recipe."""
-    if cfg.recipe not in RECIPES:
-        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
-    if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
-        _interpolation(cfg.interpolation)
-    if not 0 < cfg.crop_pct <= 1:
-        raise UserError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
-    if not 0 <= cfg.reprob <= 1:
-        raise UserError(f"reprob (random erasing probability) must be in [0, 1], got {cfg.reprob}")
-
-
 def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
                      mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
     """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
@@ -99,7 +87,7 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
         to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
         return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
-    resize = [v2.Resize(img_size, interpolation=_interpolation(cfg.interpolation), antialias=True)]
+    resize = [v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)]
     return _uint8_pipeline(cfg, train, [*(resize if img_size != native_size else []), MatchChannels(in_chans)],
                            img_size, mean, std)
 
@@ -109,7 +97,7 @@ def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
     """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
     if cfg.recipe == "imagenet":
         return _timm_transform(cfg, train, img_size, in_chans, mean, std)
-    resize = v2.Resize(img_size, interpolation=_interpolation(cfg.interpolation), antialias=True)
+    resize = v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)
     return _uint8_pipeline(cfg, train, [resize, v2.CenterCrop(img_size), v2.PILToTensor()], img_size, mean, std)
 
 
