@@ -87,9 +87,10 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
         to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
         return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
-    resize = [v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)]
-    return _uint8_pipeline(cfg, train, [*(resize if img_size != native_size else []), MatchChannels(in_chans)],
-                           img_size, mean, std)
+    steps: list[nn.Module] = [MatchChannels(in_chans)]
+    if img_size != native_size:
+        steps.insert(0, v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True))
+    return _uint8_pipeline(cfg, train, steps, img_size, mean, std)
 
 
 def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
