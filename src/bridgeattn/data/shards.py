@@ -324,8 +324,7 @@ class ShardBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         worker = get_worker_info()
-        wid = worker.id if worker else 0
-        count = worker.num_workers if worker else 1
+        wid, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if count != self.workers:
             raise RuntimeError(f"built for {self.workers} loader workers, iterated by {count}")
         epoch, wds = int(self._epoch[0]), _wds()
