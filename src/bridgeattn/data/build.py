@@ -10,15 +10,23 @@ from ..errors import UserError
 from . import synthetic
 from .config import DataConfig, DataInfo, input_origin
 from .memory import TensorImageDataset
-from .stats import Stats, adapt_stats
-from .transforms import check_transform_options, tensor_transform
+from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
+from .transforms import RECIPES, interpolation_mode, tensor_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
          "wds:DIR_OR_URL")
 
 
 def _check_options(cfg: DataConfig) -> None:
-    check_transform_options(cfg)
+    """``UserError`` for options no data set can use; timm's ``random`` interpolation only with the imagenet recipe."""
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
+    if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
+        interpolation_mode(cfg.interpolation)
+    if not 0 < cfg.crop_pct <= 1:
+        raise UserError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
+    if not 0 <= cfg.reprob <= 1:
+        raise UserError(f"reprob (random erasing probability) must be in [0, 1], got {cfg.reprob}")
     if cfg.img_size is not None and cfg.img_size < 8:
         raise UserError(f"img_size must be at least 8 pixels, got {cfg.img_size}")
     if cfg.in_chans not in (None, 1, 3):
@@ -47,24 +55,15 @@ def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch
 
 
 def _positive_int(text: str, spec: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    if not text.isdigit() or int(text) < 1:
         raise UserError(f"dataset spec {spec!r}: {text!r} is not a positive number of samples (e.g. synthetic:512)")
-    return value
+    return int(text)
 
 
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train and val datasets for ``cfg.spec``; items are ``(float (C, H, W) tensor, int label)``.
-
-    Specs: ``fashion-mnist`` (val = the 10k test set), ``folder:PATH`` (``PATH/train`` and ``PATH/val`` class
-    folders), ``cifar10:PATH`` / ``cifar100:PATH`` (python-pickle release under PATH), ``synthetic`` /
-    ``synthetic:N`` (N train samples, default 512, and N // 4 val samples), ``wds:DIR_OR_URL`` (tar shards written
-    by ``bridgeattn shard``; streamed, see ``shards.py``). Unknown specs raise ``UserError``.
-    ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread; the train set is then ``None``.
-    A ``train_subset``/``val_subset`` larger than its split keeps the whole split, with a warning.
+    """Train and val datasets for ``cfg.spec`` (one of ``SPECS``, see docs/data.md); items are
+    ``(float (C, H, W) tensor, int label)``. ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files
+    unread; the train set is then ``None``. A subset larger than its split keeps the whole split, with a warning.
     """
     _check_options(cfg)
     sets = _build(cfg, splits)
@@ -86,12 +85,9 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
         from .fashion_mnist import load_fashion_mnist
 
         train, val, classes = load_fashion_mnist(download=cfg.download)
-        from .stats import FASHION_MNIST
-
         return memory_datasets(cfg, "fashion-mnist", train, val, classes, FASHION_MNIST)
     if kind in ("cifar10", "cifar100") and arg:
         from .cifar import load_cifar
-        from .stats import CIFAR10, CIFAR100
 
         train, val, classes = load_cifar(kind, arg)
         return memory_datasets(cfg, kind, train, val, classes, CIFAR10 if kind == "cifar10" else CIFAR100)
@@ -106,15 +102,11 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
     raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
 
 
-def loader_options(workers: int, device: torch.device, persistent: bool = True) -> dict:
-    """DataLoader keyword arguments for ``workers`` processes feeding ``device``.
-
-    Workers live for the whole run (``persistent_workers``) instead of being forked again every epoch; on CUDA,
-    batches land in pinned memory (for ``non_blocking`` copies) and each worker keeps 4 batches in flight.
-    """
+def loader_options(workers: int, device: torch.device) -> dict:
+    """DataLoader keyword arguments for ``workers`` processes feeding ``device``: workers live for the whole run; on
+    CUDA, batches land in pinned memory (for ``non_blocking`` copies) and each worker keeps 4 batches in flight."""
     cuda = device.type == "cuda"
     options: dict = {"num_workers": workers, "pin_memory": cuda}
     if workers > 0:
-        options["persistent_workers"] = persistent
-        options["prefetch_factor"] = 4 if cuda else 2
+        options.update(persistent_workers=True, prefetch_factor=4 if cuda else 2)
     return options

@@ -13,12 +13,9 @@ _CLASSES = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
 def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
-    """``((train images (50000, 3, 32, 32) uint8, labels), (test images, labels), class names)``.
-
-    ``path`` is the folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself).
-    torchvision checks every file against the official release's MD5 before unpickling it, which is also
-    what makes loading these pickles safe: only the published files are ever unpickled.
-    """
+    """``((train images (50000, 3, 32, 32) uint8, labels), (test images, labels), class names)`` from the folder
+    holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself). torchvision checks every file
+    against the release's MD5 before unpickling it: only the published files are ever unpickled."""
     cls = _CLASSES[kind]
     root = Path(path).expanduser()
     if root.name == cls.base_folder:

@@ -1,19 +1,13 @@
-"""Fashion-MNIST from local IDX files (the Debian package ``dataset-fashion-mnist``), decoded once into memory.
-
-Where the files come from, first match wins:
-1. ``$BRIDGEATTN_FASHION_MNIST_DIR`` (gz or raw IDX files, flat or in torchvision's ``FashionMNIST/raw`` layout);
-2. ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``);
-3. torchvision's download into the cache, when downloads are allowed.
-The gz files are decompressed once into a cache folder (``$BRIDGEATTN_CACHE_DIR``, else ``$XDG_CACHE_HOME/bridgeattn``,
-else ``~/.cache/bridgeattn``) laid out as a torchvision root, and read by ``torchvision.datasets.FashionMNIST``.
-"""
+"""Fashion-MNIST from local IDX files, first found in ``$BRIDGEATTN_FASHION_MNIST_DIR``, then
+``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), then torchvision's download.
+gz files are decompressed once into the cache as a torchvision root (docs/data.md)."""
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -21,17 +15,14 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
-from ..files import cache_dir
+from ..files import atomic_write, cache_dir
 
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-HOW_TO_GET = (
-    "install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
-    "/usr/share/datasets/fashion-mnist), "
-    f"or set {ENV_DIR} to a folder holding {', '.join(f + '.gz' for f in FILES)}, "
-    "or allow the download (torchvision fetches them into the cache)"
-)
+HOW_TO_GET = ("install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
+              f"/usr/share/datasets/fashion-mnist), or set {ENV_DIR} to a folder holding "
+              f"{', '.join(f + '.gz' for f in FILES)}, or allow the download (torchvision fetches them into the cache)")
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -39,13 +30,9 @@ Split = tuple[torch.Tensor, torch.Tensor]
 def _find_files(folder: Path) -> dict[str, Path] | None:
     """``{raw name: path}`` of the four IDX files (gz or raw) in ``folder`` or its torchvision subfolders."""
     for candidate in (folder, folder / "FashionMNIST" / "raw", folder / "raw"):
-        found = {}
-        for name in FILES:
-            for path in (candidate / name, candidate / f"{name}.gz"):
-                if path.is_file():
-                    found[name] = path
-                    break
-        if len(found) == len(FILES):
+        found = {name: next((p for p in (candidate / name, candidate / f"{name}.gz") if p.is_file()), None)
+                 for name in FILES}
+        if None not in found.values():
             return found
     return None
 
@@ -53,11 +40,10 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 def _prepared_root(files: dict[str, Path]) -> Path:
     """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
     else a folder in the cache keyed by the source files."""
-    raw_dirs = {p.parent for p in files.values()}
-    if len(raw_dirs) == 1 and not any(p.suffix == ".gz" for p in files.values()):
-        raw_dir = raw_dirs.pop()
-        if raw_dir.name == "raw" and raw_dir.parent.name == "FashionMNIST":
-            return raw_dir.parent.parent
+    raw_dir = files[FILES[0]].parent
+    in_place = all(p.parent == raw_dir and p.suffix != ".gz" for p in files.values())
+    if in_place and raw_dir.parts[-2:] == ("FashionMNIST", "raw"):
+        return raw_dir.parent.parent
     try:
         return _decompress(files)
     except OSError as err:
@@ -73,22 +59,13 @@ def _decompress(files: dict[str, Path]) -> Path:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name, src in files.items():
-        dst = raw / name
-        if dst.is_file():
+        if (raw / name).is_file():
             continue
-        # Temp file + rename: concurrent processes (DDP ranks) never see a half-written file.
-        fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, (gzip.open(src) if src.suffix == ".gz" else open(src, "rb")) as inp:
-                shutil.copyfileobj(inp, out)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dst)
+        try:  # written atomically: concurrent processes (DDP ranks) never see a half-written file
+            with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as inp:
+                atomic_write(raw / name, functools.partial(shutil.copyfileobj, inp))
         except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-            os.unlink(tmp)
             raise UserError(f"{src} is damaged ({err}); {HOW_TO_GET}") from None
-        except BaseException:
-            os.unlink(tmp)
-            raise
     return root
 
 
@@ -124,8 +101,7 @@ def load_fashion_mnist(download: bool = True) -> tuple[Split, Split, list[str]]:
         if not download:
             raise UserError(f"Fashion-MNIST not found and downloads are off; {HOW_TO_GET}")
         try:
-            FashionMNIST(str(download_root), train=True, download=True)
-            FashionMNIST(str(download_root), train=False, download=True)
+            FashionMNIST(str(download_root), download=True)  # fetches both splits' files
         except Exception as err:  # network errors come in many types; the advice is the same
             raise UserError(f"Fashion-MNIST not found locally and the download failed ({err}); {HOW_TO_GET}") from None
     return _read(download_root, str(download_root))

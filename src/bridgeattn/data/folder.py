@@ -1,13 +1,7 @@
-"""Image folders in the ImageNet layout (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``).
-
-Without ``img_size`` / ``in_chans`` the input shape is the images' own (``own_shape``). Every file is checked
-before training (see ``images.check_image`` for the cost): unreadable ones are left out and
-listed in ``DataInfo.skipped``, or stop the build at the first one with ``strict``. Layout mistakes (no ``train/`` or
-``val/``, an empty class folder, val classes that train lacks) are ``UserError``s raised before any training.
-"""
+"""Image folders in the ImageNet layout (``ROOT/train/<class>/...``, ``ROOT/val/<class>/...``), every file checked
+before training; layout, links, checks and input shape: docs/data.md."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import statistics
@@ -19,7 +13,6 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
-from torchvision.datasets import ImageFolder
 
 from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
@@ -54,12 +47,9 @@ def _dir_key(path: str | Path) -> DirKey | None:
 
 
 def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> list[str]:
-    """Every non-hidden file under ``class_dir`` (recursively, like ImageFolder, through directory symlinks), sorted.
-
-    A directory is walked once per split, however many links lead to it: ``walked`` holds the ``(st_dev, st_ino)``
-    of the directories seen so far (the split's class folders included), so a symlink loop, or a link from one
-    class into another, adds nothing; such links, and folders deeper than ``MAX_DEPTH``, go to ``passed``.
-    """
+    """Every non-hidden file under ``class_dir`` (recursively, through directory symlinks), sorted. A directory whose
+    ``(st_dev, st_ino)`` is in ``walked`` is not entered again (loops, links between classes); such links, and
+    folders deeper than ``MAX_DEPTH``, go to ``passed``."""
     files = []
     top = len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
@@ -111,11 +101,8 @@ def _folder_times(split_dir: Path) -> tuple[int, tuple[tuple[str, int], ...]]:
 
 
 def scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
-    """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons.
-
-    Repeated scans in one process reuse the last result while no file was added to or removed from a class folder
-    (a file damaged in place later is still caught when it is loaded, see ``CheckedImageFolder``).
-    """
+    """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons;
+    reused while no file is added to or removed from a class folder (later damage is caught on loading)."""
     key = (str(split_dir.resolve()), tuple(classes), strict)
     times = _folder_times(split_dir)
     cached = _SCANS.get(key)
@@ -155,8 +142,8 @@ def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list
     return samples, bad
 
 
-class CheckedImageFolder(ImageFolder):
-    """torchvision ``ImageFolder`` over an already checked sample list, with mode conversion on load.
+class CheckedImageFolder(Dataset):
+    """Items ``(transform(image in mode), class index)`` of already checked ``(path, class index)`` samples.
 
     A file that still fails to decode during training (changed on disk, or damaged in a way the header check
     cannot see) is replaced by the next sample with a warning instead of ending the run; with ``strict`` it raises.
@@ -164,27 +151,21 @@ class CheckedImageFolder(ImageFolder):
 
     def __init__(self, root: Path, samples: list[Sample], classes: list[str], transform: Any,
                  mode: str, strict: bool) -> None:
-        self._checked = (samples, classes)
-        self.strict = strict
-        super().__init__(str(root), transform=transform, loader=functools.partial(load_image, mode=mode))
+        self.root, self.samples, self.classes = root, samples, classes
+        self.transform, self.mode, self.strict = transform, mode, strict
 
-    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-        classes = self._checked[1]
-        return list(classes), {c: i for i, c in enumerate(classes)}
-
-    def make_dataset(self, directory: str, class_to_idx: dict[str, int], extensions: Any = None,
-                     is_valid_file: Any = None, allow_empty: bool = False) -> list[Sample]:
-        return list(self._checked[0])
+    def __len__(self) -> int:
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self)):
-            i = (index + attempt) % len(self)
+            path, label = self.samples[(index + attempt) % len(self)]
             try:
-                return super().__getitem__(i)
+                return self.transform(load_image(path, self.mode)), label
             except Exception as err:
                 if self.strict:
-                    raise UserError(f"unreadable image {self.samples[i][0]} ({err})") from err
-                warnings.warn(f"skipping unreadable image {self.samples[i][0]} ({err})", stacklevel=2)
+                    raise UserError(f"unreadable image {path} ({err})") from err
+                warnings.warn(f"skipping unreadable image {path} ({err})", stacklevel=2)
         raise UserError(f"no readable image left in {self.root}")
 
 
@@ -214,19 +195,16 @@ def _spread(ds: Dataset, n: int | None) -> Dataset:
 
 def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("train", "val"),
                     ) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train/val datasets from ``path/train`` and ``path/val`` (torchvision ImageFolder layout).
-
-    A split left out of ``wanted`` is ``None`` and its files are not read (its class folders still name the classes).
-    """
+    """Train/val datasets from ``path/train`` and ``path/val``; a split left out of ``wanted`` is ``None`` and its
+    files are not read (its class folders still name the classes)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UserError(f"folder:{path}: no such folder; expected {path}/train/<class>/... and {path}/val/<class>/...")
-    splits = {}
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise UserError(f"folder:{path}: missing {root / split}/; expected {path}/train/<class>/<images> and "
+    splits = {split: root / split for split in ("train", "val")}
+    for split_dir in splits.values():
+        if not split_dir.is_dir():
+            raise UserError(f"folder:{path}: missing {split_dir}/; expected {path}/train/<class>/<images> and "
                             f"{path}/val/<class>/<images>")
-        splits[split] = root / split
     classes = _class_dirs(splits["train"])
     scans = {split: scan_split(splits[split], classes, cfg.strict) for split in ("train", "val") if split in wanted}
     # from the val images, which evaluation reads too, so that it sees what training saw

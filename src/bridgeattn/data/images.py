@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -31,11 +32,7 @@ def check_size(img: Image.Image) -> None:
 
 def check_image(path: str | Path) -> str | None:
     """``None`` if ``path`` is a readable image, else a short reason (``"empty file"``, ``"truncated"``, ...).
-
-    Cost: PNG ``verify()`` reads the file and checks its chunk CRCs; JPEG reads the header and the last two bytes
-    (fully decoded only when they are not the end marker, to tell padding from truncation); other formats are
-    decoded fully. A folder of JPEGs is checked at roughly the speed of listing it plus one small read per file.
-    """
+    PNGs are read with their CRCs, JPEGs decoded only when they lack the end marker, others decoded (docs/data.md)."""
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -71,9 +68,9 @@ def to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def load_image(path: str, mode: str = "RGB") -> Image.Image:
-    """Open ``path`` as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images are converted;
-    ``UnboundedImage`` as in ``check_size``."""
+def load_image(path: str | IO[bytes], mode: str = "RGB") -> Image.Image:
+    """Open ``path`` (or a binary file) as a PIL image in ``mode``: grayscale, CMYK, RGBA, palette and 16-bit images
+    are converted; ``UnboundedImage`` as in ``check_size``."""
     with Image.open(path) as img:
         check_size(img)
         img.load()

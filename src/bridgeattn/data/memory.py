@@ -13,11 +13,7 @@ class TensorImageDataset(Dataset):
     Decoded once, so an epoch costs only the tensor transforms (no image decoding, no PIL for the light recipe).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                 transform: Transform | None = None) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {tuple(images.shape)} "
-                             f"{images.dtype} and {tuple(labels.shape)}")
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], transform: Transform) -> None:
         self.images = images
         self.targets = labels.long()
         self.classes = classes
@@ -27,10 +23,7 @@ class TensorImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        img = self.images[index]
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.targets[index])
+        return self.transform(self.images[index]), int(self.targets[index])
 
     def head(self, n: int | None) -> TensorImageDataset:
         """The first ``n`` samples (all when ``n`` is None), sharing memory with this one."""

@@ -1,12 +1,5 @@
-"""A model's evaluation preprocessing, in timm's vocabulary, so it travels with the weights.
-
-``Preprocessing`` holds what timm's ``pretrained_cfg`` / ``resolve_data_config`` call ``input_size``, ``mean``,
-``std``, ``interpolation``, ``crop_pct`` and ``crop_mode``; ``transform()`` is timm's standard eval transform
-for it. :func:`eval_preprocessing` says what a training run's evaluation pipeline does, without reading data:
-the in-memory data sets (Fashion-MNIST, CIFAR, synthetic) resize square images to ``img_size``, the folder
-data sets resize the short side and center-crop (``crop_pct`` 1), the ``imagenet`` recipe resizes to
-``img_size / crop_pct`` and center-crops.
-"""
+"""A model's evaluation preprocessing in timm's data-config vocabulary (``input_size``, ``mean``, ``std``,
+``interpolation``, ``crop_pct``, ``crop_mode``), so it travels with the weights."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -18,9 +11,6 @@ from .config import DataConfig, DataInfo
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, Stats, adapt_stats
 
 __all__ = ["Preprocessing", "eval_preprocessing"]
-
-# The keys timm's data configs use, in a stable order.
-_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
 
 
 @dataclass(frozen=True)
@@ -76,25 +66,21 @@ def _as_tuple(value: Any) -> tuple:
 
 def _native(spec: str) -> tuple[int, int, Stats]:
     """``(side, channels, stats)`` of a data set before any resizing, from its spec alone."""
+    from . import synthetic
     from .folder import NATIVE_SIZE
-    from .synthetic import NATIVE_SIZE as SYNTHETIC_SIZE
-    from .synthetic import STATS as SYNTHETIC
 
-    kind = spec.partition(":")[0]
-    if kind == "fashion-mnist":
-        return 28, 1, FASHION_MNIST
-    if kind in ("cifar10", "cifar100"):
-        return 32, 3, CIFAR10 if kind == "cifar10" else CIFAR100
-    if kind == "synthetic":
-        return SYNTHETIC_SIZE, 3, SYNTHETIC
-    if kind == "folder":  # checkpoints that do not record their preprocessing predate folders' own shapes
-        return NATIVE_SIZE, 3, IMAGENET
-    raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
+    # folder: checkpoints that do not record their preprocessing predate folders' own shapes
+    native = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
+              "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
+    if spec.partition(":")[0] not in native:
+        raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
+    return native[spec.partition(":")[0]]
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
-    """What the evaluation pipeline of ``cfg`` does to an image. ``info`` (the built data set's size, channels and
-    statistics) is needed for data sets whose statistics are not known from the spec alone (``wds:``)."""
+    """What the evaluation pipeline of ``cfg`` does to an image: in-memory sets resize to ``img_size``, folders
+    resize the short side and center-crop, the ``imagenet`` recipe resizes to ``img_size / crop_pct`` and
+    center-crops. ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
     if info is not None:
         img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
     else:

@@ -8,46 +8,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 from torch.utils.data import Dataset, Subset
+from torchvision.transforms.v2.functional import to_pil_image
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import TEMP_MARK, write_json
+from ..files import temp_path, write_json
 from .build import build_datasets
 from .memory import TensorImageDataset
 from .shards import FORMAT, META, _wds
 
 
 def _raw_samples(dataset: Dataset) -> tuple[str, Any]:
-    """``("tensor", TensorImageDataset)`` or ``("file", [(path, label), ...])`` under a built data set."""
-    indices = None
-    while isinstance(dataset, Subset):
-        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
-        dataset = dataset.dataset
+    """``("tensor", TensorImageDataset)`` (in-memory sets) or ``("file", [(path, label), ...])`` (image folders,
+    whose subsets are a ``Subset``)."""
     if isinstance(dataset, TensorImageDataset):
-        return "tensor", dataset if indices is None else TensorImageDataset(
-            dataset.images[indices], dataset.targets[indices], dataset.classes)
-    samples = getattr(dataset, "samples", None)
+        return "tensor", dataset
+    indices = dataset.indices if isinstance(dataset, Subset) else None
+    samples = getattr(dataset.dataset if indices is not None else dataset, "samples", None)
     if samples is None:
         raise UserError(f"cannot write shards of {type(dataset).__name__}: no raw images to store")
     return "file", [samples[i] for i in indices] if indices is not None else list(samples)
 
 
-def _png(image: torch.Tensor) -> bytes:
-    """uint8 ``(C, H, W)`` -> PNG bytes (lossless)."""
-    array = image.permute(1, 2, 0).numpy()
-    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
 def _encoded(kind: str, source: Any, index: int) -> tuple[str, bytes, int]:
-    """(extension, image bytes, label) of sample ``index``."""
+    """(extension, image bytes, label) of sample ``index``: a lossless PNG of a tensor, or the file's own bytes."""
     if kind == "tensor":
-        return "png", _png(source.images[index]), int(source.targets[index])
+        png = io.BytesIO()
+        to_pil_image(source.images[index]).save(png, format="PNG")
+        return "png", png.getvalue(), int(source.targets[index])
     path, label = source[index]
     ext = Path(path).suffix.lower().lstrip(".") or "img"
     return ("jpg" if ext == "jpeg" else ext), Path(path).read_bytes(), int(label)
@@ -68,7 +57,7 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
     train_set, val_set, info = build_datasets(native)
     # written into a hidden sibling, renamed into place at the end: a failure (a full disk) leaves no half set
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
+    tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -84,28 +73,22 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
 def _write_splits(cfg: DataConfig, out: Path, shard_size: int, seed: int, info: Any, train_set: Dataset,
                   val_set: Dataset, wds: Any) -> dict[str, Any]:
     """Write both splits and ``shards.json`` into ``out``; returns the metadata."""
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "source": cfg.spec,
-        "name": info.name,
-        "classes": list(info.class_names),
-        "preprocessing": {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean),
-                          "std": list(info.std), "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct},
-        "skipped": list(info.skipped),
-    }
+    pre = {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean), "std": list(info.std),
+           "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
+    meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),
+                            "preprocessing": pre, "skipped": list(info.skipped)}
     for split, dataset in (("train", train_set), ("val", val_set)):
         kind, source = _raw_samples(dataset)
         meta["kind"] = kind
         n = len(source)
         order = np.random.default_rng(seed).permutation(n).tolist() if split == "train" else list(range(n))
-        counts: list[int] = []
-        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0) as sink:
-            for position, index in enumerate(order):
+        # no byte limit, so every shard but the last holds shard_size samples
+        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, maxsize=float("inf"),
+                             verbose=0) as sink:
+            for index in order:
                 ext, data, label = _encoded(kind, source, index)
                 sink.write({"__key__": f"{index:09d}", ext: data, "cls": str(label).encode()})
-                if position % shard_size == 0:
-                    counts.append(0)
-                counts[-1] += 1
+        counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
         names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
         # byte sizes: a reader tells a shard cut short (or replaced) from a stat, before reading it
         meta[split] = {"samples": n, "shards": names, "counts": counts,

@@ -1,24 +1,7 @@
-"""Streaming shards: any data set spec -> webdataset tar shards, and ``wds:LOCATION`` -> datasets that read them.
+"""Streaming shards: ``wds:LOCATION`` (a folder, or a URL prefix webdataset's ``gopen`` opens) -> datasets.
 
-Writing (``write_shards``): ``train-000000.tar``, ... and ``val-000000.tar``, ... with one sample per image
-(``KEY.png`` for in-memory data sets, the original file bytes for image folders, and ``KEY.cls``), plus
-``shards.json`` beside them: class names, per-shard sample counts and the preprocessing the source uses
-(native size, channels, mean, std). Training samples are written in a seeded random order, so a shard holds
-a mix of classes.
-
-Reading (``wds:LOCATION``, a folder or a URL prefix that webdataset's ``gopen`` opens: ``https://...``,
-``pipe:...``): webdataset streams the tar files; the split of an epoch over ranks and loader workers is exact.
-Every epoch the shard order is shuffled (from the seed and the epoch), the samples are numbered through that
-order, each rank takes a contiguous slice (padded by wrapping around, like ``DistributedSampler``, so all ranks
-take the same number of steps) and each worker a contiguous run of whole batches of it, so every sample is read
-once per epoch across ranks x workers and each worker opens only the shards its run touches. Within a worker a
-webdataset shuffle buffer mixes the order. Validation is split the same way without shuffling or padding.
-
-Checks: ``shards.json`` must name classes, non-negative counts and shard names inside the location; a local
-folder's ``.tar`` shards are checked before training against their recorded byte sizes and by a walk over their
-tar headers (sample counts, ``.cls`` labels in range), one ``UserError`` naming the first bad shard. A shard that
-fails while streaming (changed during the run, a network error) loses the rest of its samples for that epoch
-with a warning; samples read before stand in for them, so every rank keeps the planned number of steps.
+Every epoch splits the samples exactly over ranks x loader workers (``ShardBatches``); a local folder's shards are
+checked against ``shards.json`` before training. Layout, checks and failure handling: docs/data.md.
 """
 from __future__ import annotations
 
@@ -30,18 +13,19 @@ import random
 import re
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
-from .images import check_size, to_mode
+from .images import load_image
+from .stats import adapt_stats
 from .transforms import Transform, pil_transform, tensor_transform
 
 META = "shards.json"
@@ -193,42 +177,19 @@ def check_shards(location: str, meta: dict[str, Any]) -> None:
             _CHECKED.add(stamp)
 
 
-def decode(sample: dict[str, Any], mode: str) -> tuple[Image.Image, int]:
-    """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (PIL image in ``mode``, label)."""
-    ext = next(k for k in sample if not k.startswith("__") and k != "cls")
-    with Image.open(io.BytesIO(sample[ext])) as img:
-        check_size(img)
-        img.load()
-        return to_mode(img, mode), int(sample["cls"])
-
-
-def as_uint8(img: Image.Image) -> torch.Tensor:
-    """PIL image -> uint8 ``(C, H, W)``."""
-    array = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).reshape(img.height, img.width, -1).permute(2, 0, 1).contiguous()
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Samples ``start <= i < stop`` of one shard."""
-
-    url: str
-    start: int
-    stop: int
+Segment = tuple[str, int, int]  # (shard url, start, stop): samples start <= i < stop of one shard
 
 
 def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[Segment]:
     """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as shard segments."""
-    total = sum(counts[i] for i in order)
-    offsets = np.cumsum([0] + [counts[i] for i in order]).tolist()
     segments: list[Segment] = []
-    p = lo
+    p = 0  # position of the shard's first sample
     while p < hi:
-        q = p % total
-        k = int(np.searchsorted(offsets, q, side="right")) - 1
-        take = min(hi - p, offsets[k + 1] - q)
-        segments.append(Segment(urls[order[k]], q - offsets[k], q - offsets[k] + take))
-        p += take
+        for i in order:
+            start, stop = max(lo, p), min(hi, p + counts[i])
+            if start < stop:
+                segments.append((urls[i], start - p, stop - p))
+            p += counts[i]
     return segments
 
 
@@ -264,23 +225,19 @@ class ShardSet(IterableDataset):
         wds = _wds()
         recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
         owed = 0
-        for seg in segments:
+        for url, start, stop in segments:
             got, problem = 0, "it ends early"
             try:
-                for i, sample in enumerate(wds.tariterators.tarfile_samples(iter([{"url": seg.url}]))):
-                    if i >= seg.stop:
-                        break
-                    if i >= seg.start:
-                        got += 1
-                        recent.append(sample)
-                        yield sample
+                for sample in islice(wds.tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
+                    got += 1
+                    recent.append(sample)
+                    yield sample
             except Exception as exc:  # tarfile, gopen and network errors come in many types
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
-            if got < seg.stop - seg.start:
+            if got < stop - start:
                 log.warning("wds: %s: read %d of the %d samples asked for (%s); skipping the rest of this shard "
-                            "this epoch, earlier samples stand in for them", seg.url, got, seg.stop - seg.start,
-                            problem)
-                owed += seg.stop - seg.start - got
+                            "this epoch, earlier samples stand in for them", url, got, stop - start, problem)
+                owed += stop - start - got
             while owed and recent:
                 owed -= 1
                 yield recent[owed % len(recent)]
@@ -288,12 +245,13 @@ class ShardSet(IterableDataset):
             raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
 
     def load(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        img, label = decode(sample, self.mode)
+        """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (transformed image, label)."""
+        ext = next(k for k in sample if not k.startswith("__") and k != "cls")
+        img, label = load_image(io.BytesIO(sample[ext]), self.mode), int(sample["cls"])
         if not 0 <= label < len(self.classes):
             raise UserError(f"wds: {sample.get('__url__')}: sample {sample.get('__key__')} has label {label}, not a "
                             f"class index below {len(self.classes)}")
-        x = as_uint8(img) if self.tensor_input else img
-        return self.transform(x), label
+        return self.transform(pil_to_tensor(img) if self.tensor_input else img), label
 
     def items(self, stream: Iterator[dict[str, Any]]) -> Iterator[tuple[torch.Tensor, int]]:
         """``load`` of each sample; one that does not decode is skipped with a warning and the previous (or next)
@@ -364,31 +322,19 @@ class ShardBatches(IterableDataset):
     def __len__(self) -> int:
         return sum(math.ceil((b - a) / self.batch_size) for a, b in map(self._worker_range, range(self.workers)))
 
-    def positions(self, wid: int, epoch: int) -> list[Segment]:
-        lo, hi = self._worker_range(wid)
-        order = self.shards._order(self.train, self.seed, epoch)
-        return _segments(self.shards.urls, self.shards.counts, order, lo, hi)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         worker = get_worker_info()
-        wid = worker.id if worker else 0
-        count = worker.num_workers if worker else 1
+        wid, count = (worker.id, worker.num_workers) if worker else (0, 1)
         if count != self.workers:
             raise RuntimeError(f"built for {self.workers} loader workers, iterated by {count}")
-        epoch = int(self._epoch[0])
-        stream: Iterator[dict[str, Any]] = self.shards._raw(self.positions(wid, epoch))
+        epoch, wds = int(self._epoch[0]), _wds()
+        order = self.shards._order(self.train, self.seed, epoch)
+        stream = self.shards._raw(_segments(self.shards.urls, self.shards.counts, order, *self._worker_range(wid)))
         if self.train:
             seed = np.random.SeedSequence([self.seed, epoch, self.rank, wid]).generate_state(2)
             torch.manual_seed(int(seed[0]) << 32 | int(seed[1]))  # augmentation
-            stream = _wds().shuffle(SHUFFLE_BUFFER, SHUFFLE_BUFFER // 10, rng=random.Random(int(seed[0])))(stream)
-        batch: list[tuple[torch.Tensor, int]] = []
-        for item in self.shards.items(stream):
-            batch.append(item)
-            if len(batch) == self.batch_size:
-                yield default_collate(batch)
-                batch = []
-        if batch:
-            yield default_collate(batch)
+            stream = wds.shuffle(SHUFFLE_BUFFER, SHUFFLE_BUFFER // 10, rng=random.Random(int(seed[0])))(stream)
+        yield from wds.batched(self.batch_size, collation_fn=default_collate)(self.shards.items(stream))
 
 
 def shard_loader(shards: ShardSet, batch_size: int, rank: int, world_size: int, train: bool, seed: int,
@@ -405,20 +351,16 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
         check_shards(location, meta)
     pre = meta["preprocessing"]
     img_size, in_chans = cfg.img_size or pre["img_size"], cfg.in_chans or pre["in_chans"]
-    from .stats import adapt_stats
-
     mean, std = adapt_stats((tuple(pre["mean"]), tuple(pre["std"])), in_chans)
-    tensor_input = meta.get("kind") == "tensor"
-    mode = "L" if in_chans == 1 else "RGB"
+    tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
+    mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        if tensor_input:  # small images held as tensors at the source: the same tensor pipeline
-            native_mode = "L" if pre["in_chans"] == 1 else "RGB"
+        if tensor_input:
             transform = tensor_transform(cfg, train, pre["img_size"], img_size, in_chans, mean, std)
-            sets.append(ShardSet(location, meta, split, transform, native_mode, True, subset))
         else:
             transform = pil_transform(cfg, train, img_size, in_chans, mean, std)
-            sets.append(ShardSet(location, meta, split, transform, mode, False, subset))
+        sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
                     img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
                     input_from=input_origin(cfg, META))

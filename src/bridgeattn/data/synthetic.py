@@ -21,11 +21,8 @@ def _templates() -> torch.Tensor:
 
 
 def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` samples: uint8 images ``(n, 3, 32, 32)`` and labels ``(n,)`` cycling through the classes.
-
-    Each image is its class template plus Gaussian noise (std 0.2) from a generator seeded with ``seed``,
-    so the same ``(n, seed)`` always gives the same tensors.
-    """
+    """``n`` samples: uint8 images ``(n, 3, 32, 32)`` (class template plus noise of std 0.2, seeded with ``seed``)
+    and labels ``(n,)`` cycling through the classes."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % NUM_CLASSES
     noise = 0.2 * torch.randn(n, 3, NATIVE_SIZE, NATIVE_SIZE, generator=gen)

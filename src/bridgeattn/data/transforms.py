@@ -1,9 +1,5 @@
-"""Train/eval transforms for the three recipes, for in-memory uint8 tensors and for PIL images.
-
-``light``: small images; random crop with zero padding (img_size/8, 4 px at 28-32 px) and a horizontal flip.
-``imagenet``: timm's ``create_transform`` (RandomResizedCrop, RandAugment, color jitter, random erasing, bicubic;
-eval resize to img_size/crop_pct and center crop). ``none``: resize (folders: plus center crop) and normalise.
-Every pipeline ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std.
+"""Train/eval transforms of the recipes ``light``, ``imagenet`` (timm's) and ``none`` (docs/data.md), for in-memory
+uint8 tensors and for PIL images; each ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std.
 """
 from __future__ import annotations
 
@@ -39,15 +35,12 @@ class MatchChannels(nn.Module):
 
 
 class PadCropFlip(nn.Module):
-    """Light-recipe augmentation of a ``(C, S, S)`` tensor: zero-pad, random ``S x S`` crop, horizontal flip (p=0.5).
+    """Light-recipe augmentation of a ``(C, S, S)`` tensor: zero-pad, random ``S x S`` crop, horizontal flip (p=0.5);
+    as ``v2.RandomCrop(S, padding=pad)`` + ``v2.RandomHorizontalFlip()`` at a quarter of their per-sample cost."""
 
-    Same result as ``v2.RandomCrop(S, padding=pad)`` + ``v2.RandomHorizontalFlip()`` (and the same torch RNG),
-    at a quarter of their per-sample dispatch cost, which matters for 60k tiny images an epoch.
-    """
-
-    def __init__(self, pad: int) -> None:
+    def __init__(self, img_size: int) -> None:
         super().__init__()
-        self.pad = pad
+        self.pad = max(1, int(img_size / 8 + 0.5))  # an eighth of the side, 4 px at 28-32 px
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
@@ -68,12 +61,7 @@ class NormalizeUint8(nn.Module):
         return (img.float() - self.shift) / self.scale
 
 
-def crop_padding(img_size: int) -> int:
-    """Zero padding of the light recipe's random crop: an eighth of the side, 4 px at 28-32 px."""
-    return max(1, int(img_size / 8 + 0.5))
-
-
-def _interpolation(name: str) -> InterpolationMode:
+def interpolation_mode(name: str) -> InterpolationMode:
     try:
         return InterpolationMode(name)
     except ValueError:
@@ -83,28 +71,13 @@ def _interpolation(name: str) -> InterpolationMode:
 
 def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel)."""
-    if train:
-        return create_transform(
-            (in_chans, img_size, img_size), is_training=True, auto_augment=cfg.auto_augment,
-            color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel", interpolation=cfg.interpolation,
-            mean=mean, std=std)
+    """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel); timm leaves the augmentation options
+    out of evaluation, and ``crop_pct`` out of training."""
     # timm's "random" interpolation is a training augmentation; evaluation resizes bicubic.
-    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
-    return create_transform((in_chans, img_size, img_size), is_training=False, interpolation=interpolation,
-                            crop_pct=cfg.crop_pct, mean=mean, std=std)
-
-
-def check_transform_options(cfg: DataConfig) -> None:
-    """``UserError`` for options no recipe can use; timm's ``random`` interpolation only with the imagenet recipe."""
-    if cfg.recipe not in RECIPES:
-        raise UserError(f"unknown data recipe {cfg.recipe!r}; use one of: {', '.join(RECIPES)}")
-    if not (cfg.recipe == "imagenet" and cfg.interpolation == "random"):
-        _interpolation(cfg.interpolation)
-    if not 0 < cfg.crop_pct <= 1:
-        raise UserError(f"crop_pct must be in (0, 1], got {cfg.crop_pct}")
-    if not 0 <= cfg.reprob <= 1:
-        raise UserError(f"reprob (random erasing probability) must be in [0, 1], got {cfg.reprob}")
+    interpolation = "bicubic" if cfg.interpolation == "random" and not train else cfg.interpolation
+    return create_transform((in_chans, img_size, img_size), is_training=train, auto_augment=cfg.auto_augment,
+                            color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel",
+                            interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
 def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
@@ -114,13 +87,10 @@ def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: i
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
         to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
         return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
-    steps: list[nn.Module] = []
+    steps: list[nn.Module] = [MatchChannels(in_chans)]
     if img_size != native_size:
-        steps.append(v2.Resize(img_size, interpolation=_interpolation(cfg.interpolation), antialias=True))
-    steps.append(MatchChannels(in_chans))
-    if train and cfg.recipe == "light":
-        steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose([*steps, NormalizeUint8(mean, std)])
+        steps.insert(0, v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True))
+    return _uint8_pipeline(cfg, train, steps, img_size, mean, std)
 
 
 def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
@@ -128,9 +98,13 @@ def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
     """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
     if cfg.recipe == "imagenet":
         return _timm_transform(cfg, train, img_size, in_chans, mean, std)
-    interpolation = _interpolation(cfg.interpolation)
-    steps: list[nn.Module] = [v2.Resize(img_size, interpolation=interpolation, antialias=True),
-                              v2.CenterCrop(img_size), v2.PILToTensor()]
-    if train and cfg.recipe == "light":
-        steps.append(PadCropFlip(crop_padding(img_size)))
-    return v2.Compose([*steps, NormalizeUint8(mean, std)])
+    resize = v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)
+    return _uint8_pipeline(cfg, train, [resize, v2.CenterCrop(img_size), v2.PILToTensor()], img_size, mean, std)
+
+
+def _uint8_pipeline(cfg: DataConfig, train: bool, steps: list[nn.Module], img_size: int,
+                    mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
+    """``steps`` to a uint8 ``(C, img_size, img_size)`` tensor, the light recipe's augmentation when training, and
+    normalisation."""
+    augment = [PadCropFlip(img_size)] if train and cfg.recipe == "light" else []
+    return v2.Compose([*steps, *augment, NormalizeUint8(mean, std)])
