@@ -1,19 +1,23 @@
 """Atomic file writes: a reader (or a crash, or a full disk) sees the old file or the new one, never half of one.
 
-Every file the package writes (run folders, reports, checkpoints, figures) goes through ``atomic_path``: the
-content is written to a hidden temp file beside the target (``.NAME.bridgeattn-tmp-PID``), flushed to disk, then
-renamed over the target with ``os.replace``, which is atomic within one file system. Only names of that form are
-ever cleaned up: a user's own ``.notes.tmp-1`` is not the package's to delete.
+Every file the package writes goes through ``atomic_path``: a hidden temp file beside the target
+(``.NAME.bridgeattn-tmp-PID``), flushed, then ``os.replace``d over it. Only temp names of that form are ever
+cleaned up: a user's own ``.notes.tmp-1`` is not the package's to delete.
 """
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import UserError
 
 TEMP_MARK = ".bridgeattn-tmp-"
 _TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}\d+")
@@ -29,21 +33,8 @@ def is_temp(path: Path) -> bool:
     return _TEMP_NAME.fullmatch(path.name) is not None
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder: to make a rename in it durable) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -61,12 +52,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = temp_path(path)
     try:
         yield tmp
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    fsync_dir(path.parent)
+    with contextlib.suppress(OSError):  # some file systems cannot open or flush a folder
+        _fsync(path.parent)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
@@ -91,6 +83,15 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically; non-finite floats become ``null`` (valid JSON)."""
     write_text(path, json.dumps(_finite(data), indent=1) + "\n")
+
+
+def write_csv(path: str | os.PathLike[str], columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts; keys beyond ``columns`` are left out) as a CSV table to ``path`` atomically."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, table.getvalue())
 
 
 def _finite(value: Any) -> Any:
@@ -121,8 +122,6 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False, flag: 
     must be a folder in which a file can be created (probed with a temp file that is removed again, so read-only
     file systems, ``/proc`` and permissions are judged by the kernel, not guessed); nothing else is created.
     """
-    from .errors import UserError
-
     path = Path(path)
     if path.exists() or path.is_symlink():
         if folder and not path.is_dir():
@@ -135,8 +134,6 @@ def check_writable(path: str | os.PathLike[str], *, folder: bool = False, flag: 
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise UserError(f"{flag} {path}: {ancestor} is a file, so no folder can be created in it")
-    import tempfile
-
     try:
         fd, probe = tempfile.mkstemp(prefix=".bridgeattn-probe-", dir=ancestor)
     except OSError as exc:
