@@ -61,7 +61,6 @@ class Run:
     ema: ModelEmaV3 | None
     amp_dtype: torch.dtype | None
     updates_per_epoch: int
-    params: int
     custom_model: bool = False  # the caller's nn.Module rather than cfg.model from the registry
     recorder: RunRecorder | None = None
     stop: StopRequest = field(default_factory=StopRequest)
@@ -80,6 +79,14 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.dist.device
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.optim.batch_size * self.cfg.optim.grad_accum * self.dist.world_size
 
     def lr(self) -> float:
         return max(group["lr"] for group in self.optimizer.param_groups)
@@ -170,21 +177,6 @@ class NonFiniteGuard:
         return loss * torch.where(self.finite, 1.0, math.nan)  # NaN gradients carry the vote to every rank
 
 
-def nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: int) -> None:
-    """Count a skipped step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
-    run.skipped_steps += 1
-    where = f"step {step} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
-    last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
-    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    if run.skipped_steps > run.cfg.run.skip_nonfinite:
-        hint = (f"more than --skip-nonfinite {run.cfg.run.skip_nonfinite} bad steps" if run.cfg.run.skip_nonfinite
-                else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
-        raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
-    if run.dist.is_main:
-        log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps,
-                    run.cfg.run.skip_nonfinite)
-
-
 class LossWindow:
     """Per-micro-batch losses and "skipped" flags kept on the device, brought to the host every ``SYNC_EVERY``
     optimizer steps and at the end of an epoch (one collective, one read), so no step waits for the device; the
@@ -223,6 +215,20 @@ class LossWindow:
         self.bar.close()
         return self.sums
 
+    def skip(self, what: str, step: int, batch: int) -> None:
+        """Count a skipped step with a NaN/Inf loss or gradient; stop the run beyond ``skip_nonfinite`` of them."""
+        run, allowed = self.run, self.run.cfg.run.skip_nonfinite
+        run.skipped_steps += 1
+        where = f"step {step} (epoch {self.epoch + 1}, batch {batch + 1}/{self.batches})"
+        if run.skipped_steps > allowed:
+            last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
+            kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            hint = (f"more than --skip-nonfinite {allowed} bad steps" if allowed
+                    else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
+            raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
+        if run.dist.is_main:
+            log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps, allowed)
+
     def read(self, end: int) -> tuple[float, float]:
         """Add micro-batches ``first .. end - 1`` with a finite loss on every rank, one at a time (the same sums
         wherever windows start: a mid-epoch resume starts one); report bad steps. Returns the sums."""
@@ -239,9 +245,9 @@ class LossWindow:
             step = self.first_step + index // accum + 1
             if bad:
                 value = step_losses[bad[0]] / (self.samples * world)
-                nonfinite(self.run, f"non-finite loss ({value})", step, self.epoch, index + bad[0], self.batches)
+                self.skip(f"non-finite loss ({value})", step, index + bad[0])
             elif skipped[start + accum - 1]:
-                nonfinite(self.run, "non-finite gradient", step, self.epoch, index + accum - 1, self.batches)
+                self.skip("non-finite gradient", step, index + accum - 1)
             for value in step_losses:
                 if math.isfinite(value):
                     loss_sum += value

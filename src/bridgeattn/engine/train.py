@@ -324,7 +324,6 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
         cfg.data.img_size, cfg.data.in_chans = data_info.img_size, data_info.in_chans
     model, report = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
                                  resuming=state is not None)
-    params = sum(p.numel() for p in model.parameters())
     if cfg.run.sync_bn:
         if info.device.type != "cuda":
             raise UserError("--sync-bn needs CUDA devices; drop --sync-bn on CPU")
@@ -350,7 +349,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                                       broadcast_buffers=True)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
-              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
+              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch,
               custom_model=user_model is not None, init_from=report)
     if state is not None:
         _restore(run, state)
@@ -423,7 +422,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "params": run.params,
         "num_classes": run.data_info.num_classes,
         "world_size": run.dist.world_size,
-        "global_batch": run.cfg.optim.batch_size * run.cfg.optim.grad_accum * run.dist.world_size,
+        "global_batch": run.global_batch,
         "device": str(run.device),
         "seed": run.cfg.run.seed,
         "skipped_steps": run.skipped_steps,
@@ -492,11 +491,9 @@ def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
     if main:
-        global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * run.dist.world_size
         log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
-              f"{run.data_info.describe_input()}: {epochs} epochs x "
-              f"{run.updates_per_epoch} steps, global batch {global_batch}"
-              f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
+                 f"{run.data_info.describe_input()}: {epochs} epochs x {run.updates_per_epoch} steps, global batch "
+                 f"{run.global_batch}, {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
     if run.init_from is not None and run.step == 0:  # where --init-from starts: scored before any step
         start = _evaluate(run)
@@ -504,7 +501,7 @@ def _fit(run: Run) -> dict[str, Any]:
         if main:
             log.info(f"step 0 (--init-from): val top1 {start['top1']:.2f}  top5 {start['top5']:.2f}"
                      f"  loss {start['loss']:.4f}")
-    for epoch in range(run.start_epoch, cfg.optim.epochs):
+    for epoch in range(run.start_epoch, epochs):
         run.sampler.set_epoch(epoch)
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
         partial, run.partial = run.partial, None
