@@ -264,7 +264,7 @@ def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None)
     """
     net, accum = run.net, run.cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    done, before, sums, loader = resume_position(run, partial)
+    done, seconds_before, sums, loader = resume_position(run, partial)
     window = LossWindow(run, epoch, batches, done, sums)
     guard = NonFiniteGuard(run.model, enabled=run.cfg.run.skip_nonfinite > 0)
     params = [p for p in run.model.parameters() if p.requires_grad]
@@ -298,7 +298,7 @@ def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None)
             break
     sums = window.close(stopped_at or batches)
     del loader
-    seconds = before + time.perf_counter() - window.start
+    seconds = seconds_before + time.perf_counter() - window.start
     if stopped_at:
         return {"stopped_at": stopped_at, "sums": list(sums), "epoch_time_s": seconds, "lr_curve": lr_curve}
     return {"train_loss": sums[0] / max(sums[1], 1.0), "train_samples": int(sums[1]), "epoch_time_s": seconds,
