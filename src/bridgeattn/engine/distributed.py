@@ -1,8 +1,5 @@
-"""Distributed training in a few lines: torchrun's environment, gloo on CPU / nccl on CUDA, exact reductions.
-
-One process per device. ``torchrun`` (torch.distributed.run) sets RANK, WORLD_SIZE and LOCAL_RANK; without them
-the run is a single process and every helper here is a no-op.
-"""
+"""Distributed training under torchrun: one process per device, gloo on CPU / nccl on CUDA, exact reductions.
+Without torchrun's RANK, WORLD_SIZE and LOCAL_RANK the run is one process and every helper here is a no-op."""
 from __future__ import annotations
 
 import ctypes
@@ -27,7 +24,6 @@ from ..errors import UserError
 class DistInfo:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -59,41 +55,29 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def collective_timeout() -> timedelta:
-    """How long joining the group or a collective may wait for the other ranks (``BRIDGEATTN_DIST_TIMEOUT_S``).
-
-    A rank that waits longer fails, so that torchrun's ``--max-restarts`` can restart the job instead of it
-    hanging (a restarted gloo group can stall while connecting on a loaded machine).
-    """
+    """How long a rank waits for the others (``BRIDGEATTN_DIST_TIMEOUT_S``) before it fails, so that torchrun's
+    ``--max-restarts`` restarts the job instead of it hanging."""
     return timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
 
 
 def _attempt_store(rank: int, world: int) -> dist.Store:
-    """The rendezvous store of this torchrun attempt, its keys prefixed by the restart count.
-
-    After an elastic restart the store still holds the previous attempt's keys (among them the addresses of
-    the killed processes); without a fresh prefix a restarted rank can try to connect to a dead peer.
-    """
+    """The rendezvous store of this torchrun attempt: prefixed by the restart count, since after an elastic
+    restart the store still holds the killed processes' addresses."""
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=not agent_store and rank == 0, timeout=collective_timeout())
     return dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Have the kernel send ``sig`` to this process when its parent dies (Linux; elsewhere a no-op).
-
-    A torchrun worker whose launcher is killed would otherwise train on as an orphan, writing into a run folder
-    whose lock has gone.
-    """
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux only), so a worker whose launcher
+    was killed does not train on into a run folder whose lock has gone."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
             return
     except (OSError, AttributeError):
         return
@@ -122,7 +106,7 @@ def setup(device: str = "auto") -> DistInfo:
         global _control_group
         # a CPU group for small votes (stop requests), so they never wait on the device
         _control_group = dist.new_group(backend="gloo", timeout=collective_timeout()) if dev.type == "cuda" else None
-    return DistInfo(rank, world, local, dev)
+    return DistInfo(rank, world, dev)
 
 
 _control_group: Any = None
@@ -169,12 +153,9 @@ def all_gather_object(obj: Any) -> list[Any]:
 
 
 class StopVote:
-    """Ranks agree to stop at the same optimizer step when any of them was asked to, without a host wait.
-
-    ``poll(wanted)`` is called once per step on every rank; each call starts an asynchronous all-reduce of the
-    rank's wish and reads the one started by the previous call, so every rank gets the same answer at the same
-    step, one step after the request.
-    """
+    """Ranks agree to stop at the same optimizer step when any of them was asked to, without a host wait: each
+    ``poll(wanted)`` (once per step on every rank) starts an asynchronous all-reduce of the wish and reads the one
+    the previous call started, so every rank gets the same answer one step after the request."""
 
     def __init__(self) -> None:
         self.buffer = torch.zeros(1)
@@ -214,14 +195,9 @@ class ResumableSampler(DistributedSampler):
 
 def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
                     env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
-    """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes under torchrun; its status.
-
-    ``extra`` goes to torchrun, ``train_args`` (the launch options) to ``bridgeattn train``, ``env`` to the workers.
-
-    ``--standalone`` picks a free rendezvous port on this machine. For several machines call torchrun directly
-    with its rendezvous flags (docs/training.md). SIGTERM, SIGUSR1 and Ctrl-C to this process are passed on once
-    to torchrun, which passes them to the workers (they checkpoint and stop); a second one, or this process's
-    death, kills torchrun and so its workers. Returns 128 + the signal number when stopped by a signal.
+    """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes on this machine under
+    torchrun (``extra``: its flags; ``env``: the workers'); its status, 128 + the signal number after a signal.
+    SIGTERM, SIGUSR1 and Ctrl-C are passed on once (the workers checkpoint and stop); a second one kills torchrun.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            f"--max-restarts={max_restarts}", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",

@@ -17,13 +17,10 @@ from .hardware import autocast
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | None = None,
              num_classes: int | None = None, amp_dtype: torch.dtype | None = None, channels_last: bool = False,
              progress: bool = False) -> dict[str, Any]:
-    """Evaluate ``model`` on ``loader`` (items ``(B, C, H, W)`` images, ``(B,)`` labels).
-
-    Under DDP each process evaluates its own shard (sampler ``range(rank, len(dataset), world_size)``: no padded
-    repeats) and the sums are all-reduced, so the counts are exact. Returns ``top1``/``top5`` (percent), ``loss``
-    (mean cross-entropy), ``count``, ``per_class`` (accuracy per class, percent; None for classes without
-    samples) and ``confusion`` (rows: true class, columns: predicted class).
-    """
+    """Evaluate ``model`` on ``loader`` (``(B, C, H, W)`` images, ``(B,)`` labels): ``top1``/``top5`` (%), ``loss``
+    (mean cross-entropy), ``count``, ``per_class`` (%, None without samples) and ``confusion`` (rows: true class).
+    Under DDP each rank evaluates its shard (``range(rank, len(dataset), world)``: no padded repeats) and the sums
+    are all-reduced, so the counts are exact."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -1,12 +1,5 @@
-"""Fine-tuning: start a run from other weights (``--init-from``) and give the new gates their own learning rate.
-
-``--init-from`` takes what ``load_model`` takes: a run folder, a checkpoint, a hub folder, a ``.safetensors``
-file or a timm name (``resnet50.a1_in1k``). Plain weights are
-warm-started (:func:`bridgeattn.models.warmstart.warm_state_dict`: the bridged model starts as the plain function),
-weights of the model itself are loaded as they are. ``--gate-lr-scale`` multiplies the learning rate of the
-gate parameters that the plain weights lacked: their param groups start at ``lr * scale``, and timm's
-schedulers shape every group from its own starting value.
-"""
+"""Fine-tuning: start a run from any weights ``load_model`` takes (``--init-from``; plain weights are warm-started,
+the model's own loaded as they are) and give the new gates their own learning rate (``--gate-lr-scale``)."""
 from __future__ import annotations
 
 import logging
@@ -24,11 +17,9 @@ __all__ = ["gate_parameter_names", "init_from", "optimizer_params"]
 
 
 def init_from(model: nn.Module, spec: str, unsafe: bool = False) -> dict[str, Any]:
-    """Load ``spec``'s weights (any location ``load_model`` takes) into ``model`` in place, warm-starting from
-    plain weights. Logs and returns what was loaded and how: ``source``, ``how`` ("warm start" or "own weights"),
-    ``gates`` (warm-started), ``loaded`` (tensors taken), ``dropped`` (given but unused: an SE the bridge
-    replaces), ``reshaped`` (a classifier kept fresh for another number of classes, a first conv adapted to other
-    input channels) and ``exact`` (the model starts as the function the weights computed)."""
+    """Load ``spec``'s weights into ``model`` in place, warm-starting from plain weights. Logs and returns ``source``,
+    ``how`` ("warm start" or "own weights"), ``gates``, ``loaded``, ``dropped`` (unused: an SE the bridge replaces),
+    ``reshaped`` (a fresh classifier, an adapted first conv) and ``exact`` (starts as the weights' function)."""
     given = load_model(spec, unsafe=unsafe, build=False).state
     state = warm_state_dict(model, given)
     model.load_state_dict(state)
@@ -57,11 +48,8 @@ def gate_parameter_names(model: nn.Module) -> set[str]:
 def optimizer_params(
     model: nn.Module, lr: float, weight_decay: float, filter_bias_and_bn: bool, gate_lr_scale: float = 1.0
 ) -> nn.Module | list[dict[str, Any]]:
-    """What ``create_optimizer_v2`` takes: the model itself, or param groups when the gates get another lr.
-
-    The groups keep timm's rule (no weight decay on biases, norms and ``no_weight_decay()`` names when
-    ``filter_bias_and_bn``) and give the gate groups the learning rate ``lr * gate_lr_scale``.
-    """
+    """What ``create_optimizer_v2`` takes: the model itself, or param groups keeping timm's weight-decay rule whose
+    gate groups start at ``lr * gate_lr_scale`` (timm's schedulers shape each group from its own start)."""
     if gate_lr_scale == 1.0:
         return model
     if gate_lr_scale <= 0:

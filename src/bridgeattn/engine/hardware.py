@@ -1,12 +1,7 @@
-"""Hardware-dependent numerics in one place: the autocast dtype, what a run reports about its choices, and the one
-timed training step (:func:`step_function`, :func:`time_steps`) of the benchmark and the CPU probe.
-
-One policy for training, evaluation and benchmarks. On CUDA mixed precision is float16 (with a grad scaler); on a
-CPU it is bfloat16, and only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX): elsewhere oneDNN
-emulates it and a bf16 step is slower than a float32 one. ``BRIDGEATTN_NO_NATIVE_BF16=1`` makes a fast CPU behave
-like one without native bf16; together with ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` it emulates an
-AVX2-only machine (docs/speed.md, "Emulating the slow CPU").
-"""
+"""Hardware-dependent numerics, one policy for training, evaluation and benchmarks: float16 autocast on CUDA,
+bfloat16 on a CPU only where it computes bf16 natively (elsewhere it is slower than float32); the run's report of
+its choices; the one timed training step of the benchmark and the CPU probe. ``BRIDGEATTN_NO_NATIVE_BF16=1``
+emulates a CPU without native bf16 (docs/speed.md, "Emulating the slow CPU")."""
 from __future__ import annotations
 
 import contextlib
@@ -27,11 +22,8 @@ _ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX) and oneDNN may use it.
-
-    False when ``BRIDGEATTN_NO_NATIVE_BF16`` is set (to anything but ``0``) or ``ONEDNN_MAX_CPU_ISA`` caps oneDNN
-    below AVX512_CORE_BF16.
-    """
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX) and oneDNN may use it: not when
+    ``BRIDGEATTN_NO_NATIVE_BF16`` is set (to anything but ``0``) or ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below it."""
     if os.environ.get(NO_NATIVE_BF16_ENV, "0") not in ("", "0"):
         return False
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_BF16:
@@ -41,11 +33,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def amp_dtype_for(amp: bool, device: torch.device, amp_dtype: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device``, or None for float32.
-
-    ``auto``: float16 on CUDA; bfloat16 on a CPU with native bf16; float32 on other CPUs. An explicit ``bfloat16``
-    is honoured everywhere (slow without native bf16); ``float16`` needs CUDA.
-    """
+    """The autocast dtype for ``device``, or None for float32. ``auto``: float16 on CUDA, bfloat16 on a CPU with
+    native bf16, float32 on other CPUs; ``bfloat16`` is honoured everywhere; ``float16`` needs CUDA."""
     if not amp:
         return None
     if amp_dtype == "bfloat16":
@@ -120,14 +109,10 @@ def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> fl
 
 def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, try_bf16: bool,
                        rounds: int = 3) -> tuple[dict[str, Any], str]:
-    """Which precision, memory format and thread count train ``model`` fastest on this CPU right now.
-
-    Candidates: float32 and (only when ``try_bf16`` and the CPU has native bf16, :func:`cpu_has_native_bf16`) bf16
-    autocast; NCHW and channels_last; PyTorch's thread count and one thread (on a busy machine the threads of a
-    step wait for each other). After one warm-up step each, ``rounds`` rounds time one step of every candidate in
-    turn, so a load that changes hits them alike; the median decides. The thread count is left as it was.
-    Returns ``{"amp": bool, "channels_last": bool, "threads": int}`` and a line with each candidate's img/s.
-    """
+    """Which precision (float32, or bf16 with ``try_bf16`` on a native-bf16 CPU), memory format and thread count
+    (torch's or one) train ``model`` fastest on this CPU now: ``{"amp", "channels_last", "threads"}`` and a line of
+    img/s. After a warm-up step, ``rounds`` rounds time one step of each candidate in turn (a changing load hits
+    them alike); the median decides."""
     dtypes: list[torch.dtype | None] = [None]
     if try_bf16 and cpu_has_native_bf16():
         dtypes.append(torch.bfloat16)

@@ -1,13 +1,5 @@
-"""Stopping on request: SIGTERM, SIGUSR1 (what SLURM and Kubernetes send before preemption) and Ctrl-C.
-
-During ``train`` the first such signal only sets a flag; the loop finishes the optimizer step it is in, all ranks
-agree to stop at the same step, a checkpoint of the exact position (epoch, batch, RNG states) is written,
-summary.json says "interrupted" with the command that continues the run, and ``TrainingInterrupted`` is raised.
-A second Ctrl-C stops at once (the last checkpoint stays the one to resume from).
-
-Exit statuses of ``bridgeattn train``: ``EXIT_TERMINATED`` (143) after SIGTERM or SIGUSR1, ``EXIT_CTRL_C`` (130)
-after Ctrl-C; in both cases the run continues exactly with ``--resume auto``.
-"""
+"""Stopping on request: SIGTERM, SIGUSR1 (sent before preemption) and Ctrl-C only set a flag; the ranks stop at
+the same step and checkpoint the exact position (docs/training.md, "Stopping and preemption")."""
 from __future__ import annotations
 
 import signal
@@ -22,9 +14,7 @@ SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
 class TrainingInterrupted(KeyboardInterrupt):
     """The run stopped on a signal or Ctrl-C after writing its state; continue it with ``resume_command``.
-
-    A ``KeyboardInterrupt``, so code that catches ``Exception`` does not swallow a request to stop.
-    """
+    A ``KeyboardInterrupt``, so code that catches ``Exception`` does not swallow a request to stop."""
 
     def __init__(self, message: str, signal_name: str, resume_command: str, checkpoint: str | None) -> None:
         super().__init__(message)

@@ -1,5 +1,5 @@
-"""``train_one_epoch`` and what it is built from: the run's state, where an epoch (re)starts, the optimizer step,
-the non-finite guard and the host-sync window."""
+"""``train_one_epoch`` and its parts: the run's state, where an epoch (re)starts, the optimizer step, the
+non-finite guard and the host-sync window."""
 from __future__ import annotations
 
 import contextlib
@@ -61,7 +61,6 @@ class Run:
     ema: ModelEmaV3 | None
     amp_dtype: torch.dtype | None
     updates_per_epoch: int
-    params: int
     custom_model: bool = False  # the caller's nn.Module rather than cfg.model from the registry
     recorder: RunRecorder | None = None
     stop: StopRequest = field(default_factory=StopRequest)
@@ -80,6 +79,14 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.dist.device
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.optim.batch_size * self.cfg.optim.grad_accum * self.dist.world_size
 
     def lr(self) -> float:
         return max(group["lr"] for group in self.optimizer.param_groups)
@@ -112,12 +119,9 @@ def to_device(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[tor
 
 
 def optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:
-    """Clip, step, update the scaler and EMA; with ``skip_nonfinite`` skip a step whose gradients are not finite.
-
-    Returns the device-side "skipped" flag (0-dim bool) when skipping is on, else None. The flag is computed from
-    the gradient norm, on the device. Torch's fused optimizers (and the fp16 GradScaler) take it without a host
-    read; any other optimizer needs one host read of it per optimizer step, the price of skipping a step exactly
-    (zeroing the gradients instead would still apply weight decay and momentum).
+    """Clip, step, update the scaler and EMA; with ``skip_nonfinite`` skip a step whose gradient norm is not finite
+    and return that device-side flag (0-dim bool), else None. Fused optimizers and the fp16 scaler take the flag on
+    the device; others read it once per step (zeroing the gradients would still apply weight decay and momentum).
     """
     cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
     skip = cfg.run.skip_nonfinite > 0
@@ -173,31 +177,19 @@ class NonFiniteGuard:
         return loss * torch.where(self.finite, 1.0, math.nan)  # NaN gradients carry the vote to every rank
 
 
-def nonfinite(run: Run, what: str, step: int, epoch: int, batch: int, batches: int) -> None:
-    """Count a skipped step with a NaN/Inf loss; stop the run when more than ``skip_nonfinite`` were seen."""
-    run.skipped_steps += 1
-    where = f"step {step} (epoch {epoch + 1}, batch {batch + 1}/{batches})"
-    last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
-    kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    if run.skipped_steps > run.cfg.run.skip_nonfinite:
-        hint = (f"more than --skip-nonfinite {run.cfg.run.skip_nonfinite} bad steps" if run.cfg.run.skip_nonfinite
-                else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
-        raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
-    if run.dist.is_main:
-        log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps,
-                    run.cfg.run.skip_nonfinite)
-
-
 class LossWindow:
     """Per-micro-batch losses and "skipped" flags kept on the device, brought to the host every ``SYNC_EVERY``
-    optimizer steps and at the end of an epoch (one collective, one read), so no step waits for the device."""
+    optimizer steps and at the end of an epoch (one collective, one read), so no step waits for the device; the
+    progress bar shows what was read."""
 
     def __init__(self, run: Run, epoch: int, batches: int, done: int, sums: tuple[float, float]) -> None:
         self.run, self.epoch, self.batches = run, epoch, batches
         self.accum = run.cfg.optim.grad_accum
         self.values = torch.zeros(2, SYNC_EVERY * self.accum, device=run.device)  # loss x samples; skipped
         self.first, self.first_step = done, run.step - done // self.accum  # the window's first micro-batch
-        self.sums, self.samples = sums, run.cfg.optim.batch_size
+        self.sums, self.samples, self.start = sums, run.cfg.optim.batch_size, time.perf_counter()
+        self.bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{run.cfg.optim.epochs}", unit="batch",
+                        dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
 
     def add_loss(self, index: int, loss: torch.Tensor, samples: int) -> None:
         self.values[0, index - self.first] = loss.detach() * samples
@@ -206,8 +198,36 @@ class LossWindow:
         if skipped is not None:
             self.values[1, index - self.first] = skipped
 
-    def due(self) -> bool:
-        return (self.run.step - self.first_step) % SYNC_EVERY == 0
+    def advance(self, end: int, stepped: bool) -> None:
+        """Micro-batch ``end - 1`` is done; read the window after every ``SYNC_EVERY``-th optimizer step."""
+        self.bar.update(1)
+        if stepped and (self.run.step - self.first_step) % SYNC_EVERY == 0:
+            before = self.sums
+            loss_sum, seen = self.read(end)
+            self.bar.set_postfix(loss=f"{(loss_sum - before[0]) / max(seen - before[1], 1.0):.4f}",
+                                 lr=f"{self.run.lr():.2e}",
+                                 img_s=f"{seen / max(time.perf_counter() - self.start, 1e-9):.0f}")
+
+    def close(self, end: int) -> tuple[float, float]:
+        """Read what is left up to micro-batch ``end - 1``; the epoch's (loss x samples, samples)."""
+        if self.first < end:
+            self.read(end)
+        self.bar.close()
+        return self.sums
+
+    def skip(self, what: str, step: int, batch: int) -> None:
+        """Count a skipped step with a NaN/Inf loss or gradient; stop the run beyond ``skip_nonfinite`` of them."""
+        run, allowed = self.run, self.run.cfg.run.skip_nonfinite
+        run.skipped_steps += 1
+        where = f"step {step} (epoch {self.epoch + 1}, batch {batch + 1}/{self.batches})"
+        if run.skipped_steps > allowed:
+            last = ckpt.find_resume(run.folder, good_only=True) if run.dist.is_main else None
+            kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            hint = (f"more than --skip-nonfinite {allowed} bad steps" if allowed
+                    else "lower --lr, enable --clip-grad, or skip a few bad steps with --skip-nonfinite N")
+            raise TrainingStopped(f"{what} at {where}; stopped ({hint}); {kept}")
+        if run.dist.is_main:
+            log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps, allowed)
 
     def read(self, end: int) -> tuple[float, float]:
         """Add micro-batches ``first .. end - 1`` with a finite loss on every rank, one at a time (the same sums
@@ -225,9 +245,9 @@ class LossWindow:
             step = self.first_step + index // accum + 1
             if bad:
                 value = step_losses[bad[0]] / (self.samples * world)
-                nonfinite(self.run, f"non-finite loss ({value})", step, self.epoch, index + bad[0], self.batches)
+                self.skip(f"non-finite loss ({value})", step, index + bad[0])
             elif skipped[start + accum - 1]:
-                nonfinite(self.run, "non-finite gradient", step, self.epoch, index + accum - 1, self.batches)
+                self.skip("non-finite gradient", step, index + accum - 1)
             for value in step_losses:
                 if math.isfinite(value):
                     loss_sum += value
@@ -237,28 +257,21 @@ class LossWindow:
 
 
 def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One pass over the training data (the rest of it after ``partial``, the position a stopped run left);
-    returns the mean training loss, samples seen, seconds taken and the learning-rate curve, or, when all ranks
-    agreed to stop on a signal, ``stopped_at`` (batches done) with the running sums.
-
-    No step waits for the device: losses and "skipped" flags are read once per ``LossWindow``. A non-finite loss
-    therefore stops the run at the next read, naming the first bad step; the weights it touched are never
-    checkpointed. With ``skip_nonfinite`` a bad step is skipped on every rank (``NonFiniteGuard``,
-    ``optimizer_step``).
+    """One pass over the training data (the rest of it after ``partial``, where a stopped run left it): mean loss,
+    samples, seconds and the lr curve; or, when the ranks voted to stop on a signal, ``stopped_at`` (batches done)
+    with the running sums. A non-finite loss stops the run at the next ``LossWindow`` read, naming the first bad
+    step; with ``skip_nonfinite`` a bad step is skipped on every rank (``NonFiniteGuard``, ``optimizer_step``).
     """
-    cfg, net, accum = run.cfg, run.net, run.cfg.optim.grad_accum
+    net, accum = run.net, run.cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    done, before, sums, loader = resume_position(run, partial)
+    done, seconds_before, sums, loader = resume_position(run, partial)
     window = LossWindow(run, epoch, batches, done, sums)
-    guard = NonFiniteGuard(run.model, enabled=cfg.run.skip_nonfinite > 0)
+    guard = NonFiniteGuard(run.model, enabled=run.cfg.run.skip_nonfinite > 0)
     params = [p for p in run.model.parameters() if p.requires_grad]
     lr_every = max(1, run.updates_per_epoch // LR_POINTS)
     lr_curve = list(partial.get("lr_curve", [])) if partial else []  # [epoch as a fraction, lr of that step]
     stopped_at = 0
     net.train()
-    start = time.perf_counter()
-    bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batch",
-               dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
     for index, (images, labels) in enumerate(loader, start=done):
         if index >= batches:
             break
@@ -280,19 +293,12 @@ def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None)
                 run.scheduler.step_update(num_updates=run.step)
             if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
                 stopped_at = index + 1
-        bar.update(1)
-        if last_micro and window.due():
-            loss_sum, seen = window.read(index + 1)
-            bar.set_postfix(loss=f"{(loss_sum - sums[0]) / max(seen - sums[1], 1.0):.4f}", lr=f"{run.lr():.2e}",
-                            img_s=f"{seen / max(time.perf_counter() - start, 1e-9):.0f}")
-            sums = loss_sum, seen
+        window.advance(index + 1, last_micro)
         if stopped_at:
             break
-    if window.first < (stopped_at or batches):
-        sums = window.read(stopped_at or batches)
-    bar.close()
+    sums = window.close(stopped_at or batches)
     del loader
-    seconds = before + time.perf_counter() - start
+    seconds = seconds_before + time.perf_counter() - window.start
     if stopped_at:
         return {"stopped_at": stopped_at, "sums": list(sums), "epoch_time_s": seconds, "lr_curve": lr_curve}
     return {"train_loss": sums[0] / max(sums[1], 1.0), "train_samples": int(sums[1]), "epoch_time_s": seconds,

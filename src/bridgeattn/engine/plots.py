@@ -1,9 +1,5 @@
-"""Every figure of the package, through matplotlib's object API (``matplotlib.figure.Figure``), never pyplot.
-
-The library draws without touching pyplot's global state: no backend switch (a Jupyter inline or GUI backend
-keeps working), no figure registry to close. Every plot is made with :func:`figure` and written with :func:`save`;
-the engine's own are the training curves and the confusion matrix.
-"""
+"""Every figure of the package is made with :func:`figure` (matplotlib's ``Figure``, never pyplot: no backend switch,
+no figure registry) and written with :func:`save`; the engine's own are the training curves and confusion matrix."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,12 +39,6 @@ def integer_epochs(ax: Any, epochs: int | None = None) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def lr_points(history: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
-    """``(epoch, lr)``: the steps each epoch recorded in ``lr_curve`` (a fraction of the epoch), then its end-of-epoch
-    value (histories without a curve: those alone)."""
-    return [(x, lr) for r in history for x, lr in [*r.get("lr_curve", []), (r["epoch"], r.get("lr"))] if lr is not None]
-
-
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Loss (train, val), accuracy (top-1, top-5, EMA top-1) per epoch and the learning rate per step, side by side."""
     epochs = [r["epoch"] for r in history]
@@ -62,7 +52,10 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") 
                 ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", ms=3, label=name)
         ax.set_ylabel(label)
         ax.legend()
-    axes[2].plot(*zip(*lr_points(history)), label="lr")  # nothing to draw for a history without lr
+    # each epoch's recorded steps (``lr_curve``, at fractions of an epoch), then its end-of-epoch value
+    lr_points = [(at, lr) for r in history for at, lr in [*r.get("lr_curve", []), (r["epoch"], r.get("lr"))]
+                 if lr is not None]
+    axes[2].plot(*zip(*lr_points), label="lr")  # nothing to draw for a history without lr
     axes[2].set_ylabel("learning rate")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -16,15 +16,11 @@ from ..errors import UserError
 from ..files import atomic_path, write_json, write_text
 from ..weights.checkpoint import CKPT_DIR
 
-# Files whose presence means a folder already holds a run.
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", CKPT_DIR)
+__all__ = ["RunRecorder", "check_stored_config", "holds_run", "write_eval_report", "write_json"]
 
 
 def holds_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in RUN_MARKERS)
-
-
-__all__ = ["RUN_MARKERS", "RunRecorder", "check_stored_config", "holds_run", "write_eval_report", "write_json"]
+    return any((folder / name).exists() for name in ("config.yaml", "metrics.jsonl", "summary.json", CKPT_DIR))
 
 
 def check_stored_config(folder: Path) -> None:
@@ -33,13 +29,12 @@ def check_stored_config(folder: Path) -> None:
     path = folder / "config.yaml"
     try:
         stored = yaml.safe_load(path.read_text())
+        problem = "" if isinstance(stored, dict) and stored else "is empty or not a mapping of option: value"
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         problem = "is missing" if isinstance(exc, FileNotFoundError) else f"cannot be read ({type(exc).__name__})"
+    if problem:
         raise UserError(f"{path} {problem}: the run's settings are unknown; restore the file (or start a new run "
-                        "in another --output)") from None
-    if not isinstance(stored, dict) or not stored:
-        raise UserError(f"{path} is empty or not a mapping of option: value: the run's settings are unknown; "
-                        "restore the file (or start a new run in another --output)")
+                        "in another --output)")
 
 
 def write_eval_report(metrics: dict[str, Any], class_names: Sequence[str], folder: Path, plots: bool = True,

@@ -1,14 +1,6 @@
-"""One run per folder: an exclusive lock on ``RUN/.lock`` held for the life of a run.
-
-The lock is an ``fcntl.flock`` on the file, so the kernel drops it when the holder exits or is killed: a lock
-left by a dead process is simply taken over, with no stale-lock guessing. The file's text (``pid host``) only
-names the holder for the refusal message. Under ``bridgeattn train --nproc N`` the launcher holds the lock for all
-ranks and tells them so through ``LOCK_ENV``; under plain torchrun rank 0 takes it.
-
-A ``with RunLock(...)`` block that ends in an exception removes the lock file it created and the folders it created
-that are left empty: a refused invocation leaves no trace. Removing the file is safe because ``acquire`` only keeps
-a lock on the file the path still names.
-"""
+"""One run per folder: an ``fcntl.flock`` on ``RUN/.lock`` for the life of a run, which the kernel drops when the
+holder dies (no stale-lock guessing); the file's ``pid host`` only names the holder. A refused run leaves no trace
+(docs/training.md, "The run folder")."""
 from __future__ import annotations
 
 import os
@@ -19,22 +11,14 @@ from ..errors import UserError
 from ..files import is_temp
 
 LOCK_FILE = ".lock"
-# Set by the launcher for its torchrun workers: "PID" of the process holding the run folder's lock.
+# Set by ``train --nproc`` for its torchrun workers: "PID" of the launcher, which holds the lock for all of them
+# (under plain torchrun rank 0 takes it).
 LOCK_ENV = "BRIDGEATTN_RUN_LOCK_PID"
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are not locked there
     fcntl = None  # type: ignore[assignment]
-
-
-def _holder(path: Path) -> tuple[str, str]:
-    """``(pid, host)`` written by the lock's holder ("?" where unreadable)."""
-    try:
-        pid, _, host = path.read_text().strip().partition(" ")
-    except OSError:
-        pid, host = "", ""
-    return pid or "?", host or "?"
 
 
 class RunLock:
@@ -58,11 +42,14 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                pid, host = _holder(self.path)
+                try:
+                    pid, _, host = self.path.read_text().strip().partition(" ")
+                except OSError:
+                    pid, host = "", ""
                 if pid == os.environ.get(LOCK_ENV) and host == socket.gethostname():
                     return self  # our launcher holds it for all of its workers
-                raise UserError(f"{self.folder} is in use by another run (pid {pid} on {host}); wait for it to "
-                                "end or choose another --output") from None
+                raise UserError(f"{self.folder} is in use by another run (pid {pid or '?'} on {host or '?'}); wait "
+                                "for it to end or choose another --output") from None
             try:  # a failed run may have removed the file we opened: a lock on it guards nothing, take the new one
                 if os.path.samestat(os.fstat(fd), os.stat(self.path)):
                     break
@@ -86,7 +73,8 @@ class RunLock:
         """Release, removing the lock file and the folders ``acquire`` created where they hold nothing else."""
         if self.fd is None:
             return
-        for path in self.created:  # the file first, while it is still locked
+        # the file first, while it is still locked (safe: ``acquire`` only keeps a lock on the file the path names)
+        for path in self.created:
             try:
                 path.unlink() if path == self.path else path.rmdir()
             except OSError:
@@ -103,15 +91,11 @@ class RunLock:
         self.release()
 
 
-def other_files(folder: Path) -> list[str]:
-    """Names in ``folder`` that are neither its lock file nor the package's temp files (none if it is missing)."""
-    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE and not is_temp(p)) if folder.is_dir() else []
-
-
-
 def refuse_other_files(folder: Path) -> None:
-    """``UserError`` when ``folder`` holds files but no run: a user's folder is not filled unless ``--overwrite``."""
-    others = other_files(folder)
+    """``UserError`` when ``folder`` holds files (other than the lock and temp files) but no run: a user's folder is
+    not filled unless ``--overwrite``."""
+    names = [p.name for p in folder.iterdir() if p.name != LOCK_FILE and not is_temp(p)] if folder.is_dir() else []
+    others = sorted(names)
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(f"--output {folder} holds other files ({shown}) and no run; choose a new or empty folder, "

@@ -1,15 +1,8 @@
-"""``train(cfg)``: the training loop, built from timm's parts, readable in one sitting.
+"""``train(cfg)``: data -> model -> timm optimizer and per-step schedule -> epochs (``loop.train_one_epoch``) ->
+exact DDP evaluation -> atomic checkpoint -> metrics, plots.
 
-    data (build_datasets) -> model (create_model) -> optimizer (create_optimizer_v2: no decay on 1-D params)
-    -> per-iteration schedule (create_scheduler_v2: warm-up + cosine) -> epochs of
-       [Mixup/CutMix -> autocast forward -> loss -> finite check -> scaled backward (accumulated)
-        -> unscale + clip -> step -> EMA] -> exact DDP evaluation -> atomic checkpoint -> metrics, plots.
-
-Reproducibility: every epoch reseeds Python, NumPy and torch from ``(seed, rank, epoch)`` and DistributedSampler
-orders the data from ``(seed, epoch)``, so a run resumed from an epoch checkpoint sees the same batches and the same
-augmentations as an uninterrupted one; with ``deterministic`` on CPU its weights end up bit-identical. A run stopped
-by a signal mid-epoch (see ``interrupt``) stores its position and RNG states, and continues with the remaining
-batches of that epoch, bit-identical too.
+Every epoch reseeds from ``(seed, rank, epoch)``, and a stop mid-epoch stores the position and RNG states, so a
+resumed run is bit-identical to an uninterrupted one (docs/training.md, "Checkpoints and resuming").
 """
 from __future__ import annotations
 
@@ -25,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 import torch.nn as nn
 from timm.data import Mixup
@@ -39,16 +33,19 @@ from .. import data as data_module
 from ..config import LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
-from ..files import write_text
+from ..files import write_json, write_text
+from ..layers.freeze import freeze_bn
 from ..models.checks import check_model_input
+from ..models.registry import REMOTE_KWARGS, create_model
 from ..weights import checkpoint as ckpt
 from ..weights.safe_load import load_state_dict_strict
 from . import distributed
 from .evaluate import evaluate
+from .finetune import init_from, optimizer_params
 from .hardware import amp_dtype_for, numerics_report
 from .interrupt import StopRequest, TrainingInterrupted
 from .loop import PROGRESS, Run, TrainingStopped, train_one_epoch
-from .records import RunRecorder, check_stored_config, holds_run, write_eval_report, write_json
+from .records import RunRecorder, check_stored_config, holds_run, write_eval_report
 from .runlock import LOCK_ENV, RunLock, refuse_other_files
 
 # Options that define the learning-rate schedule; a resume that changes them rebuilds the schedule.
@@ -218,8 +215,6 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool
                  model: nn.Module | None = None, resuming: bool = False) -> tuple[nn.Module, dict[str, Any] | None]:
     """The model on its device, and what ``--init-from`` loaded into it (None without it)."""
     if model is None:
-        from ..models.registry import REMOTE_KWARGS, create_model
-
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and for every model run with this seed
         # a resumed run takes its weights from the checkpoint: nothing read back from the run folder downloads
         kwargs = {k: v for k, v in cfg.model.kwargs.items() if not (resuming and k in REMOTE_KWARGS)}
@@ -230,28 +225,18 @@ def _build_model(cfg: TrainConfig, data_info, device: torch.device, unsafe: bool
             raise UserError(f"--model-kwargs {cfg.model.kwargs} not accepted by {cfg.model.name}: {exc}") from None
     report = None
     if cfg.model.init_from and not resuming:
-        from .finetune import init_from
-
         report = init_from(model, cfg.model.init_from, unsafe)
     if cfg.run.freeze_bn:
-        from ..layers.freeze import freeze_bn
-
         model = freeze_bn(model)
-    model.to(device)
-    if cfg.run.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last if cfg.run.channels_last else torch.preserve_format)
     return model, report
 
 
 def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: int):
     o = cfg.optim
-    extra: dict[str, Any] = {}
-    if o.opt_eps is not None:
-        extra["eps"] = o.opt_eps
+    extra: dict[str, Any] = {"eps": o.opt_eps} if o.opt_eps is not None else {}
     if o.opt_betas:
         extra["betas"] = tuple(o.opt_betas)
-    from .finetune import optimizer_params
-
     params = optimizer_params(model, o.lr, o.weight_decay, o.filter_bias_and_bn, o.gate_lr_scale)
     try:
         optimizer = create_optimizer_v2(params, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
@@ -268,11 +253,9 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
     return optimizer, scheduler
 
 
-def _restore(run: Run, path: Path) -> None:
+def _restore(run: Run, state: dict[str, Any]) -> None:
     """Load a checkpoint into the run: weights, optimizer, schedule, scaler, EMA, counters, history, RNG."""
-    cfg = run.cfg
-    state = ckpt.load_checkpoint(path, unsafe=run.options.unsafe_load)
-    stored = state["config"]
+    cfg, path, stored = run.cfg, state["path"], state["config"]
     if run.custom_model:
         if state.get("model_class") != _model_class(run.model):
             raise UserError(f"checkpoint {path} is for model class {state.get('model_class')!r}, "
@@ -292,10 +275,7 @@ def _restore(run: Run, path: Path) -> None:
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     if run.ema is not None:
-        if state.get("ema") is not None:
-            run.ema.module.load_state_dict(state["ema"])
-        else:
-            run.ema.module.load_state_dict(state["model"])
+        run.ema.module.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
     run.start_epoch = int(state["epoch"])
     for key in PROGRESS:  # older checkpoints lack newer keys: the fresh run's values stand
         setattr(run, key, state.get(key, getattr(run, key)))
@@ -316,46 +296,34 @@ def _restore(run: Run, path: Path) -> None:
         # a resume from further back must not overwrite (nor prune) the checkpoints after it
         moved = ckpt.set_aside_newer(run.folder, run.start_epoch, batch)
         if moved:
-            log.info(f"moved {len(moved)} checkpoint(s) newer than {Path(state['path']).name} to "
-                  f"{run.folder / ckpt.CKPT_DIR / 'superseded'}")
+            log.info(f"moved {len(moved)} checkpoint(s) newer than {Path(path).name} to "
+                     f"{run.folder / ckpt.CKPT_DIR / 'superseded'}")
         where = f"epoch {run.start_epoch}" + (f", batch {batch} of epoch {run.start_epoch + 1}" if batch else "")
-        log.info(f"resumed from {state['path']} ({where}, step {run.step})")
+        log.info(f"resumed from {path} ({where}, step {run.step})")
 
 
 def _model_class(model: nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
-def _keep_input_shape(cfg: TrainConfig, checkpoint: Path) -> None:
-    """A resumed run trains at the input shape its checkpoint recorded: a folder's own shape is sampled from its
-    images, which may have changed, and runs of earlier versions left it unset in config.yaml."""
-    if cfg.data.img_size is not None and cfg.data.in_chans is not None:
-        return
-    recorded = ckpt.load_checkpoint(checkpoint).get("preprocessing")
-    if isinstance(recorded, dict) and recorded.get("input_size"):
-        prep = data_module.Preprocessing.from_dict(recorded)
-        cfg.data.img_size = cfg.data.img_size or prep.img_size
-        cfg.data.in_chans = cfg.data.in_chans or prep.in_chans
-
-
 def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo, stack: contextlib.ExitStack,
            user_model: nn.Module | None = None, datasets: tuple[Dataset, Dataset] | None = None) -> Run:
-    import timm
-
     if user_model is None and not timm.is_model(cfg.model.name):  # fail before any data is read
-        from ..models import create_model
-
         create_model(cfg.model.name)  # raises UserError naming similar models
     folder, resume_path = _run_folder(cfg, options, info, stack)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
-    if resume_path is not None and datasets is None:
-        _keep_input_shape(cfg, resume_path)
+    state = ckpt.load_checkpoint(resume_path, unsafe=options.unsafe_load) if resume_path is not None else None
+    recorded = (state or {}).get("preprocessing")
+    if datasets is None and isinstance(recorded, dict) and recorded.get("input_size"):
+        # a resumed run trains at the input shape its checkpoint recorded: a folder's own shape is sampled from its
+        # images, which may have changed, and runs of earlier versions left it unset in config.yaml
+        prep = data_module.Preprocessing.from_dict(recorded)
+        cfg.data.img_size, cfg.data.in_chans = cfg.data.img_size or prep.img_size, cfg.data.in_chans or prep.in_chans
     train_loader, val_loader, sampler, data_info = _build_data(cfg, info, datasets, user_model)
     if datasets is None:  # config.yaml records the shape the run trains at, whatever decided it
         cfg.data.img_size, cfg.data.in_chans = data_info.img_size, data_info.in_chans
-    model, init_from = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
-                                      resuming=resume_path is not None)
-    params = sum(p.numel() for p in model.parameters())
+    model, report = _build_model(cfg, data_info, info.device, options.unsafe_load, user_model,
+                                 resuming=state is not None)
     if cfg.run.sync_bn:
         if info.device.type != "cuda":
             raise UserError("--sync-bn needs CUDA devices; drop --sync-bn on CPU")
@@ -363,32 +331,28 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     updates_per_epoch = len(train_loader) // cfg.optim.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
-    r = cfg.run
+    r, o = cfg.run, cfg.optim
     amp_dtype = amp_dtype_for(r.amp, info.device, r.amp_dtype)
     if info.is_main:
         log.info(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device))
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    ema = ModelEmaV3(model, decay=cfg.optim.ema_decay) if cfg.optim.ema else None
+    ema = ModelEmaV3(model, decay=o.ema_decay) if o.ema else None
     mixup = None
-    o = cfg.optim
-    if o.mixup > 0 or o.cutmix > 0:
+    criterion: nn.Module = LabelSmoothingCrossEntropy(o.smoothing) if o.smoothing > 0 else nn.CrossEntropyLoss()
+    if o.mixup > 0 or o.cutmix > 0:  # Mixup makes soft targets, with the label smoothing in them
         mixup = Mixup(mixup_alpha=o.mixup, cutmix_alpha=o.cutmix, prob=o.mixup_prob, switch_prob=o.mixup_switch_prob,
                       mode=o.mixup_mode, label_smoothing=o.smoothing, num_classes=data_info.num_classes)
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.optim.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.optim.smoothing)
-    else:
-        criterion = nn.CrossEntropyLoss()
+        criterion = SoftTargetCrossEntropy()
     net: nn.Module = model
     if info.distributed:
         # broadcast_buffers: every forward starts from rank 0's BatchNorm statistics, as in timm's train.py
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                                       broadcast_buffers=True)
     run = Run(cfg, options, info, folder, model, net, train_loader, val_loader, sampler, data_info, optimizer,
-              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch, params,
-              custom_model=user_model is not None, init_from=init_from)
-    if resume_path is not None:
-        _restore(run, resume_path)
+              scheduler, scaler, criterion, mixup, ema, amp_dtype, updates_per_epoch,
+              custom_model=user_model is not None, init_from=report)
+    if state is not None:
+        _restore(run, state)
     elif options.resume == "auto" and info.is_main and (folder / ckpt.CKPT_DIR).is_dir():
         log.info(f"no usable checkpoint in {folder}; starting from scratch")
     if info.is_main:
@@ -458,7 +422,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "params": run.params,
         "num_classes": run.data_info.num_classes,
         "world_size": run.dist.world_size,
-        "global_batch": run.cfg.optim.batch_size * run.cfg.optim.grad_accum * run.dist.world_size,
+        "global_batch": run.global_batch,
         "device": str(run.device),
         "seed": run.cfg.run.seed,
         "skipped_steps": run.skipped_steps,
@@ -482,28 +446,40 @@ def _resume_command(run: Run) -> str:
     return command
 
 
+def _write_summary(run: Run, status: str, message: str, **extra: Any) -> None:
+    """summary.json of a run that did not finish: its last epoch's results, ``status`` and why (rank 0)."""
+    if run.dist.is_main:
+        final = run.history[-1] if run.history else {}
+        write_json(run.folder / "summary.json", {**_summary(run, final, status, message), **extra})
+
+
 def _interrupted(run: Run, signal_name: str, checkpoint: Path | None, message: str) -> TrainingInterrupted:
     """Write summary.json with status "interrupted" and how to continue; the exception to raise."""
     command = _resume_command(run)
-    where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint yet"
-    text = f"{message}; {where}; continue with: {command}"
-    if run.dist.is_main:
-        final = run.history[-1] if run.history else {}
-        summary = _summary(run, final, status="interrupted", message=text)
-        summary.update(signal=signal_name, resume_command=command,
-                       checkpoint=str(checkpoint) if checkpoint else None)
-        write_json(run.folder / "summary.json", summary)
-    return TrainingInterrupted(text, signal_name, command, str(checkpoint) if checkpoint else None)
+    path = str(checkpoint) if checkpoint else None
+    text = f"{message}; {f'checkpoint {path}' if path else 'no checkpoint yet'}; continue with: {command}"
+    _write_summary(run, "interrupted", text, signal=signal_name, resume_command=command, checkpoint=path)
+    return TrainingInterrupted(text, signal_name, command, path)
+
+
+def _save_checkpoint(run: Run, epoch: int, stopped: dict[str, Any] | None = None,
+                     final: dict[str, Any] | None = None) -> Path | None:
+    """Checkpoint after ``epoch`` (0-based) with its validation ``final``, or ``stopped`` part-way through it; the
+    path on rank 0. Collective. Best and "last good" only for finite weights, buffers and validation loss."""
+    state = _checkpoint_state(run, epoch, stopped)
+    good = ckpt.is_good(state, final["loss"] if final else None)
+    is_best = final is not None and good and final["top1"] > run.best_top1
+    if is_best:
+        run.best_top1, run.best_epoch = final["top1"], epoch + 1
+        state.update(best_top1=run.best_top1, best_epoch=run.best_epoch)
+    if not run.dist.is_main:
+        return None
+    return ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=run.cfg.run.keep, good=good)
 
 
 def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingInterrupted:
     """Checkpoint the exact position a signal stopped the run at; the exception to raise."""
-    state = _checkpoint_state(run, epoch, stopped)  # collective
-    path = None
-    if run.dist.is_main:
-        good = ckpt.finite_state(state["model"], state.get("ema"))
-        path = ckpt.save_checkpoint(state, run.folder, is_best=False, keep=run.cfg.run.keep, good=good)
-    del state
+    path = _save_checkpoint(run, epoch, stopped)
     distributed.barrier()
     name = run.stop.signal_name or "a signal on another rank"
     batches = run.updates_per_epoch * run.cfg.optim.grad_accum
@@ -515,11 +491,9 @@ def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
     if main:
-        global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * run.dist.world_size
         log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
-              f"{run.data_info.describe_input()}: {epochs} epochs x "
-              f"{run.updates_per_epoch} steps, global batch {global_batch}"
-              f", {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
+                 f"{run.data_info.describe_input()}: {epochs} epochs x {run.updates_per_epoch} steps, global batch "
+                 f"{run.global_batch}, {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
     if run.init_from is not None and run.step == 0:  # where --init-from starts: scored before any step
         start = _evaluate(run)
@@ -527,7 +501,7 @@ def _fit(run: Run) -> dict[str, Any]:
         if main:
             log.info(f"step 0 (--init-from): val top1 {start['top1']:.2f}  top5 {start['top5']:.2f}"
                      f"  loss {start['loss']:.4f}")
-    for epoch in range(run.start_epoch, cfg.optim.epochs):
+    for epoch in range(run.start_epoch, epochs):
         run.sampler.set_epoch(epoch)
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
         partial, run.partial = run.partial, None
@@ -541,20 +515,12 @@ def _fit(run: Run) -> dict[str, Any]:
                   "val_samples": final["count"],
                   "train_img_per_s": stats["train_samples"] / max(stats["epoch_time_s"], 1e-9)}
         run.history.append(record)
-        state = _checkpoint_state(run, epoch)  # collective (RNG states of all ranks)
-        # best and "last good" only for finite weights, buffers (BatchNorm statistics) and validation loss
-        good = ckpt.is_good(state, final["loss"])
-        is_best = good and final["top1"] > run.best_top1
-        if is_best:
-            run.best_top1, run.best_epoch = final["top1"], epoch + 1
-            state.update(best_top1=run.best_top1, best_epoch=run.best_epoch)
+        _save_checkpoint(run, epoch, final=final)
         if main:
-            ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=cfg.run.keep, good=good)
             run.recorder.write_history(run.history)
             log.info(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
                   f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
                   f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
-        del state
         distributed.barrier()
     if not final:  # resumed a finished run: evaluate its weights once for the report
         final = _evaluate(run)
@@ -562,29 +528,22 @@ def _fit(run: Run) -> dict[str, Any]:
     if main:
         report = write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.run.plots,
                                    title=f"{cfg.model.name}: top-1 {final['top1']:.2f} %")
-        summary.update({k: report[k] for k in report})
+        summary.update(report)
         if cfg.run.plots:
             summary["curves"] = str(run.folder / "curves.png")
-        summary["checkpoint"] = str(run.folder / ckpt.CKPT_DIR / "last.pth")
-        summary["per_class_top1"] = final["per_class"]
+        summary.update(checkpoint=str(run.folder / ckpt.CKPT_DIR / "last.pth"), per_class_top1=final["per_class"])
         write_json(run.folder / "summary.json", summary)
     return summary
 
 
 def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Module | None = None,
           datasets: tuple[Dataset, Dataset] | None = None) -> dict[str, Any]:
-    """Train and write the run folder; returns the summary (see summary.json).
+    """Train in one process or under torchrun and write the run folder; returns the summary (see summary.json).
 
-    ``options`` says where the run goes and whether it resumes (``LaunchOptions(output=..., resume="auto")``);
-    it is not stored with the run. Without ``model`` and ``datasets`` it builds ``cfg.model`` and ``cfg.data``.
-    With them it trains the caller's ``nn.Module`` on ``(train, val)`` datasets yielding
-    ``(float (C, H, W) tensor, int label)`` with everything the engine offers (checkpoints, resume, DDP under
-    torchrun, metrics, plots); the number of classes comes from a ``classes`` attribute of the training set, else
-    from the model's output.
-
-    Works in one process or under torchrun (one process per device). Raises ``UserError`` for bad options or
-    data, ``TrainingStopped`` for a non-finite loss beyond ``cfg.run.skip_nonfinite`` and ``TrainingInterrupted``
-    (a ``KeyboardInterrupt``) after SIGTERM, SIGUSR1 or Ctrl-C, once the position is checkpointed.
+    ``options`` (not stored with the run): where it goes and whether it resumes. ``model`` and ``datasets``: the
+    caller's ``nn.Module`` and ``(train, val)`` datasets of ``((C, H, W) tensor, label)`` instead of ``cfg.model``
+    and ``cfg.data`` (classes from the training set's ``classes``, else the model's output). Raises ``UserError``,
+    ``TrainingStopped`` (non-finite loss) and ``TrainingInterrupted`` (SIGTERM, SIGUSR1, Ctrl-C; checkpointed).
     """
     cfg.validate()
     options = (options or LaunchOptions()).validate()
@@ -600,19 +559,15 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
             try:
                 return _fit(run)
             except TrainingStopped as exc:
-                if info.is_main:
-                    final = run.history[-1] if run.history else {}
-                    write_json(run.folder / "summary.json", _summary(run, final, status="stopped", message=str(exc)))
+                _write_summary(run, "stopped", str(exc))
                 raise
             except TrainingInterrupted:
                 raise
             except UserError as exc:  # e.g. a checkpoint that cannot be written (full disk): say so in the folder
-                if info.is_main:
-                    final = run.history[-1] if run.history else {}
-                    try:
-                        write_json(run.folder / "summary.json", _summary(run, final, status="failed", message=str(exc)))
-                    except OSError as err:
-                        log.warning(f"cannot write {run.folder / 'summary.json'} either: {err.strerror or err}")
+                try:
+                    _write_summary(run, "failed", str(exc))
+                except OSError as err:
+                    log.warning(f"cannot write {run.folder / 'summary.json'} either: {err.strerror or err}")
                 raise
             except KeyboardInterrupt as exc:  # a second Ctrl-C: stop now, the last checkpoint stays
                 last = ckpt.find_resume(run.folder) if info.is_main else None
