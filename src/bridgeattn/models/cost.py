@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 from timm.data import resolve_model_data_config
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..config import REMOTE_KWARGS
+
 
 def meta_model(name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` on the meta device, without the weight-fetching arguments."""
-    import timm
-
-    from .registry import REMOTE_KWARGS
-
     with torch.device("meta"):
         return timm.create_model(name, **{k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS})
 
