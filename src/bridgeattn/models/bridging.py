@@ -69,10 +69,9 @@ def create_bridged(variant: str, twin: str, pretrained: bool, block: type[nn.Mod
     """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then bridge its blocks in place
     (:func:`bridge_blocks` with the BA ``block`` class and its ``init_bridge`` arguments ``init``).
 
-    No bridged block means the twin changed shape; it is reported instead of silently returning the plain
-    network. ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families
-    without one reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module,
-    which converts the twin's original checkpoints before the warm start.
+    ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families without one
+    reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module, which converts
+    the twin's original checkpoints before the warm start.
     """
     small_input = bool(kwargs.pop("small_input", False))
     if small_input and stem is None:

@@ -23,8 +23,8 @@ def default_input_size(model: torch.nn.Module, img_size: int | None = None,
                        in_chans: int | None = None) -> tuple[int, int, int]:
     """``(C, H, W)`` of one input image: timm's data config of ``model`` (its ``pretrained_cfg``, else 224 px),
     the side ``img_size`` when given, and ``in_chans`` channels (default: the model's own ``in_chans``)."""
-    chans, height, width = resolve_model_data_config(model, args={"img_size": int(img_size)} if img_size else None)[
-        "input_size"]
+    args = {"img_size": int(img_size)} if img_size else None
+    chans, height, width = resolve_model_data_config(model, args=args)["input_size"]
     return int(in_chans or getattr(model, "in_chans", None) or chans), int(height), int(width)
 
 

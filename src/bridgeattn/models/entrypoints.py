@@ -19,13 +19,12 @@ from .bridging import twin_cfg, warm_start_cfg
 from .convnext import create_convnext_variant
 from .efficientnet import create_mbconv_variant
 from .mobilenetv3 import create_mobilenetv3_variant
-from .registry import register_family
 from .regnet import create_regnet_variant
 from .resnet import RESNET_DEPTHS, SMALL_DEPTHS, create_resnet_variant, resnet_cfg, small_resnet_args, small_resnet_cfg
 from .swin import create_swin_variant
 
 # register_model appends every model name
-__all__: list[str] = ["BRIDGED_MODELS", "PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
+__all__: list[str] = ["BRIDGED_MODELS", "FAMILIES", "PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
 
 # ResNet-family prefix -> the attention in every block: "bav1"/"bav2" bridge blocks, a timm attention
 # name, one of this package's baseline modules, or None for the plain trunk. All share one trunk (stem, init,
@@ -104,11 +103,13 @@ WARM_START_CFGS: dict[str, dict[str, Any]] = {
 
 # Read by timm's register_model for every entrypoint below.
 default_cfgs = generate_default_cfgs({**PRETRAINED_CFGS, **WARM_START_CFGS})
+# family -> its model names, in registration order
+FAMILIES: dict[str, list[str]] = {}
 
 
-def _register(name: str, build: Callable[..., nn.Module], doc: str) -> None:
+def _register(name: str, family: str, build: Callable[..., nn.Module], doc: str) -> None:
     """Register a timm entrypoint ``name(pretrained=False, **kwargs)``, defined in this module, that calls
-    ``build(name, pretrained, **kwargs)``."""
+    ``build(name, pretrained, **kwargs)``, and list it under ``family``."""
 
     def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return build(name, pretrained, **kwargs)
@@ -118,15 +119,13 @@ def _register(name: str, build: Callable[..., nn.Module], doc: str) -> None:
     entry.__doc__ = doc
     globals()[name] = entry
     register_model(entry)
+    FAMILIES.setdefault(family, []).append(name)
 
 
 for _name, (_attention, _layers, _kind, _extra) in _RESNETS.items():
+    _family = RESNET_FAMILIES[_name.split("_", 1)[0] + "_"][0]
     _build = partial(create_resnet_variant, layers=_layers, block_kind=_kind, attention=_attention, model_args=_extra)
     _label = getattr(_attention, "__name__", _attention) or "no"
-    _register(_name, _build, f"{_name}: ResNet trunk ({_kind} blocks {_layers}) with {_label} attention.")
-for _prefix, (_family, _) in RESNET_FAMILIES.items():
-    register_family(_family, [n for n in _RESNETS if n.startswith(_prefix) and n not in _RESNEXTS])
-register_family("bridge-resnet", list(_RESNEXTS))
+    _register(_name, _family, _build, f"{_name}: ResNet trunk ({_kind} blocks {_layers}) with {_label} attention.")
 for _name, (_family, _build, _twin, _doc) in BRIDGED_MODELS.items():
-    _register(_name, partial(_build, twin=_twin, version=_name[2:4]), _doc)  # "bav2_..." -> "v2"
-    register_family(_family, [_name])
+    _register(_name, _family, partial(_build, twin=_twin, version=_name[2:4]), _doc)  # "bav2_..." -> "v2"

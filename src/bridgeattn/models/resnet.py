@@ -54,11 +54,8 @@ class _BridgeGateMixin:
         return "bn3" if hasattr(self, "bn3") else "bn2"
 
     def _merge(self, y: torch.Tensor, shortcut: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
-        """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
-
-        Scripted and fx-traced models take the plain formula (compilers fuse it themselves); eager models the lean
-        one of :mod:`bridgeattn.layers.ops`.
-        """
+        """``y * ba(taps + [mean(y)]) + shortcut``. Scripted and fx-traced models take the plain formula (compilers
+        fuse it themselves); eager models the lean one of :mod:`bridgeattn.layers.ops` (fewer passes over ``y``)."""
         if torch.jit.is_scripting() or is_fx_proxy(y) or (self.drop_path is not None and self.training):
             gate = self.ba(taps + [spatial_mean(y)])
             if self.drop_path is not None:
@@ -82,10 +79,8 @@ class BABasicBlock(_BridgeGateMixin, BasicBlock):
 
 
 class BABottleneck(_BridgeGateMixin, Bottleneck):
-    """timm's Bottleneck (also grouped, for ResNeXt) with a bridge gate over its three conv outputs.
-
-    Taps: ``relu(bn1(conv1))``, ``relu(bn2(conv2))`` and ``bn3(conv3)`` before the residual add.
-    """
+    """timm's Bottleneck (also grouped, for ResNeXt) with a bridge gate over ``relu(bn1(conv1))``,
+    ``relu(bn2(conv2))`` and ``bn3(conv3)`` before the residual add."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -204,12 +199,9 @@ def small_resnet_args(attention: str | type[nn.Module] | None) -> dict[str, Any]
 def create_resnet_variant(variant: str, pretrained: bool, *, layers: tuple[int, ...], block_kind: str,
                           attention: str | type[nn.Module] | None, model_args: dict[str, Any],
                           **kwargs: Any) -> BridgeResNet:
-    """Build one registered ResNet-family model.
-
-    ``attention`` is ``"bav1"``/``"bav2"`` for bridge blocks, a timm attention name (``"se"``, ``"eca"``,
-    ``"cbam"``, ``"gc"``) or module class for the baselines, or ``None`` for the plain network. Bridge
-    settings (``rd_ratio``, ``selection``, ...) may be passed as keyword arguments and reach every block.
-    """
+    """Build one registered ResNet-family model. ``attention``: ``"bav1"``/``"bav2"`` for bridge blocks (whose
+    settings, ``rd_ratio``, ``selection``, ..., may be passed as keyword arguments), a timm attention name
+    (``"se"``, ``"eca"``, ``"cbam"``, ``"gc"``) or module class for the baselines, ``None`` for the plain network."""
     args = dict(model_args, **kwargs)
     block_args = dict(args.pop("block_args", None) or {})
     if attention in ("bav1", "bav2"):

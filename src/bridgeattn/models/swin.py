@@ -49,10 +49,7 @@ class BASwinTransformerBlock(SwinTransformerBlock):
 
 
 def create_swin_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
-    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates.
-
-    For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.
-    """
+    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", SWIN_TAPS)
     return create_bridged(variant, twin, pretrained, BASwinTransformerBlock, dict(ba_args=ba_args, taps=taps),
