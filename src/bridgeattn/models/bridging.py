@@ -1,31 +1,28 @@
-"""Shared machinery for putting bridge gates into timm backbones built by timm's own builders.
+"""Bridge gates in timm backbones built by timm's own builders, which instantiate their block classes by name.
 
-timm's builders (``EfficientNetBuilder``, ``ConvNeXtStage``, ``SwinTransformerStage``, ``RegNetStage``)
-instantiate their block classes by name. Rather than copy a builder to change one class name, a
-bridged model is built as its timm twin (same entrypoint, same ``features_only`` and ``in_chans``
-handling) and each target block is then *adopted* by a subclass: the instance's class becomes the
-subclass (which only overrides ``forward``) and the gate is added as ``block.ba``. One loop does it for every
-family (:func:`bridge_blocks`); the BA block class says which blocks it takes and how its gate is built.
+Rather than copy a builder to change one class name, a bridged model is built as its timm twin (same entrypoint,
+``features_only`` and ``in_chans`` handling) and each target block is then *adopted* by its BA subclass (which only
+overrides ``forward``) with the gate added as ``block.ba``: one loop for every family, :func:`bridge_blocks`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 import torch.nn as nn
 from timm.models import get_pretrained_cfg, load_pretrained, model_entrypoint
 
 from ..layers.bridge import BridgeAttention
 from .warmstart import pretrained_filter
 
-__all__ = [
-    "BRIDGE_KEYS", "bridge", "bridge_blocks", "channels_last_gate", "check_taps", "create_bridged",
-    "pop_bridge_args", "twin_cfg", "warm_start_cfg",
-]
+__all__ = ["BRIDGE_KEYS", "PLACEMENTS", "bridge_blocks", "check_taps", "create_bridged", "placement_gate",
+           "pop_bridge_args", "twin_cfg", "warm_start_cfg"]
 
 # Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
 BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
+# Where the gate of an SE-style block (MBConv, RegNet) goes (docs/placement.md).
+PLACEMENTS = ("se", "output")
+
 
 def bridge_blocks(model: nn.Module, cls: type[nn.Module], init: Mapping[str, Any]) -> int:
     """Adopt every block of ``model`` whose type is exactly ``cls``'s timm base class into ``cls`` and build its gate
@@ -56,34 +53,30 @@ def check_taps(taps: Sequence[str], allowed: Sequence[str], model: str) -> tuple
     return tuple(t for t in allowed if t in taps)
 
 
-def bridge(in_channels: Sequence[int], channels: int, ba_args: dict[str, Any]) -> BridgeAttention:
-    return BridgeAttention(list(in_channels), channels, **ba_args)
+def placement_gate(placement: str, mid: int, out: int, ba_args: dict[str, Any]) -> BridgeAttention:
+    """The gate of an SE-style block: over its two ``mid``-wide conv outputs, rescaling the second where SE was
+    (``"se"``), or over those and the ``out``-wide projection, rescaling the projection (``"output"``)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"ba_placement must be one of {list(PLACEMENTS)}, got {placement!r}")
+    if placement == "se":
+        return BridgeAttention([mid, mid], mid, **ba_args)
+    return BridgeAttention([mid, mid, out], out, **ba_args)
 
 
-def create_bridged(
-    variant: str,
-    twin: str,
-    pretrained: bool,
-    block: type[nn.Module],
-    init: Mapping[str, Any],
-    stem: str | None = None,
-    twin_filter: Callable[[Mapping[str, Any], nn.Module], Mapping[str, Any]] | None = None,
-    **kwargs: Any,
-) -> nn.Module:
+def create_bridged(variant: str, twin: str, pretrained: bool, block: type[nn.Module], init: Mapping[str, Any],
+                   stem: str | None = None, twin_filter: Callable[..., Mapping[str, Any]] | None = None,
+                   **kwargs: Any) -> nn.Module:
     """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then bridge its blocks in place
     (:func:`bridge_blocks` with the BA ``block`` class and its ``init_bridge`` arguments ``init``).
 
-    No bridged block means the twin changed shape; it is reported instead of silently returning the plain
-    network. ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families
-    without one reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module,
-    which converts the twin's original checkpoints before the warm start.
+    ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families without one
+    reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module, which converts
+    the twin's original checkpoints before the warm start.
     """
     small_input = bool(kwargs.pop("small_input", False))
     if small_input and stem is None:
-        raise ValueError(
-            f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the MobileNetV3, "
-            "EfficientNet and RegNet models (Swin takes img_size)"
-        )
+        raise ValueError(f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the "
+                         "MobileNetV3, EfficientNet and RegNet models (Swin takes img_size)")
     cfg = kwargs.get("pretrained_cfg")
     if not cfg or isinstance(cfg, str):  # timm hands the tag of an "arch.tag" name over as a string
         kwargs["pretrained_cfg"] = get_pretrained_cfg(f"{variant}.{cfg}" if cfg else variant)
@@ -127,20 +120,13 @@ def _stride_one_stem(model: nn.Module, stem: str) -> None:
         entry["reduction"] = max(1, entry["reduction"] // 2)
 
 
-def channels_last_gate(gate: torch.Tensor) -> torch.Tensor:
-    """``(B, C, 1, 1)`` gate -> ``(B, 1, 1, C)`` for NHWC feature maps."""
-    return gate.permute(0, 2, 3, 1)
-
-
 # Data-side fields of a twin's pretrained_cfg that a bridged model shares (no weights, so no URL/hub id).
-_CFG_KEYS = (
-    "input_size", "pool_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
-    "first_conv", "classifier", "fixed_input_size", "min_input_size",
-)
+_CFG_KEYS = ("input_size", "pool_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "first_conv",
+             "classifier", "fixed_input_size", "min_input_size")
 
 
-def twin_cfg(twin: str, **overrides: Any) -> dict[str, Any]:
+def twin_cfg(twin: str) -> dict[str, Any]:
     """A ``pretrained_cfg`` dict for a bridged model: the twin's preprocessing, no weights."""
     base = get_pretrained_cfg(twin).to_dict()
     cfg = {k: base[k] for k in _CFG_KEYS if base.get(k) is not None}
-    return {"url": "", "num_classes": 1000, "license": "apache-2.0", **cfg, **overrides}
+    return {"url": "", "num_classes": 1000, "license": "apache-2.0", **cfg}

@@ -1,8 +1,11 @@
 """Input checks shared by the models (one clear ValueError instead of a shape error deep inside); the input size."""
 from __future__ import annotations
 
+import timm
 import torch
 
+from ..config import REMOTE_KWARGS
+from ..errors import UserError
 from .cost import count_macs, default_input_size, meta_model
 
 
@@ -22,16 +25,12 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
     if x.dim() != 4:
         raise ValueError(f"{model_name} expects {expected}; got shape {tuple(x.shape)}")
     if x.shape[1] != in_chans:
-        raise ValueError(
-            f"{model_name} expects {expected}; got {x.shape[1]} channels "
-            f"(create the model with in_chans={x.shape[1]} to change it)"
-        )
+        raise ValueError(f"{model_name} expects {expected}; got {x.shape[1]} channels "
+                         f"(create the model with in_chans={x.shape[1]} to change it)")
     if min(x.shape[-2:]) < min_size:
         other = "" if small_input else ", a small-input model such as bav2_resnet20, or small_input=True"
-        raise ValueError(
-            f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
-            f"(use at least {min_size} px{other})"
-        )
+        raise ValueError(f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
+                         f"(use at least {min_size} px{other})")
 
 
 def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
@@ -50,11 +49,6 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
     For a size that does not fit, the message names one that does: the model's total stride (its smallest input,
     for convolutional networks) or its default input size (the only one, for fixed-size models such as Swin).
     """
-    import timm
-
-    from ..errors import UserError
-    from .registry import REMOTE_KWARGS
-
     if not timm.is_model(name):
         return  # create_model names the similar models
     kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}  # a shape check never fetches weights

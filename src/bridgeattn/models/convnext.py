@@ -1,13 +1,8 @@
-"""BA-ConvNeXt: timm's ConvNeXt with a bridge gate in every ConvNeXt block.
+"""BA-ConvNeXt: timm's ConvNeXt with a bridge gate in every ``x + gamma * fc2(act(fc1(LN(dwconv7x7(x)))))`` block.
 
-A ConvNeXt block is ``x + gamma * fc2(act(fc1(LN(dwconv7x7(x)))))``. By the papers' principle (bridge the
-output of every transform inside the block, gate the last one before the residual add) the taps are:
-
-* ``"dw"``: the normalised depthwise output ``LN(dwconv(x))`` ``(B, H, W, C)``,
-* ``"hidden"``: the MLP hidden activation ``act(fc1(.))`` ``(B, H, W, 4C)``,
-* ``"out"``: the branch output ``gamma * fc2(.)`` ``(B, H, W, C)``, which the gate rescales.
-
-``ba_taps`` selects a subset (e.g. ``("dw", "out")`` drops the 4C-wide tap). See docs/placement.md.
+Taps (``ba_taps`` selects a subset, e.g. ``("dw", "out")`` drops the 4C-wide one; docs/placement.md):
+``"dw"`` the normalised depthwise output ``(B, H, W, C)``, ``"hidden"`` the MLP hidden activation
+``(B, H, W, 4C)``, ``"out"`` the branch output ``gamma * fc2(.)`` ``(B, H, W, C)``, which the gate rescales.
 """
 from __future__ import annotations
 
@@ -18,7 +13,8 @@ import torch
 import torch.nn as nn
 from timm.models.convnext import ConvNeXtBlock, checkpoint_filter_fn
 
-from .bridging import bridge, channels_last_gate, check_taps, create_bridged, pop_bridge_args
+from ..layers.bridge import BridgeAttention
+from .bridging import check_taps, create_bridged, pop_bridge_args
 
 __all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "create_convnext_variant"]
 
@@ -34,7 +30,7 @@ class BAConvNeXtBlock(ConvNeXtBlock):
         self.taps = check_taps(taps, CONVNEXT_TAPS, "ConvNeXt")
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
         widths = {"dw": dim, "hidden": hidden, "out": dim}
-        self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
+        self.ba = BridgeAttention([widths[t] for t in self.taps], dim, **ba_args)
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: the layer scale ``gamma``, else the MLP's last Linear (models.warmstart)."""
@@ -49,12 +45,12 @@ class BAConvNeXtBlock(ConvNeXtBlock):
         if self.gamma is not None:
             out = out * self.gamma
         named = {"dw": dw, "hidden": hidden, "out": out}
-        gate = self.ba([named[t].mean((1, 2)) for t in self.taps])
-        out = (out * channels_last_gate(gate)).permute(0, 3, 1, 2)
+        gate = self.ba([named[t].mean((1, 2)) for t in self.taps])  # (B, C, 1, 1)
+        out = (out * gate.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.drop_path(out) + self.shortcut(shortcut)
 
 
-def create_convnext_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def create_convnext_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
     """timm's ConvNeXt ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", CONVNEXT_TAPS)

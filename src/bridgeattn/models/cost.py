@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 from timm.data import resolve_model_data_config
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..config import REMOTE_KWARGS
+
 
 def meta_model(name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` on the meta device, without the weight-fetching arguments."""
-    import timm
-
-    from .registry import REMOTE_KWARGS
-
     with torch.device("meta"):
         return timm.create_model(name, **{k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS})
 
@@ -24,8 +23,8 @@ def default_input_size(model: torch.nn.Module, img_size: int | None = None,
                        in_chans: int | None = None) -> tuple[int, int, int]:
     """``(C, H, W)`` of one input image: timm's data config of ``model`` (its ``pretrained_cfg``, else 224 px),
     the side ``img_size`` when given, and ``in_chans`` channels (default: the model's own ``in_chans``)."""
-    chans, height, width = resolve_model_data_config(model, args={"img_size": int(img_size)} if img_size else None)[
-        "input_size"]
+    args = {"img_size": int(img_size)} if img_size else None
+    chans, height, width = resolve_model_data_config(model, args=args)["input_size"]
     return int(in_chans or getattr(model, "in_chans", None) or chans), int(height), int(width)
 
 

@@ -24,31 +24,20 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..errors import UserError
 from ..layers.freeze import freeze_bn
+from .registry import create_model
 
-__all__ = [
-    "BridgeFeaturePyramid",
-    "LastFeature",
-    "create_features",
-    "create_fpn_backbone",
-    "create_detector",
-    "create_segmentation_model",
-]
+__all__ = ["BridgeFeaturePyramid", "LastFeature", "create_features", "create_fpn_backbone", "create_detector",
+           "create_segmentation_model"]
 
 
-def create_features(
-    model_name: str = "bav2_resnet50",
-    frozen_bn: bool = True,
-    trainable_stages: int | None = None,
-    **model_kwargs: Any,
-) -> nn.Module:
+def create_features(model_name: str = "bav2_resnet50", frozen_bn: bool = True, trainable_stages: int | None = None,
+                    **model_kwargs: Any) -> nn.Module:
     """The ``features_only`` trunk: ``forward(x)`` -> list of maps (stem, stage 1, ..., stage N).
 
     ``trainable_stages`` (torchvision's ``trainable_layers``): only the last that many stages train; the
     stem and lower stages are frozen. ``None``: everything trains. ``model_kwargs`` reach ``create_model``
     (e.g. ``pretrained=True, pretrained_cfg_overlay=dict(file="model.safetensors")``, ``output_stride=8``).
     """
-    from . import create_model
-
     body = create_model(model_name, features_only=True, **model_kwargs)
     if frozen_bn:
         body = freeze_bn(body)
@@ -70,22 +59,16 @@ class BridgeFeaturePyramid(nn.Module):
     stage, finest first) plus ``"pool"`` (the extra max-pooled level).
     """
 
-    def __init__(self, body: nn.Module, out_channels: int = 256, stages: Sequence[int] | None = None) -> None:
+    def __init__(self, body: nn.Module, out_channels: int = 256) -> None:
         super().__init__()
         self.body = body
-        channels = body.feature_info.channels()
-        # Index 0 is the stem: the pyramid starts at the first stage, as in torchvision's ResNet FPN.
-        self.stages = tuple(stages) if stages is not None else tuple(range(1, len(channels)))
-        self.fpn = FeaturePyramidNetwork([channels[i] for i in self.stages], out_channels, LastLevelMaxPool())
+        # Feature 0 is the stem: the pyramid starts at the first stage, as in torchvision's ResNet FPN.
+        self.featmap_names = [str(i) for i in range(len(body.feature_info) - 1)]
+        self.fpn = FeaturePyramidNetwork(body.feature_info.channels()[1:], out_channels, LastLevelMaxPool())
         self.out_channels = out_channels
 
-    @property
-    def featmap_names(self) -> list[str]:
-        return [str(i) for i in range(len(self.stages))]
-
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        features = self.body(x)
-        return self.fpn(OrderedDict((str(k), features[i]) for k, i in enumerate(self.stages)))
+        return self.fpn(OrderedDict(zip(self.featmap_names, self.body(x)[1:])))
 
 
 class LastFeature(nn.Module):
@@ -100,31 +83,17 @@ class LastFeature(nn.Module):
         return {"out": self.body(x)[-1]}
 
 
-def create_fpn_backbone(
-    model_name: str = "bav2_resnet50",
-    out_channels: int = 256,
-    frozen_bn: bool = True,
-    trainable_stages: int | None = None,
-    **model_kwargs: Any,
-) -> BridgeFeaturePyramid:
+def create_fpn_backbone(model_name: str = "bav2_resnet50", out_channels: int = 256, frozen_bn: bool = True,
+                        trainable_stages: int | None = None, **model_kwargs: Any) -> BridgeFeaturePyramid:
     """A BA-ResNet + FPN backbone for torchvision's Faster/Mask/Keypoint R-CNN (see :func:`create_features`)."""
     body = create_features(model_name, frozen_bn, trainable_stages, **model_kwargs)
     return BridgeFeaturePyramid(body, out_channels)
 
 
-def create_detector(
-    num_classes: int,
-    model_name: str = "bav2_resnet50",
-    mask: bool = False,
-    min_size: int = 800,
-    max_size: int = 1333,
-    anchor_sizes: Sequence[int] | None = None,
-    fpn_channels: int = 256,
-    frozen_bn: bool = True,
-    trainable_stages: int | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    **detector_kwargs: Any,
-) -> FasterRCNN:
+def create_detector(num_classes: int, model_name: str = "bav2_resnet50", mask: bool = False, min_size: int = 800,
+                    max_size: int = 1333, anchor_sizes: Sequence[int] | None = None, fpn_channels: int = 256,
+                    frozen_bn: bool = True, trainable_stages: int | None = None,
+                    model_kwargs: dict[str, Any] | None = None, **detector_kwargs: Any) -> FasterRCNN:
     """torchvision Faster R-CNN (``mask=False``) or Mask R-CNN on a BA-ResNet-FPN backbone.
 
     ``num_classes`` counts the background (torchvision's convention). ``anchor_sizes``: one size per pyramid
@@ -132,14 +101,14 @@ def create_detector(
     level). ``detector_kwargs`` go to the torchvision class (``box_score_thresh``, ``rpn_*``, ...).
     """
     backbone = create_fpn_backbone(model_name, fpn_channels, frozen_bn, trainable_stages, **(model_kwargs or {}))
-    levels = len(backbone.stages) + 1  # + the max-pooled level
+    names = backbone.featmap_names
+    levels = len(names) + 1  # + the max-pooled level
     if anchor_sizes is None:
         base = 32 if min_size >= 512 else max(4, min_size // 8)
         anchor_sizes = [base * 2**i for i in range(levels)]
     if len(anchor_sizes) != levels:
         raise UserError(f"anchor_sizes needs {levels} entries (one per pyramid level), got {len(anchor_sizes)}")
     anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
-    names = backbone.featmap_names
     kwargs: dict[str, Any] = dict(
         num_classes=num_classes, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2), **detector_kwargs,
@@ -149,14 +118,9 @@ def create_detector(
     return FasterRCNN(backbone, **kwargs)
 
 
-def create_segmentation_model(
-    num_classes: int,
-    model_name: str = "bav2_resnet50",
-    head: str = "deeplabv3",
-    frozen_bn: bool = True,
-    trainable_stages: int | None = None,
-    **model_kwargs: Any,
-) -> nn.Module:
+def create_segmentation_model(num_classes: int, model_name: str = "bav2_resnet50", head: str = "deeplabv3",
+                              frozen_bn: bool = True, trainable_stages: int | None = None,
+                              **model_kwargs: Any) -> nn.Module:
     """torchvision DeepLabV3 (``head="deeplabv3"``) or FCN (``head="fcn"``) on the last BA-ResNet stage.
 
     ``forward(x)`` -> ``{"out": (B, num_classes, H, W)}``. Pass ``output_stride=8`` or ``16`` for a dilated

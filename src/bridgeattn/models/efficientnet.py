@@ -1,10 +1,9 @@
 """BA-EfficientNet: timm's EfficientNet with bridge gates in its MBConv (inverted residual) blocks.
 
-``BAInvertedResidual`` subclasses timm's ``InvertedResidual`` and is shared with BA-MobileNetV3.
-BAv1 placement (docs/spec.md, section 3, the BAv1 reference): in every block that has an expansion conv and
-an SE module, the SE is replaced by a bridge gate over the expansion output and the depthwise output
-(r = 6, Swish between the gate's layers for EfficientNet). Blocks without an expansion conv
-(timm's ``DepthwiseSeparableConv``) keep their SE. See docs/placement.md.
+BAv1 placement (docs/spec.md, section 3; docs/placement.md): in every block with an expansion conv and an SE, the
+SE is replaced by a bridge gate over the expansion and depthwise outputs (r = 6, Swish between the gate's layers).
+Blocks without an expansion conv (timm's ``DepthwiseSeparableConv``) keep their SE. ``BAInvertedResidual`` is
+shared with BA-MobileNetV3.
 """
 from __future__ import annotations
 
@@ -15,45 +14,38 @@ import torch.nn as nn
 from timm.layers import BatchNormAct2d
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual  # private: no public export
 
-from .bridging import bridge, bridge_blocks, create_bridged, pop_bridge_args
+from .bridging import bridge_blocks, create_bridged, placement_gate, pop_bridge_args
 
-__all__ = [
-    "BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "MBCONV_PLACEMENTS", "PreActSEDepthwiseSeparable",
-    "create_mbconv_variant",
-]
+__all__ = ["BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "PreActSEDepthwiseSeparable",
+           "create_mbconv_variant"]
 
-MBCONV_PLACEMENTS = ("se", "output")
+# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.
+EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")
+
+
+def _has_se(block: nn.Module) -> bool:
+    return not isinstance(block.se, nn.Identity)
 
 
 class BAInvertedResidual(InvertedResidual):
-    """timm's ``InvertedResidual`` (MBConv) with a bridge gate instead of its SE.
+    """timm's ``InvertedResidual`` (MBConv) with a bridge gate instead of its SE (only blocks that have one).
 
-    Placements (``placement``):
-        ``"se"``: taps = expansion output and depthwise output ``(B, mid, H, W)``; the gate rescales the
-            depthwise output where SE was (the BAv1 papers).
-        ``"output"``: taps also include the projection output ``(B, out, H, W)``, which the gate rescales
-            before the residual add (the BAv2 ResNet principle).
-    ``pre_act=True`` (``"se"`` only) taps and gates the depthwise BatchNorm output before its activation,
-    as the BAv1 MobileNetV3 reference does. ``init_std``: draw the gate's Linear weights from N(0, std) (and zero
-    their biases); ``None`` keeps PyTorch's defaults.
+    ``placement="se"``: taps = expansion and depthwise outputs ``(B, mid, H, W)``, the gate rescales the depthwise
+    output where SE was (the BAv1 papers); ``"output"``: the projection output ``(B, out, H, W)`` is a tap too and
+    the gate rescales it before the residual add (the BAv2 ResNet principle). ``pre_act=True`` (``"se"`` only)
+    taps and gates the depthwise BatchNorm output before its activation, as the BAv1 MobileNetV3 reference does.
+    ``init_std``: draw the gate's Linear weights from N(0, std) and zero their biases (``None``: PyTorch's init).
     """
 
     warm_start_replaces = "se"  # the plain twin's SE weights have no place here (models.warmstart)
-
-    @staticmethod
-    def bridges(block: nn.Module) -> bool:
-        """Only the blocks that have an SE get a gate in its place."""
-        return not isinstance(block.se, nn.Identity)
+    bridges = staticmethod(_has_se)
 
     def init_bridge(self, ba_args: dict[str, Any], placement: str = "se", pre_act: bool = False,
                     init_std: float | None = None) -> None:
-        if placement not in MBCONV_PLACEMENTS:
-            raise ValueError(f"ba_placement must be one of {list(MBCONV_PLACEMENTS)}, got {placement!r}")
         if pre_act and (placement != "se" or not isinstance(self.bn2, BatchNormAct2d)):
             raise ValueError("ba_pre_act needs ba_placement='se' and timm's BatchNormAct2d after the depthwise conv")
         if self.conv_s2d is not None:
             raise ValueError("bridge gates do not support space-to-depth MBConv blocks")
-        mid, out = self.conv_dw.out_channels, self.conv_pwl.out_channels
         self.se = nn.Identity()
         self.placement = placement
         self.pre_act = pre_act
@@ -61,10 +53,7 @@ class BAInvertedResidual(InvertedResidual):
         self.dw_act = nn.Identity()
         if pre_act:
             self.dw_act, self.bn2.act = self.bn2.act, nn.Identity()
-        if placement == "se":
-            self.ba = bridge([mid, mid], mid, ba_args)
-        else:
-            self.ba = bridge([mid, mid, out], out, ba_args)
+        self.ba = placement_gate(placement, self.conv_dw.out_channels, self.conv_pwl.out_channels, ba_args)
         for layer in self.ba.modules() if init_std is not None else ():
             if isinstance(layer, nn.Linear):
                 nn.init.normal_(layer.weight, 0.0, init_std)
@@ -98,13 +87,10 @@ class BAInvertedResidual(InvertedResidual):
 
 
 class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
-    """timm's expansion-free block with its SE applied to the depthwise BatchNorm output before the activation,
-    as the BAv1 MobileNetV3 reference orders it (timm applies SE after the activation)."""
+    """timm's expansion-free block (only those with an SE) with the SE applied to the depthwise BatchNorm output
+    before the activation, as the BAv1 MobileNetV3 reference orders it (timm applies SE after the activation)."""
 
-    @staticmethod
-    def bridges(block: nn.Module) -> bool:
-        """Only blocks that have an SE change (they keep it, in the gates' place)."""
-        return not isinstance(block.se, nn.Identity)
+    bridges = staticmethod(_has_se)
 
     def init_bridge(self) -> None:
         if not isinstance(self.bn1, BatchNormAct2d) or self.conv_s2d is not None:
@@ -120,25 +106,14 @@ class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
         return x
 
 
-def create_mbconv_variant(
-    variant: str,
-    twin: str,
-    version: str,
-    pretrained: bool,
-    gate_defaults: dict[str, Any],
-    pre_act: bool,
-    gate_init_std: float | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """A timm MobileNetV3/EfficientNet twin with bridged MBConv blocks.
+def create_mbconv_variant(variant: str, pretrained: bool, *, twin: str, version: str,
+                          gate_defaults: dict[str, Any] = EFFICIENTNET_GATE, pre_act: bool = False,
+                          gate_init_std: float | None = None, **kwargs: Any) -> nn.Module:
+    """A timm MobileNetV3/EfficientNet ``twin`` with bridged MBConv blocks (see :class:`BAInvertedResidual`).
 
-    ``gate_init_std``: initialise the gates' Linear weights from N(0, std) (before any pretrained weights load);
-    ``None`` keeps PyTorch's defaults.
-
-    Keyword arguments ``ba_placement`` (``"se"``/``"output"``), ``ba_pre_act`` and the gate settings
-    (``rd_ratio``, ``act_layer``, ``gate_layer``, ``selection``, ...) configure the gates; all others
-    go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ``drop_path_rate``, ...).
-    ``small_input=True`` makes the stem conv stride 1 (for 28-64 px images).
+    ``ba_placement``, ``ba_pre_act`` and the gate settings (``rd_ratio``, ``act_layer``, ...; defaults
+    ``gate_defaults``) configure the gates, ``small_input=True`` makes the stem conv stride 1 (for 28-64 px
+    images); all others go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ...).
     """
     ba_args = pop_bridge_args(kwargs, version, gate_defaults)
     placement = kwargs.pop("ba_placement", "se")
@@ -148,7 +123,3 @@ def create_mbconv_variant(
     if pre_act:  # the expansion-free blocks keep their SE, in the same place as the gates: before the activation
         bridge_blocks(model, PreActSEDepthwiseSeparable, {})
     return model
-
-
-# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.
-EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")

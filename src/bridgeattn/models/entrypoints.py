@@ -1,16 +1,14 @@
 """Every model this package registers with timm: its ``pretrained_cfg`` entries and its entrypoints.
 
-Registration goes through timm's public ``generate_default_cfgs`` and ``register_model``: timm reads this
-module's ``default_cfgs`` when an entrypoint is registered, so ``timm.get_pretrained_cfg(name).architecture``
-is set and every name is listed by ``timm.list_models(module="entrypoints")``. The entrypoints live in this
-module (not in timm's ``resnet``/``convnext``/... modules, nor in modules of the same names) so that importing
-the package leaves ``timm.list_models(module=...)`` of timm's own modules unchanged.
-
+Registration goes through timm's public ``generate_default_cfgs`` and ``register_model``, from this module (not
+timm's ``resnet``/``convnext``/... modules) so that ``timm.list_models(module=...)`` of timm's own modules is
+unchanged and every name is listed by ``timm.list_models(module="entrypoints")``.
 To add weights or a tag to a model, add an ``"arch.tag"`` entry to :data:`PRETRAINED_CFGS`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch.nn as nn
@@ -19,15 +17,14 @@ from timm.models import generate_default_cfgs, get_pretrained_cfg, register_mode
 from ..layers import CoordAttention, FcaModule, GlobalContextBlock, SrmModule
 from .bridging import twin_cfg, warm_start_cfg
 from .convnext import create_convnext_variant
-from .efficientnet import EFFICIENTNET_GATE, create_mbconv_variant
-from .mobilenetv3 import MOBILENETV3_TWINS, create_mobilenetv3_variant
-from .registry import register_family
+from .efficientnet import create_mbconv_variant
+from .mobilenetv3 import create_mobilenetv3_variant
 from .regnet import create_regnet_variant
 from .resnet import RESNET_DEPTHS, SMALL_DEPTHS, create_resnet_variant, resnet_cfg, small_resnet_args, small_resnet_cfg
 from .swin import create_swin_variant
 
 # register_model appends every model name
-__all__: list[str] = ["PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
+__all__: list[str] = ["BRIDGED_MODELS", "FAMILIES", "PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
 
 # ResNet-family prefix -> the attention in every block: "bav1"/"bav2" bridge blocks, a timm attention
 # name, one of this package's baseline modules, or None for the plain trunk. All share one trunk (stem, init,
@@ -58,16 +55,37 @@ _RESNEXTS = {
 }
 _RESNETS.update(_RESNEXTS)
 
+# The other families, built as their timm twin with bridged blocks: name -> (family, builder, timm twin, docstring).
+# The builder is called as builder(name, pretrained, twin=twin, version="v1"/"v2" (from the name), **kwargs).
+BRIDGED_MODELS: dict[str, tuple[str, Callable[..., nn.Module], str, str]] = {
+    "bav2_convnext_tiny": ("bridge-convnext", create_convnext_variant, "convnext_tiny",
+                           "ConvNeXt-T with BAv2 gates over the depthwise, MLP-hidden and MLP-output taps (r = 16)."),
+    "bav2_swin_tiny_patch4_window7_224": (
+        "bridge-swin", create_swin_variant, "swin_tiny_patch4_window7_224",
+        "Swin-T (patch 4, window 7, 224 px) with BAv2 gates over attention, MLP-hidden and MLP-output taps.\n\n"
+        "For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.",
+    ),
+    "bav2_regnety_040": ("bridge-regnet", create_regnet_variant, "regnety_040",
+                         "RegNetY-4.0GF with BAv2 gates (taps: the three conv outputs; r = 16) instead of SE."),
+    "bav1_efficientnet_b0": ("bridge-efficientnet", create_mbconv_variant, "efficientnet_b0",
+                             "EfficientNet-B0 with BAv1 gates (taps: expansion and depthwise outputs; r = 6, Swish)."),
+    "bav2_efficientnet_b0": ("bridge-efficientnet", create_mbconv_variant, "efficientnet_b0",
+                             "EfficientNet-B0 with BAv2 gates (same taps as BAv1, adaptive selection; r = 6, Swish)."),
+    "bav1_mobilenetv3_large_100": ("bridge-mobilenetv3", create_mobilenetv3_variant, "mobilenetv3_large_100",
+                                   "MobileNetV3-Large 1.0 with BAv1 gates (r = 6, hard-sigmoid)."),
+    "bav2_mobilenetv3_large_100": ("bridge-mobilenetv3", create_mobilenetv3_variant, "mobilenetv3_large_100",
+                                   "MobileNetV3-Large 1.0 with BAv2 gates (BAv1 taps, adaptive selection)."),
+    "bav1_mobilenetv3_small_100": ("bridge-mobilenetv3", create_mobilenetv3_variant, "mobilenetv3_small_100",
+                                   "MobileNetV3-Small 1.0 with BAv1 gates (r = 6, hard-sigmoid)."),
+    "bav2_mobilenetv3_small_100": ("bridge-mobilenetv3", create_mobilenetv3_variant, "mobilenetv3_small_100",
+                                   "MobileNetV3-Small 1.0 with BAv2 gates (BAv1 taps, adaptive selection)."),
+}
+
 # The one table of pretrained cfgs: "arch" or "arch.tag" -> cfg fields. No official weights exist for any
 # of these models, so every default entry has preprocessing fields only.
 PRETRAINED_CFGS: dict[str, dict[str, Any]] = {
     **{name: small_resnet_cfg() if name.endswith(("resnet20", "resnet56")) else resnet_cfg() for name in _RESNETS},
-    "bav2_convnext_tiny": twin_cfg("convnext_tiny"),
-    "bav2_swin_tiny_patch4_window7_224": twin_cfg("swin_tiny_patch4_window7_224"),
-    "bav2_regnety_040": twin_cfg("regnety_040"),
-    "bav1_efficientnet_b0": twin_cfg("efficientnet_b0"),
-    "bav2_efficientnet_b0": twin_cfg("efficientnet_b0"),
-    **{name: twin_cfg(twin) for name, (twin, _) in MOBILENETV3_TWINS.items()},
+    **{name: twin_cfg(twin) for name, (_, _, twin, _) in BRIDGED_MODELS.items()},
 }
 
 # Warm-start tags: "bav2_resnet50.from_a1_in1k" is timm's plain resnet50.a1_in1k, whose weights load with the gates
@@ -85,97 +103,29 @@ WARM_START_CFGS: dict[str, dict[str, Any]] = {
 
 # Read by timm's register_model for every entrypoint below.
 default_cfgs = generate_default_cfgs({**PRETRAINED_CFGS, **WARM_START_CFGS})
+# family -> its model names, in registration order
+FAMILIES: dict[str, list[str]] = {}
 
 
-def _resnet_entrypoint(name: str) -> Callable[..., nn.Module]:
-    """A timm entrypoint function named ``name``, defined in (and registered from) this module."""
-    attention, layers, kind, extra = _RESNETS[name]
+def _register(name: str, family: str, build: Callable[..., nn.Module], doc: str) -> None:
+    """Register a timm entrypoint ``name(pretrained=False, **kwargs)``, defined in this module, that calls
+    ``build(name, pretrained, **kwargs)``, and list it under ``family``."""
 
     def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        return create_resnet_variant(
-            name, pretrained, layers=layers, block_kind=kind, attention=attention, model_args=extra, **kwargs
-        )
+        return build(name, pretrained, **kwargs)
 
-    label = getattr(attention, "__name__", attention) or "no"
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
-    entry.__doc__ = f"{name}: ResNet trunk ({kind} blocks {layers}) with {label} attention."
+    entry.__doc__ = doc
     globals()[name] = entry
-    return register_model(entry)
+    register_model(entry)
+    FAMILIES.setdefault(family, []).append(name)
 
 
-for _name in _RESNETS:
-    _resnet_entrypoint(_name)
-for _prefix, (_family, _) in RESNET_FAMILIES.items():
-    register_family(_family, [n for n in _RESNETS if n.startswith(_prefix) and n not in _RESNEXTS])
-register_family("bridge-resnet", list(_RESNEXTS))
-
-
-@register_model
-def bav2_convnext_tiny(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """ConvNeXt-T with BAv2 gates over the depthwise, MLP-hidden and MLP-output taps (r = 16)."""
-    return create_convnext_variant("bav2_convnext_tiny", "convnext_tiny", "v2", pretrained, **kwargs)
-
-
-@register_model
-def bav2_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Swin-T (patch 4, window 7, 224 px) with BAv2 gates over attention, MLP-hidden and MLP-output taps.
-
-    For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.
-    """
-    return create_swin_variant(
-        "bav2_swin_tiny_patch4_window7_224", "swin_tiny_patch4_window7_224", "v2", pretrained, **kwargs
-    )
-
-
-@register_model
-def bav2_regnety_040(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """RegNetY-4.0GF with BAv2 gates (taps: the three conv outputs; r = 16) instead of SE."""
-    return create_regnet_variant("bav2_regnety_040", "regnety_040", "v2", pretrained, **kwargs)
-
-
-@register_model
-def bav1_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """EfficientNet-B0 with BAv1 gates (taps: expansion and depthwise outputs; r = 6, Swish)."""
-    return create_mbconv_variant(
-        "bav1_efficientnet_b0", "efficientnet_b0", "v1", pretrained, EFFICIENTNET_GATE, False, **kwargs
-    )
-
-
-@register_model
-def bav2_efficientnet_b0(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """EfficientNet-B0 with BAv2 gates (same taps as BAv1, adaptive selection; r = 6, Swish)."""
-    return create_mbconv_variant(
-        "bav2_efficientnet_b0", "efficientnet_b0", "v2", pretrained, EFFICIENTNET_GATE, False, **kwargs
-    )
-
-
-@register_model
-def bav1_mobilenetv3_large_100(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV3-Large 1.0 with BAv1 gates (r = 6, hard-sigmoid)."""
-    return create_mobilenetv3_variant("bav1_mobilenetv3_large_100", pretrained, **kwargs)
-
-
-@register_model
-def bav2_mobilenetv3_large_100(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV3-Large 1.0 with BAv2 gates (BAv1 taps, adaptive selection)."""
-    return create_mobilenetv3_variant("bav2_mobilenetv3_large_100", pretrained, **kwargs)
-
-
-@register_model
-def bav1_mobilenetv3_small_100(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV3-Small 1.0 with BAv1 gates (r = 6, hard-sigmoid)."""
-    return create_mobilenetv3_variant("bav1_mobilenetv3_small_100", pretrained, **kwargs)
-
-
-@register_model
-def bav2_mobilenetv3_small_100(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV3-Small 1.0 with BAv2 gates (BAv1 taps, adaptive selection)."""
-    return create_mobilenetv3_variant("bav2_mobilenetv3_small_100", pretrained, **kwargs)
-
-
-register_family("bridge-convnext", ["bav2_convnext_tiny"])
-register_family("bridge-swin", ["bav2_swin_tiny_patch4_window7_224"])
-register_family("bridge-regnet", ["bav2_regnety_040"])
-register_family("bridge-efficientnet", ["bav1_efficientnet_b0", "bav2_efficientnet_b0"])
-register_family("bridge-mobilenetv3", list(MOBILENETV3_TWINS))
+for _name, (_attention, _layers, _kind, _extra) in _RESNETS.items():
+    _family = RESNET_FAMILIES[_name.split("_", 1)[0] + "_"][0]
+    _build = partial(create_resnet_variant, layers=_layers, block_kind=_kind, attention=_attention, model_args=_extra)
+    _label = getattr(_attention, "__name__", _attention) or "no"
+    _register(_name, _family, _build, f"{_name}: ResNet trunk ({_kind} blocks {_layers}) with {_label} attention.")
+for _name, (_family, _build, _twin, _doc) in BRIDGED_MODELS.items():
+    _register(_name, _family, partial(_build, twin=_twin, version=_name[2:4]), _doc)  # "bav2_..." -> "v2"

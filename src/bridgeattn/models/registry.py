@@ -10,8 +10,7 @@ import torch.nn as nn
 
 from ..config import REMOTE_KWARGS  # noqa: F401  (defined where recipes are read; used here by importers)
 from ..errors import UserError
-
-_FAMILIES: dict[str, list[str]] = {}
+from .entrypoints import FAMILIES
 
 # timm's own models that the comparisons use as reference points.
 TIMM_BASELINES: tuple[str, ...] = (
@@ -23,20 +22,14 @@ TIMM_BASELINES: tuple[str, ...] = (
 )
 
 
-def register_family(family: str, names: list[str]) -> list[str]:
-    """Record ``names`` (already registered with timm) under ``family``; returns ``names``."""
-    _FAMILIES.setdefault(family, []).extend(n for n in names if n not in _FAMILIES.get(family, []))
-    return names
-
-
 def model_families() -> dict[str, list[str]]:
     """``{family: [model names]}`` of this project's models, plus ``"timm"`` for the timm baselines."""
-    return {**{k: list(v) for k, v in _FAMILIES.items()}, "timm": list(TIMM_BASELINES)}
+    return {**{k: list(v) for k, v in FAMILIES.items()}, "timm": list(TIMM_BASELINES)}
 
 
 def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     """Names of this project's models (and the timm baselines) matching a shell-style ``pattern``."""
-    names = [n for family in _FAMILIES.values() for n in family]
+    names = [n for family in FAMILIES.values() for n in family]
     if include_timm:
         names += list(TIMM_BASELINES)
     return sorted({n for n in names if fnmatch.fnmatch(n, pattern)})

@@ -1,15 +1,9 @@
-"""BA-RegNetY: timm's RegNet with a bridge gate in every bottleneck block, replacing its SE.
+"""BA-RegNetY: timm's RegNet with a bridge gate in every ``act(conv3(SE(conv2(conv1(x)))) + shortcut)`` block.
 
-A RegNetY block is ``act(conv3(SE(conv2(conv1(x)))) + shortcut)``: a ResNeXt-style bottleneck (1x1,
-grouped 3x3, 1x1) with SE on the bottleneck width. Placements (``ba_placement``):
-
-* ``"output"`` (default, the BAv2 ResNet/ResNeXt placement): taps = the three conv outputs; the gate
-  rescales ``conv3``'s BatchNorm output before the residual add.
-* ``"se"``: taps = ``conv1`` and ``conv2`` outputs; the gate rescales the ``conv2`` output where SE was.
-
-The SE is removed in both. As in the BA references the last BatchNorm of a block is not zero-initialised
-(``zero_init_last=False``; timm's RegNet default is True). ``small_input=True`` makes the stem conv
-stride 1 for 28-64 px images. See docs/placement.md.
+The SE is removed; ``ba_placement`` (docs/placement.md) is ``"output"`` (default, the BAv2 ResNet placement:
+taps = the three conv outputs, the gate rescales ``conv3``'s output before the residual add) or ``"se"`` (taps =
+``conv1`` and ``conv2`` outputs, the gate rescales ``conv2``'s output where SE was). ``small_input=True`` makes
+the stem conv stride 1 for 28-64 px images.
 """
 from __future__ import annotations
 
@@ -19,11 +13,9 @@ import torch
 import torch.nn as nn
 from timm.models.regnet import Bottleneck
 
-from .bridging import bridge, create_bridged, pop_bridge_args
+from .bridging import create_bridged, placement_gate, pop_bridge_args
 
-__all__ = ["BARegNetBottleneck", "REGNET_PLACEMENTS", "create_regnet_variant"]
-
-REGNET_PLACEMENTS = ("output", "se")
+__all__ = ["BARegNetBottleneck", "create_regnet_variant"]
 
 
 class BARegNetBottleneck(Bottleneck):
@@ -32,15 +24,9 @@ class BARegNetBottleneck(Bottleneck):
     warm_start_replaces = "se"  # the plain twin's SE weights have no place here (models.warmstart)
 
     def init_bridge(self, ba_args: dict[str, Any], placement: str = "output") -> None:
-        if placement not in REGNET_PLACEMENTS:
-            raise ValueError(f"ba_placement must be one of {list(REGNET_PLACEMENTS)}, got {placement!r}")
-        mid, out = self.conv2.conv.out_channels, self.conv3.conv.out_channels
         self.se = nn.Identity()
         self.placement = placement
-        if placement == "output":
-            self.ba = bridge([mid, mid, out], out, ba_args)
-        else:
-            self.ba = bridge([mid, mid], mid, ba_args)
+        self.ba = placement_gate(placement, self.conv2.conv.out_channels, self.conv3.conv.out_channels, ba_args)
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: ``conv3``'s norm (output placement) or the conv reading the gated map."""
@@ -61,7 +47,7 @@ class BARegNetBottleneck(Bottleneck):
         return self.act3(y3)
 
 
-def create_regnet_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def create_regnet_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
     """timm's RegNet ``twin`` with bridged blocks; ``ba_placement`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     placement = kwargs.pop("ba_placement", "output")
@@ -70,4 +56,3 @@ def create_regnet_variant(variant: str, twin: str, version: str, pretrained: boo
     kwargs.setdefault("zero_init_last", False)
     return create_bridged(variant, twin, pretrained, BARegNetBottleneck, dict(ba_args=ba_args, placement=placement),
                           stem="stem.conv", **kwargs)
-

@@ -1,12 +1,9 @@
 """BA-ResNet and BA-ResNeXt on timm's own ``ResNet`` class, plus the attention baselines on the same trunk.
 
-The BA blocks subclass timm's ``BasicBlock`` / ``Bottleneck`` so every timm feature of the trunk
-(``features_only``, ``forward_head``, ``reset_classifier``, ``in_chans``, ``drop_path_rate``, gradient
-checkpointing) works unchanged. Only the forward differs: the block pools each conv output (the
-taps of docs/spec.md, section 2) and rescales the last one with the bridge gate before the residual add.
-
-Small inputs (28-64 px): ``small_input=True`` swaps the 7x7/2 stem and its max-pool for a 3x3/1 conv,
-and the CIFAR-style ``*_resnet20`` / ``*_resnet56`` (3 stages of 16/32/64 channels) use that stem by default.
+The BA blocks subclass timm's ``BasicBlock`` / ``Bottleneck`` (so every timm feature of the trunk works unchanged)
+and change only the forward: pool each conv output (the taps of docs/spec.md, section 2) and rescale the last one
+with the bridge gate before the residual add. ``small_input=True`` swaps the 7x7/2 stem and its max-pool for a
+3x3/1 conv (28-64 px images); the CIFAR-style ``*_resnet20/56`` (3 stages of 16/32/64 channels) use it by default.
 """
 from __future__ import annotations
 
@@ -25,17 +22,8 @@ from .bridging import BRIDGE_KEYS, pop_bridge_args
 from .checks import check_image_batch
 from .warmstart import pretrained_filter
 
-__all__ = [
-    "BABasicBlock",
-    "BABottleneck",
-    "BridgeResNet",
-    "RESNET_DEPTHS",
-    "SMALL_DEPTHS",
-    "create_resnet_variant",
-    "resnet_cfg",
-    "small_resnet_args",
-    "small_resnet_cfg",
-]
+__all__ = ["BABasicBlock", "BABottleneck", "BridgeResNet", "RESNET_DEPTHS", "SMALL_DEPTHS", "create_resnet_variant",
+           "resnet_cfg", "small_resnet_args", "small_resnet_cfg"]
 
 # depth -> (block kind, blocks per stage)
 RESNET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
@@ -53,21 +41,21 @@ SMALL_RD_MIN_CHANNELS = 8
 
 
 class _BridgeGateMixin:
-    """Builds the ``ba`` module of a block from its tap widths and merges the gated output."""
+    """A timm ResNet block with a gate ``ba`` over its conv outputs (the outputs of ``bn1``, ``bn2`` and ``bn3``)."""
 
-    def _init_bridge(self, taps: list[int], channels: int, ba_args: dict[str, Any]) -> None:
-        self.ba = BridgeAttention(taps, channels, **ba_args)
+    def __init__(self, *args: Any, ba_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        kwargs.pop("attn_layer", None)
+        super().__init__(*args, **kwargs)
+        norms = [self.bn1, self.bn2, self.bn3] if hasattr(self, "bn3") else [self.bn1, self.bn2]
+        self.ba = BridgeAttention([n.num_features for n in norms], norms[-1].num_features, **(ba_args or {}))
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: the block's last BatchNorm (models.warmstart)."""
         return "bn3" if hasattr(self, "bn3") else "bn2"
 
     def _merge(self, y: torch.Tensor, shortcut: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
-        """``y * ba(taps + [mean(y)]) + shortcut``: pooling, rescale and residual add in as few passes as possible.
-
-        Scripted and fx-traced models take the plain formula (compilers fuse it themselves); eager models the lean
-        one of :mod:`bridgeattn.layers.ops`.
-        """
+        """``y * ba(taps + [mean(y)]) + shortcut``. Scripted and fx-traced models take the plain formula (compilers
+        fuse it themselves); eager models the lean one of :mod:`bridgeattn.layers.ops` (fewer passes over ``y``)."""
         if torch.jit.is_scripting() or is_fx_proxy(y) or (self.drop_path is not None and self.training):
             gate = self.ba(taps + [spatial_mean(y)])
             if self.drop_path is not None:
@@ -83,11 +71,6 @@ class _BridgeGateMixin:
 class BABasicBlock(_BridgeGateMixin, BasicBlock):
     """timm's BasicBlock with a bridge gate over ``relu(bn1(conv1))`` and ``bn2(conv2)``."""
 
-    def __init__(self, inplanes: int, planes: int, *args: Any, ba_args: dict[str, Any] | None = None, **kwargs: Any):
-        kwargs.pop("attn_layer", None)
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self._init_bridge([self.bn1.num_features, self.bn2.num_features], self.bn2.num_features, ba_args or {})
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         y1 = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
@@ -96,16 +79,8 @@ class BABasicBlock(_BridgeGateMixin, BasicBlock):
 
 
 class BABottleneck(_BridgeGateMixin, Bottleneck):
-    """timm's Bottleneck (also grouped, for ResNeXt) with a bridge gate over its three conv outputs.
-
-    Taps: ``relu(bn1(conv1))``, ``relu(bn2(conv2))`` and ``bn3(conv3)`` before the residual add.
-    """
-
-    def __init__(self, inplanes: int, planes: int, *args: Any, ba_args: dict[str, Any] | None = None, **kwargs: Any):
-        kwargs.pop("attn_layer", None)
-        super().__init__(inplanes, planes, *args, **kwargs)
-        taps = [self.bn1.num_features, self.bn2.num_features, self.bn3.num_features]
-        self._init_bridge(taps, self.bn3.num_features, ba_args or {})
+    """timm's Bottleneck (also grouped, for ResNeXt) with a bridge gate over ``relu(bn1(conv1))``,
+    ``relu(bn2(conv2))`` and ``bn3(conv3)`` before the residual add."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -118,11 +93,8 @@ class BABottleneck(_BridgeGateMixin, Bottleneck):
 
 
 class BridgeResNet(ResNet):
-    """timm ``ResNet`` with input checks, an optional small-input stem, and 3- or 4-stage trunks.
-
-    Args:
-        small_input: use a 3x3 stride-1 stem conv and no max-pool (for 28-64 px images).
-        **kwargs: everything timm's ``ResNet`` takes.
+    """timm ``ResNet`` (``**kwargs``) with input checks, 3- or 4-stage trunks and ``small_input``: a 3x3 stride-1
+    stem conv and no max-pool (for 28-64 px images).
 
     A 3-stage trunk (``*_resnet20/56``) gets an empty ``layer4`` (as timm's own ``prune_intermediate_layers``
     leaves one), so timm's forward, TorchScript and ``forward_intermediates`` work unchanged; its
@@ -159,8 +131,7 @@ class BridgeResNet(ResNet):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Parameters that timm's optimizer factory keeps out of weight decay: those the attention modules name
-        (SRM's style weights)."""
+        """Parameters that timm's optimizer factory keeps out of weight decay: those the attention modules name."""
         names: set[str] = set()
         for prefix, module in self.named_modules():
             if module is not self and hasattr(module, "no_weight_decay"):
@@ -192,9 +163,8 @@ class BridgeResNet(ResNet):
             raise ValueError(f"feature indices must be in [{-n}, {n}), got {list(indices)}")
         return sorted(i % n for i in indices)
 
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | None = None, **kwargs: Any
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              **kwargs: Any) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """timm's ``forward_intermediates`` with ``indices`` counted over ``feature_info`` (4 or 5 features)."""
         return super().forward_intermediates(x, self._feature_indices(indices), **kwargs)
 
@@ -205,55 +175,33 @@ class BridgeResNet(ResNet):
 
 def resnet_cfg(**kwargs: Any) -> dict[str, Any]:
     """``pretrained_cfg`` fields of an ImageNet-size ResNet-family model (no weights)."""
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+    return {"url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
+            "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+            "first_conv": "conv1", "classifier": "fc", "license": "apache-2.0", **kwargs}
 
 
-def small_resnet_cfg(**kwargs: Any) -> dict[str, Any]:
+def small_resnet_cfg() -> dict[str, Any]:
     """``pretrained_cfg`` fields of a small-input (32 px, 10-class) ``*_resnet20/56``."""
-    return resnet_cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, **kwargs)
+    return resnet_cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0)
 
 
 def small_resnet_args(attention: str | type[nn.Module] | None) -> dict[str, Any]:
     """Trunk arguments of the CIFAR-style ``*_resnet20/56``."""
     # timm's stem is 64 wide unless 'deep' (2 x stem_width); the small-input option then
     # replaces that deep stem by a single 3x3 conv.
-    extra: dict[str, Any] = dict(
-        channels=SMALL_CHANNELS, stem_type="deep", stem_width=SMALL_CHANNELS[0] // 2, small_input=True
-    )
+    extra: dict[str, Any] = dict(channels=SMALL_CHANNELS, stem_type="deep", stem_width=SMALL_CHANNELS[0] // 2,
+                                 small_input=True)
     if attention in ("bav1", "bav2"):
         extra["rd_min_channels"] = SMALL_RD_MIN_CHANNELS
     return extra
 
 
-def create_resnet_variant(
-    variant: str,
-    pretrained: bool,
-    *,
-    layers: tuple[int, ...],
-    block_kind: str,
-    attention: str | type[nn.Module] | None,
-    model_args: dict[str, Any],
-    **kwargs: Any,
-) -> BridgeResNet:
-    """Build one registered ResNet-family model.
-
-    ``attention`` is ``"bav1"``/``"bav2"`` for bridge blocks, a timm attention name (``"se"``, ``"eca"``,
-    ``"cbam"``, ``"gc"``) or module class for the baselines, or ``None`` for the plain network. Bridge
-    settings (``rd_ratio``, ``selection``, ...) may be passed as keyword arguments and reach every block.
-    """
+def create_resnet_variant(variant: str, pretrained: bool, *, layers: tuple[int, ...], block_kind: str,
+                          attention: str | type[nn.Module] | None, model_args: dict[str, Any],
+                          **kwargs: Any) -> BridgeResNet:
+    """Build one registered ResNet-family model. ``attention``: ``"bav1"``/``"bav2"`` for bridge blocks (whose
+    settings, ``rd_ratio``, ``selection``, ..., may be passed as keyword arguments), a timm attention name
+    (``"se"``, ``"eca"``, ``"cbam"``, ``"gc"``) or module class for the baselines, ``None`` for the plain network."""
     args = dict(model_args, **kwargs)
     block_args = dict(args.pop("block_args", None) or {})
     if attention in ("bav1", "bav2"):
@@ -269,7 +217,6 @@ def create_resnet_variant(
     args.setdefault("zero_init_last", False)
     # One feature per stage plus the stem; the CIFAR-style trunks have 3 stages, not timm's 4.
     feature_cfg = dict(out_indices=tuple(range(len(layers) + 1)))
-    return build_model_with_cfg(
-        BridgeResNet, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=pretrained_filter,
-        block=block, layers=layers, block_args=block_args, **args,
-    )
+    return build_model_with_cfg(BridgeResNet, variant, pretrained, feature_cfg=feature_cfg,
+                                pretrained_filter_fn=pretrained_filter, block=block, layers=layers,
+                                block_args=block_args, **args)

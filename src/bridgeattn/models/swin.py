@@ -1,13 +1,8 @@
-"""BA-Swin: timm's Swin Transformer with a bridge gate in every Swin block.
+"""BA-Swin: timm's Swin Transformer with a bridge gate in every ``x + attn(LN(x)); x + fc2(act(fc1(LN(x))))`` block.
 
-A Swin block is ``x = x + attn(LN(x)); x = x + fc2(act(fc1(LN(x))))``. By the papers' principle the
-taps are the outputs of its transforms, squeezed by a mean over tokens:
-
-* ``"attn"``: the (shifted-)window attention output ``(B, H, W, C)``,
-* ``"hidden"``: the MLP hidden activation ``(B, N, 4C)``,
-* ``"out"``: the MLP output ``(B, N, C)``, which the gate rescales before the block's last residual add.
-
-``ba_taps`` selects a subset. See docs/placement.md.
+Taps, squeezed by a mean over tokens (``ba_taps`` selects a subset; docs/placement.md): ``"attn"`` the
+(shifted-)window attention output ``(B, H, W, C)``, ``"hidden"`` the MLP hidden activation ``(B, N, 4C)``,
+``"out"`` the MLP output ``(B, N, C)``, which the gate rescales before the block's last residual add.
 """
 from __future__ import annotations
 
@@ -18,7 +13,8 @@ import torch
 import torch.nn as nn
 from timm.models.swin_transformer import SwinTransformerBlock, checkpoint_filter_fn
 
-from .bridging import bridge, check_taps, create_bridged, pop_bridge_args
+from ..layers.bridge import BridgeAttention
+from .bridging import check_taps, create_bridged, pop_bridge_args
 
 __all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "create_swin_variant"]
 
@@ -32,7 +28,7 @@ class BASwinTransformerBlock(SwinTransformerBlock):
         self.taps = check_taps(taps, SWIN_TAPS, "Swin")
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
         widths = {"attn": dim, "hidden": hidden, "out": dim}
-        self.ba = bridge([widths[t] for t in self.taps], dim, ba_args)
+        self.ba = BridgeAttention([widths[t] for t in self.taps], dim, **ba_args)
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: the MLP's last Linear (models.warmstart)."""
@@ -52,11 +48,8 @@ class BASwinTransformerBlock(SwinTransformerBlock):
         return x.reshape(B, H, W, C)
 
 
-def create_swin_variant(variant: str, twin: str, version: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates.
-
-    For small images pass ``img_size`` (e.g. 64); timm shrinks the windows to fit the feature maps.
-    """
+def create_swin_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
+    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
     ba_args = pop_bridge_args(kwargs, version, {})
     taps = kwargs.pop("ba_taps", SWIN_TAPS)
     return create_bridged(variant, twin, pretrained, BASwinTransformerBlock, dict(ba_args=ba_args, taps=taps),

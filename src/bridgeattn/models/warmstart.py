@@ -1,18 +1,9 @@
 """Warm start: a bridged model that computes exactly what its plain twin computes, with gates that learn.
 
-A gate ``g = gate(W_g h)`` with its generation weight ``W_g`` set to zero outputs ``gate(0)`` for every
-channel and every input: 1/2 for the sigmoid and hard-sigmoid gates. Multiplying the affine parameters of
-the last norm of the gated branch by ``1 / gate(0) = 2`` makes ``g * branch`` equal the plain branch, in
-eval mode *and* in training mode (the norm normalises with the same batch statistics, only its affine
-output is doubled; both factors are powers of two, so the product is exact in floating point). The
-gate's generation weight still receives gradient at the first step, and the rest of the gate from the
-second step on. docs/warmstart.md lists the rule of every family and which are exact.
-
-Each BA block names its own site: ``warm_start_scale()`` (the module or parameter of the gated branch to
-rescale) and ``warm_start_replaces`` (the plain module the gate replaces, if any). This module reads only that.
-
-    model = bridgeattn.from_plain("bav2_resnet50", timm.create_model("resnet50", pretrained=True))
-    model = timm.create_model("bav2_resnet50.from_a1_in1k", pretrained=True)  # the same, through timm
+A gate with its generation weight at zero outputs ``gate(0)`` (1/2) everywhere; multiplying the affine parameters
+of the last norm of the gated branch by ``1 / gate(0)`` makes ``g * branch`` the plain branch (docs/warmstart.md).
+Each BA block names its own site: ``warm_start_scale()`` (the module or parameter of the gated branch to rescale)
+and ``warm_start_replaces`` (the plain module the gate replaces, if any). This module reads only that.
 """
 from __future__ import annotations
 
@@ -91,10 +82,10 @@ def warm_sites(model: nn.Module) -> list[WarmSite]:
     return sites
 
 
-def _first_conv_and_classifier(model: nn.Module) -> tuple[set[str], set[str]]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    as_set = lambda v: {v} if isinstance(v, str) else set(v or ())  # noqa: E731
-    return as_set(cfg.get("first_conv")), as_set(cfg.get("classifier"))
+def _cfg_names(model: nn.Module, field: str) -> set[str]:
+    """The module names in ``model.pretrained_cfg[field]`` (``first_conv`` or ``classifier``: a name or several)."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get(field)
+    return {names} if isinstance(names, str) else set(names or ())
 
 
 def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -117,7 +108,7 @@ def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str |
     unused = {k for k in given if dropped and k.startswith(dropped) and k not in target}
     missing = expected - set(given)
     unexpected = set(given) - expected - unused
-    first_conv, classifier = _first_conv_and_classifier(model)
+    first_conv, classifier = _cfg_names(model, "first_conv"), _cfg_names(model, "classifier")
     reset, wrong = set(), {}
     for k in expected & set(given):
         if given[k].shape == target[k].shape:
