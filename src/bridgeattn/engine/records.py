@@ -1,8 +1,6 @@
 """The run folder's files: config.yaml, metrics.jsonl/.csv, TensorBoard events, summary.json, eval reports."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -13,7 +11,7 @@ import yaml
 
 from ..config import TrainConfig, dump_yaml
 from ..errors import UserError
-from ..files import atomic_path, write_json, write_text
+from ..files import atomic_path, write_csv, write_json, write_text
 from ..weights.checkpoint import CKPT_DIR
 
 __all__ = ["RunRecorder", "check_stored_config", "holds_run", "write_eval_report", "write_json"]
@@ -43,14 +41,11 @@ def write_eval_report(metrics: dict[str, Any], class_names: Sequence[str], folde
     folder.mkdir(parents=True, exist_ok=True)
     confusion = metrics["confusion"]
     names = list(class_names) if len(class_names) == len(confusion) else [str(i) for i in range(len(confusion))]
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["class", "name", "samples", "correct", "accuracy"])
-    for i, row in enumerate(confusion):
-        acc = metrics["per_class"][i]
-        writer.writerow([i, names[i], sum(row), row[i], "" if acc is None else f"{acc:.4f}"])
+    accuracies = ["" if acc is None else f"{acc:.4f}" for acc in metrics["per_class"]]
+    rows = [{"class": i, "name": names[i], "samples": sum(row), "correct": row[i], "accuracy": accuracies[i]}
+            for i, row in enumerate(confusion)]
     paths = {"per_class": str(folder / "per_class.csv")}
-    write_text(folder / "per_class.csv", buf.getvalue())
+    write_csv(folder / "per_class.csv", ["class", "name", "samples", "correct", "accuracy"], rows)
     if plots:
         from .plots import plot_confusion
 
@@ -84,11 +79,7 @@ class RunRecorder:
         columns: list[str] = []
         for record in history:  # one value per cell: the learning-rate curve stays in metrics.jsonl
             columns += [k for k in record if k not in columns and not isinstance(record[k], list)]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-        write_text(self.folder / "metrics.csv", buf.getvalue())
+        write_csv(self.folder / "metrics.csv", columns, list(history))
         if self.tb is not None and history:
             record = history[-1]
             for key, value in record.items():
