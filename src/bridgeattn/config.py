@@ -409,8 +409,7 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of option: value")
     options, launch = split_options(raw)
-    defaults = LaunchOptions()
-    ignored = sorted(k for k, v in launch.items() if v != getattr(defaults, LAUNCH_OPTIONS[k].name))
+    ignored = sorted(k for k, v in launch.items() if v != LAUNCH_OPTIONS[k].default)
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)

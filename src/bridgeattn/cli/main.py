@@ -71,10 +71,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
-    parser = _Parser(
-        prog="bridgeattn",
-        description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
-    )
+    parser = _Parser(prog="bridgeattn",
+                     description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.")
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -99,9 +97,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 class _StdoutHandler(logging.Handler):
-    """The library's log lines on the current ``sys.stdout``, bare, as the commands' own output (through
-    ``tqdm.write``, so that a progress bar on the screen is redrawn below the line, not cut by it). Under
-    ``--print-json`` stdout is the JSON alone, and the lines go to stderr."""
+    """The library's log lines, bare, on the current ``sys.stdout`` (on stderr under ``--print-json``), through
+    ``tqdm.write`` so that a progress bar on the screen is redrawn below the line, not cut by it."""
 
     to_stderr = False
 
@@ -116,24 +113,24 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
-def _show_library_log() -> None:
+def _show_library_log(to_stderr: bool) -> None:
     """The command line shows the library's INFO lines (progress, resume notes); the library itself only logs."""
     logger = logging.getLogger("bridgeattn")
-    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        logger.addHandler(_StdoutHandler())
+    handler = next((h for h in logger.handlers if isinstance(h, _StdoutHandler)), None)
+    if handler is None:
+        handler = _StdoutHandler()
+        logger.addHandler(handler)
+    handler.to_stderr = to_stderr
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _show_library_log()
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    for handler in logging.getLogger("bridgeattn").handlers:
-        if isinstance(handler, _StdoutHandler):
-            handler.to_stderr = bool(getattr(args, "print_json", False))
+    _show_library_log(to_stderr=bool(getattr(args, "print_json", False)))
     if args.command is None:
         parser.print_help()
         return 0
