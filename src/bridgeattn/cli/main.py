@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..errors import UserError
+from ..files import check_writable
 from .arguments import HelpFormatter
 
 # command -> one-line help
@@ -86,11 +87,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = parser.commands[name] = sub.add_parser(name, help=help_text,
                                                    description=help_text[0].upper() + help_text[1:] + ".")
         if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
-            try:
-                module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
-            except ModuleNotFoundError as exc:  # a command whose optional pieces are missing
-                p.set_defaults(_unavailable=str(exc))
-                continue
+            module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser
@@ -134,13 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if getattr(args, "_unavailable", None):
-        print(f"bridgeattn {args.command}: unavailable ({args._unavailable})", file=sys.stderr)
-        return 2
     try:
         if getattr(args, "json", None):  # before any work, so a measured report is never lost at the end
-            from ..files import check_writable
-
             check_writable(args.json, flag="--json")
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError) as exc:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from ...config import listed
+from ...config import add_train_arguments, flags_given, listed, load_yaml, make_config, resolve_config_path
+from ...files import check_writable
 from ..arguments import add_json_arguments, emit_json, non_negative_int, positive_int, switch
 
 
@@ -27,15 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     switch(parser, "--speed", "measure inference img/s", default=True)
     switch(parser, "--progress", "show the engine's progress bars", default=True)
     add_json_arguments(parser, "per-model rows")
-    from ...config import add_train_arguments
-
     add_train_arguments(parser, launch=False, exclude=("model", "seed"),
                         config_help="recipe (name under configs/ or a YAML file) for every cell's training")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...config import flags_given, load_yaml, make_config, resolve_config_path
-    from ...files import check_writable
     from ...tools.compare import CompareConfig, findings, markdown_table, run_compare
 
     check_writable(args.output, folder=True)  # before any cell trains

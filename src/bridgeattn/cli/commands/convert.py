@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...files import check_writable
 from ..arguments import add_json_arguments, emit_json, positive_int, switch
 
 
@@ -19,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...files import check_writable
     from ...weights.export import convert_checkpoint
 
     check_writable(args.output, flag="output")

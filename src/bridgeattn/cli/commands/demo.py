@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 
-from ...config import listed
+from ...config import add_train_arguments, flags_given, listed
+from ...errors import UserError
+from ...files import check_writable
 from ..arguments import switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ...config import add_train_arguments
-
     parser.add_argument("--full", action="store_true", help="the full recipe, cpu_demo_full: 2 epochs over all "
                         "60,000 training images (about 12 minutes of training on 2 AVX2 cores)")
     parser.add_argument("--models", nargs="+", action=listed(), metavar="MODEL",
@@ -31,9 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...config import flags_given
-    from ...errors import UserError
-    from ...files import check_writable
     from ...tools.demo import DEMO_MODELS, run_demo
 
     if args.resume and not args.output:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...files import check_writable
 from ..arguments import (
     DEVICE_HELP,
     add_json_arguments,
@@ -34,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...files import check_writable
     from ...tools.score import evaluate_checkpoint
 
     if args.output:

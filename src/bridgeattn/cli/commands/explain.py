@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ...config import listed
+from ...errors import UserError
+from ...files import check_writable
 from ..arguments import add_weights_arguments, positive_int, switch
 
 
@@ -27,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...errors import UserError
-    from ...files import check_writable
     from ...tools.explain import check_output, explain, find_images
 
     if not args.checkpoint and not args.model:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...errors import UserError
+from ...files import check_writable
 from ..arguments import add_json_arguments, add_weights_arguments, emit_json, positive_float, positive_int, switch
 
 
@@ -34,8 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, an --output that is one of the inputs, or that exists without --overwrite."""
-    from ...errors import UserError
-
     target = output.resolve()
     for item in map(Path.resolve, inputs):  # the same file (or a link to it), or a folder that holds it
         if target == item or target in item.parents:
@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
     import copy
     import dataclasses
 
-    from ...errors import UserError
-    from ...files import check_writable
     from ...weights.export import export_model, resolve_input_size
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything

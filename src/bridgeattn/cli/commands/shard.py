@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...files import check_writable
 from ..arguments import non_negative_int, positive_int, switch
 
 
@@ -24,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...data import DataConfig
     from ...data.shard_writer import write_shards
-    from ...files import check_writable
 
     check_writable(args.output, folder=True)  # before the data set is read
     cfg = DataConfig(spec=args.data, train_subset=args.train_subset, val_subset=args.val_subset,
