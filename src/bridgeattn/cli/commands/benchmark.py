@@ -39,11 +39,9 @@ def run(args: argparse.Namespace) -> int:
         check_model_input(name, args.img_size)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = benchmark(
-        args.models, batch_size=args.batch_size, img_size=args.img_size, train=args.train,
-        channels_last=args.channels_last, compile=args.compile, amp=args.amp, fuse=args.fuse,
-        repeats=args.repeats, steps=args.steps, warmup=args.warmup, device=args.device,
-        progress=(lambda msg: print(msg, file=sys.stderr, flush=True)) if args.progress else None,
-    )
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.progress else None
+    report = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size, train=args.train,
+                       device=args.device, channels_last=args.channels_last, compile=args.compile, amp=args.amp,
+                       fuse=args.fuse, repeats=args.repeats, steps=args.steps, warmup=args.warmup, progress=progress)
     emit_json(args, report, format_table(report))
     return 0

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import shlex
 from pathlib import Path
 
 from ...errors import UserError
@@ -46,9 +49,6 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import copy
-    import dataclasses
-
     from ...weights.export import export_model, resolve_input_size
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
     metrics, command, run_info = None, None, None
     if args.checkpoint:
-        import shlex
-
         from ...weights.loading import load_model
 
         loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
@@ -86,17 +84,13 @@ def run(args: argparse.Namespace) -> int:
     input_size = resolve_input_size(model, args.img_size, args.in_chans)
     reference = model
     if args.fuse:
-        try:
-            from ...layers.fusion import fuse
-        except ModuleNotFoundError as exc:
-            raise UserError(f"--fuse is unavailable in this installation ({exc})") from None
+        from ...layers.fusion import fuse
+
         fused = copy.deepcopy(model)
         model = (fuse(fused) or fused).eval()  # fuse may work in place
-    summary = export_model(
-        model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
-        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
-        run=run_info,
-    )
+    summary = export_model(model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
+                           verify=args.verify, atol=args.atol, reference=reference, metrics=metrics,
+                           command=command, run=run_info)
     summary["fused"] = bool(args.fuse)
     line = f"wrote {summary['path']} ({args.format}"
     line += (f", opset {summary['opset']}" if "opset" in summary else "") + (", fused)" if args.fuse else ")")
