@@ -1,19 +1,8 @@
 """The training configuration: one tree of dataclasses from which recipe keys and ``bridgeattn train`` flags come.
 
-``TrainConfig`` has four sections, ``model`` (``ModelConfig``), ``data`` (the data package's ``DataConfig``),
-``optim`` (``OptimConfig``) and ``run`` (``RunConfig``); it is what a run folder's ``config.yaml`` and a checkpoint
-store. ``LaunchOptions`` (run folder, resume, code-running loads, progress bar, process count) belong to one
-invocation: they are never written, and never read from a file.
-
-Each field carries its help in ``metadata["help"]``; ``metadata["key"]`` names it in YAML files (default: the field
-name) and ``metadata["flag"]`` on the command line (default: ``--`` + the key with dashes). YAML files use the flat
-keys (``lr: 0.1``) or sections (``optim: {lr: 0.1}``).
-
-Precedence, lowest first: the defaults, the run folder's stored ``config.yaml`` (when resuming), the ``--config``
-recipe (a name under ``bridgeattn/configs`` or a file), then the flags given on the command line.
-
-This module imports neither torch nor timm, so building the command line stays fast (``bridgeattn.config``
-is the same module under its older name).
+``TrainConfig`` (sections ``model``, ``data``, ``optim``, ``run``) is what a run's ``config.yaml`` and checkpoints
+store; ``LaunchOptions`` belong to one invocation and are never stored. Each field's metadata holds its ``help``,
+and optionally its YAML ``key`` and ``flag`` (docs/cli.md). Imports neither torch nor timm (fast ``--help``).
 """
 from __future__ import annotations
 
@@ -34,7 +23,7 @@ import yaml
 from .errors import UserError
 
 __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
-           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "absolute_data",
+           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig",
            "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
            "from_flat", "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option",
            "resolve_config_path", "split_options"]
@@ -70,36 +59,25 @@ def listed(convert: Callable[[str], Any] = str) -> type[argparse.Action]:
 
 @dataclass
 class DataConfig:
-    """A dataset spec plus the options that shape its transforms.
+    """A dataset spec (docs/data.md) plus the options that shape its transforms; ``None``: the data set's own."""
 
-    ``spec`` is one of ``fashion-mnist``, ``folder:PATH``, ``cifar10:PATH``, ``cifar100:PATH``, ``wds:DIR_OR_URL``,
-    ``synthetic``, ``synthetic:N`` (see docs/data.md). ``None`` sizes and channel counts mean "the data set's native
-    value".
-    """
-
-    # ``help`` feeds the training flags; ``key`` is the name in recipes and run configs, ``flag`` the option.
-    spec: str = field(default="fashion-mnist", metadata={
-        "key": "data",
-        "help": "dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | wds:DIR_OR_URL | "
-                "synthetic[:N]"})
-    img_size: int | None = field(default=None, metadata={"help": "input image size (default: the data set's own)"})
-    in_chans: int | None = field(default=None, metadata={
-        "help": "input channels, 1 or 3 (default: the data set's own)"})
-    recipe: str = field(default="light", metadata={"help": "augmentation recipe: light | imagenet | none"})
-    auto_augment: str | None = field(default=None, metadata={
-        "flag": "--aa", "help": "timm auto-augment string, e.g. rand-m9-mstd0.5-inc1 (imagenet recipe)"})
-    color_jitter: float = field(default=0.4, metadata={"help": "color jitter strength (imagenet recipe)"})
-    reprob: float = field(default=0.0, metadata={"help": "random erasing probability (imagenet recipe)"})
-    interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation"})
-    crop_pct: float = field(default=0.875, metadata={"help": "eval center-crop fraction"})
-    train_subset: int | None = field(default=None, metadata={
-        "help": "keep N training samples: the first N (N evenly spaced ones in image folders)"})
-    val_subset: int | None = field(default=None, metadata={
-        "help": "keep N validation samples: the first N (N evenly spaced ones in image folders)"})
-    strict: bool = field(default=False, metadata={
-        "key": "strict_data", "help": "stop at the first unreadable image instead of skipping it"})
-    download: bool = field(default=True, metadata={
-        "help": "allow torchvision's download when local data files are absent"})
+    spec: str = option("fashion-mnist", key="data", help="dataset spec: fashion-mnist | folder:PATH | cifar10:PATH | "
+                                                         "cifar100:PATH | wds:DIR_OR_URL | synthetic[:N]")
+    img_size: int | None = option(None, help="input image size (default: the data set's own)")
+    in_chans: int | None = option(None, help="input channels, 1 or 3 (default: the data set's own)")
+    recipe: str = option("light", help="augmentation recipe: light | imagenet | none")
+    auto_augment: str | None = option(None, flag="--aa",
+                                      help="timm auto-augment string, e.g. rand-m9-mstd0.5-inc1 (imagenet recipe)")
+    color_jitter: float = option(0.4, help="color jitter strength (imagenet recipe)")
+    reprob: float = option(0.0, help="random erasing probability (imagenet recipe)")
+    interpolation: str = option("bicubic", help="resize interpolation")
+    crop_pct: float = option(0.875, help="eval center-crop fraction")
+    train_subset: int | None = option(None, help="keep N training samples: the first N (N evenly spaced ones in "
+                                                 "image folders)")
+    val_subset: int | None = option(None, help="keep N validation samples: the first N (N evenly spaced ones in "
+                                               "image folders)")
+    strict: bool = option(False, key="strict_data", help="stop at the first unreadable image instead of skipping it")
+    download: bool = option(True, help="allow torchvision's download when local data files are absent")
 
 
 @dataclass
@@ -222,41 +200,28 @@ class TrainConfig:
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
                 raise UserError(f"{_flag(key)} must be a finite number, got {value}")
-        if not 0 <= r.seed < 2**63:  # what seed_everything and torch.manual_seed accept
-            raise UserError(f"--seed must be in [0, 2**63), got {r.seed}")
-        if not 0 <= o.momentum < 1:
-            raise UserError(f"--momentum must be in [0, 1), got {o.momentum}")
+        _require(lambda v: 0 <= v < 2**63, "must be in [0, 2**63)", seed=r.seed)  # what torch.manual_seed takes
+        _require(lambda v: v >= 1, "must be at least 1", epochs=o.epochs, batch_size=o.batch_size,
+                 grad_accum=o.grad_accum, val_batch_size=o.val_batch_size, train_subset=d.train_subset,
+                 val_subset=d.val_subset)
+        _require(lambda v: v >= 0, "must not be negative", workers=r.workers, keep=r.keep,
+                 skip_nonfinite=r.skip_nonfinite, warmup_epochs=o.warmup_epochs, mixup=o.mixup, cutmix=o.cutmix,
+                 weight_decay=o.weight_decay, min_lr=o.min_lr, warmup_lr=o.warmup_lr, color_jitter=d.color_jitter)
+        _require(lambda v: v > 0, "must be positive", lr=o.lr, gate_lr_scale=o.gate_lr_scale, opt_eps=o.opt_eps)
+        _require(lambda v: v >= 0, "must be a positive gradient norm (or none: off)", clip_grad=o.clip_grad)
+        _require(lambda v: 0 <= v < 1, "must be in [0, 1)", momentum=o.momentum, ema_decay=o.ema_decay,
+                 smoothing=o.smoothing)
+        _require(lambda v: 0 <= v <= 1, "must be in [0, 1]", mixup_prob=o.mixup_prob,
+                 mixup_switch_prob=o.mixup_switch_prob, reprob=d.reprob)
+        _require(lambda v: 0 < v <= 1, "must be in (0, 1]", crop_pct=d.crop_pct)
         if not all(0 <= b < 1 for b in o.opt_betas or []):
             raise UserError(f"--opt-betas must each be in [0, 1), got {' '.join(map(str, o.opt_betas))}")
-        _at_least(1, epochs=o.epochs, batch_size=o.batch_size, grad_accum=o.grad_accum)
-        _at_least(0, workers=r.workers, keep=r.keep, skip_nonfinite=r.skip_nonfinite, warmup_epochs=o.warmup_epochs,
-                  mixup=o.mixup, cutmix=o.cutmix, weight_decay=o.weight_decay, min_lr=o.min_lr,
-                  warmup_lr=o.warmup_lr, color_jitter=d.color_jitter)
-        _at_least(1, val_batch_size=o.val_batch_size, train_subset=d.train_subset, val_subset=d.val_subset)
-        if o.lr <= 0:
-            raise UserError(f"--lr must be positive, got {o.lr}")
-        if o.gate_lr_scale <= 0:
-            raise UserError(f"--gate-lr-scale must be positive, got {o.gate_lr_scale}")
-        if o.clip_grad is not None and not o.clip_grad >= 0:
-            raise UserError(f"--clip-grad must be a positive gradient norm (or none: off), got {o.clip_grad}")
-        if not 0 <= o.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1), got {o.ema_decay}")
-        if o.opt_eps is not None and o.opt_eps <= 0:
-            raise UserError(f"--opt-eps must be positive, got {o.opt_eps}")
-        _unit_interval(smoothing=o.smoothing, mixup_prob=o.mixup_prob, mixup_switch_prob=o.mixup_switch_prob,
-                       reprob=d.reprob)
-        if o.smoothing >= 1:
-            raise UserError(f"--smoothing must be in [0, 1), got {o.smoothing}")
-        if not 0 < d.crop_pct <= 1:
-            raise UserError(f"--crop-pct must be in (0, 1], got {d.crop_pct}")
         if o.warmup_epochs and o.warmup_epochs >= o.epochs:
             raise UserError(f"--warmup-epochs ({o.warmup_epochs}) must be smaller than --epochs ({o.epochs})")
-        if o.sched not in SCHEDULERS:
-            raise UserError(f"unknown --sched {o.sched!r}; use one of: {', '.join(SCHEDULERS)}")
-        if o.mixup_mode not in MIXUP_MODES:
-            raise UserError(f"unknown --mixup-mode {o.mixup_mode!r}; use one of: {', '.join(MIXUP_MODES)}")
-        if r.amp_dtype not in AMP_DTYPES:
-            raise UserError(f"unknown --amp-dtype {r.amp_dtype!r}; use one of: {', '.join(AMP_DTYPES)}")
+        for key, value, known in (("sched", o.sched, SCHEDULERS), ("mixup_mode", o.mixup_mode, MIXUP_MODES),
+                                  ("amp_dtype", r.amp_dtype, AMP_DTYPES)):
+            if value not in known:
+                raise UserError(f"unknown {_flag(key)} {value!r}; use one of: {', '.join(known)}")
         if r.device != "auto" and not (r.device == "cpu" or r.device.startswith("cuda")):
             raise UserError(f"--device must be auto, cpu or cuda[:N], got {r.device!r}")
         if r.device == "cpu" and r.sync_bn:
@@ -276,17 +241,11 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _at_least(low: int, **values: float | None) -> None:
+def _require(ok: Callable[[Any], bool], need: str, **values: Any) -> None:
+    """Raise ``UserError`` ("--flag NEED, got VALUE") for the first value given (not None) that is not ``ok``."""
     for key, value in values.items():
-        if value is not None and value < low:
-            need = "must be at least 1" if low == 1 else "must not be negative"
+        if value is not None and not ok(value):
             raise UserError(f"{_flag(key)} {need}, got {value}")
-
-
-def _unit_interval(**values: float) -> None:
-    for key, value in values.items():
-        if not 0 <= value <= 1:
-            raise UserError(f"{_flag(key)} must be in [0, 1], got {value}")
 
 
 # ------------------------------------------------------------------------------------- the generated option table
@@ -399,8 +358,8 @@ def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
 def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``values`` -> (training options, launch options), both flat."""
     flat = flatten(values)
-    launch = {k: v for k, v in flat.items() if k in LAUNCH_OPTIONS}
-    return {k: v for k, v in flat.items() if k not in LAUNCH_OPTIONS}, launch
+    launch = {k: flat.pop(k) for k in list(flat) if k in LAUNCH_OPTIONS}
+    return flat, launch
 
 
 def make_launch(**values: Any) -> LaunchOptions:
@@ -438,10 +397,8 @@ REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overl
 def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
     """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted.
 
-    Launch options found in the file (``output``, ``resume``, ``unsafe_load``, ``progress``, ``nproc``,
-    ``max_restarts``, which older run folders stored) are ignored, with a warning unless ``quiet``: they come
-    from the invocation only. So are the ``model_kwargs`` in :data:`REMOTE_KWARGS` (a file never makes a run
-    download or read the weights it names; ``--init-from`` and ``--model-kwargs`` do, when typed).
+    Launch options (which older run folders stored) and the ``model_kwargs`` in :data:`REMOTE_KWARGS` are ignored,
+    with a warning unless ``quiet``: a file never sets where a run goes or makes it fetch the weights it names.
     """
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -452,8 +409,7 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of option: value")
     options, launch = split_options(raw)
-    defaults = LaunchOptions()
-    ignored = sorted(k for k, v in launch.items() if v != getattr(defaults, LAUNCH_OPTIONS[k].name))
+    ignored = sorted(k for k, v in launch.items() if v != LAUNCH_OPTIONS[k].default)
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)
@@ -477,8 +433,8 @@ def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
 def model_kwargs_arg(text: str) -> dict[str, Any]:
     """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars).
 
-    Not ``timm.utils.ParseKwargs``: that one reads the quoted form as ``{"drop_rate": "0.1 rd_ratio=0.125"}``,
-    ``x=true`` as the text ``"true"``, and a pair without ``=`` as a traceback."""
+    Not ``timm.utils.ParseKwargs``: it reads the quoted form as one value, ``x=true`` as text, ``x`` as a traceback.
+    """
     text = text.strip()
     try:
         if text.startswith("{"):
@@ -523,8 +479,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, ex
                         config_help: str | None = None, show_defaults: bool = True) -> None:
     """``--config`` and one flag per training option (grouped by section), plus the launch flags with ``launch``.
 
-    ``exclude``: keys a command sets itself (compare sets ``model`` and ``seed`` per cell). Commands whose defaults
-    come from a recipe (demo) pass ``show_defaults=False``.
+    ``exclude``: keys the command sets itself; ``show_defaults=False`` where a recipe gives the defaults (demo).
     """
     parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="NAME|FILE",
                         help=config_help or "recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a "
@@ -542,18 +497,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, ex
                 group.add_argument(opt.flag, **_argument(opt, True))
 
 
-def absolute_data(spec: str) -> str:
+def _absolute(values: dict[str, Any]) -> dict[str, Any]:
     """``folder:data/x`` -> ``folder:/abs/data/x`` (also ``cifar10:``, ``cifar100:``, local ``wds:``), so that a
     stored run config names the same files from any working directory."""
-    kind, sep, location = spec.partition(":")
-    if not sep or not location or kind not in ("folder", "cifar10", "cifar100", "wds") or "://" in location:
-        return spec
-    return f"{kind}:{Path(location).expanduser().resolve()}"
-
-
-def _absolute(values: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(values.get("data"), str):
-        values["data"] = absolute_data(values["data"])
+    kind, _, location = str(values.get("data", "")).partition(":")
+    if location and kind in ("folder", "cifar10", "cifar100", "wds") and "://" not in location:
+        values["data"] = f"{kind}:{Path(location).expanduser().resolve()}"
     return values
 
 
@@ -565,8 +514,7 @@ def flags_given(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptions]:
     """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated.
 
-    Launch options come from the flags only: a recipe or a stored ``config.yaml`` never sets where a run goes,
-    whether it resumes, or whether a checkpoint may run code.
+    Launch options come from the flags only, never from a recipe or a stored ``config.yaml``.
     """
     launch = make_launch(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every command's help: a flag's default once, where it says something (switches too; no "(default: None)",
@@ -52,23 +54,36 @@ def device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
 
 
+def switch(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, help: str,
+           default: bool = False) -> None:
+    """An on/off setting: ``--flag`` and ``--no-flag``."""
+    parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, checkpoint: str, required: bool = False) -> None:
+    """``--checkpoint`` (``checkpoint``: what it may be), ``--model`` (alone: random weights unless ``required``) and
+    ``--unsafe-load``."""
+    parser.add_argument("--checkpoint", required=required, metavar="PATH", help=checkpoint)
+    alone = "" if required else ", or alone for random weights"
+    parser.add_argument("--model", help=f"model name, e.g. bav2_resnet50: for weights that do not name it{alone}")
+    switch(parser, "--unsafe-load", "allow checkpoints that need arbitrary code to load (trusted files only)")
+
+
 def add_json_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--json PATH`` writes ``what`` as JSON to a file; ``--print-json`` prints it instead of the table."""
     parser.add_argument("--json", metavar="PATH", help=f"also write the {what} as JSON to this file")
     parser.add_argument("--print-json", action="store_true", help=f"print the {what} as JSON instead of a table")
 
 
-def emit_json(args: argparse.Namespace, data: Any) -> bool:
-    """Write/print ``data`` as the JSON flags ask; True when it was printed (the caller then prints no table)."""
-    printed = bool(getattr(args, "print_json", False))
-    if getattr(args, "json", None):
-        from ..files import write_json
-
+def emit_json(args: argparse.Namespace, data: Any, table: str | None = None) -> None:
+    """Print ``table`` (or, under --print-json, ``data`` as JSON instead); write ``data`` to --json PATH if given."""
+    if table is not None and not args.print_json:
+        print(table)
+    if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, data)
-        if not printed:
+        if not args.print_json:
             print(f"wrote {path}")
-    if printed:
+    if args.print_json:
         print(json.dumps(data, indent=1))
-    return printed

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..errors import UserError
+from ..files import check_writable
 from .arguments import HelpFormatter
 
 # command -> one-line help
@@ -71,10 +72,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
-    parser = _Parser(
-        prog="bridgeattn",
-        description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.",
-    )
+    parser = _Parser(prog="bridgeattn",
+                     description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.")
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -88,20 +87,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = parser.commands[name] = sub.add_parser(name, help=help_text,
                                                    description=help_text[0].upper() + help_text[1:] + ".")
         if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
-            try:
-                module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
-            except ModuleNotFoundError as exc:  # a command whose optional pieces are missing
-                p.set_defaults(_unavailable=str(exc))
-                continue
+            module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
     return parser
 
 
 class _StdoutHandler(logging.Handler):
-    """The library's log lines on the current ``sys.stdout``, bare, as the commands' own output (through
-    ``tqdm.write``, so that a progress bar on the screen is redrawn below the line, not cut by it). Under
-    ``--print-json`` stdout is the JSON alone, and the lines go to stderr."""
+    """The library's log lines, bare, on the current ``sys.stdout`` (on stderr under ``--print-json``), through
+    ``tqdm.write`` so that a progress bar on the screen is redrawn below the line, not cut by it."""
 
     to_stderr = False
 
@@ -116,34 +110,29 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
-def _show_library_log() -> None:
+def _show_library_log(to_stderr: bool) -> None:
     """The command line shows the library's INFO lines (progress, resume notes); the library itself only logs."""
     logger = logging.getLogger("bridgeattn")
-    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        logger.addHandler(_StdoutHandler())
+    handler = next((h for h in logger.handlers if isinstance(h, _StdoutHandler)), None)
+    if handler is None:
+        handler = _StdoutHandler()
+        logger.addHandler(handler)
+    handler.to_stderr = to_stderr
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _show_library_log()
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
-    for handler in logging.getLogger("bridgeattn").handlers:
-        if isinstance(handler, _StdoutHandler):
-            handler.to_stderr = bool(getattr(args, "print_json", False))
+    _show_library_log(to_stderr=bool(getattr(args, "print_json", False)))
     if args.command is None:
         parser.print_help()
         return 0
-    if getattr(args, "_unavailable", None):
-        print(f"bridgeattn {args.command}: unavailable ({args._unavailable})", file=sys.stderr)
-        return 2
     try:
         if getattr(args, "json", None):  # before any work, so a measured report is never lost at the end
-            from ..files import check_writable
-
             check_writable(args.json, flag="--json")
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError) as exc:

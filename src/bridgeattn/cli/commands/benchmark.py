@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ...config import listed
-from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int
+from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,21 +14,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="batch size")
     parser.add_argument("--img-size", type=positive_int, metavar="N",
                         help="image side (default: each model's own input size)")
-    bool_flag = argparse.BooleanOptionalAction
-    parser.add_argument("--train", action=bool_flag, default=False,
-                        help="time a train step (forward, backward, SGD step) instead of inference")
-    parser.add_argument("--channels-last", action=bool_flag, default=False, help="channels_last memory format")
-    parser.add_argument("--compile", action=bool_flag, default=False, help="torch.compile every model")
-    parser.add_argument("--amp", action=bool_flag, default=False, help="autocast (bfloat16 on CPU)")
-    parser.add_argument("--fuse", action=bool_flag, default=False,
-                        help="fold the bridge gates for inference (bridgeattn.fuse)")
+    switch(parser, "--train", "time a train step (forward, backward, SGD step) instead of inference")
+    switch(parser, "--channels-last", "channels_last memory format")
+    switch(parser, "--compile", "torch.compile every model")
+    switch(parser, "--amp", "autocast (bfloat16 on CPU)")
+    switch(parser, "--fuse", "fold the bridge gates for inference (bridgeattn.fuse)")
     parser.add_argument("--repeats", type=positive_int, default=7, metavar="N",
                         help="interleaved timed rounds, the median reported")
     parser.add_argument("--steps", type=positive_int, default=1, metavar="N", help="steps per model per round")
     parser.add_argument("--warmup", type=non_negative_int, default=2, metavar="N", help="untimed steps per model first")
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--threads", type=positive_int, metavar="N", help="torch.set_num_threads for CPU runs")
-    parser.add_argument("--progress", action=bool_flag, default=True, help="report warm-up and rounds on stderr")
+    switch(parser, "--progress", "report warm-up and rounds on stderr", default=True)
     add_json_arguments(parser, "report")
 
 
@@ -42,14 +39,9 @@ def run(args: argparse.Namespace) -> int:
         check_model_input(name, args.img_size)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = benchmark(
-        args.models, batch_size=args.batch_size, img_size=args.img_size, train=args.train,
-        channels_last=args.channels_last, compile=args.compile, amp=args.amp, fuse=args.fuse,
-        repeats=args.repeats, steps=args.steps, warmup=args.warmup,
-        device=args.device,
-        progress=(lambda msg: print(msg, file=sys.stderr, flush=True)) if args.progress else None,
-    )
-    if not args.print_json:
-        print(format_table(report))
-    emit_json(args, report)
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.progress else None
+    report = benchmark(args.models, batch_size=args.batch_size, img_size=args.img_size, train=args.train,
+                       device=args.device, channels_last=args.channels_last, compile=args.compile, amp=args.amp,
+                       fuse=args.fuse, repeats=args.repeats, steps=args.steps, warmup=args.warmup, progress=progress)
+    emit_json(args, report, format_table(report))
     return 0

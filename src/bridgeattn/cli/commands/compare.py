@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from ...config import listed
-from ..arguments import add_json_arguments, emit_json, non_negative_int, positive_int
+from ...config import add_train_arguments, flags_given, listed, load_yaml, make_config, resolve_config_path
+from ...files import check_writable
+from ..arguments import add_json_arguments, emit_json, non_negative_int, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,29 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or "
                         "space-separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: "
                         "plain,se,eca,bav1,bav2)")
-    parser.add_argument("--backbone", default="resnet20", help="backbone suffix of the short names (default: resnet20)")
-    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N",
-                        help="number of seeds per model (default: 3)")
+    parser.add_argument("--backbone", default="resnet20", help="backbone suffix of the short names")
+    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="number of seeds per model")
     parser.add_argument("--first-seed", type=non_negative_int, default=0, metavar="N",
-                        help="seeds are FIRST .. FIRST+SEEDS-1 (default: 0)")
+                        help="seeds are FIRST .. FIRST+SEEDS-1")
     parser.add_argument("--seed-list", nargs="+", action=listed(non_negative_int), metavar="SEED",
                         help="explicit seeds, e.g. 0,1,2 (overrides --seeds)")
-    parser.add_argument("--output", default="runs/compare",
-                        help="comparison folder: cells and report; a rerun continues it (default: runs/compare)")
-    parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure inference img/s (default: on)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="show the engine's progress bars (default: on)")
+    parser.add_argument("--output", default="runs/compare", help="comparison folder: cells and report; a rerun "
+                                                                  "continues it")
+    switch(parser, "--speed", "measure inference img/s", default=True)
+    switch(parser, "--progress", "show the engine's progress bars", default=True)
     add_json_arguments(parser, "per-model rows")
-    from ...config import add_train_arguments
-
     add_train_arguments(parser, launch=False, exclude=("model", "seed"),
                         config_help="recipe (name under configs/ or a YAML file) for every cell's training")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...config import flags_given, load_yaml, make_config, resolve_config_path
-    from ...files import check_writable
     from ...tools.compare import CompareConfig, findings, markdown_table, run_compare
 
     check_writable(args.output, folder=True)  # before any cell trains
@@ -49,10 +43,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seed_list or list(range(args.first_seed, args.first_seed + args.seeds))
     cfg = CompareConfig(models=args.models, backbone=args.backbone, data=data, seeds=seeds, output=args.output,
                         train_options=options, speed=args.speed, progress=args.progress)
-    results = run_compare(cfg)
-    if not args.print_json:
-        print(markdown_table(results["models"]), end="")
-        print("\n".join(findings(results["models"])))
-        print(f"report: {args.output}/results.md, results.json, results.csv, results.png")
-    emit_json(args, results["models"])
+    rows = run_compare(cfg)["models"]
+    table = markdown_table(rows) + "\n".join(findings(rows))
+    emit_json(args, rows, f"{table}\nreport: {args.output}/results.md, results.json, results.csv, results.png")
     return 0

@@ -3,35 +3,38 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int
+from ...files import check_writable
+from ..arguments import (
+    DEVICE_HELP,
+    add_json_arguments,
+    add_weights_arguments,
+    device,
+    emit_json,
+    non_negative_int,
+    positive_int,
+    switch,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a run folder (its newest checkpoint that passes its checksum), a checkpoint file, "
-                        "a .safetensors file or a saved model folder")
-    parser.add_argument("--model", help="model name, for weights that do not name their model")
+    add_weights_arguments(parser, "a run folder (its newest checkpoint that passes its checksum), a checkpoint "
+                                  "file, a .safetensors file or a saved model folder", required=True)
     parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
     parser.add_argument("--val-subset", type=non_negative_int, default=-1, metavar="N",
                         help="first N validation samples (default: as in training; 0: all)")
     parser.add_argument("--batch-size", type=positive_int, metavar="N",
                         help="eval batch size (default: as in training)")
-    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
-                        help="data loader workers (default: 0)")
-    parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
-                        help="evaluate the EMA weights instead of the model's")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N", help="data loader workers")
+    switch(parser, "--ema", "evaluate the EMA weights instead of the model's")
     parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
                         "(default: RUN/eval)")
-    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write confusion.png")
-    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
-                        help="allow checkpoints that need arbitrary code to load (trusted files only)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    switch(parser, "--plots", "write confusion.png", default=True)
+    switch(parser, "--progress", "progress bar", default=True)
     add_json_arguments(parser, "metrics")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...files import check_writable
     from ...tools.score import evaluate_checkpoint
 
     if args.output:

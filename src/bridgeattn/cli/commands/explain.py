@@ -4,16 +4,17 @@ from __future__ import annotations
 import argparse
 
 from ...config import listed
-from ..arguments import positive_int
+from ...errors import UserError
+from ...files import check_writable
+from ..arguments import add_weights_arguments, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="a run folder, checkpoint, weights file or saved model folder")
-    parser.add_argument("--model", help="registered model name (needed when the checkpoint does not say)")
+    add_weights_arguments(parser, "a run folder, checkpoint, weights file or saved model folder")
     parser.add_argument("--images", nargs="+", required=True, metavar="PATH",
                         help="image files and/or folders (space-separated, so shell globs work)")
-    parser.add_argument("--block", default="layer2.0", help="residual block to explain (default layer2.0)")
-    parser.add_argument("--output", default="runs/explain", help="output folder (default runs/explain)")
+    parser.add_argument("--block", default="layer2.0", help="residual block to explain")
+    parser.add_argument("--output", default="runs/explain", help="output folder")
     parser.add_argument("--target-class", type=int, metavar="N", help="explain this class instead of each prediction")
     parser.add_argument("--img-size", type=positive_int, metavar="N",
                         help="input size (default: the weights', else the model's)")
@@ -24,15 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=positive_int, metavar="N", help="head size when only --model is given")
     parser.add_argument("--in-chans", type=positive_int, metavar="N",
                         help="input channels when only --model is given")
-    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
-                        help="allow pickles that run code (trusted files)")
-    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
-                        help="replace an earlier explain report in --output (default: refuse)")
+    switch(parser, "--overwrite", "replace an earlier explain report in --output (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...errors import UserError
-    from ...files import check_writable
     from ...tools.explain import check_output, explain, find_images
 
     if not args.checkpoint and not args.model:

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import shlex
 from pathlib import Path
 
-from ..arguments import add_json_arguments, emit_json, positive_float, positive_int
+from ...errors import UserError
+from ...files import check_writable
+from ..arguments import add_json_arguments, add_weights_arguments, emit_json, positive_float, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ...weights.formats import DEFAULT_OPSET, FORMATS
 
-    parser.add_argument("--model", help="model name, e.g. bav2_resnet50 (needed only for weights that do not say)")
-    parser.add_argument("--checkpoint", help="weights: a run folder, a training or reference checkpoint, a "
-                        ".safetensors file or a saved model folder (default: random init)")
+    add_weights_arguments(parser, "weights: a run folder, a training or reference checkpoint, a .safetensors file "
+                                  "or a saved model folder (default: random init)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
     parser.add_argument("--img-size", type=positive_int, metavar="N",
@@ -21,27 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input channels (default: the checkpoint's or the model's)")
     parser.add_argument("--num-classes", type=positive_int, metavar="N",
                         help="classifier size (default: the checkpoint's or the model's)")
-    parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=False,
-                        help="fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
+    switch(parser, "--fuse", "fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                         help="ONNX exporter (default: torch.export-based for opset >= 18)")
     parser.add_argument("--atol", type=positive_float, default=1e-4,
                         help="largest accepted |export - PyTorch| (fp32; default: 1e-4)")
-    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                        help="check the export against PyTorch numerically")
-    parser.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
-                        help="allow checkpoint pickles that may run code (trusted files only)")
-    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
-                        help="replace an existing --output (default: refuse; never the --checkpoint itself)")
+    switch(parser, "--verify", "check the export against PyTorch numerically", default=True)
+    switch(parser, "--overwrite", "replace an existing --output (default: refuse; never the --checkpoint itself)")
     add_json_arguments(parser, "summary")
 
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, an --output that is one of the inputs, or that exists without --overwrite."""
-    from ...errors import UserError
-
     target = output.resolve()
     for item in map(Path.resolve, inputs):  # the same file (or a link to it), or a folder that holds it
         if target == item or target in item.parents:
@@ -52,11 +49,6 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import copy
-    import dataclasses
-
-    from ...errors import UserError
-    from ...files import check_writable
     from ...weights.export import export_model, resolve_input_size
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
@@ -66,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
     metrics, command, run_info = None, None, None
     if args.checkpoint:
-        import shlex
-
         from ...weights.loading import load_model
 
         loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
@@ -94,27 +84,19 @@ def run(args: argparse.Namespace) -> int:
     input_size = resolve_input_size(model, args.img_size, args.in_chans)
     reference = model
     if args.fuse:
-        try:
-            from ...layers.fusion import fuse
-        except ModuleNotFoundError as exc:
-            raise UserError(f"--fuse is unavailable in this installation ({exc})") from None
+        from ...layers.fusion import fuse
+
         fused = copy.deepcopy(model)
         model = (fuse(fused) or fused).eval()  # fuse may work in place
-    summary = export_model(
-        model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
-        verify=args.verify, atol=args.atol, reference=reference, metrics=metrics, command=command,
-        run=run_info,
-    )
+    summary = export_model(model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,
+                           verify=args.verify, atol=args.atol, reference=reference, metrics=metrics,
+                           command=command, run=run_info)
     summary["fused"] = bool(args.fuse)
-    if not args.print_json:
-        line = f"wrote {summary['path']} ({args.format}"
-        line += f", opset {summary['opset']}" if "opset" in summary else ""
-        line += ", fused" if args.fuse else ""
-        line += ")"
-        if "max_abs_diff" in summary:
-            line += f"; max |export - PyTorch| = {summary['max_abs_diff']:.3g} (atol {args.atol:g})"
-        print(line)
-    emit_json(args, summary)
+    line = f"wrote {summary['path']} ({args.format}"
+    line += (f", opset {summary['opset']}" if "opset" in summary else "") + (", fused)" if args.fuse else ")")
+    if "max_abs_diff" in summary:
+        line += f"; max |export - PyTorch| = {summary['max_abs_diff']:.3g} (atol {args.atol:g})"
+    emit_json(args, summary, line)
     if summary.get("ok") is False:
         print(f"bridgeattn export: the exported model differs from PyTorch by more than {args.atol:g}")
         return 1

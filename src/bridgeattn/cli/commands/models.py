@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...errors import UserError
 from ..arguments import add_json_arguments, emit_json, positive_int
 
 
@@ -26,7 +27,6 @@ def _cost(name: str, img_size: int | None, **shape: int) -> dict:
     """``model_cost`` and the classes it counted with; ``shape``: the ``in_chans``/``num_classes`` asked for."""
     import timm
 
-    from ...errors import UserError
     from ...tools.profile import model_cost
 
     cfg = timm.get_pretrained_cfg(name)
@@ -47,7 +47,6 @@ def _cost(name: str, img_size: int | None, **shape: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...errors import UserError
     from ...models import list_models, model_families
 
     families = model_families()

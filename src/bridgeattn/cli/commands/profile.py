@@ -21,7 +21,5 @@ def run(args: argparse.Namespace) -> int:
 
     check_model_input(args.model, args.img_size)  # a size that does not fit: one line naming one that does
     report = profile_model(args.model, img_size=args.img_size, batch_size=args.batch_size)
-    if not args.print_json:
-        print(format_profile(report))
-    emit_json(args, report)
+    emit_json(args, report, format_profile(report))
     return 0

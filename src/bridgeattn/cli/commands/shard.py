@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import non_negative_int, positive_int
+from ...files import check_writable
+from ..arguments import non_negative_int, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write only the first N training samples")
     parser.add_argument("--val-subset", type=positive_int, metavar="N",
                         help="write only the first N validation samples")
-    parser.add_argument("--strict-data", action=argparse.BooleanOptionalAction, default=False,
-                        help="stop at the first unreadable image instead of leaving it out")
+    switch(parser, "--strict-data", "stop at the first unreadable image instead of leaving it out")
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                         help="seed of the training samples' order")
 
@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...data import DataConfig
     from ...data.shard_writer import write_shards
-    from ...files import check_writable
 
     check_writable(args.output, folder=True)  # before the data set is read
     cfg = DataConfig(spec=args.data, train_subset=args.train_subset, val_subset=args.val_subset,

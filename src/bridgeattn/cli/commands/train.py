@@ -7,10 +7,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...config import add_train_arguments, config_from_args, dump_yaml
+from ...errors import UserError
+from ...files import check_writable
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ...config import add_train_arguments
-
     add_train_arguments(parser)
 
 
@@ -32,7 +34,6 @@ def _launch(cfg, options) -> int:
     """Write the merged config to a temp file and run it in ``options.nproc`` processes under torchrun."""
     from datetime import datetime
 
-    from ...config import dump_yaml
     from ...engine import distributed
     from ...engine.interrupt import EXIT_CTRL_C, EXIT_TERMINATED
     from ...engine.runlock import LOCK_ENV, RunLock
@@ -59,8 +60,6 @@ def _launch(cfg, options) -> int:
 
 def _check_launcher(options) -> None:
     """``--nproc``/``--max-restarts`` start torchrun; under torchrun (LOCAL_RANK set) they make no sense."""
-    from ...errors import UserError
-
     under_torchrun = "LOCAL_RANK" in os.environ
     if options.nproc > 1 and under_torchrun:
         raise UserError("--nproc launches torchrun itself; under torchrun leave --nproc out")
@@ -71,10 +70,8 @@ def _check_launcher(options) -> None:
 def run(args: argparse.Namespace) -> int:
     import timm
 
-    from ...engine import TrainingStopped, config_from_args, train
+    from ...engine import TrainingStopped, train
     from ...engine.interrupt import TrainingInterrupted
-    from ...errors import UserError
-    from ...files import check_writable
 
     cfg, options = config_from_args(args)
     _check_launcher(options)
