@@ -1,11 +1,9 @@
 """Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
 
-``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch, on an interruption) and
-its record ``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after
-it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth``/``best.pth``
-are relative symlinks; ``superseded/`` keeps what a resume from further back set aside (never deleted). A new
-checkpoint is complete before older ones are pruned, and the best epoch named in the newest is never pruned.
-"Good" means finite weights, buffers and validation loss. docs/training.md describes the rules.
+``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch) and its record
+``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after it: a
+checkpoint without a matching record is never used. ``last.pth``/``best.pth`` are relative symlinks;
+``superseded/`` keeps what a resume from further back set aside. docs/training.md describes the rules.
 """
 from __future__ import annotations
 
@@ -123,10 +121,10 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: i
                         f"{last or 'none'}") from None
     _symlink(folder / "last.pth", path)
     best_epoch = int(state.get("best_epoch", 0))
-    best_file = folder / f"epoch-{best_epoch:04d}.pth"
+    best_file = folder / checkpoint_name(best_epoch)
     if is_best and good:
         _symlink(folder / "best.pth", path)
-    elif best_epoch and best_file.is_file() and check(best_file) is None:
+    elif best_epoch and check(best_file) is None:
         _symlink(folder / "best.pth", best_file)  # repair a link a kill mid-save left behind
     protected = {p.resolve() for p in (best_file, folder / "best.pth") if p.exists()}
     surplus = [old for position, old in epoch_files(folder) if position < (epoch, batch)][keep:]
@@ -204,8 +202,8 @@ def run_checkpoint(run_dir: Path) -> Path:
 
 def read(path: Path, unsafe: bool = False) -> Any:
     """``load_file(path)``, refused when ``path`` has a size/SHA-256 record that it does not match."""
-    problem = check(path.resolve()) if record_path(path.resolve()).is_file() else None
-    if problem:
+    resolved = path.resolve()  # a link's target, whose record is beside it
+    if record_path(resolved).is_file() and (problem := check(resolved)):
         raise UserError(f"checkpoint {path} cannot be used: {problem}")
     return load_file(path, unsafe=unsafe)
 
