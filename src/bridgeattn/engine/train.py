@@ -501,7 +501,7 @@ def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingIn
     state = _checkpoint_state(run, epoch, stopped)  # collective
     path = None
     if run.dist.is_main:
-        good = ckpt.finite_state(state["model"], state.get("ema"))
+        good = ckpt.is_good(state, None)  # no validation measured these weights
         path = ckpt.save_checkpoint(state, run.folder, is_best=False, keep=run.cfg.run.keep, good=good)
     del state
     distributed.barrier()

@@ -87,15 +87,12 @@ def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
     return sorted(found, reverse=True)
 
 
-def finite_state(*state_dicts: dict[str, Any]) -> bool:
-    """Whether every floating-point tensor (weights and buffers) in the state dicts is finite."""
-    return all(bool(torch.isfinite(t).all()) for sd in state_dicts if sd is not None for t in sd.values()
-               if torch.is_tensor(t) and t.is_floating_point())
-
-
 def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
-    """A checkpoint may be best / "last good" only when its weights, buffers and validation loss are finite."""
-    return (val_loss is None or math.isfinite(val_loss)) and finite_state(state["model"], state.get("ema"))
+    """A checkpoint may be best / "last good" only when its weights, buffers (the EMA's too) and validation loss
+    (``None``: not measured) are finite."""
+    tensors = [t for sd in (state["model"], state.get("ema") or {}) for t in sd.values() if torch.is_tensor(t)]
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    return finite and (val_loss is None or math.isfinite(val_loss))
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0, good: bool = True) -> Path:

@@ -90,6 +90,8 @@ def convert_checkpoint(path: str | Path, output: str | Path, model_name: str, ve
     summary dict (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``)."""
     if Path(output).suffix != ".safetensors":  # refused before the checkpoint is read
         raise UserError(f"the output must end in .safetensors, got {output}")
+    if not Path(path).exists():  # a file or folder: a timm name holds no reference layout
+        raise UserError(f"no such file: {path}")
     overrides = {"num_classes": num_classes} if num_classes is not None else {}
     loaded = load_model(path, model_name, unsafe=unsafe, reference=version, **overrides)
     save_safetensors(loaded.model, output)
