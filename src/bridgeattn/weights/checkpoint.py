@@ -1,11 +1,9 @@
 """Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
 
-``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch, on an interruption) and
-its record ``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after
-it, so a checkpoint without a matching record (killed mid-write, truncated) is never used; ``last.pth``/``best.pth``
-are relative symlinks; ``superseded/`` keeps what a resume from further back set aside (never deleted). A new
-checkpoint is complete before older ones are pruned, and the best epoch named in the newest is never pruned.
-"Good" means finite weights, buffers and validation loss. docs/training.md describes the rules.
+``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch) and its record
+``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after it: a
+checkpoint without a matching record is never used. ``last.pth``/``best.pth`` are relative symlinks;
+``superseded/`` keeps what a resume from further back set aside. docs/training.md describes the rules.
 """
 from __future__ import annotations
 
@@ -89,15 +87,12 @@ def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
     return sorted(found, reverse=True)
 
 
-def finite_state(*state_dicts: dict[str, Any]) -> bool:
-    """Whether every floating-point tensor (weights and buffers) in the state dicts is finite."""
-    return all(bool(torch.isfinite(t).all()) for sd in state_dicts if sd is not None for t in sd.values()
-               if torch.is_tensor(t) and t.is_floating_point())
-
-
 def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
-    """A checkpoint may be best / "last good" only when its weights, buffers and validation loss are finite."""
-    return (val_loss is None or math.isfinite(val_loss)) and finite_state(state["model"], state.get("ema"))
+    """A checkpoint may be best / "last good" only when its weights, buffers (the EMA's too) and validation loss
+    (``None``: not measured) are finite."""
+    tensors = [t for sd in (state["model"], state.get("ema") or {}) for t in sd.values() if torch.is_tensor(t)]
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+    return finite and (val_loss is None or math.isfinite(val_loss))
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: int = 0, good: bool = True) -> Path:
@@ -123,10 +118,10 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool, keep: i
                         f"{last or 'none'}") from None
     _symlink(folder / "last.pth", path)
     best_epoch = int(state.get("best_epoch", 0))
-    best_file = folder / f"epoch-{best_epoch:04d}.pth"
+    best_file = folder / checkpoint_name(best_epoch)
     if is_best and good:
         _symlink(folder / "best.pth", path)
-    elif best_epoch and best_file.is_file() and check(best_file) is None:
+    elif best_epoch and check(best_file) is None:
         _symlink(folder / "best.pth", best_file)  # repair a link a kill mid-save left behind
     protected = {p.resolve() for p in (best_file, folder / "best.pth") if p.exists()}
     surplus = [old for position, old in epoch_files(folder) if position < (epoch, batch)][keep:]
@@ -204,8 +199,8 @@ def run_checkpoint(run_dir: Path) -> Path:
 
 def read(path: Path, unsafe: bool = False) -> Any:
     """``load_file(path)``, refused when ``path`` has a size/SHA-256 record that it does not match."""
-    problem = check(path.resolve()) if record_path(path.resolve()).is_file() else None
-    if problem:
+    resolved = path.resolve()  # a link's target, whose record is beside it
+    if record_path(resolved).is_file() and (problem := check(resolved)):
         raise UserError(f"checkpoint {path} cannot be used: {problem}")
     return load_file(path, unsafe=unsafe)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, preview_keys
 from .safe_load import load_state_dict_strict, state_dict_from
 
 __all__ = ["convert_official_state_dict", "detect_layout", "load_state_dict_strict"]
@@ -31,13 +31,6 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
     if any(k.startswith("integration.") for k in keys):
         return "ours"
     raise UserError("the checkpoint has no bridge-attention keys ('ba.*'); is it a BA-Net checkpoint?")
-
-
-def _normalise_version(version: str) -> str:
-    v = str(version).lower().removeprefix("ba")
-    if v not in ("v1", "v2", "auto"):
-        raise UserError(f"version must be 'bav1', 'bav2' or 'auto', got {version!r}")
-    return v
 
 
 # (pattern, replacement) of the key after ``ba.``; ``{last}`` is the index of BAv1's last tap
@@ -62,12 +55,14 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
     """A reference BA-Net checkpoint (what ``torch.load`` gives, or a bare state dict) with this package's keys,
     for ``bav1_*`` / ``bav2_*`` ResNets; ours pass through. ``version``: ``"bav1"``/``"v1"``, ``"bav2"``/``"v2"``
     or ``"auto"`` (from the keys). Load it with :func:`load_state_dict_strict` to name keys that do not fit."""
+    asked = str(version).lower().removeprefix("ba")
+    if asked not in ("v1", "v2", "auto"):
+        raise UserError(f"version must be 'bav1', 'bav2' or 'auto', got {version!r}")
     state_dict = state_dict_from(obj)
     layout = detect_layout(state_dict)
-    version = _normalise_version(version)
     found = "v2" if layout == "bav2" else "v1" if layout.startswith("bav1") else None
-    if version != "auto" and found is not None and found != version:
-        raise UserError(f"the checkpoint has the BA{found} layout ({layout} keys) but BA{version} was asked; "
+    if asked != "auto" and found is not None and found != asked:
+        raise UserError(f"the checkpoint has the BA{found} layout ({layout} keys) but BA{asked} was asked; "
                         f"use --from ba{found} and a ba{found}_* model")
     if layout == "ours":
         return dict(state_dict)
@@ -92,6 +87,5 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
             continue
         out[f"{block}.{new}"] = value
     if unknown:
-        more = f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""
-        raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {', '.join(unknown[:8])}{more}")
+        raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {preview_keys(unknown)}")
     return out

@@ -36,9 +36,10 @@ MIN_OPSET = 17
 
 @contextlib.contextmanager
 def _writing(path: Path) -> Iterator[Path]:
-    """``atomic_path`` whose failure to write (a full disk, a lost mount) is one ``UserError`` line; the temp
-    file is removed and an earlier ``path`` is kept."""
+    """``atomic_path`` (its folder created) whose failure to write (a full disk, a lost mount) is one ``UserError``
+    line; the temp file is removed and an earlier ``path`` is kept."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             yield tmp
     except OSError as exc:
@@ -75,7 +76,6 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
     if path.suffix != ".safetensors":
         raise UserError(f"the output must end in .safetensors, got {path}")
     metadata = weights_metadata(model, metrics)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with _writing(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
@@ -88,9 +88,9 @@ def convert_checkpoint(path: str | Path, output: str | Path, model_name: str, ve
     """Convert a reference BA-Net checkpoint (any location ``load_model`` takes) to ``output`` (``.safetensors``),
     checked against ``model_name``; ``num_classes`` defaults to the checkpoint's classifier rows. Returns a
     summary dict (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``)."""
-    if Path(output).suffix != ".safetensors":
-        raise UserError(f"the output must be a .safetensors file, got {output}")
-    if not Path(path).exists():
+    if Path(output).suffix != ".safetensors":  # refused before the checkpoint is read
+        raise UserError(f"the output must end in .safetensors, got {output}")
+    if not Path(path).exists():  # a file or folder: a timm name holds no reference layout
         raise UserError(f"no such file: {path}")
     overrides = {"num_classes": num_classes} if num_classes is not None else {}
     loaded = load_model(path, model_name, unsafe=unsafe, reference=version, **overrides)
@@ -139,13 +139,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
     if exporter not in ("dynamo", "legacy"):
         raise UserError(f"exporter must be 'auto', 'dynamo' or 'legacy', got {exporter!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     check_input_size(model, input_size)
-    example = (_example(input_size, 2),)
-    names = dict(input_names=["input"], output_names=["output"])
     with _writing(path) as tmp:  # a failed export leaves no file behind
-        _write_onnx(model, tmp, example, names, opset, exporter)
+        _write_onnx(model, tmp, input_size, opset, exporter)
         proto = onnx.load(str(tmp), load_external_data=False)
         meta = _metadata_or_empty(model)
         if meta:  # the preprocessing and provenance, readable by onnxruntime (modelmeta.custom_metadata_map)
@@ -155,8 +152,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
     return {"path": str(path), "opset": int(written), "exporter": exporter}
 
 
-def _write_onnx(model: nn.Module, path: Path, example: tuple[torch.Tensor], names: dict[str, list[str]], opset: int,
-                exporter: str) -> None:
+def _write_onnx(model: nn.Module, path: Path, input_size: tuple[int, ...], opset: int, exporter: str) -> None:
+    example, names = (_example(input_size, 2),), dict(input_names=["input"], output_names=["output"])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths that do not apply
         if exporter == "dynamo":
@@ -198,7 +195,6 @@ def verify_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
 def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...]) -> dict[str, Any]:
     """Trace ``model`` (eval mode) with a batch of 2 and save it. Returns ``{"path"}``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     check_input_size(model, input_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
@@ -225,12 +221,9 @@ def export_model(model: nn.Module, fmt: str, output: str | Path, input_size: tup
                  opset: int = DEFAULT_OPSET, exporter: str = "auto", verify: bool = True, atol: float = 1e-4,
                  reference: nn.Module | None = None, metrics: Mapping[str, Any] | None = None,
                  command: str | None = None, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Export ``model`` in ``fmt`` (one of :data:`FORMATS`) and check it against ``reference`` (default: itself).
-
-    The model's preprocessing (``model.pretrained_cfg``) goes with it: into the hub folder's ``config.json`` and
-    card, the safetensors metadata, the ONNX and TorchScript metadata and input shape. ``metrics``, ``command``
-    and ``run`` go to the model card (:func:`~bridgeattn.weights.hub.save_pretrained`), ``metrics`` also to the
-    metadata. Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``).
+    """Export ``model`` in ``fmt`` (one of :data:`FORMATS`), with its preprocessing, and check it against
+    ``reference`` (default: itself). ``metrics``, ``command``, ``run``: as :func:`~.hub.save_pretrained` takes them.
+    Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

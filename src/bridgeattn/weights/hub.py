@@ -56,11 +56,11 @@ def model_card(name: str, params: int, preprocessing: Mapping[str, Any], metrics
     start = f"warm-started from `{run['init_from']}`" if run.get("init_from") else "trained from its own initialisation"
     details = {"Architecture": name, "Params (M)": f"{params / 1e6:.3f}",
                "Image size": "x".join(str(s) for s in preprocessing.get("input_size", ())),
-               **({"Data": run["data"]} if run.get("data") else {}),
-               **({"Initialised from": run["init_from"]} if run.get("init_from") else {}),
-               **({"Paper": f"{paper[1]} ({paper[0]})"} if paper else {})}
+               "Data": run.get("data"), "Initialised from": run.get("init_from"),
+               "Paper": f"{paper[1]} ({paper[0]})" if paper else None}
     text = (f"---\n{data.to_yaml()}\n---\n# Model card for {name}\n\nA `{name}` model {origin} ({start}; "
-            "Bridge Attention for PyTorch and timm).\n\n## Model Details\n\n" + _table(details)
+            "Bridge Attention for PyTorch and timm).\n\n## Model Details\n\n"
+            + _table({k: v for k, v in details.items() if v})
             + "\n## Model Usage\n\n```python\nimport bridgeattn, timm\n\n"
             "loaded = bridgeattn.load_model(\"path/to/this/folder\")  # .model, .preprocessing\n"
             "# or with timm alone, after `import bridgeattn`:\n"
@@ -89,14 +89,10 @@ def _provenance(model: nn.Module, run: Mapping[str, Any]) -> dict[str, Any]:
 def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[str, Any] | None = None,
                     model_args: Mapping[str, Any] | None = None, command: str | None = None,
                     run: Mapping[str, Any] | None = None) -> Path:
-    """Write ``model`` (DDP and EMA wrappers unwrapped) as a hub-style folder and return its path.
-
-    Its ``pretrained_cfg`` preprocessing goes to ``config.json``, so timm's ``resolve_data_config`` gives the
-    transform it expects. The folder is written beside ``directory`` and moved into place, so a failure (a full
-    disk) leaves nothing behind; files of the same names are replaced. ``metrics`` (``{"top1": 91.2}``) go to the
-    card and ``config.json``; ``model_args`` add to the construction arguments timm records; ``command`` (what
-    produced the weights and metrics) is quoted in the card; ``run`` says what the weights come from: ``name``
-    (recorded as the tag), ``data`` and ``init_from`` (the plain weights of a warm start), all optional.
+    """Write ``model`` (DDP and EMA wrappers unwrapped) as a hub-style folder, its preprocessing in ``config.json``;
+    a failure (a full disk) leaves nothing behind. ``metrics`` (``{"top1": 91.2}``) go to the card and
+    ``config.json``; ``model_args`` add to the arguments timm records; ``command`` (what measured the metrics) is
+    quoted in the card; ``run``: ``name`` (recorded as the tag), ``data``, ``init_from`` (a warm start's weights).
     """
     model, run = unwrap_model(model), dict(run or {})
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -117,12 +113,11 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
     saved_cfg, model.pretrained_cfg = model.pretrained_cfg, _provenance(model, run)
     tmp = temp_path(directory.resolve())
     try:
-        save_for_hf(model, str(tmp), model_config=model_config or None, model_args=dict(model_args or {}),
+        save_for_hf(model, str(tmp), model_config=model_config, model_args=dict(model_args or {}),
                     safe_serialization=True, data_config=preprocessing)
         publish_mode(tmp / "model.safetensors")
-        name = model.pretrained_cfg["architecture"]
         params = sum(p.numel() for p in model.parameters())
-        model_card(name, params, preprocessing, metrics, command, run).save(tmp / "README.md")
+        model_card(cfg["architecture"], params, preprocessing, metrics, command, run).save(tmp / "README.md")
         if not directory.exists():  # the whole folder appears at once
             directory.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, directory)

@@ -1,11 +1,8 @@
 """Any weights location -> (model, preprocessing, training config): :func:`load_model`, the one resolver.
 
-It takes a run folder, a training checkpoint, a hub folder, a ``.safetensors`` file, any other weights file (a
-bare or wrapped state dict; reference BA-Net keys are renamed; timm ``train.py`` checkpoints) or a timm name with
-weights; docs/interop.md tables what each gives. Files are read as safe_load.py reads them (no code runs unless
-the caller passes ``unsafe``). Nothing stored in a file starts a download: models are built with
-``pretrained=False`` and stored arguments that point at remote weights are dropped. The model's ``pretrained_cfg``
-carries its preprocessing, so timm's ``resolve_data_config(model=model)`` and every export see it.
+docs/interop.md tables the locations it takes and what each gives. Files are read as safe_load.py reads them;
+nothing stored in a file starts a download. The model's ``pretrained_cfg`` carries its preprocessing, so timm's
+``resolve_data_config(model=model)`` and every export see it.
 """
 from __future__ import annotations
 
@@ -30,7 +27,7 @@ from ..errors import UserError
 from ..models.registry import REMOTE_KWARGS, create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import first_line, is_safetensors, load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import first_line, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = ["LoadedModel", "REMOTE_KWARGS", "build_model", "load_model", "model_preprocessing", "resolve_location",
            "set_preprocessing"]
@@ -47,7 +44,6 @@ class LoadedModel:
 
     model: nn.Module | None
     name: str | None
-    model_kwargs: dict[str, Any]  # what create_model got besides the name (num_classes, in_chans, ...)
     preprocessing: Preprocessing | None
     kind: str  # "run", "checkpoint", "hub", "weights", "reference", "timm"; build=False: resolve_location's kind
     source: Path  # the file the weights came from
@@ -96,23 +92,17 @@ OFFLINE_HINT = ("offline, set HF_HUB_OFFLINE=1 to use the hub cache, or pass the
                 "(timm: pretrained_cfg_overlay=dict(file=PATH))")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host answers within ``timeout`` s (huggingface_hub retries for about a minute)."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # only the proxy knows
-    url = urlsplit(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def timm_weights(name: str) -> nn.Module:
     """``timm.create_model(name, pretrained=True)``; an unreachable hub is a ``UserError`` within seconds (the hub
     client retries for about a minute) that names the offline form."""
-    if not is_offline_mode() and not _hub_reachable():
-        raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; {OFFLINE_HINT}")
+    proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if not is_offline_mode() and not proxied:  # behind a proxy, only the proxy knows whether the hub answers
+        url = urlsplit(constants.ENDPOINT)
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=3.0).close()
+        except OSError:
+            raise UserError(f"{name}: the Hugging Face hub cannot be reached to download timm's weights; "
+                            f"{OFFLINE_HINT}") from None
     try:
         return timm.create_model(name, pretrained=True)
     except (OSError, ConnectionError, RuntimeError) as exc:
@@ -161,12 +151,11 @@ def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[st
     cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
     if cfg is None:
         return {}
-    first = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
+    names = [v[0] if isinstance(v, (tuple, list)) else v for v in (cfg.classifier, cfg.first_conv)]
+    head, stem = (state.get(f"{key}.weight") for key in names)  # None for a model without either
     found: dict[str, int] = {}
-    head = state.get(f"{first(cfg.classifier)}.weight") if cfg.classifier else None
     if head is not None and head.dim() >= 2:
         found["num_classes"] = int(head.shape[0])
-    stem = state.get(f"{first(cfg.first_conv)}.weight") if cfg.first_conv else None
     if stem is not None and stem.dim() == 4:
         found["in_chans"] = int(stem.shape[1])
     return found
@@ -176,18 +165,6 @@ def match_dtype(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """float64 weights give a float64 model: nothing is rounded (float32 otherwise, as created)."""
     if {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float64}:
         model.to(dtype=torch.float64)
-
-
-def _reference_layout(state: Mapping[str, torch.Tensor], required: bool) -> str | None:
-    """The reference BA-Net layout of ``state``'s bridge keys; ``None`` for ours, or no bridge keys unless
-    ``required``."""
-    try:
-        layout = detect_layout(state)
-    except UserError:
-        if required:
-            raise
-        return None
-    return None if layout == "ours" else layout
 
 
 def _hub_config(folder: Path) -> dict[str, Any]:
@@ -206,38 +183,36 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def load_model(location: str | Path, model_name: str | None = None, *, use_ema: bool = False, unsafe: bool = False,
                build: bool = True, reference: str | None = None, **overrides: Any) -> LoadedModel:
-    """Rebuild the model saved at ``location`` (see the module docstring for what is accepted) in eval mode.
+    """Rebuild the model saved at ``location`` (docs/interop.md) in eval mode; ``UserError`` (one line) otherwise.
 
-    ``model_name`` is needed only for files that do not name their model; when both are given they must agree.
-    ``use_ema`` takes a checkpoint's EMA weights. ``overrides`` are construction arguments that win over the
-    stored ones (e.g. ``drop_path_rate``); the weights must still fit. ``build=False`` only reads the weights
-    (``.state``), for a warm start, which builds another model. ``reference`` (``"bav1"``, ``"bav2"``, ``"auto"``):
-    the weights must be a BA-Net checkpoint of that layout (``convert``). Raises ``UserError`` with one line.
+    ``model_name``: for files that do not name their model (must agree with one that does). ``use_ema``: a
+    checkpoint's EMA weights. ``overrides``: construction arguments over the stored ones (e.g. ``drop_path_rate``).
+    ``build=False``: the weights alone (``.state``), for a warm start. ``reference`` (``"bav1"``, ``"bav2"``,
+    ``"auto"``): the weights must be a BA-Net checkpoint of that layout (``convert``).
     """
     file, kind = resolve_location(location)
     if kind == "timm":
         model = timm_weights(str(location)).eval()
         name = model.pretrained_cfg["architecture"]
         if not build:
-            return LoadedModel(None, name, {}, None, "timm", file, state=dict(model.state_dict()))
-        return LoadedModel(model, name, {}, model_preprocessing(model), "timm", file)
+            return LoadedModel(None, name, None, "timm", file, state=dict(model.state_dict()))
+        return LoadedModel(model, name, model_preprocessing(model), "timm", file)
     obj = ckpt.read(file, unsafe=unsafe)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
-    layout = _reference_layout(state, required=bool(reference))
+    try:
+        layout = detect_layout(state)
+    except UserError:  # no bridge keys: refused only when a reference layout was asked for
+        if reference:
+            raise
+        layout = "ours"
+    layout = None if layout == "ours" else layout  # the reference layout whose keys are renamed
     if layout:
         state = convert_official_state_dict(state, reference or "auto")
     if not build:  # the weights alone: nothing else in the file is read
-        return LoadedModel(None, None, {}, None, kind, file, state=state, layout=layout)
+        return LoadedModel(None, None, None, kind, file, state=state, layout=layout)
     source, config, extras, metrics, labels = file, None, {}, {}, None
     prep: Preprocessing | Mapping[str, Any] | None = None
-    if kind == "hub":
-        source = file.parent / "config.json"
-        stored = _hub_config(file.parent)
-        name, prep = stored.get("architecture"), _dict(stored.get("pretrained_cfg"))
-        kwargs = {"num_classes": stored["num_classes"]} if isinstance(stored.get("num_classes"), int) else {}
-        kwargs.update(_dict(stored.get("model_args")))
-        metrics, labels = _dict(stored.get("metrics")), stored.get("label_names")
-    elif isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
         kind = "run" if kind == "run" else "checkpoint"
         config = dict(obj["config"])
         if not isinstance(config.get("model"), str):
@@ -259,13 +234,18 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
         if metrics:  # where the numbers come from: the validation at the end of the stored epoch
             metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
         labels = obj.get("class_names")
-    else:  # a state dict; export and convert name the model in a safetensors file's metadata
-        kind = "reference" if layout else "weights"
-        meta = safetensors_metadata(file) if is_safetensors(file) else {}
-        if not layout and isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py
-            meta.setdefault("architecture", obj["arch"])
-        name, kwargs, metrics = meta.get("architecture"), _dict(meta.get("model_args")), _dict(meta.get("metrics"))
-        prep = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), dict) else None
+    else:  # a state dict, described by a hub folder's config.json or a safetensors file's metadata (export, convert)
+        if kind == "hub":
+            source, meta = file.parent / "config.json", _hub_config(file.parent)
+            meta["preprocessing"] = meta.get("pretrained_cfg")
+        else:
+            kind, meta = "reference" if layout else "weights", safetensors_metadata(file)
+            if not layout and isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py
+                meta.setdefault("architecture", obj["arch"])
+        name, metrics, labels = meta.get("architecture"), _dict(meta.get("metrics")), meta.get("label_names")
+        kwargs = {"num_classes": meta["num_classes"]} if isinstance(meta.get("num_classes"), int) else {}
+        kwargs.update(_dict(meta.get("model_args")))
+        prep = _dict(meta.get("preprocessing")) or None
     if model_name and isinstance(name, str) and name and model_name != name:
         where = file.parent if kind == "hub" else file
         raise UserError(f"{where} holds a {name} model, not {model_name}; leave --model out or pass {name}")
@@ -278,5 +258,5 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
     if isinstance(prep, Mapping):
         prep = Preprocessing.from_dict(prep, in_chans=getattr(model, "in_chans", None))
     prep = prep or model_preprocessing(model)
-    return LoadedModel(set_preprocessing(model, prep).eval(), name, kwargs, prep, kind, file, config, extras, metrics,
-                       labels, layout=layout)
+    return LoadedModel(set_preprocessing(model, prep).eval(), name, prep, kind, file, config, extras, metrics, labels,
+                       layout=layout)

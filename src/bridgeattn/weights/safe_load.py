@@ -24,7 +24,7 @@ from timm.models import clean_state_dict
 
 from ..errors import UserError, preview_keys
 
-__all__ = ["UNSAFE_HINT", "is_safetensors", "load_file", "load_state_dict_strict", "safetensors_metadata",
+__all__ = ["UNSAFE_HINT", "load_file", "load_state_dict_strict", "safetensors_metadata",
            "state_dict_from"]
 
 UNSAFE_HINT = "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
@@ -56,11 +56,6 @@ def _kind(path: Path) -> str:
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= os.path.getsize(path):
         return "safetensors"
     return "unknown"
-
-
-def is_safetensors(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` holds a safetensors file (by its content, not its name)."""
-    return _kind(Path(path)) == "safetensors"
 
 
 def _runs_code(path: Path, exc: BaseException) -> bool:
@@ -96,22 +91,21 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
         with torch.serialization.safe_globals(SAFE_GLOBALS):  # scoped to this load, not process-wide
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if unsafe:
-            raise UserError(f"{path} is not a readable torch checkpoint ({first_line(exc)})") from None
-        if _runs_code(path, exc):
+        if not unsafe and _runs_code(path, exc):
             raise UserError(f"refused to load {path}: {UNSAFE_HINT}") from None
-        raise UserError(f"{path} is not a readable torch checkpoint (it is damaged, or not a weights file)") from None
+        detail = first_line(exc) if unsafe else "it is damaged, or not a weights file"
+        raise UserError(f"{path} is not a readable torch checkpoint ({detail})") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
         raise UserError(f"{path} is truncated or not a torch checkpoint ({first_line(exc)})") from None
 
 
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The string metadata of a safetensors file, with JSON values decoded (``{}`` when it has none)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except Exception as exc:
-        raise UserError(f"{path} is not a readable .safetensors file ({first_line(exc)})") from None
+    """The string metadata of a file :func:`load_file` read, with JSON values decoded (``{}`` when it has none or
+    is not safetensors)."""
+    if _kind(Path(path)) != "safetensors":
+        return {}
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:
