@@ -217,32 +217,22 @@ class ShardSet(IterableDataset):
             random.Random(f"{seed}/{epoch}").shuffle(order)
         return order
 
-    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any]]:
+    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any] | None]:
         """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
-
-        A shard that fails or ends early loses the rest of its segment, with a warning; as many samples read
-        before (or, failing that, after) stand in for them, so the stream keeps its planned length."""
+        A shard that fails or ends early loses the rest of its segment, with a warning: None for each lost sample."""
         wds = _wds()
-        recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
-        owed = 0
         for url, start, stop in segments:
             got, problem = 0, "it ends early"
             try:
                 for sample in islice(wds.tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
                     got += 1
-                    recent.append(sample)
                     yield sample
             except Exception as exc:  # tarfile, gopen and network errors come in many types
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             if got < stop - start:
                 log.warning("wds: %s: read %d of the %d samples asked for (%s); skipping the rest of this shard "
                             "this epoch, earlier samples stand in for them", url, got, stop - start, problem)
-                owed += stop - start - got
-            while owed and recent:
-                owed -= 1
-                yield recent[owed % len(recent)]
-        if owed:
-            raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
+                yield from [None] * (stop - start - got)
 
     def load(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (transformed image, label)."""
@@ -253,24 +243,29 @@ class ShardSet(IterableDataset):
                             f"class index below {len(self.classes)}")
         return self.transform(pil_to_tensor(img) if self.tensor_input else img), label
 
-    def items(self, stream: Iterator[dict[str, Any]]) -> Iterator[tuple[torch.Tensor, int]]:
-        """``load`` of each sample; one that does not decode is skipped with a warning and the previous (or next)
-        sample stands in for it, as for a folder's files."""
-        last, owed = None, 0
+    def items(self, stream: Iterator[dict[str, Any] | None]) -> Iterator[tuple[torch.Tensor, int]]:
+        """``load`` of each sample. A lost sample (None) or one that does not decode (with a warning) is stood in
+        for by one of the last ``STAND_INS`` readable ones (the previous one first; at the start, the next one),
+        so the stream keeps its planned length."""
+        recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
+        owed = 0
         for sample in stream:
             try:
-                last = self.load(sample)
+                item = None if sample is None else self.load(sample)
             except UserError:
                 raise
             except Exception as exc:  # PIL reports broken images with many exception types
                 log.warning("wds: %s: skipping unreadable sample %s (%s)", sample.get("__url__"),
                             sample.get("__key__"), exc)
-                if last is None:
-                    owed += 1
-                    continue
-            for _ in range(owed + 1):  # the sample, or the previous one in place of a broken one; then any owed
-                yield last
-            owed = 0
+                item = None
+            if item is None:
+                owed += 1
+            else:
+                recent.append(sample)
+                yield item
+            while owed and recent:
+                owed -= 1
+                yield self.load(recent[-1 - owed % len(recent)])
         if owed:
             raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
 
