@@ -8,13 +8,19 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from . import synthetic
+from .cifar import load_cifar
 from .config import DataConfig, DataInfo, input_origin
+from .fashion_mnist import load_fashion_mnist
+from .folder import folder_datasets
 from .memory import TensorImageDataset
+from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
 from .transforms import RECIPES, interpolation_mode, tensor_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
          "wds:DIR_OR_URL")
+# The statistics of the data sets held in memory as uint8 tensors, by spec kind.
+MEMORY_STATS = {"synthetic": synthetic.STATS, "fashion-mnist": FASHION_MNIST, "cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
 def _check_options(cfg: DataConfig) -> None:
@@ -68,38 +74,27 @@ def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) 
     _check_options(cfg)
     sets = _build(cfg, splits)
     for split, subset, dataset in (("train", cfg.train_subset, sets[0]), ("val", cfg.val_subset, sets[1])):
-        size = len(dataset) if subset is not None and hasattr(dataset, "__len__") else None
-        if size is not None and size < subset:
-            warnings.warn(f"{split}_subset {subset} is more than the {size} {split} samples of {cfg.spec}: "
-                          f"all {size} are used", stacklevel=2)
+        if subset is not None and dataset is not None and len(dataset) < subset:
+            warnings.warn(f"{split}_subset {subset} is more than the {len(dataset)} {split} samples of {cfg.spec}: "
+                          f"all {len(dataset)} are used", stacklevel=2)
     return sets
 
 
 def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, DataInfo]:
     kind, sep, arg = cfg.spec.partition(":")
-    if kind == "synthetic":
-        n = _positive_int(arg, cfg.spec) if sep else 512
-        train, val = synthetic.make_synthetic(n)
-        return memory_datasets(cfg, "synthetic", train, val, synthetic.CLASSES, synthetic.STATS)
-    if kind == "fashion-mnist" and not sep:
-        from .fashion_mnist import load_fashion_mnist
-
-        train, val, classes = load_fashion_mnist(download=cfg.download)
-        return memory_datasets(cfg, "fashion-mnist", train, val, classes, FASHION_MNIST)
-    if kind in ("cifar10", "cifar100") and arg:
-        from .cifar import load_cifar
-
-        train, val, classes = load_cifar(kind, arg)
-        return memory_datasets(cfg, kind, train, val, classes, CIFAR10 if kind == "cifar10" else CIFAR100)
     if kind == "folder" and arg:
-        from .folder import folder_datasets
-
         return folder_datasets(cfg, arg, wanted=splits)
     if kind == "wds" and arg:
-        from .shards import shard_datasets
-
         return shard_datasets(cfg, arg)
-    raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
+    if kind == "synthetic":
+        train, val, classes = synthetic.make_synthetic(_positive_int(arg, cfg.spec) if sep else 512)
+    elif kind == "fashion-mnist" and not sep:
+        train, val, classes = load_fashion_mnist(download=cfg.download)
+    elif kind in ("cifar10", "cifar100") and arg:
+        train, val, classes = load_cifar(kind, arg)
+    else:
+        raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
+    return memory_datasets(cfg, kind, train, val, classes, MEMORY_STATS[kind])
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

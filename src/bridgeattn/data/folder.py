@@ -94,19 +94,14 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
 _SCANS: dict[tuple[str, tuple[str, ...], bool], tuple[Any, tuple[list[Sample], dict[str, str]]]] = {}
 
 
-def _folder_times(split_dir: Path) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """Modification times of ``split_dir`` and its class folders: they change when a file is added or removed."""
-    entries = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
-    return split_dir.stat().st_mtime_ns, tuple(entries)
-
-
 def scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
     """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons;
     reused while no file is added to or removed from a class folder (later damage is caught on loading)."""
     key = (str(split_dir.resolve()), tuple(classes), strict)
-    times = _folder_times(split_dir)
-    cached = _SCANS.get(key)
-    if cached is None or cached[0] != times:
+    # the modification times of the split and class folders change when a file is added or removed
+    folders = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
+    times = split_dir.stat().st_mtime_ns, folders
+    if key not in _SCANS or _SCANS[key][0] != times:
         _SCANS[key] = (times, _scan_split(split_dir, classes, strict))
     samples, bad = _SCANS[key][1]
     return list(samples), dict(bad)
