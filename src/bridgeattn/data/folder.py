@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
@@ -181,11 +181,11 @@ def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
     return side, 1 if gray else 3, f"{len(picked)} sampled images"
 
 
-def _spread(ds: Dataset, n: int | None) -> Dataset:
-    """``n`` samples evenly spaced over ``ds`` (folders are sorted by class, so the first n would be one class)."""
-    if n is None or n >= len(ds):
-        return ds
-    return Subset(ds, torch.linspace(0, len(ds) - 1, n).round().long().tolist())
+def _spread(samples: list[Sample], n: int | None) -> list[Sample]:
+    """``n`` samples evenly spaced over ``samples`` (sorted by class, so the first n would be one class)."""
+    if n is None or n >= len(samples):
+        return samples
+    return [samples[i] for i in torch.linspace(0, len(samples) - 1, n).round().long().tolist()]
 
 
 def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("train", "val"),
@@ -216,7 +216,7 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
         samples, bad = scans[split]
         skipped.update(bad)
         transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)
-        sets.append(_spread(CheckedImageFolder(splits[split], samples, classes, transform, mode, cfg.strict), subset))
+        sets.append(CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict))
     if skipped:
         examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,

@@ -8,36 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import to_pil_image
 
 from ..config import DataConfig
 from ..errors import UserError
 from ..files import temp_path, write_json
 from .build import build_datasets
+from .folder import CheckedImageFolder
 from .memory import TensorImageDataset
 from .shards import FORMAT, META, _wds
 
 
-def _raw_samples(dataset: Dataset) -> tuple[str, Any]:
-    """``("tensor", TensorImageDataset)`` (in-memory sets) or ``("file", [(path, label), ...])`` (image folders,
-    whose subsets are a ``Subset``)."""
-    if isinstance(dataset, TensorImageDataset):
-        return "tensor", dataset
-    indices = dataset.indices if isinstance(dataset, Subset) else None
-    samples = getattr(dataset.dataset if indices is not None else dataset, "samples", None)
-    if samples is None:
-        raise UserError(f"cannot write shards of {type(dataset).__name__}: no raw images to store")
-    return "file", [samples[i] for i in indices] if indices is not None else list(samples)
-
-
-def _encoded(kind: str, source: Any, index: int) -> tuple[str, bytes, int]:
+def _encoded(dataset: TensorImageDataset | CheckedImageFolder, index: int) -> tuple[str, bytes, int]:
     """(extension, image bytes, label) of sample ``index``: a lossless PNG of a tensor, or the file's own bytes."""
-    if kind == "tensor":
+    if isinstance(dataset, TensorImageDataset):
         png = io.BytesIO()
-        to_pil_image(source.images[index]).save(png, format="PNG")
-        return "png", png.getvalue(), int(source.targets[index])
-    path, label = source[index]
+        to_pil_image(dataset.images[index]).save(png, format="PNG")
+        return "png", png.getvalue(), int(dataset.targets[index])
+    path, label = dataset.samples[index]
     ext = Path(path).suffix.lower().lstrip(".") or "img"
     return ("jpg" if ext == "jpeg" else ext), Path(path).read_bytes(), int(label)
 
@@ -78,15 +67,14 @@ def _write_splits(cfg: DataConfig, out: Path, shard_size: int, seed: int, info: 
     meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),
                             "preprocessing": pre, "skipped": list(info.skipped)}
     for split, dataset in (("train", train_set), ("val", val_set)):
-        kind, source = _raw_samples(dataset)
-        meta["kind"] = kind
-        n = len(source)
+        meta["kind"] = "tensor" if isinstance(dataset, TensorImageDataset) else "file"
+        n = len(dataset)
         order = np.random.default_rng(seed).permutation(n).tolist() if split == "train" else list(range(n))
         # no byte limit, so every shard but the last holds shard_size samples
         with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, maxsize=float("inf"),
                              verbose=0) as sink:
             for index in order:
-                ext, data, label = _encoded(kind, source, index)
+                ext, data, label = _encoded(dataset, index)
                 sink.write({"__key__": f"{index:09d}", ext: data, "cls": str(label).encode()})
         counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
         names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
