@@ -50,11 +50,10 @@ def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch
     native_size, native_chans = train[0].shape[-1], train[0].shape[1]
     img_size, in_chans = cfg.img_size or native_size, cfg.in_chans or native_chans
     mean, std = adapt_stats(stats, in_chans)
-    sets = [
-        TensorImageDataset(*split, classes, tensor_transform(cfg, is_train, native_size, img_size, in_chans, mean, std))
-        .head(subset)
-        for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset))
-    ]
+    sets = []
+    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
+        transform = tensor_transform(cfg, is_train, native_size, native_chans, img_size, in_chans, mean, std)
+        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
     info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))
     return sets[0], sets[1], info

@@ -352,7 +352,7 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
         if tensor_input:
-            transform = tensor_transform(cfg, train, pre["img_size"], img_size, in_chans, mean, std)
+            transform = tensor_transform(cfg, train, pre["img_size"], pre["in_chans"], img_size, in_chans, mean, std)
         else:
             transform = pil_transform(cfg, train, img_size, in_chans, mean, std)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))

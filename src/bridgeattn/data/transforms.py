@@ -19,21 +19,6 @@ RECIPES = ("light", "imagenet", "none")
 Transform = Callable[[object], torch.Tensor]
 
 
-class MatchChannels(nn.Module):
-    """uint8 ``(C, H, W)`` -> ``(in_chans, H, W)``: 1 -> 3 repeats the plane, 3 -> 1 takes the luma."""
-
-    def __init__(self, in_chans: int) -> None:
-        super().__init__()
-        self.in_chans = in_chans
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if img.shape[-3] == self.in_chans:
-            return img
-        if img.shape[-3] == 1:
-            return img.expand(*img.shape[:-3], self.in_chans, *img.shape[-2:])
-        return v2.functional.rgb_to_grayscale(img, num_output_channels=self.in_chans)
-
-
 class PadCropFlip(nn.Module):
     """Light-recipe augmentation of a ``(C, S, S)`` tensor: zero-pad, random ``S x S`` crop, horizontal flip (p=0.5);
     as ``v2.RandomCrop(S, padding=pad)`` + ``v2.RandomHorizontalFlip()`` at a quarter of their per-sample cost."""
@@ -80,14 +65,16 @@ def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
                             interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
 
 
-def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
+def tensor_transform(cfg: DataConfig, train: bool, native_size: int, native_chans: int, img_size: int, in_chans: int,
                      mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
+    """Transform for uint8 ``(native_chans, native_size, native_size)`` tensors held in memory; tensor ops only,
+    except the imagenet recipe."""
+    # Grayscale takes the luma of 3 channels, or repeats a single one
+    steps: list[nn.Module] = [v2.Grayscale(in_chans)] if in_chans != native_chans else []
     if cfg.recipe == "imagenet":
         # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
-        to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
-        return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
-    steps: list[nn.Module] = [MatchChannels(in_chans)]
+        to_pil = v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")
+        return v2.Compose([*steps, to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
     if img_size != native_size:
         steps.insert(0, v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True))
     return _uint8_pipeline(cfg, train, steps, img_size, mean, std)
