@@ -14,10 +14,7 @@ class TensorImageDataset(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], transform: Transform) -> None:
-        self.images = images
-        self.targets = labels.long()
-        self.classes = classes
-        self.transform = transform
+        self.images, self.targets, self.classes, self.transform = images, labels.long(), classes, transform
 
     def __len__(self) -> int:
         return len(self.targets)

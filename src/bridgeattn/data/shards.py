@@ -51,26 +51,22 @@ def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
 
 
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_meta(location: str) -> dict[str, Any]:
-    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open)."""
+    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open); ``UserError`` when it
+    cannot describe a classification set."""
     wds = _wds()
     try:
         with wds.gopen(_join(location, META), "rb") as f:
             meta = json.loads(f.read())
     except (OSError, ValueError) as exc:
         raise UserError(f"wds:{location}: no readable {META} ({exc}); write shards with `bridgeattn shard`") from None
+    where = f"wds:{location}: {META}"
     if meta.get("format") != FORMAT:
-        raise UserError(f"wds:{location}: {META} is not a bridgeattn shard set (format {meta.get('format')!r})")
-    _check_meta(f"wds:{location}: {META}", meta)
-    return meta
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _check_meta(where: str, meta: dict[str, Any]) -> None:
-    """``UserError`` for a ``shards.json`` that cannot describe a classification set (``where`` names it)."""
+        raise UserError(f"{where} is not a bridgeattn shard set (format {meta.get('format')!r})")
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserError(f"{where}: 'classes' must list at least one class name")
@@ -90,6 +86,7 @@ def _check_meta(where: str, meta: dict[str, Any]) -> None:
             raise UserError(f"{where}: '{split}' bytes must give one size per shard")
         if part.get("samples", sum(counts)) != sum(counts):
             raise UserError(f"{where}: '{split}' says {part['samples']} samples, its counts add up to {sum(counts)}")
+    return meta
 
 
 def _header(block: bytes) -> tuple[str, int, bytes]:
@@ -203,10 +200,9 @@ class ShardSet(IterableDataset):
         self.tensor_input = tensor_input
         self.classes = list(meta["classes"])
         self.urls = [_join(location, name) for name in meta[split]["shards"]]
-        counts = list(meta[split]["counts"])
+        self.counts = list(meta[split]["counts"])
         if subset is not None:  # the first ``subset`` samples in stored order
-            counts = [max(0, min(c, subset - sum(counts[:i]))) for i, c in enumerate(counts)]
-        self.counts = counts
+            self.counts = [max(0, min(c, subset - sum(self.counts[:i]))) for i, c in enumerate(self.counts)]
 
     def __len__(self) -> int:
         return sum(self.counts)
@@ -351,10 +347,8 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        if tensor_input:
-            transform = tensor_transform(cfg, train, pre["img_size"], pre["in_chans"], img_size, in_chans, mean, std)
-        else:
-            transform = pil_transform(cfg, train, img_size, in_chans, mean, std)
+        transform = (tensor_transform(cfg, train, pre["img_size"], pre["in_chans"], img_size, in_chans, mean, std)
+                     if tensor_input else pil_transform(cfg, train, img_size, in_chans, mean, std))
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
                     img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
