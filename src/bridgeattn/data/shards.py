@@ -1,8 +1,5 @@
-"""Streaming shards: ``wds:LOCATION`` (a folder, or a URL prefix webdataset's ``gopen`` opens) -> datasets.
-
-Every epoch splits the samples exactly over ranks x loader workers (``ShardBatches``); a local folder's shards are
-checked against ``shards.json`` before training. Layout, checks and failure handling: docs/data.md.
-"""
+"""Streaming shards: ``wds:LOCATION`` (a folder, or a URL prefix webdataset's ``gopen`` opens) -> datasets, each
+epoch split exactly over ranks x loader workers. Layout, checks and failure handling: docs/data.md."""
 from __future__ import annotations
 
 import io
@@ -190,6 +187,11 @@ def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi:
     return segments
 
 
+def _share(lo: int, hi: int, i: int, parts: int) -> tuple[int, int]:
+    """Part ``i`` of ``range(lo, hi)`` cut into ``parts`` contiguous parts of near-equal size."""
+    return lo + i * (hi - lo) // parts, lo + (i + 1) * (hi - lo) // parts
+
+
 class ShardSet(IterableDataset):
     """One split of a shard set. Iterated plainly it yields ``(image tensor, label)`` once each, split over the
     loader's workers (evaluation); ``batches(...)`` gives the exact per-rank, per-worker training stream."""
@@ -268,8 +270,7 @@ class ShardSet(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         worker = get_worker_info()
         wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        n = len(self)
-        lo, hi = wid * n // workers, (wid + 1) * n // workers
+        lo, hi = _share(0, len(self), wid, workers)
         yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, train: bool = False,
@@ -294,21 +295,14 @@ class ShardBatches(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = epoch
 
-    def _rank_range(self) -> tuple[int, int]:
-        n = len(self.shards)
-        if self.train:
-            per_rank = math.ceil(n / self.world_size)
-            return self.rank * per_rank, (self.rank + 1) * per_rank
-        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
-
     def _worker_range(self, wid: int) -> tuple[int, int]:
         """Positions (in the epoch's sequence) that worker ``wid`` of ``self.workers`` reads."""
-        lo, hi = self._rank_range()
+        n = len(self.shards)
         if self.train:  # whole batches: the tail that does not fill one is left out (drop_last)
-            count = (hi - lo) // self.batch_size
-            first, last = wid * count // self.workers, (wid + 1) * count // self.workers
-            return lo + first * self.batch_size, lo + last * self.batch_size
-        return lo + wid * (hi - lo) // self.workers, lo + (wid + 1) * (hi - lo) // self.workers
+            per_rank = math.ceil(n / self.world_size)
+            first, last = _share(0, per_rank // self.batch_size, wid, self.workers)
+            return self.rank * per_rank + first * self.batch_size, self.rank * per_rank + last * self.batch_size
+        return _share(*_share(0, n, self.rank, self.world_size), wid, self.workers)
 
     def __len__(self) -> int:
         return sum(math.ceil((b - a) / self.batch_size) for a, b in map(self._worker_range, range(self.workers)))
