@@ -188,8 +188,7 @@ def _spread(samples: list[Sample], n: int | None) -> list[Sample]:
     return [samples[i] for i in torch.linspace(0, len(samples) - 1, n).round().long().tolist()]
 
 
-def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("train", "val"),
-                    ) -> tuple[Dataset, Dataset, DataInfo]:
+def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tuple[Dataset, Dataset, DataInfo]:
     """Train/val datasets from ``path/train`` and ``path/val``; a split left out of ``wanted`` is ``None`` and its
     files are not read (its class folders still name the classes)."""
     root = Path(path).expanduser()
@@ -208,15 +207,12 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
     img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
     mean, std = adapt_stats(IMAGENET, in_chans)
     mode = "L" if in_chans == 1 else "RGB"
-    sets, skipped = [], {}
-    for split, is_train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        if split not in wanted:
-            sets.append(None)
-            continue
-        samples, bad = scans[split]
+    sets, skipped = {}, {}
+    for split, (samples, bad) in scans.items():
         skipped.update(bad)
-        transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)
-        sets.append(CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict))
+        transform = pil_transform(cfg, split == "train", img_size, in_chans, mean, std)
+        subset = cfg.train_subset if split == "train" else cfg.val_subset
+        sets[split] = CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict)
     if skipped:
         examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
@@ -224,4 +220,4 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
     info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=classes, mean=mean, std=std, skipped=sorted(skipped),
                     input_from=input_origin(cfg, how))
-    return sets[0], sets[1], info
+    return sets.get("train"), sets.get("val"), info
