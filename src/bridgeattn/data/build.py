@@ -15,7 +15,7 @@ from .folder import folder_datasets
 from .memory import TensorImageDataset
 from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
-from .transforms import RECIPES, interpolation_mode, tensor_transform
+from .transforms import RECIPES, interpolation_mode, make_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
          "wds:DIR_OR_URL")
@@ -52,7 +52,7 @@ def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch
     mean, std = adapt_stats(stats, in_chans)
     sets = []
     for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
-        transform = tensor_transform(cfg, is_train, native_size, native_chans, img_size, in_chans, mean, std)
+        transform = make_transform(cfg, is_train, img_size, in_chans, mean, std, (native_size, native_chans))
         sets.append(TensorImageDataset(*split, classes, transform).head(subset))
     info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))

@@ -18,7 +18,7 @@ from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
 from .images import check_image, load_image
 from .stats import IMAGENET, adapt_stats
-from .transforms import pil_transform
+from .transforms import make_transform
 
 log = logging.getLogger(__name__)
 NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
@@ -210,7 +210,7 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tupl
     sets, skipped = {}, {}
     for split, (samples, bad) in scans.items():
         skipped.update(bad)
-        transform = pil_transform(cfg, split == "train", img_size, in_chans, mean, std)
+        transform = make_transform(cfg, split == "train", img_size, in_chans, mean, std)
         subset = cfg.train_subset if split == "train" else cfg.val_subset
         sets[split] = CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict)
     if skipped:

@@ -23,7 +23,7 @@ from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
 from .images import load_image
 from .stats import adapt_stats
-from .transforms import Transform, pil_transform, tensor_transform
+from .transforms import Transform, make_transform
 
 META = "shards.json"
 FORMAT = "bridgeattn-shards/1"
@@ -341,8 +341,8 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        transform = (tensor_transform(cfg, train, pre["img_size"], pre["in_chans"], img_size, in_chans, mean, std)
-                     if tensor_input else pil_transform(cfg, train, img_size, in_chans, mean, std))
+        native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
+        transform = make_transform(cfg, train, img_size, in_chans, mean, std, native)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
                     img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
