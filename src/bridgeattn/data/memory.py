@@ -8,10 +8,8 @@ from .transforms import Transform
 
 
 class TensorImageDataset(Dataset):
-    """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``.
-
-    Decoded once, so an epoch costs only the tensor transforms (no image decoding, no PIL for the light recipe).
-    """
+    """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``,
+    decoded once: an epoch costs only the tensor transforms."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], transform: Transform) -> None:
         self.images, self.targets, self.classes, self.transform = images, labels.long(), classes, transform

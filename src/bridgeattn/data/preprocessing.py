@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from timm.data import create_transform
 
 from ..errors import UserError
@@ -42,8 +43,7 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """timm's data-config keys with JSON types (lists for tuples)."""
-        out = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], in_chans: int | None = None) -> Preprocessing:
@@ -53,8 +53,8 @@ class Preprocessing:
         if len(input_size) != 3:
             raise UserError(f"input_size must be (C, H, W), got {list(input_size)}")
         chans = int(in_chans or input_size[0])
-        mean = tuple(float(v) for v in _as_tuple(cfg.get("mean", IMAGENET[0])))
-        std = tuple(float(v) for v in _as_tuple(cfg.get("std", IMAGENET[1])))
+        mean = tuple(map(float, np.atleast_1d(cfg.get("mean", IMAGENET[0]))))
+        std = tuple(map(float, np.atleast_1d(cfg.get("std", IMAGENET[1]))))
         mean, std = adapt_stats((mean, std), chans)
         interpolation = str(cfg.get("interpolation") or "bicubic")
         return cls(input_size=(chans, *input_size[1:]), mean=mean, std=std,  # type: ignore[arg-type]
@@ -64,10 +64,6 @@ class Preprocessing:
     def transform(self) -> Any:
         """timm's eval transform for PIL images (mode ``L`` for one channel, ``RGB`` for three)."""
         return create_transform(is_training=False, **self.to_dict())
-
-
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:

@@ -55,9 +55,8 @@ def _count(value: Any) -> bool:
 def read_meta(location: str) -> dict[str, Any]:
     """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open); ``UserError`` when it
     cannot describe a classification set."""
-    wds = _wds()
     try:
-        with wds.gopen(_join(location, META), "rb") as f:
+        with _wds().gopen(_join(location, META), "rb") as f:
             meta = json.loads(f.read())
     except (OSError, ValueError) as exc:
         raise UserError(f"wds:{location}: no readable {META} ({exc}); write shards with `bridgeattn shard`") from None
@@ -218,11 +217,10 @@ class ShardSet(IterableDataset):
     def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any] | None]:
         """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
         A shard that fails or ends early loses the rest of its segment, with a warning: None for each lost sample."""
-        wds = _wds()
         for url, start, stop in segments:
             got, problem = 0, "it ends early"
             try:
-                for sample in islice(wds.tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
+                for sample in islice(_wds().tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
                     got += 1
                     yield sample
             except Exception as exc:  # tarfile, gopen and network errors come in many types
@@ -280,10 +278,8 @@ class ShardSet(IterableDataset):
 
 class ShardBatches(IterableDataset):
     """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``); use with ``DataLoader(batch_size=None)``.
-
     Training: ``ceil(N / world)`` samples per rank (wrapping around), whole batches only, shuffled shard order and
-    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short.
-    """
+    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short."""
 
     def __init__(self, shards: ShardSet, batch_size: int, rank: int, world_size: int, workers: int, train: bool,
                  seed: int) -> None:

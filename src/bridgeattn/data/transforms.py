@@ -1,6 +1,5 @@
 """Train/eval transforms of the recipes ``light``, ``imagenet`` (timm's) and ``none`` (docs/data.md), for in-memory
-uint8 tensors and for PIL images; each ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std.
-"""
+uint8 tensors and for PIL images; each ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std."""
 from __future__ import annotations
 
 from collections.abc import Callable
