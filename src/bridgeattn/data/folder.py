@@ -24,17 +24,14 @@ log = logging.getLogger(__name__)
 NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
 SHAPE_SAMPLE = 32  # images whose sizes and modes give a folder's default input shape
 _GRAY = ("1", "L", "LA", "I", "F")
+MAX_DEPTH = 32  # folders nested deeper under a class folder are not walked (a bound for pathological trees)
 _BATCH = 2048
 Sample = tuple[str, int]
+DirKey = tuple[int, int]
 
 
 def _visible(names: list[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
-
-
-# Folders nested deeper than this under a class folder are not walked (a bound for pathological trees).
-MAX_DEPTH = 32
-DirKey = tuple[int, int]
 
 
 def _dir_key(path: str | Path) -> DirKey | None:
@@ -50,8 +47,7 @@ def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> lis
     """Every non-hidden file under ``class_dir`` (recursively, through directory symlinks), sorted. A directory whose
     ``(st_dev, st_ino)`` is in ``walked`` is not entered again (loops, links between classes); such links, and
     folders deeper than ``MAX_DEPTH``, go to ``passed``."""
-    files = []
-    top = len(class_dir.parts)
+    files, top = [], len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         depth = len(Path(dirpath).parts) - top
         kept = []
