@@ -59,12 +59,6 @@ def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch
     return sets[0], sets[1], info
 
 
-def _positive_int(text: str, spec: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"dataset spec {spec!r}: {text!r} is not a positive number of samples (e.g. synthetic:512)")
-    return int(text)
-
-
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
     """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (one of ``SPECS``,
     docs/data.md). ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread and the train set
@@ -85,7 +79,10 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
     if kind == "wds" and arg:
         return shard_datasets(cfg, arg)
     if kind == "synthetic":
-        train, val, classes = synthetic.make_synthetic(_positive_int(arg, cfg.spec) if sep else 512)
+        if sep and (not arg.isdigit() or int(arg) < 1):
+            raise UserError(f"dataset spec {cfg.spec!r}: {arg!r} is not a positive number of samples "
+                            "(e.g. synthetic:512)")
+        train, val, classes = synthetic.make_synthetic(int(arg) if sep else 512)
     elif kind == "fashion-mnist" and not sep:
         train, val, classes = load_fashion_mnist(download=cfg.download)
     elif kind in ("cifar10", "cifar100") and arg:

@@ -161,8 +161,7 @@ class CheckedImageFolder(Dataset):
 def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
     """``(side, channels, how)`` of a folder's images: the median short side of ``SHAPE_SAMPLE`` evenly spaced
     images (8 to ``NATIVE_SIZE`` px), and 1 channel when all of them are grayscale, else 3 (headers only)."""
-    picked = [samples[i][0] for i in sorted(set(torch.linspace(0, len(samples) - 1, SHAPE_SAMPLE).round().long()
-                                                .tolist()))]
+    picked = [path for path, _ in _spread(samples, SHAPE_SAMPLE)]
     sides, gray = [], True
     for path in picked:
         try:
