@@ -12,7 +12,7 @@ from .cifar import load_cifar
 from .config import DataConfig, DataInfo, input_origin
 from .fashion_mnist import load_fashion_mnist
 from .folder import folder_datasets
-from .memory import TensorImageDataset
+from .memory import Split, TensorImageDataset
 from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
 from .transforms import RECIPES, interpolation_mode, make_transform
@@ -43,8 +43,7 @@ def _check_options(cfg: DataConfig) -> None:
             raise UserError(f"{name} must be a positive number of samples, got {value}")
 
 
-def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch.Tensor],
-                    val: tuple[torch.Tensor, torch.Tensor], classes: list[str],
+def memory_datasets(cfg: DataConfig, name: str, train: Split, val: Split, classes: list[str],
                     stats: Stats) -> tuple[Dataset, Dataset, DataInfo]:
     """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
     native_size, native_chans = train[0].shape[-1], train[0].shape[1]

@@ -11,11 +11,11 @@ import shutil
 import zlib
 from pathlib import Path
 
-import torch
 from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
 from ..files import atomic_write, cache_dir
+from .memory import Split
 
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -23,8 +23,6 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 HOW_TO_GET = ("install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
               f"/usr/share/datasets/fashion-mnist), or set {ENV_DIR} to a folder holding "
               f"{', '.join(f + '.gz' for f in FILES)}, or allow the download (torchvision fetches them into the cache)")
-
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _find_files(folder: Path) -> dict[str, Path] | None:

@@ -6,6 +6,8 @@ from torch.utils.data import Dataset
 
 from .transforms import Transform
 
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), labels (N,)
+
 
 class TensorImageDataset(Dataset):
     """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``,

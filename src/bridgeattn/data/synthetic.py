@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .memory import Split
+
 NUM_CLASSES = 10
 NATIVE_SIZE = 32
 CLASSES = [f"class{i}" for i in range(NUM_CLASSES)]
 # Per-channel mean/std of the generated pixels (templates around 0.5, noise std 0.2), close enough to normalise.
 STATS = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _templates() -> torch.Tensor:
