@@ -335,9 +335,9 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     mean, std = adapt_stats((tuple(pre["mean"]), tuple(pre["std"])), in_chans)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
     mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
+    native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
         transform = make_transform(cfg, train, img_size, in_chans, mean, std, native)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
