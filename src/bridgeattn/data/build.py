@@ -8,13 +8,19 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from . import synthetic
+from .cifar import load_cifar
 from .config import DataConfig, DataInfo, input_origin
-from .memory import TensorImageDataset
+from .fashion_mnist import load_fashion_mnist
+from .folder import folder_datasets
+from .memory import Split, TensorImageDataset
+from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
-from .transforms import RECIPES, interpolation_mode, tensor_transform
+from .transforms import RECIPES, interpolation_mode, make_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
          "wds:DIR_OR_URL")
+# The statistics of the data sets held in memory as uint8 tensors, by spec kind.
+MEMORY_STATS = {"synthetic": synthetic.STATS, "fashion-mnist": FASHION_MNIST, "cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
 def _check_options(cfg: DataConfig) -> None:
@@ -37,69 +43,52 @@ def _check_options(cfg: DataConfig) -> None:
             raise UserError(f"{name} must be a positive number of samples, got {value}")
 
 
-def memory_datasets(cfg: DataConfig, name: str, train: tuple[torch.Tensor, torch.Tensor],
-                    val: tuple[torch.Tensor, torch.Tensor], classes: list[str],
+def memory_datasets(cfg: DataConfig, name: str, train: Split, val: Split, classes: list[str],
                     stats: Stats) -> tuple[Dataset, Dataset, DataInfo]:
     """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
     native_size, native_chans = train[0].shape[-1], train[0].shape[1]
     img_size, in_chans = cfg.img_size or native_size, cfg.in_chans or native_chans
     mean, std = adapt_stats(stats, in_chans)
-    sets = [
-        TensorImageDataset(*split, classes, tensor_transform(cfg, is_train, native_size, img_size, in_chans, mean, std))
-        .head(subset)
-        for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset))
-    ]
+    sets = []
+    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
+        transform = make_transform(cfg, is_train, img_size, in_chans, mean, std, (native_size, native_chans))
+        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
     info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))
     return sets[0], sets[1], info
 
 
-def _positive_int(text: str, spec: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"dataset spec {spec!r}: {text!r} is not a positive number of samples (e.g. synthetic:512)")
-    return int(text)
-
-
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train and val datasets for ``cfg.spec`` (one of ``SPECS``, see docs/data.md); items are
-    ``(float (C, H, W) tensor, int label)``. ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files
-    unread; the train set is then ``None``. A subset larger than its split keeps the whole split, with a warning.
-    """
+    """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (one of ``SPECS``,
+    docs/data.md). ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread and the train set
+    ``None``. A subset larger than its split keeps the whole split, with a warning."""
     _check_options(cfg)
     sets = _build(cfg, splits)
     for split, subset, dataset in (("train", cfg.train_subset, sets[0]), ("val", cfg.val_subset, sets[1])):
-        size = len(dataset) if subset is not None and hasattr(dataset, "__len__") else None
-        if size is not None and size < subset:
-            warnings.warn(f"{split}_subset {subset} is more than the {size} {split} samples of {cfg.spec}: "
-                          f"all {size} are used", stacklevel=2)
+        if subset is not None and dataset is not None and len(dataset) < subset:
+            warnings.warn(f"{split}_subset {subset} is more than the {len(dataset)} {split} samples of {cfg.spec}: "
+                          f"all {len(dataset)} are used", stacklevel=2)
     return sets
 
 
 def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, DataInfo]:
     kind, sep, arg = cfg.spec.partition(":")
-    if kind == "synthetic":
-        n = _positive_int(arg, cfg.spec) if sep else 512
-        train, val = synthetic.make_synthetic(n)
-        return memory_datasets(cfg, "synthetic", train, val, synthetic.CLASSES, synthetic.STATS)
-    if kind == "fashion-mnist" and not sep:
-        from .fashion_mnist import load_fashion_mnist
-
-        train, val, classes = load_fashion_mnist(download=cfg.download)
-        return memory_datasets(cfg, "fashion-mnist", train, val, classes, FASHION_MNIST)
-    if kind in ("cifar10", "cifar100") and arg:
-        from .cifar import load_cifar
-
-        train, val, classes = load_cifar(kind, arg)
-        return memory_datasets(cfg, kind, train, val, classes, CIFAR10 if kind == "cifar10" else CIFAR100)
     if kind == "folder" and arg:
-        from .folder import folder_datasets
-
         return folder_datasets(cfg, arg, wanted=splits)
     if kind == "wds" and arg:
-        from .shards import shard_datasets
-
         return shard_datasets(cfg, arg)
-    raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
+    if kind == "synthetic":
+        if sep and (not arg.isdigit() or int(arg) < 1):
+            raise UserError(f"dataset spec {cfg.spec!r}: {arg!r} is not a positive number of samples "
+                            "(e.g. synthetic:512)")
+        train, val, classes = synthetic.make_synthetic(int(arg) if sep else 512)
+    elif kind == "fashion-mnist" and not sep:
+        train, val, classes = load_fashion_mnist(download=cfg.download)
+    elif kind in ("cifar10", "cifar100") and arg:
+        train, val, classes = load_cifar(kind, arg)
+    else:
+        raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
+    return memory_datasets(cfg, kind, train, val, classes, MEMORY_STATS[kind])
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

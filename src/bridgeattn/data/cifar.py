@@ -7,8 +7,8 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from ..errors import UserError
+from .memory import Split
 
-Split = tuple[torch.Tensor, torch.Tensor]
 _CLASSES = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 

@@ -11,11 +11,11 @@ import shutil
 import zlib
 from pathlib import Path
 
-import torch
 from torchvision.datasets import FashionMNIST
 
 from ..errors import UserError
 from ..files import atomic_write, cache_dir
+from .memory import Split
 
 ENV_DIR = "BRIDGEATTN_FASHION_MNIST_DIR"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -23,8 +23,6 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 HOW_TO_GET = ("install the Debian package (sudo apt-get install dataset-fashion-mnist; files in "
               f"/usr/share/datasets/fashion-mnist), or set {ENV_DIR} to a folder holding "
               f"{', '.join(f + '.gz' for f in FILES)}, or allow the download (torchvision fetches them into the cache)")
-
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _find_files(folder: Path) -> dict[str, Path] | None:
@@ -39,33 +37,25 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 
 def _prepared_root(files: dict[str, Path]) -> Path:
     """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
-    else a folder in the cache keyed by the source files."""
+    else a folder in the cache keyed by the source files, filled once."""
     raw_dir = files[FILES[0]].parent
     in_place = all(p.parent == raw_dir and p.suffix != ".gz" for p in files.values())
     if in_place and raw_dir.parts[-2:] == ("FashionMNIST", "raw"):
         return raw_dir.parent.parent
+    stamps = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values())
+    root = cache_dir() / "fashion-mnist" / hashlib.sha1(stamps.encode()).hexdigest()[:16]
+    raw = root / "FashionMNIST" / "raw"
     try:
-        return _decompress(files)
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, src in files.items():
+            if not (raw / name).is_file():  # written atomically: concurrent DDP ranks never see a half-written file
+                with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as inp:
+                    atomic_write(raw / name, functools.partial(shutil.copyfileobj, inp))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # BadGzipFile is an OSError: caught first
+        raise UserError(f"{src} is damaged ({err}); {HOW_TO_GET}") from None
     except OSError as err:
         raise UserError(f"cannot prepare Fashion-MNIST in the cache {cache_dir()} ({err}); set BRIDGEATTN_CACHE_DIR "
                         "to a writable folder") from None
-
-
-def _decompress(files: dict[str, Path]) -> Path:
-    key = hashlib.sha1(
-        "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values()).encode()
-    ).hexdigest()[:16]
-    root = cache_dir() / "fashion-mnist" / key
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, src in files.items():
-        if (raw / name).is_file():
-            continue
-        try:  # written atomically: concurrent processes (DDP ranks) never see a half-written file
-            with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as inp:
-                atomic_write(raw / name, functools.partial(shutil.copyfileobj, inp))
-        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-            raise UserError(f"{src} is damaged ({err}); {HOW_TO_GET}") from None
     return root
 
 
@@ -88,14 +78,12 @@ def _read(root: Path, where: str) -> tuple[Split, Split, list[str]]:
 def load_fashion_mnist(download: bool = True) -> tuple[Split, Split, list[str]]:
     """``((train images (60000, 1, 28, 28) uint8, labels), (test images, labels), class names)``."""
     env = os.environ.get(ENV_DIR)
-    if env:
-        files = _find_files(Path(env))
-        if files is None:
-            raise UserError(f"{ENV_DIR}={env} does not hold the Fashion-MNIST IDX files; {HOW_TO_GET}")
-        return _read(_prepared_root(files), env)
-    files = _find_files(SYSTEM_DIR)
+    folder = Path(env) if env else SYSTEM_DIR
+    files = _find_files(folder)
+    if env and files is None:
+        raise UserError(f"{ENV_DIR}={env} does not hold the Fashion-MNIST IDX files; {HOW_TO_GET}")
     if files is not None:
-        return _read(_prepared_root(files), str(SYSTEM_DIR))
+        return _read(_prepared_root(files), str(folder))
     download_root = cache_dir() / "fashion-mnist" / "download"
     if _find_files(download_root) is None:
         if not download:

@@ -12,29 +12,26 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
 from .images import check_image, load_image
 from .stats import IMAGENET, adapt_stats
-from .transforms import pil_transform
+from .transforms import make_transform
 
 log = logging.getLogger(__name__)
 NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
 SHAPE_SAMPLE = 32  # images whose sizes and modes give a folder's default input shape
 _GRAY = ("1", "L", "LA", "I", "F")
+MAX_DEPTH = 32  # folders nested deeper under a class folder are not walked (a bound for pathological trees)
 _BATCH = 2048
 Sample = tuple[str, int]
+DirKey = tuple[int, int]
 
 
 def _visible(names: list[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
-
-
-# Folders nested deeper than this under a class folder are not walked (a bound for pathological trees).
-MAX_DEPTH = 32
-DirKey = tuple[int, int]
 
 
 def _dir_key(path: str | Path) -> DirKey | None:
@@ -50,8 +47,7 @@ def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> lis
     """Every non-hidden file under ``class_dir`` (recursively, through directory symlinks), sorted. A directory whose
     ``(st_dev, st_ino)`` is in ``walked`` is not entered again (loops, links between classes); such links, and
     folders deeper than ``MAX_DEPTH``, go to ``passed``."""
-    files = []
-    top = len(class_dir.parts)
+    files, top = [], len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         depth = len(Path(dirpath).parts) - top
         kept = []
@@ -94,19 +90,14 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
 _SCANS: dict[tuple[str, tuple[str, ...], bool], tuple[Any, tuple[list[Sample], dict[str, str]]]] = {}
 
 
-def _folder_times(split_dir: Path) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """Modification times of ``split_dir`` and its class folders: they change when a file is added or removed."""
-    entries = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
-    return split_dir.stat().st_mtime_ns, tuple(entries)
-
-
 def scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list[Sample], dict[str, str]]:
     """Readable ``(path, class index)`` samples of ``split_dir`` for ``classes``, and the skipped files with reasons;
     reused while no file is added to or removed from a class folder (later damage is caught on loading)."""
     key = (str(split_dir.resolve()), tuple(classes), strict)
-    times = _folder_times(split_dir)
-    cached = _SCANS.get(key)
-    if cached is None or cached[0] != times:
+    # the modification times of the split and class folders change when a file is added or removed
+    folders = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(split_dir) if e.is_dir())
+    times = split_dir.stat().st_mtime_ns, folders
+    if key not in _SCANS or _SCANS[key][0] != times:
         _SCANS[key] = (times, _scan_split(split_dir, classes, strict))
     samples, bad = _SCANS[key][1]
     return list(samples), dict(bad)
@@ -143,11 +134,9 @@ def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list
 
 
 class CheckedImageFolder(Dataset):
-    """Items ``(transform(image in mode), class index)`` of already checked ``(path, class index)`` samples.
-
-    A file that still fails to decode during training (changed on disk, or damaged in a way the header check
-    cannot see) is replaced by the next sample with a warning instead of ending the run; with ``strict`` it raises.
-    """
+    """Items ``(transform(image in mode), class index)`` of checked ``(path, class index)`` samples. A file that
+    still fails to decode (changed since, or damaged where the check cannot see) is replaced by the next sample with
+    a warning instead of ending the run; with ``strict`` it raises."""
 
     def __init__(self, root: Path, samples: list[Sample], classes: list[str], transform: Any,
                  mode: str, strict: bool) -> None:
@@ -172,8 +161,7 @@ class CheckedImageFolder(Dataset):
 def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
     """``(side, channels, how)`` of a folder's images: the median short side of ``SHAPE_SAMPLE`` evenly spaced
     images (8 to ``NATIVE_SIZE`` px), and 1 channel when all of them are grayscale, else 3 (headers only)."""
-    picked = [samples[i][0] for i in sorted(set(torch.linspace(0, len(samples) - 1, SHAPE_SAMPLE).round().long()
-                                                .tolist()))]
+    picked = [path for path, _ in _spread(samples, SHAPE_SAMPLE)]
     sides, gray = [], True
     for path in picked:
         try:
@@ -186,15 +174,14 @@ def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
     return side, 1 if gray else 3, f"{len(picked)} sampled images"
 
 
-def _spread(ds: Dataset, n: int | None) -> Dataset:
-    """``n`` samples evenly spaced over ``ds`` (folders are sorted by class, so the first n would be one class)."""
-    if n is None or n >= len(ds):
-        return ds
-    return Subset(ds, torch.linspace(0, len(ds) - 1, n).round().long().tolist())
+def _spread(samples: list[Sample], n: int | None) -> list[Sample]:
+    """``n`` samples evenly spaced over ``samples`` (sorted by class, so the first n would be one class)."""
+    if n is None or n >= len(samples):
+        return samples
+    return [samples[i] for i in torch.linspace(0, len(samples) - 1, n).round().long().tolist()]
 
 
-def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("train", "val"),
-                    ) -> tuple[Dataset, Dataset, DataInfo]:
+def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tuple[Dataset, Dataset, DataInfo]:
     """Train/val datasets from ``path/train`` and ``path/val``; a split left out of ``wanted`` is ``None`` and its
     files are not read (its class folders still name the classes)."""
     root = Path(path).expanduser()
@@ -213,15 +200,12 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
     img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
     mean, std = adapt_stats(IMAGENET, in_chans)
     mode = "L" if in_chans == 1 else "RGB"
-    sets, skipped = [], {}
-    for split, is_train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        if split not in wanted:
-            sets.append(None)
-            continue
-        samples, bad = scans[split]
+    sets, skipped = {}, {}
+    for split, (samples, bad) in scans.items():
         skipped.update(bad)
-        transform = pil_transform(cfg, is_train, img_size, in_chans, mean, std)
-        sets.append(_spread(CheckedImageFolder(splits[split], samples, classes, transform, mode, cfg.strict), subset))
+        transform = make_transform(cfg, split == "train", img_size, in_chans, mean, std)
+        subset = cfg.train_subset if split == "train" else cfg.val_subset
+        sets[split] = CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict)
     if skipped:
         examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
@@ -229,4 +213,4 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...] = ("trai
     info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=classes, mean=mean, std=std, skipped=sorted(skipped),
                     input_from=input_origin(cfg, how))
-    return sets[0], sets[1], info
+    return sets.get("train"), sets.get("val"), info

@@ -6,18 +6,15 @@ from torch.utils.data import Dataset
 
 from .transforms import Transform
 
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), labels (N,)
+
 
 class TensorImageDataset(Dataset):
-    """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``.
-
-    Decoded once, so an epoch costs only the tensor transforms (no image decoding, no PIL for the light recipe).
-    """
+    """Items ``(transform(images[i]), int(labels[i]))`` from uint8 ``images (N, C, H, W)`` and ``labels (N,)``,
+    decoded once: an epoch costs only the tensor transforms."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], transform: Transform) -> None:
-        self.images = images
-        self.targets = labels.long()
-        self.classes = classes
-        self.transform = transform
+        self.images, self.targets, self.classes, self.transform = images, labels.long(), classes, transform
 
     def __len__(self) -> int:
         return len(self.targets)

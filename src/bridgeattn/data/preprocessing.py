@@ -6,11 +6,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+from timm.data import create_transform
+
 from ..errors import UserError
+from . import synthetic
 from .config import DataConfig, DataInfo
-from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, Stats, adapt_stats
+from .folder import NATIVE_SIZE
+from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, adapt_stats
 
 __all__ = ["Preprocessing", "eval_preprocessing"]
+# (side, channels, stats) of each spec kind before any resizing; folder: checkpoints that do not record their
+# preprocessing predate folders' own shapes.
+NATIVE = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
+          "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,7 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """timm's data-config keys with JSON types (lists for tuples)."""
-        out = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], in_chans: int | None = None) -> Preprocessing:
@@ -45,8 +53,8 @@ class Preprocessing:
         if len(input_size) != 3:
             raise UserError(f"input_size must be (C, H, W), got {list(input_size)}")
         chans = int(in_chans or input_size[0])
-        mean = tuple(float(v) for v in _as_tuple(cfg.get("mean", IMAGENET[0])))
-        std = tuple(float(v) for v in _as_tuple(cfg.get("std", IMAGENET[1])))
+        mean = tuple(map(float, np.atleast_1d(cfg.get("mean", IMAGENET[0]))))
+        std = tuple(map(float, np.atleast_1d(cfg.get("std", IMAGENET[1]))))
         mean, std = adapt_stats((mean, std), chans)
         interpolation = str(cfg.get("interpolation") or "bicubic")
         return cls(input_size=(chans, *input_size[1:]), mean=mean, std=std,  # type: ignore[arg-type]
@@ -55,26 +63,7 @@ class Preprocessing:
 
     def transform(self) -> Any:
         """timm's eval transform for PIL images (mode ``L`` for one channel, ``RGB`` for three)."""
-        from timm.data import create_transform
-
         return create_transform(is_training=False, **self.to_dict())
-
-
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-
-
-def _native(spec: str) -> tuple[int, int, Stats]:
-    """``(side, channels, stats)`` of a data set before any resizing, from its spec alone."""
-    from . import synthetic
-    from .folder import NATIVE_SIZE
-
-    # folder: checkpoints that do not record their preprocessing predate folders' own shapes
-    native = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
-              "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
-    if spec.partition(":")[0] not in native:
-        raise UserError(f"unknown dataset spec {spec!r}: cannot tell its preprocessing")
-    return native[spec.partition(":")[0]]
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
@@ -84,7 +73,10 @@ def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preproc
     if info is not None:
         img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
     else:
-        side, chans, stats = _native(cfg.spec)
+        kind = cfg.spec.partition(":")[0]
+        if kind not in NATIVE:
+            raise UserError(f"unknown dataset spec {cfg.spec!r}: cannot tell its preprocessing")
+        side, chans, stats = NATIVE[kind]
         img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
         mean, std = adapt_stats(stats, in_chans)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0

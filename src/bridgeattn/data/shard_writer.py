@@ -8,36 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import to_pil_image
 
 from ..config import DataConfig
 from ..errors import UserError
 from ..files import temp_path, write_json
 from .build import build_datasets
+from .folder import CheckedImageFolder
 from .memory import TensorImageDataset
 from .shards import FORMAT, META, _wds
 
 
-def _raw_samples(dataset: Dataset) -> tuple[str, Any]:
-    """``("tensor", TensorImageDataset)`` (in-memory sets) or ``("file", [(path, label), ...])`` (image folders,
-    whose subsets are a ``Subset``)."""
-    if isinstance(dataset, TensorImageDataset):
-        return "tensor", dataset
-    indices = dataset.indices if isinstance(dataset, Subset) else None
-    samples = getattr(dataset.dataset if indices is not None else dataset, "samples", None)
-    if samples is None:
-        raise UserError(f"cannot write shards of {type(dataset).__name__}: no raw images to store")
-    return "file", [samples[i] for i in indices] if indices is not None else list(samples)
-
-
-def _encoded(kind: str, source: Any, index: int) -> tuple[str, bytes, int]:
+def _encoded(dataset: TensorImageDataset | CheckedImageFolder, index: int) -> tuple[str, bytes, int]:
     """(extension, image bytes, label) of sample ``index``: a lossless PNG of a tensor, or the file's own bytes."""
-    if kind == "tensor":
+    if isinstance(dataset, TensorImageDataset):
         png = io.BytesIO()
-        to_pil_image(source.images[index]).save(png, format="PNG")
-        return "png", png.getvalue(), int(source.targets[index])
-    path, label = source[index]
+        to_pil_image(dataset.images[index]).save(png, format="PNG")
+        return "png", png.getvalue(), int(dataset.targets[index])
+    path, label = dataset.samples[index]
     ext = Path(path).suffix.lower().lstrip(".") or "img"
     return ("jpg" if ext == "jpeg" else ext), Path(path).read_bytes(), int(label)
 
@@ -55,13 +44,20 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
         raise UserError("--data is already a shard set; give the original data set spec")
     native = DataConfig(**{**cfg.__dict__, "img_size": None, "in_chans": None})  # store the images as they are
     train_set, val_set, info = build_datasets(native)
+    pre = {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean), "std": list(info.std),
+           "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
+    meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),
+                            "preprocessing": pre, "skipped": list(info.skipped),
+                            "kind": "tensor" if isinstance(val_set, TensorImageDataset) else "file"}
     # written into a hidden sibling, renamed into place at the end: a failure (a full disk) leaves no half set
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        meta = _write_splits(cfg, tmp, shard_size, seed, info, train_set, val_set, wds)
+        for split, dataset in (("train", train_set), ("val", val_set)):
+            meta[split] = _write_split(tmp, split, dataset, shard_size, seed, wds)
+        write_json(tmp / META, meta)
         os.replace(tmp, out)  # over an empty --output folder too
     except OSError as exc:
         raise UserError(f"cannot write shards to {out}: {exc.strerror or exc}; nothing was kept") from None
@@ -70,28 +66,16 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
     return meta
 
 
-def _write_splits(cfg: DataConfig, out: Path, shard_size: int, seed: int, info: Any, train_set: Dataset,
-                  val_set: Dataset, wds: Any) -> dict[str, Any]:
-    """Write both splits and ``shards.json`` into ``out``; returns the metadata."""
-    pre = {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean), "std": list(info.std),
-           "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
-    meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),
-                            "preprocessing": pre, "skipped": list(info.skipped)}
-    for split, dataset in (("train", train_set), ("val", val_set)):
-        kind, source = _raw_samples(dataset)
-        meta["kind"] = kind
-        n = len(source)
-        order = np.random.default_rng(seed).permutation(n).tolist() if split == "train" else list(range(n))
-        # no byte limit, so every shard but the last holds shard_size samples
-        with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, maxsize=float("inf"),
-                             verbose=0) as sink:
-            for index in order:
-                ext, data, label = _encoded(kind, source, index)
-                sink.write({"__key__": f"{index:09d}", ext: data, "cls": str(label).encode()})
-        counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
-        names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
-        # byte sizes: a reader tells a shard cut short (or replaced) from a stat, before reading it
-        meta[split] = {"samples": n, "shards": names, "counts": counts,
-                       "bytes": [(out / name).stat().st_size for name in names]}
-    write_json(out / META, meta)
-    return meta
+def _write_split(out: Path, split: str, dataset: Dataset, shard_size: int, seed: int, wds: Any) -> dict[str, Any]:
+    """Write one split as ``out/SPLIT-NNNNNN.tar`` (train shuffled with ``seed``); returns its ``shards.json`` entry."""
+    n = len(dataset)
+    order = np.random.default_rng(seed).permutation(n).tolist() if split == "train" else list(range(n))
+    # no byte limit, so every shard but the last holds shard_size samples
+    with wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, maxsize=float("inf"), verbose=0) as sink:
+        for index in order:
+            ext, data, label = _encoded(dataset, index)
+            sink.write({"__key__": f"{index:09d}", ext: data, "cls": str(label).encode()})
+    counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
+    names = [f"{split}-{i:06d}.tar" for i in range(len(counts))]
+    # byte sizes: a reader tells a shard cut short (or replaced) from a stat, before reading it
+    return {"samples": n, "shards": names, "counts": counts, "bytes": [(out / name).stat().st_size for name in names]}

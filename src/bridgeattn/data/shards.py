@@ -1,8 +1,5 @@
-"""Streaming shards: ``wds:LOCATION`` (a folder, or a URL prefix webdataset's ``gopen`` opens) -> datasets.
-
-Every epoch splits the samples exactly over ranks x loader workers (``ShardBatches``); a local folder's shards are
-checked against ``shards.json`` before training. Layout, checks and failure handling: docs/data.md.
-"""
+"""Streaming shards: ``wds:LOCATION`` (a folder, or a URL prefix webdataset's ``gopen`` opens) -> datasets, each
+epoch split exactly over ranks x loader workers. Layout, checks and failure handling: docs/data.md."""
 from __future__ import annotations
 
 import io
@@ -26,7 +23,7 @@ from ..errors import UserError
 from .config import DataConfig, DataInfo, input_origin
 from .images import load_image
 from .stats import adapt_stats
-from .transforms import Transform, pil_transform, tensor_transform
+from .transforms import Transform, make_transform
 
 META = "shards.json"
 FORMAT = "bridgeattn-shards/1"
@@ -51,26 +48,21 @@ def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
 
 
-def read_meta(location: str) -> dict[str, Any]:
-    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open)."""
-    wds = _wds()
-    try:
-        with wds.gopen(_join(location, META), "rb") as f:
-            meta = json.loads(f.read())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"wds:{location}: no readable {META} ({exc}); write shards with `bridgeattn shard`") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"wds:{location}: {META} is not a bridgeattn shard set (format {meta.get('format')!r})")
-    _check_meta(f"wds:{location}: {META}", meta)
-    return meta
-
-
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_meta(where: str, meta: dict[str, Any]) -> None:
-    """``UserError`` for a ``shards.json`` that cannot describe a classification set (``where`` names it)."""
+def read_meta(location: str) -> dict[str, Any]:
+    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open); ``UserError`` when it
+    cannot describe a classification set."""
+    try:
+        with _wds().gopen(_join(location, META), "rb") as f:
+            meta = json.loads(f.read())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"wds:{location}: no readable {META} ({exc}); write shards with `bridgeattn shard`") from None
+    where = f"wds:{location}: {META}"
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{where} is not a bridgeattn shard set (format {meta.get('format')!r})")
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise UserError(f"{where}: 'classes' must list at least one class name")
@@ -90,6 +82,7 @@ def _check_meta(where: str, meta: dict[str, Any]) -> None:
             raise UserError(f"{where}: '{split}' bytes must give one size per shard")
         if part.get("samples", sum(counts)) != sum(counts):
             raise UserError(f"{where}: '{split}' says {part['samples']} samples, its counts add up to {sum(counts)}")
+    return meta
 
 
 def _header(block: bytes) -> tuple[str, int, bytes]:
@@ -193,6 +186,11 @@ def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi:
     return segments
 
 
+def _share(lo: int, hi: int, i: int, parts: int) -> tuple[int, int]:
+    """Part ``i`` of ``range(lo, hi)`` cut into ``parts`` contiguous parts of near-equal size."""
+    return lo + i * (hi - lo) // parts, lo + (i + 1) * (hi - lo) // parts
+
+
 class ShardSet(IterableDataset):
     """One split of a shard set. Iterated plainly it yields ``(image tensor, label)`` once each, split over the
     loader's workers (evaluation); ``batches(...)`` gives the exact per-rank, per-worker training stream."""
@@ -203,10 +201,9 @@ class ShardSet(IterableDataset):
         self.tensor_input = tensor_input
         self.classes = list(meta["classes"])
         self.urls = [_join(location, name) for name in meta[split]["shards"]]
-        counts = list(meta[split]["counts"])
+        self.counts = list(meta[split]["counts"])
         if subset is not None:  # the first ``subset`` samples in stored order
-            counts = [max(0, min(c, subset - sum(counts[:i]))) for i, c in enumerate(counts)]
-        self.counts = counts
+            self.counts = [max(0, min(c, subset - sum(self.counts[:i]))) for i, c in enumerate(self.counts)]
 
     def __len__(self) -> int:
         return sum(self.counts)
@@ -217,32 +214,21 @@ class ShardSet(IterableDataset):
             random.Random(f"{seed}/{epoch}").shuffle(order)
         return order
 
-    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any]]:
+    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any] | None]:
         """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
-
-        A shard that fails or ends early loses the rest of its segment, with a warning; as many samples read
-        before (or, failing that, after) stand in for them, so the stream keeps its planned length."""
-        wds = _wds()
-        recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
-        owed = 0
+        A shard that fails or ends early loses the rest of its segment, with a warning: None for each lost sample."""
         for url, start, stop in segments:
             got, problem = 0, "it ends early"
             try:
-                for sample in islice(wds.tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
+                for sample in islice(_wds().tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
                     got += 1
-                    recent.append(sample)
                     yield sample
             except Exception as exc:  # tarfile, gopen and network errors come in many types
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             if got < stop - start:
                 log.warning("wds: %s: read %d of the %d samples asked for (%s); skipping the rest of this shard "
                             "this epoch, earlier samples stand in for them", url, got, stop - start, problem)
-                owed += stop - start - got
-            while owed and recent:
-                owed -= 1
-                yield recent[owed % len(recent)]
-        if owed:
-            raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
+                yield from [None] * (stop - start - got)
 
     def load(self, sample: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """A raw webdataset sample (``{"__key__", EXT: bytes, "cls": bytes}``) -> (transformed image, label)."""
@@ -253,32 +239,36 @@ class ShardSet(IterableDataset):
                             f"class index below {len(self.classes)}")
         return self.transform(pil_to_tensor(img) if self.tensor_input else img), label
 
-    def items(self, stream: Iterator[dict[str, Any]]) -> Iterator[tuple[torch.Tensor, int]]:
-        """``load`` of each sample; one that does not decode is skipped with a warning and the previous (or next)
-        sample stands in for it, as for a folder's files."""
-        last, owed = None, 0
+    def items(self, stream: Iterator[dict[str, Any] | None]) -> Iterator[tuple[torch.Tensor, int]]:
+        """``load`` of each sample. A lost sample (None) or one that does not decode (with a warning) is stood in
+        for by one of the last ``STAND_INS`` readable ones (the previous one first; at the start, the next one),
+        so the stream keeps its planned length."""
+        recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
+        owed = 0
         for sample in stream:
             try:
-                last = self.load(sample)
+                item = None if sample is None else self.load(sample)
             except UserError:
                 raise
             except Exception as exc:  # PIL reports broken images with many exception types
                 log.warning("wds: %s: skipping unreadable sample %s (%s)", sample.get("__url__"),
                             sample.get("__key__"), exc)
-                if last is None:
-                    owed += 1
-                    continue
-            for _ in range(owed + 1):  # the sample, or the previous one in place of a broken one; then any owed
-                yield last
-            owed = 0
+                item = None
+            if item is None:
+                owed += 1
+            else:
+                recent.append(sample)
+                yield item
+            while owed and recent:
+                owed -= 1
+                yield self.load(recent[-1 - owed % len(recent)])
         if owed:
             raise UserError(f"wds:{self.location}: no readable sample in the {self.split} shards this loader read")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         worker = get_worker_info()
         wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        n = len(self)
-        lo, hi = wid * n // workers, (wid + 1) * n // workers
+        lo, hi = _share(0, len(self), wid, workers)
         yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
 
     def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, train: bool = False,
@@ -288,10 +278,8 @@ class ShardSet(IterableDataset):
 
 class ShardBatches(IterableDataset):
     """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``); use with ``DataLoader(batch_size=None)``.
-
     Training: ``ceil(N / world)`` samples per rank (wrapping around), whole batches only, shuffled shard order and
-    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short.
-    """
+    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short."""
 
     def __init__(self, shards: ShardSet, batch_size: int, rank: int, world_size: int, workers: int, train: bool,
                  seed: int) -> None:
@@ -303,21 +291,14 @@ class ShardBatches(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = epoch
 
-    def _rank_range(self) -> tuple[int, int]:
-        n = len(self.shards)
-        if self.train:
-            per_rank = math.ceil(n / self.world_size)
-            return self.rank * per_rank, (self.rank + 1) * per_rank
-        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
-
     def _worker_range(self, wid: int) -> tuple[int, int]:
         """Positions (in the epoch's sequence) that worker ``wid`` of ``self.workers`` reads."""
-        lo, hi = self._rank_range()
+        n = len(self.shards)
         if self.train:  # whole batches: the tail that does not fill one is left out (drop_last)
-            count = (hi - lo) // self.batch_size
-            first, last = wid * count // self.workers, (wid + 1) * count // self.workers
-            return lo + first * self.batch_size, lo + last * self.batch_size
-        return lo + wid * (hi - lo) // self.workers, lo + (wid + 1) * (hi - lo) // self.workers
+            per_rank = math.ceil(n / self.world_size)
+            first, last = _share(0, per_rank // self.batch_size, wid, self.workers)
+            return self.rank * per_rank + first * self.batch_size, self.rank * per_rank + last * self.batch_size
+        return _share(*_share(0, n, self.rank, self.world_size), wid, self.workers)
 
     def __len__(self) -> int:
         return sum(math.ceil((b - a) / self.batch_size) for a, b in map(self._worker_range, range(self.workers)))
@@ -354,12 +335,10 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     mean, std = adapt_stats((tuple(pre["mean"]), tuple(pre["std"])), in_chans)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
     mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
+    native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        if tensor_input:
-            transform = tensor_transform(cfg, train, pre["img_size"], img_size, in_chans, mean, std)
-        else:
-            transform = pil_transform(cfg, train, img_size, in_chans, mean, std)
+        transform = make_transform(cfg, train, img_size, in_chans, mean, std, native)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
                     img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .memory import Split
+
 NUM_CLASSES = 10
 NATIVE_SIZE = 32
 CLASSES = [f"class{i}" for i in range(NUM_CLASSES)]
@@ -20,7 +22,7 @@ def _templates() -> torch.Tensor:
     return (0.5 + 0.4 * colour + 0.6 * pattern).clamp(0.1, 0.9)
 
 
-def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_split(n: int, seed: int) -> Split:
     """``n`` samples: uint8 images ``(n, 3, 32, 32)`` (class template plus noise of std 0.2, seeded with ``seed``)
     and labels ``(n,)`` cycling through the classes."""
     gen = torch.Generator().manual_seed(seed)
@@ -30,6 +32,6 @@ def make_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (images * 255).round().to(torch.uint8), labels
 
 
-def make_synthetic(n_train: int = 512) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Train split of ``n_train`` samples and a val split of ``max(1, n_train // 4)`` samples."""
-    return make_split(n_train, seed=1), make_split(max(1, n_train // 4), seed=2)
+def make_synthetic(n_train: int) -> tuple[Split, Split, list[str]]:
+    """Train split of ``n_train`` samples, a val split of ``max(1, n_train // 4)`` samples, and the class names."""
+    return make_split(n_train, seed=1), make_split(max(1, n_train // 4), seed=2), CLASSES

@@ -1,6 +1,5 @@
 """Train/eval transforms of the recipes ``light``, ``imagenet`` (timm's) and ``none`` (docs/data.md), for in-memory
-uint8 tensors and for PIL images; each ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std.
-"""
+uint8 tensors and for PIL images; each ends in a float ``(C, H, W)`` tensor normalised with the data set's mean/std."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,21 +16,6 @@ from .config import DataConfig
 RECIPES = ("light", "imagenet", "none")
 
 Transform = Callable[[object], torch.Tensor]
-
-
-class MatchChannels(nn.Module):
-    """uint8 ``(C, H, W)`` -> ``(in_chans, H, W)``: 1 -> 3 repeats the plane, 3 -> 1 takes the luma."""
-
-    def __init__(self, in_chans: int) -> None:
-        super().__init__()
-        self.in_chans = in_chans
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if img.shape[-3] == self.in_chans:
-            return img
-        if img.shape[-3] == 1:
-            return img.expand(*img.shape[:-3], self.in_chans, *img.shape[-2:])
-        return v2.functional.rgb_to_grayscale(img, num_output_channels=self.in_chans)
 
 
 class PadCropFlip(nn.Module):
@@ -69,42 +53,29 @@ def interpolation_mode(name: str) -> InterpolationMode:
         raise UserError(f"unknown interpolation {name!r}; use one of: {valid}") from None
 
 
-def _timm_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
-                    mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """timm's ImageNet pipeline on PIL images (mode RGB, or L for one channel); timm leaves the augmentation options
-    out of evaluation, and ``crop_pct`` out of training."""
-    # timm's "random" interpolation is a training augmentation; evaluation resizes bicubic.
-    interpolation = "bicubic" if cfg.interpolation == "random" and not train else cfg.interpolation
-    return create_transform((in_chans, img_size, img_size), is_training=train, auto_augment=cfg.auto_augment,
-                            color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel",
-                            interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
-
-
-def tensor_transform(cfg: DataConfig, train: bool, native_size: int, img_size: int, in_chans: int,
-                     mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """Transform for uint8 ``(C, H, W)`` tensors held in memory; tensor ops only, except the imagenet recipe."""
+def make_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int, mean: tuple[float, ...],
+                   std: tuple[float, ...], native: tuple[int, int] | None = None) -> Transform:
+    """The recipe's transform to a normalised float ``(in_chans, img_size, img_size)`` tensor: of PIL images of any
+    size (in mode RGB, or L for one channel), or, given ``native`` = (side, channels), of uint8 tensors of that shape
+    held in memory (tensor ops only, except the imagenet recipe)."""
+    steps: list[Callable] = []
+    if native is not None and native[1] != in_chans:
+        steps.append(v2.Grayscale(in_chans))  # the luma of 3 channels, or 1 channel repeated
     if cfg.recipe == "imagenet":
-        # timm's pipeline works on PIL images; one conversion per sample is the price of RandAugment.
-        to_pil = [MatchChannels(in_chans), v2.ToPILImage(mode="L" if in_chans == 1 else "RGB")]
-        return v2.Compose([*to_pil, _timm_transform(cfg, train, img_size, in_chans, mean, std)])
-    steps: list[nn.Module] = [MatchChannels(in_chans)]
-    if img_size != native_size:
-        steps.insert(0, v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True))
-    return _uint8_pipeline(cfg, train, steps, img_size, mean, std)
-
-
-def pil_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int,
-                  mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """Transform for PIL images of any size (already in mode RGB, or L for one channel)."""
-    if cfg.recipe == "imagenet":
-        return _timm_transform(cfg, train, img_size, in_chans, mean, std)
+        if native is not None:  # timm's pipeline works on PIL images: one conversion per sample buys RandAugment
+            steps.append(v2.ToPILImage(mode="L" if in_chans == 1 else "RGB"))
+        # timm leaves the augmentation options out of evaluation and crop_pct out of training; its "random"
+        # interpolation is a training augmentation, evaluation resizes bicubic
+        interpolation = "bicubic" if cfg.interpolation == "random" and not train else cfg.interpolation
+        timm = create_transform((in_chans, img_size, img_size), is_training=train, auto_augment=cfg.auto_augment,
+                                color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel",
+                                interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
+        return v2.Compose([*steps, timm])
     resize = v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)
-    return _uint8_pipeline(cfg, train, [resize, v2.CenterCrop(img_size), v2.PILToTensor()], img_size, mean, std)
-
-
-def _uint8_pipeline(cfg: DataConfig, train: bool, steps: list[nn.Module], img_size: int,
-                    mean: tuple[float, ...], std: tuple[float, ...]) -> Transform:
-    """``steps`` to a uint8 ``(C, img_size, img_size)`` tensor, the light recipe's augmentation when training, and
-    normalisation."""
-    augment = [PadCropFlip(img_size)] if train and cfg.recipe == "light" else []
-    return v2.Compose([*steps, *augment, NormalizeUint8(mean, std)])
+    if native is None:
+        steps += [resize, v2.CenterCrop(img_size), v2.PILToTensor()]
+    elif native[0] != img_size:
+        steps.insert(0, resize)
+    if train and cfg.recipe == "light":
+        steps.append(PadCropFlip(img_size))
+    return v2.Compose([*steps, NormalizeUint8(mean, std)])
