@@ -1,9 +1,6 @@
-"""Interleaved throughput benchmark: several models, one run, medians and ratios.
-
-Like timm's ``benchmark.py``, but the models take turns: each repeat times every model once, in
-round-robin order, so a busy or throttled machine slows all of them alike and the ratios stay fair.
-A train step is forward, cross-entropy, backward and an SGD step; inference is a ``no_grad`` forward.
-"""
+"""Interleaved throughput benchmark: several models, one run, medians and ratios. Like timm's ``benchmark.py``, but
+each repeat times every model once, in round-robin order, so a busy or throttled machine slows all of them alike and
+the ratios stay fair (a step: :func:`bridgeattn.engine.hardware.step_function`)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,12 +9,15 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import timm
 import torch
 import torch.nn as nn
 
 from ..engine.distributed import resolve_device
 from ..engine.hardware import amp_dtype_for, step_function, time_steps
 from ..errors import UserError
+from ..layers.fusion import fuse as fuse_gates
+from ..models import create_model
 from ..models.cost import count_params, default_input_size
 
 __all__ = ["benchmark", "format_table", "machine_info"]
@@ -27,8 +27,6 @@ ModelSpec = str | Callable[[], nn.Module]
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the numbers come from: device name, threads, library versions."""
-    import timm
-
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "timm": timm.__version__,
                             "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu": _cpu_name()}
     if device.type == "cuda":
@@ -37,13 +35,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -53,17 +48,9 @@ def _prepare(spec: ModelSpec, batch_size: int, img_size: int | None, device: tor
     """One model built and prepared for timing (moved, converted, optionally fused and compiled): its step, params,
     size."""
     torch.manual_seed(0)
-    if callable(spec):
-        model = spec()
-    else:
-        from ..models import create_model
-
-        model = create_model(spec)
-    model = model.to(device).train(train)
+    model = (spec() if callable(spec) else create_model(spec)).to(device).train(train)
     if fuse:
-        from ..layers.fusion import fuse as fuse_model
-
-        model = fuse_model(model)
+        model = fuse_gates(model)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     in_chans, _, img_size = default_input_size(model, img_size)
@@ -80,24 +67,15 @@ def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_si
               amp: bool = False, amp_dtype: str = "auto", fuse: bool = False, repeats: int = 7, steps: int = 1,
               warmup: int = 2, device: str | torch.device = "cpu",
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Time every model, interleaved, and return medians and ratios to the first model.
+    """Time every model, interleaved: ``repeats`` rounds of ``steps`` steps of every model in turn, after ``warmup``
+    untimed steps per model (compilation happens there). ``models``: names (``bridgeattn.create_model``, so timm
+    names too) or ``{label: name or builder}``; the batch is ``(batch_size, in_chans, img_size, img_size)``,
+    ``img_size=None``: each model's own. ``amp`` autocasts with the training policy (``hardware.amp_dtype_for``;
+    ``amp_dtype`` forces one); ``fuse`` folds the bridge gates (inference only); ``device="auto"``: cuda if available.
 
-    Args:
-        models: model names (``bridgeattn.create_model``, so timm names too) or ``{label: name or builder}``.
-        batch_size, img_size: the input batch ``(batch_size, in_chans, img_size, img_size)``; ``img_size=None``
-            takes each model's own (its pretrained_cfg's input size).
-        train: time a training step instead of inference.
-        channels_last, compile, amp: ``channels_last`` memory format, ``torch.compile``, autocast with the
-            training policy (:func:`bridgeattn.engine.hardware.amp_dtype_for`); ``amp_dtype`` forces one.
-        fuse: fold the bridge gates (:func:`bridgeattn.fuse`); inference only.
-        repeats, steps, warmup: timed rounds of ``steps`` steps of every model in turn, after ``warmup`` untimed
-            steps per model (compilation happens there).
-        device: a device, or ``"auto"``: cuda if available, else cpu.
-
-    Returns a JSON-ready dict: ``settings``, ``machine`` and ``results``, one per model in order, with
-    ``img_per_s`` and ``step_ms`` (medians), ``time_ratio`` (step time over the first model's), ``round_s`` and
-    ``params``; on CUDA also ``peak_step_mib``, the most memory a warm-up step allocated above what was allocated
-    before it (the weights of every model are already in place).
+    Returns ``settings``, ``machine`` and ``results``: per model in order ``img_per_s`` and ``step_ms`` (medians),
+    ``time_ratio`` (to the first model), ``round_s``, ``params``, ``img_size``; on CUDA ``peak_step_mib``, the most
+    memory a warm-up step allocated beyond the weights of every model (all in place by then).
     """
     if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
         raise UserError("repeats, steps, batch size and image size must be positive")
@@ -127,19 +105,15 @@ def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_si
             for label, (step, _, _) in runners.items():
                 rounds[label].append(time_steps(step, steps, device))
             say(f"round {r + 1}/{repeats}")
-    results = []
-    first = None
-    for label, (_, params, size) in runners.items():
-        step_s = statistics.median(rounds[label]) / steps
-        first = first if first is not None else step_s
-        results.append({"model": label, "img_per_s": batch_size / step_s, "step_ms": step_s * 1e3,
-                        "time_ratio": step_s / first, "round_s": rounds[label], "params": params,
-                        "img_size": size, **({"peak_step_mib": peaks[label]} if label in peaks else {})})
-    settings = dict(
-        batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last, compile=compile,
-        amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
-        amp_dtype=str(dtype or torch.float32).removeprefix("torch."),
-    )
+    step_s = {label: statistics.median(times) / steps for label, times in rounds.items()}
+    first = next(iter(step_s.values()))
+    results = [{"model": label, "img_per_s": batch_size / step_s[label], "step_ms": step_s[label] * 1e3,
+                "time_ratio": step_s[label] / first, "round_s": rounds[label], "params": params, "img_size": size,
+                **({"peak_step_mib": peaks[label]} if label in peaks else {})}
+               for label, (_, params, size) in runners.items()]
+    settings = dict(batch_size=batch_size, img_size=img_size, train=train, channels_last=channels_last,
+                    compile=compile, amp=amp, fuse=fuse, repeats=repeats, steps=steps, warmup=warmup,
+                    amp_dtype=str(dtype or torch.float32).removeprefix("torch."))
     return {"settings": settings, "machine": machine_info(device), "results": results}
 
 

@@ -1,15 +1,11 @@
-"""Equal-budget comparison of attention variants on one backbone, over several seeds (docs/compare.md).
-
-Every (model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the report pairs
-each variant's top-1 with the plain backbone's by seed (Student-t interval). A cell is finished when its
-``summary.json`` exists, so an interrupted comparison resumes.
-"""
+"""Equal-budget comparison of attention variants on one backbone, over several seeds (docs/compare.md): every
+(model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the report pairs each variant's
+top-1 with the plain backbone's by seed (Student-t interval). A cell with a ``summary.json`` is finished, so an
+interrupted comparison resumes."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
-import io
 import itertools
 import json
 import logging
@@ -26,11 +22,13 @@ import timm
 import torch
 from scipy import stats
 
-from ..engine import plots
+from ..config import from_flat, make_config, split_options
+from ..data import build_datasets
+from ..engine import plots, train
 from ..engine.records import holds_run
 from ..engine.runlock import RunLock
 from ..errors import UserError
-from ..files import write_json, write_text
+from ..files import write_csv, write_json, write_text
 from ..models.cost import model_cost  # importing bridgeattn.models registers the models with timm
 
 log = logging.getLogger(__name__)
@@ -81,20 +79,17 @@ class CompareConfig:
 
 def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]]:
     """``[(short, registered name)]``: a short name maps to ``{short}_{backbone}``; full names pass through."""
-    out, seen = [], set()
+    out: list[tuple[str, str]] = []
     for short in models:
         short = short.strip()
         if not short:
             continue
         name = f"{short}_{backbone}" if timm.is_model(f"{short}_{backbone}") else short
         if not timm.is_model(name):
-            raise UserError(
-                f"unknown model {short!r}: neither {short}_{backbone} nor {short} is registered "
-                f"(short names: {', '.join(SHORT_NAMES)}; see `bridgeattn models`)"
-            )
-        if name in seen:
+            raise UserError(f"unknown model {short!r}: neither {short}_{backbone} nor {short} is registered "
+                            f"(short names: {', '.join(SHORT_NAMES)}; see `bridgeattn models`)")
+        if name in [n for _, n in out]:
             raise UserError(f"model {short!r} is listed twice")
-        seen.add(name)
         out.append((short, name))
     if not out:
         raise UserError("no models to compare; pass e.g. --models plain,se,bav2")
@@ -108,16 +103,12 @@ def _jsonable(value: Any) -> Any:
 
 def _train(options: dict[str, Any]) -> dict[str, Any]:
     """The engine's summary of one cell trained with the flat training ``options``."""
-    from ..config import from_flat
-    from ..engine import train
-
     return train(*from_flat(options))
 
 
 def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
-    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary.
-
-    The cell's lock is held from before its folder is checked until its summary is written."""
+    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary. The cell's lock is
+    held from before its folder is checked until its summary is written."""
     cell = Path(cfg.output) / "cells" / name / f"seed{seed}"
     with RunLock(cell):
         summary_path = cell / "summary.json"
@@ -143,9 +134,6 @@ def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     """``(num_classes, in_chans, img_size)`` of the compared data set."""
-    from ..config import make_config, split_options
-    from ..data import build_datasets
-
     config, _ = split_options({**cfg.train_options, "data": cfg.data})
     _, _, info = build_datasets(make_config(config).data)
     return info.num_classes, info.in_chans, info.img_size
@@ -162,33 +150,27 @@ def measure_inference(names: Sequence[str], num_classes: int, in_chans: int, img
 
 
 def summarize(cells: Sequence[dict[str, Any]], models: Sequence[tuple[str, str]],
-              costs: dict[str, dict[str, Any]] | None = None, baseline: str = BASELINE) -> list[dict[str, Any]]:
-    """One row per model: top-1 mean/std over seeds, paired difference to ``baseline`` with 95 % CI, costs."""
-    costs = costs or {}
+              costs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model: top-1 mean/std over seeds, paired difference to plain with 95 % CI, ``costs[name]``."""
     by_model: dict[str, dict[int, dict[str, Any]]] = {}
     for c in cells:
         by_model.setdefault(c["model"], {})[int(c["seed"])] = c
-    base_name = next((name for short, name in models if short == baseline), None)
-    base = by_model.get(base_name, {}) if base_name else {}
+    base_name = next((name for short, name in models if short == BASELINE), None)
+    base = by_model.get(base_name, {})
     rows = []
     for short, name in models:
         runs = by_model.get(name, {})
         seeds = sorted(runs)
         top1 = [float(runs[s]["top1"]) for s in seeds]
-        row: dict[str, Any] = {
-            "model": short, "name": name, "seeds": seeds, "top1": top1,
-            "top1_mean": _mean(top1),
-            "top1_std": statistics.stdev(top1) if len(top1) >= 2 else None,
-            "top5_mean": _mean(runs[s].get("top5") for s in seeds),
-            "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
-            "train_time_s": _mean(runs[s].get("train_time_s") for s in seeds),
-        }
         paired = [s for s in seeds if s in base] if name != base_name else []  # the baseline: no difference
         diff = paired_difference([runs[s]["top1"] for s in paired], [base[s]["top1"] for s in paired])
-        row.update(delta_vs_plain=diff["mean"], delta_ci_low=diff["ci_low"], delta_ci_high=diff["ci_high"],
-                   delta_std=diff["std"], paired_seeds=diff["n"])
-        row.update(costs.get(name, {}))
-        rows.append(row)
+        rows.append({"model": short, "name": name, "seeds": seeds, "top1": top1, "top1_mean": _mean(top1),
+                     "top1_std": statistics.stdev(top1) if len(top1) >= 2 else None,
+                     "top5_mean": _mean(runs[s].get("top5") for s in seeds),
+                     "train_img_per_s": _mean(runs[s].get("train_img_per_s") for s in seeds),
+                     "train_time_s": _mean(runs[s].get("train_time_s") for s in seeds),
+                     "delta_vs_plain": diff["mean"], "delta_ci_low": diff["ci_low"], "delta_ci_high": diff["ci_high"],
+                     "delta_std": diff["std"], "paired_seeds": diff["n"], **costs.get(name, {})})
     return rows
 
 
@@ -207,16 +189,8 @@ def _earlier_speeds(path: Path) -> dict[str, float | None]:
 
 
 def run_compare(cfg: CompareConfig) -> dict[str, Any]:
-    """Train every missing (model, seed) cell, then write the report. Returns the ``results.json`` content.
-
-    The comparison folder is locked (``RUN/.lock``, as a run) before anything in it is read or removed: a second
-    comparison on it is refused, naming the holder.
-    """
-    with RunLock(cfg.output):
-        return _compare_locked(cfg)
-
-
-def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
+    """Train every missing (model, seed) cell, then write the report; returns the ``results.json`` content. The folder
+    is locked (``.lock``, as a run's) before anything in it is read or removed: a second comparison is refused."""
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
     repeated = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
@@ -224,48 +198,43 @@ def _compare_locked(cfg: CompareConfig) -> dict[str, Any]:
         raise UserError(f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed is one paired sample")
     models = resolve_models(cfg.models, cfg.backbone)
     output = Path(cfg.output)
-    if holds_run(output):
-        raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
-    output.mkdir(parents=True, exist_ok=True)
-    cells, total = [], len(models) * len(cfg.seeds)
-    # Seed-major order: after each round every model has the same number of finished seeds.
-    for k, (seed, (_, name)) in enumerate(itertools.product(cfg.seeds, models), 1):
-        t0 = time.perf_counter()
-        cell = train_cell(name, seed, cfg)
-        cells.append(cell)
-        state = "done before" if cell.get("skipped") else f"{time.perf_counter() - t0:.0f} s"
-        log.info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed, float(cell["top1"]), state)
-    num_classes, in_chans, img_size = _data_shape(cfg)
-    costs = {}
-    for _, name in models:
-        cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
-        costs[name] = {"params": cost["params"], "macs": cost["macs"]}
-    if cfg.speed:
-        speeds = measure_inference([n for _, n in models], num_classes, in_chans, img_size,
-                                   cfg.speed_batch, cfg.speed_reps)
-    else:  # keep what an earlier run of this comparison measured
-        speeds = _earlier_speeds(output / "results.json")
-    for name, ips in speeds.items():
-        if name in costs and ips is not None:
-            costs[name]["infer_img_per_s"] = ips
-    rows = summarize(cells, models, costs)
-    results = {
-        "config": _jsonable(dataclasses.asdict(cfg)),
-        "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
-        "confidence": 0.95,
-        "models": rows,
-        "cells": [{k: v for k, v in c.items() if k != "skipped"} for c in cells],
-    }
-    write_report(results, output)
-    return results
+    with RunLock(output):
+        if holds_run(output):
+            raise UserError(f"--output {output} holds a training run; a comparison needs its own folder")
+        cells, total = [], len(models) * len(cfg.seeds)
+        # Seed-major order: after each round every model has the same number of finished seeds.
+        for k, (seed, (_, name)) in enumerate(itertools.product(cfg.seeds, models), 1):
+            t0 = time.perf_counter()
+            cells.append(train_cell(name, seed, cfg))
+            state = "done before" if cells[-1]["skipped"] else f"{time.perf_counter() - t0:.0f} s"
+            log.info("[%d/%d] %s seed %d: top-1 %.2f (%s)", k, total, name, seed, float(cells[-1]["top1"]), state)
+        num_classes, in_chans, img_size = _data_shape(cfg)
+        names = [name for _, name in models]
+        if cfg.speed:
+            speeds = measure_inference(names, num_classes, in_chans, img_size, cfg.speed_batch, cfg.speed_reps)
+        else:  # keep what an earlier run of this comparison measured
+            speeds = _earlier_speeds(output / "results.json")
+        costs = {}
+        for name in names:
+            cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
+            costs[name] = {"params": cost["params"], "macs": cost["macs"], "infer_img_per_s": speeds.get(name)}
+        results = {
+            "config": _jsonable(dataclasses.asdict(cfg)),
+            "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
+            "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+            "confidence": 0.95,
+            "models": summarize(cells, models, costs),
+            "cells": [{k: v for k, v in c.items() if k != "skipped"} for c in cells],
+        }
+        write_report(results, output)
+        return results
 
 
 # -------------------------------------------------------------------------------------------------- report
-_CSV_COLUMNS = (
+_CSV_COLUMNS = [
     "model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high", "paired_seeds",
     "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s", "seeds", "top1",
-)
+]
 LIMIT = 100.0  # a difference of two accuracies in percent lies in [-100, +100]; a t interval may reach beyond
 VARIES = 0.05  # params or MACs closer than this (relative) carry no information as an axis or a bubble size
 
@@ -340,11 +309,9 @@ def _spread(values: Any) -> float:
 
 
 def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Each model's top-1 difference to plain with its paired 95 % interval (without plain: top-1 mean ± std).
-
-    x: params and bubble area: MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure 1), else the
-    models side by side with one marker size. Intervals are clipped at ±``LIMIT``.
-    """
+    """Each model's top-1 difference to plain with its paired 95 % interval (without plain: top-1 mean ± std). x:
+    params and bubble area: MACs where they differ by ``VARIES`` or more (the BAv2 paper's Figure 1), else the models
+    side by side with one marker size. Intervals are clipped at ±``LIMIT``."""
     from matplotlib.lines import Line2D
 
     paired = any(r.get("delta_vs_plain") is not None for r in rows)
@@ -382,13 +349,11 @@ def plot_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> N
         ax.axhline(0, color="tab:gray", ls="--", lw=0.8)
     # room around the outermost points for their largest bubbles (a 900 pt^2 bubble is ~17 pt in radius)
     ax.margins(0.2)
-    if by_params:
-        ax.set_xlabel("parameters (M)")
-    else:
+    if not by_params:
         ax.set_xticks(range(len(pts)), [r["model"] for r, *_ in pts])
-        ax.set_xlabel(f"model (params within {param_spread:.1%} of each other)")
-    ax.set_ylabel("Δ top-1 vs plain (points), paired 95 % interval" if paired
-                  else "top-1 accuracy (%), mean ± std over seeds")
+    ax.set(xlabel="parameters (M)" if by_params else f"model (params within {param_spread:.1%} of each other)",
+           ylabel="Δ top-1 vs plain (points), paired 95 % interval" if paired
+           else "top-1 accuracy (%), mean ± std over seeds")
     notes = ["bubble area = MACs" if by_macs else f"MACs within {mac_spread:.1%} of each other: one marker size"]
     if clipped:
         notes.append(f"intervals clipped at ±{LIMIT:.0f}")
@@ -406,25 +371,17 @@ def write_report(results: dict[str, Any], output: Path) -> None:
     rows = results["models"]
     notes = findings(rows)
     write_json(output / "results.json", {**results, "findings": notes})
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (" ".join(map(str, r[k])) if isinstance(r.get(k), list) else r.get(k))
-                         for k in _CSV_COLUMNS})
-    write_text(output / "results.csv", table.getvalue())
-    seeds = results["config"].get("seeds", [])
-    data = results.get("data", {})
-    backbone = results["config"].get("backbone", "")
-    header = (
-        f"# Comparison on {data.get('spec', '?')} ({backbone}, {len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
-        "Top-1 in percent on the validation split. Δ vs plain: mean of the per-seed differences to the plain "
-        "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
-        f"(torch threads: {results.get('environment', {}).get('threads', '?')}).\n\n"
-    )
-    budget = results["config"].get("train_options") or {}
+    lists_joined = [{k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+    write_csv(output / "results.csv", _CSV_COLUMNS, lists_joined)
+    config, spec = results["config"], results["data"]["spec"]
+    seeds = config["seeds"]
+    budget = ", ".join(f"{k}={v}" for k, v in (config.get("train_options") or {}).items())
+    text = (f"# Comparison on {spec} ({config['backbone']}, {len(seeds)} seeds: {', '.join(map(str, seeds))})\n\n"
+            "Top-1 in percent on the validation split. Δ vs plain: mean of the per-seed differences to the plain "
+            "backbone, with a 95 % Student-t interval paired by seed. Throughput measured on this machine "
+            f"(torch threads: {results.get('environment', {}).get('threads', '?')}).\n\n")
     if budget:
-        header += "Budget (identical for every cell): " + ", ".join(f"{k}={v}" for k, v in budget.items()) + ".\n\n"
-    shown = "## What the intervals show\n\n" + "".join(f"- {line}\n" for line in notes)
-    write_text(output / "results.md", header + markdown_table(rows) + "\n" + shown)
-    plot_chart(rows, output / "results.png", title=f"{data.get('spec', '')}, {backbone}, {len(seeds)} seeds")
+        text += f"Budget (identical for every cell): {budget}.\n\n"
+    text += markdown_table(rows) + "\n## What the intervals show\n\n" + "".join(f"- {line}\n" for line in notes)
+    write_text(output / "results.md", text)
+    plot_chart(rows, output / "results.png", title=f"{spec}, {config['backbone']}, {len(seeds)} seeds")

@@ -12,13 +12,18 @@ from typing import Any
 import torch
 
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
-from ..engine import plots
+from ..data import build_datasets
+from ..engine import distributed, plots
+from ..engine.hardware import probe_cpu_numerics
 from ..engine.records import write_json
 from ..engine.train import train
+from ..models import create_model
 
 log = logging.getLogger(__name__)
 
 DEMO_MODELS = ("bav2_resnet20", "plain_resnet20")
+SUMMARY_KEYS = ("top1", "top5", "loss", "best_top1", "params", "epochs", "train_time_s", "train_img_per_s", "output",
+                "curves", "confusion")  # what demo.json keeps of each model's summary
 
 
 def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -32,9 +37,8 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
         axes[0].plot(epochs, [r["top1"] for r in history], marker="o", label=name)
         axes[1].plot(epochs, [r["train_loss"] for r in history], marker="o", label=name)
     for ax, label in zip(axes, ("val top-1 (%)", "train loss")):
-        ax.set_xlabel("epoch")
+        ax.set(xlabel="epoch", ylabel=label)
         plots.integer_epochs(ax)
-        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
     s = next(iter(summaries.values()))
@@ -45,17 +49,9 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, Any]:
-    """Precision, memory format and threads for every model of a CPU demo, timed on the first model (a few steps).
-
-    bf16 autocast is a candidate only where the recipe asks for ``amp`` and the CPU has native bf16. The choice is
-    kept in ``folder/numerics.json``, so a resumed demo continues with the numerics it started with. Returns
-    ``{"amp", "channels_last", "threads", "reason"}``, or ``{}`` off the CPU (the recipe's settings stand).
-    """
-    from ..data import build_datasets
-    from ..engine import distributed
-    from ..engine.hardware import probe_cpu_numerics
-    from ..models import create_model
-
+    """``{"amp", "channels_last", "threads", "reason"}`` for every model of a CPU demo, the fastest for the first model
+    (:func:`~bridgeattn.engine.hardware.probe_cpu_numerics`; bf16 only where the recipe asks for ``amp``), or ``{}`` off
+    the CPU. Kept in ``folder/numerics.json``: a resumed demo continues with the numerics it started with."""
     path = folder / "numerics.json"
     if resume and path.is_file():
         return json.loads(path.read_text())
@@ -64,17 +60,16 @@ def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, A
     _, _, info = build_datasets(cfg.data, splits=("val",))  # the input shape and classes the models will see
     with torch.random.fork_rng(devices=[]):  # the runs' own seeding stays as if no probe had run
         torch.manual_seed(cfg.run.seed)
-        model = create_model(cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans,
-                             **cfg.model.kwargs)
+        model = create_model(cfg.model.name, num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model.kwargs)
         images = torch.randn(cfg.optim.batch_size, info.in_chans, info.img_size, info.img_size)
         labels = torch.randint(0, info.num_classes, (cfg.optim.batch_size,))
-        choice, measured = probe_cpu_numerics(model, images, labels, try_bf16=cfg.run.amp and
-                                              cfg.run.amp_dtype == "auto")
+        try_bf16 = cfg.run.amp and cfg.run.amp_dtype == "auto"
+        choice, measured = probe_cpu_numerics(model, images, labels, try_bf16=try_bf16)
     precision = "bf16 autocast" if choice["amp"] else "float32"
     layout = "channels_last" if choice["channels_last"] else "NCHW"
     threads = f"{choice['threads']} thread{'s' if choice['threads'] > 1 else ''}"
-    result = {**choice, "reason": f"{precision}, {layout}, {threads}: fastest on this CPU for {cfg.model.name} "
-                                  f"({measured})"}
+    reason = f"{precision}, {layout}, {threads}: fastest on this CPU for {cfg.model.name} ({measured})"
+    result = {**choice, "reason": reason}
     if not path.exists():  # an existing demo folder is refused by train(); leave its record as it is
         folder.mkdir(parents=True, exist_ok=True)
         write_json(path, result)
@@ -84,21 +79,16 @@ def choose_numerics(cfg: TrainConfig, folder: Path, resume: bool) -> dict[str, A
 def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, output: str | None = None,
              overrides: dict[str, Any] | None = None, resume: bool = False, progress: bool = True,
              probe: bool = True) -> dict[str, Any]:
-    """Train each of ``models`` with the same recipe, seed and budget; returns their summaries and the folder.
-
-    Writes ``OUTPUT/<model>/`` run folders, ``OUTPUT/demo.json`` and ``OUTPUT/demo.png`` (both models' curves).
-    With ``resume`` an interrupted demo in ``output`` continues where it stopped. With ``probe`` (on a CPU) the
-    precision and memory format are the fastest measured on this machine (:func:`choose_numerics`), the same for
-    every model; without it the recipe's settings and the rule of ``hardware.amp_dtype_for`` apply.
-    """
+    """Train each of ``models`` with the same recipe, seed and budget into ``OUTPUT/<model>/``; write ``demo.json``
+    and ``demo.png`` (both models' curves); return the summaries. ``resume`` continues an interrupted demo; ``probe``
+    trains every model with the numerics :func:`choose_numerics` finds fastest (else the recipe's)."""
     recipe = load_yaml(resolve_config_path(config))
     folder = Path(output or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}")
     start = time.perf_counter()
-    numerics: dict[str, Any] = {}
-    if probe:
-        numerics = choose_numerics(make_config(recipe, overrides or {}, model=models[0]).validate(), folder, resume)
-        if numerics:
-            log.info(f"demo numerics: {numerics['reason']}")
+    first = make_config(recipe, overrides or {}, model=models[0]).validate()
+    numerics = choose_numerics(first, folder, resume) if probe else {}
+    if numerics:
+        log.info("demo numerics: %s", numerics["reason"])
     chosen = {k: numerics[k] for k in ("amp", "channels_last") if k in numerics}
     summaries: dict[str, dict[str, Any]] = {}
     threads_before = torch.get_num_threads()
@@ -113,10 +103,7 @@ def run_demo(config: str = "cpu_demo", models: Sequence[str] = DEMO_MODELS, outp
         torch.set_num_threads(threads_before)
     result = {"output": str(folder), "config": str(resolve_config_path(config)), "time_s": time.perf_counter() - start,
               "numerics": numerics,
-              "models": {name: {k: s.get(k) for k in ("top1", "top5", "loss", "best_top1", "params", "epochs",
-                                                       "train_time_s", "train_img_per_s", "output", "curves",
-                                                       "confusion")}
-                         for name, s in summaries.items()}}
+              "models": {name: {k: s.get(k) for k in SUMMARY_KEYS} for name, s in summaries.items()}}
     if all("curves" in s for s in summaries.values()):
         result["plot"] = str(plot_side_by_side(summaries, folder / "demo.png"))
     write_json(folder / "demo.json", result)

@@ -1,9 +1,7 @@
 """Where does a block look, and what does its gate do? Grad-CAM (pytorch-grad-cam) of a block's taps (the BAv2
-paper's Figure 2) and, for a BA model, its selection weights and gate values: ``bridgeattn explain``.
-"""
+paper's Figure 2) and, for a BA model, its selection weights and gate values: ``bridgeattn explain``."""
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +11,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.images import check_image, load_image
 from ..data.preprocessing import Preprocessing
 from ..engine import plots
 from ..errors import UserError
 from ..files import write_json, write_text
+from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
+from ..weights.loading import model_preprocessing
 
 __all__ = ["IMAGE_SUFFIXES", "block_gradcam", "block_taps", "check_output", "explain", "find_images", "gate_statistics",
            "load_images", "save_gradcam_figure"]
@@ -41,12 +42,9 @@ class _BlockInput(nn.Identity):
 
 
 def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]], Any]:
-    """The layers whose outputs are the block's taps, in order: input, conv outputs, output.
-
-    Returns ``([(label, module)], handle)``; ``handle.remove()`` detaches the input probe. Conv outputs are
-    the tensors a BA block squeezes: ``relu(bn1(conv1))``, (``relu(bn2(conv2))``,) and the last BN output
-    before the residual add.
-    """
+    """``([(label, layer)], handle)``: the layers whose outputs are the block's taps, in order: input, the tensors a BA
+    block squeezes (``relu(bn1(conv1))``, (``relu(bn2(conv2))``,) the last BN output before the residual add), output.
+    ``handle.remove()`` detaches the input probe."""
     try:
         target = model.get_submodule(block)
     except AttributeError:
@@ -65,11 +63,8 @@ def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]
 
 def block_gradcam(model: nn.Module, images: torch.Tensor, block: str,
                   target_class: int | None = None) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Grad-CAM of every tap of ``block`` for ``images`` ``(B, C, H, W)``.
-
-    Returns ``({label: cams (B, H, W) in [0, 1]}, explained classes)``; the class is the prediction
-    unless ``target_class`` is given. Each tap gets its own Grad-CAM (they are not averaged).
-    """
+    """``({tap label: Grad-CAM (B, H, W) in [0, 1]}, explained classes)`` of ``block`` for ``images`` ``(B, C, H, W)``,
+    one Grad-CAM per tap (not averaged); the class is the prediction unless ``target_class`` is given."""
     _require_gradcam()
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -94,10 +89,8 @@ def block_gradcam(model: nn.Module, images: torch.Tensor, block: str,
 
 def save_gradcam_figure(image: np.ndarray, cams: dict[str, np.ndarray], path: str | Path,
                         title: str = "") -> tuple[int, int]:
-    """One row: the image, then each tap's CAM over it. ``image``: ``(H, W, 3)`` in [0, 1].
-
-    The PNG is ``(1 + len(cams)) * 200`` px wide and ``235`` px high. Returns ``(width, height)``.
-    """
+    """One row: the image ``(H, W, 3)`` in [0, 1], then each tap's CAM over it. Returns the PNG's ``(width, height)``:
+    ``((1 + len(cams)) * 200, 235)`` px."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     n = 1 + len(cams)
@@ -122,10 +115,7 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
 
     ``blocks``: ``{block: {"selection_weights", "version", "taps", "gate_mean", "gate_std", "dead"}}`` (softmax
     selection: the mean per-sample tap weights; ``dead``: gate std below ``DEAD_STD``); ``stages``: ``{stage: {mean,
-    std, min, max, quantiles, histogram}}``; ``summary``: one sentence naming the constant gates.
-    """
-    from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
-
+    std, min, max, quantiles, histogram}}``; ``summary``: one sentence naming the constant gates."""
     bridges = [(n.rsplit(".", 1)[0], m) for n, m in model.named_modules() if isinstance(m, BridgeAttention)]
     if not bridges:
         raise UserError("the model has no bridge attention; gate statistics need a bav1_/bav2_ model")
@@ -151,9 +141,7 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
     per_stage: dict[str, list[torch.Tensor]] = {}
     for block, ba in bridges:
         g = gates[block]
-        a = ba.selection_weights()
-        if a is None and block in softmax_weights:
-            a = softmax_weights[block]
+        a = softmax_weights.get(block, ba.selection_weights())
         std = float(g.std()) if g.numel() > 1 else 0.0
         blocks[block] = {"version": ba.version, "taps": list(ba.in_channels),
                          "selection_weights": None if a is None else [float(v) for v in a],
@@ -192,8 +180,8 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
             ax.bar(np.arange(len(names)) + offset, vals, width, label=f"a_{i + 1} (conv{i + 1})")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel("selection weight a_i")
-        ax.set_title("BAv2 selection weights per block (which conv outputs the bridge uses)")
+        ax.set(ylabel="selection weight a_i",
+               title="BAv2 selection weights per block (which conv outputs the bridge uses)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(plots.save(fig, output / "selection_weights.png"))
@@ -202,9 +190,8 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
         edges = np.array(s["histogram"]["edges"])
         counts = np.array(s["histogram"]["counts"], dtype=float)
         ax.stairs(counts / max(counts.sum(), 1), edges, label=f"{stage} (mean {s['mean']:.2f})")
-    ax.set_xlabel("gate value")
-    ax.set_ylabel("fraction of gate values")
-    ax.set_title(f"gate value distribution per stage ({stats['images']} images)")
+    ax.set(xlabel="gate value", ylabel="fraction of gate values",
+           title=f"gate value distribution per stage ({stats['images']} images)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     written.append(plots.save(fig, output / "gate_distribution.png"))
@@ -249,14 +236,9 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
 
 def load_images(files: Sequence[Path],
                 preprocessing: Preprocessing) -> tuple[torch.Tensor, np.ndarray, list[Path], dict[str, str]]:
-    """``(normalised batch (B, C, H, W), display images (B, H, W, 3) in [0, 1], files read, {skipped: reason})``.
-
-    Images go through timm's eval transform for ``preprocessing``; unreadable files are skipped, as training does.
-    """
-    from ..data.images import check_image, load_image
-
+    """``(normalised batch (B, C, H, W), display images (B, H, W, 3) in [0, 1], files read, {skipped: reason})``
+    through timm's eval transform for ``preprocessing``; unreadable files are skipped, as training does."""
     transform = preprocessing.transform()
-    mode = "L" if preprocessing.in_chans == 1 else "RGB"
     chans = preprocessing.in_chans
     mean = torch.tensor(preprocessing.mean).view(-1, 1, 1)
     std = torch.tensor(preprocessing.std).view(-1, 1, 1)
@@ -265,7 +247,7 @@ def load_images(files: Sequence[Path],
         reason = check_image(f)
         if reason is None:
             try:
-                img = load_image(str(f), mode=mode)
+                img = load_image(str(f), mode="L" if chans == 1 else "RGB")
             except Exception as exc:  # PIL reports broken files with many exception types
                 reason = f"unreadable: {exc}"
         if reason is not None:
@@ -284,28 +266,20 @@ def load_images(files: Sequence[Path],
 
 
 def explain(model: nn.Module, files: Sequence[Path], output: str | Path, block: str = "layer2.0", *,
-            target_class: int | None = None, preprocessing: Preprocessing | None = None, img_size: int | None = None,
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-            class_names: Sequence[str] | None = None, batch_size: int = 32, overwrite: bool = False) -> dict[str, Any]:
+            target_class: int | None = None, img_size: int | None = None, mean: Sequence[float] | None = None,
+            std: Sequence[float] | None = None, class_names: Sequence[str] | None = None, batch_size: int = 32,
+            overwrite: bool = False) -> dict[str, Any]:
     """Grad-CAM figures for ``block`` (``output/gradcam/``, one PNG per image) and, for a BA model, gate statistics
     (``gate_stats.json``, ``selection_weights.png``, ``gate_distribution.png``); returns ``explain.json``'s content.
-
-    Images are prepared with ``preprocessing`` (default: the model's ``pretrained_cfg``), ``img_size``, ``mean`` and
-    ``std`` overriding parts of it; unreadable ones are listed in ``skipped_files.txt``.
-    """
-    from ..weights.loading import model_preprocessing
-
+    Images are prepared as the model's ``pretrained_cfg`` says, ``img_size``, ``mean`` and ``std`` overriding it;
+    unreadable ones are listed in ``skipped_files.txt``."""
     _require_gradcam()
     output = check_output(output, overwrite)
-    prep = preprocessing or model_preprocessing(model)
-    if img_size:
-        prep = dataclasses.replace(prep, input_size=(prep.in_chans, int(img_size), int(img_size)))
-    if mean or std:
-        stats = Preprocessing.from_dict({"input_size": prep.input_size, "mean": mean or prep.mean,
-                                         "std": std or prep.std})
-        prep = dataclasses.replace(prep, mean=stats.mean, std=stats.std)
+    prep = model_preprocessing(model)
+    size = (prep.in_chans, int(img_size), int(img_size)) if img_size else prep.input_size
+    prep = Preprocessing.from_dict({**prep.to_dict(), "input_size": size, "mean": mean or prep.mean,
+                                    "std": std or prep.std})
     (output / "gradcam").mkdir(parents=True, exist_ok=True)
-    model.eval()
     report: dict[str, Any] = {"block": block, "img_size": prep.img_size, "mean": list(prep.mean),
                               "std": list(prep.std), "images": [], "skipped": {}}
     all_inputs = []
@@ -329,11 +303,10 @@ def explain(model: nn.Module, files: Sequence[Path], output: str | Path, block: 
         raise UserError(f"none of the {len(files)} image(s) could be read (e.g. {example[0]}: {example[1]})")
     if report["skipped"]:
         write_text(output / "skipped_files.txt", "".join(f"{p}\t{r}\n" for p, r in report["skipped"].items()))
-    if any(type(m).__name__ == "BridgeAttention" for m in model.modules()):
+    if any(isinstance(m, BridgeAttention) for m in model.modules()):
         stats = gate_statistics(model, torch.cat(all_inputs))
         write_json(output / "gate_stats.json", stats)
-        report["gate_stats"] = str(output / "gate_stats.json")
-        report["gate_summary"] = stats["summary"]
-        report["gate_plots"] = [str(p) for p in plot_gate_statistics(stats, output)]
+        report.update(gate_stats=str(output / "gate_stats.json"), gate_summary=stats["summary"],
+                      gate_plots=[str(p) for p in plot_gate_statistics(stats, output)])
     write_json(output / "explain.json", report)
     return report

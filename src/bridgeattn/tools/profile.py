@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models import create_model
 from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost  # noqa: F401
 
 # Containers whose items are the stages of a network (timm: ``stages``, ``blocks``, ``layers``, ``features``).
@@ -14,10 +15,8 @@ _STAGE_CONTAINERS = ("stages", "blocks", "layers", "features")
 
 
 def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The top-level pieces of a network in call order, with stage containers opened one level.
-
-    For timm's ResNet: ``conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1`` .. ``layer4``, ``global_pool``, ``fc``.
-    """
+    """The top-level pieces of a network in call order, stage containers opened one level; for timm's ResNet:
+    ``conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1`` .. ``layer4``, ``global_pool``, ``fc``."""
     stages = []
     for name, child in model.named_children():
         if name in _STAGE_CONTAINERS and isinstance(child, (nn.Sequential, nn.ModuleList)):
@@ -33,12 +32,9 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int]:
 
 
 def activation_memory(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 8) -> tuple[int, dict[str, int]]:
-    """Bytes of the tensors a training-mode forward keeps for backward: ``(total, per stage)``.
-
-    Counts each saved storage once (views and in-place results share one), excluding parameters and
-    buffers; the input batch is included. This is the activation memory of a training step, the part
-    that grows with the batch. On a ``meta`` model nothing is computed.
-    """
+    """``(total, per stage)`` bytes of the tensors a training-mode forward keeps for backward: the activation memory
+    of a training step, the part that grows with the batch. Each saved storage counts once (views and in-place results
+    share one); parameters and buffers do not count, the input does. On a ``meta`` model nothing is computed."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -60,8 +56,7 @@ def activation_memory(model: nn.Module, input_size: tuple[int, ...], batch_size:
     x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype, requires_grad=True)
     try:
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x)
-        del out
+            model(x)
     finally:
         model.train(was_training)
         for h in handles:
@@ -80,20 +75,13 @@ def macs_breakdown(model: nn.Module, input_size: tuple[int, ...], batch_size: in
     return int(counter.get_total_flops()) // 2, stages
 
 
-def profile_model(model: str | nn.Module, img_size: int | None = None, batch_size: int = 8,
-                  device: str | torch.device = "meta", **kwargs: Any) -> dict[str, Any]:
-    """Params, MACs, a per-stage breakdown and the activation memory of a training step.
-
-    ``model`` is a registered name (built with ``kwargs`` on ``device``; ``meta`` computes nothing) or a
-    module. MACs are per image (eval-mode forward, ``torch.utils.flop_counter``; one MAC = one multiply
-    and one add); activation memory is for a training-mode forward of ``batch_size`` images.
-    """
+def profile_model(model: str | nn.Module, img_size: int | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Params, MACs per image (eval-mode forward, ``torch.utils.flop_counter``), a per-stage breakdown and the
+    activation memory of a training step of ``batch_size`` images; a ``model`` name is built on the ``meta`` device."""
     name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        from ..models import create_model
-
-        with torch.device(device):
-            model = create_model(model, **kwargs)
+        with torch.device("meta"):
+            model = create_model(model)
     size = default_input_size(model, img_size)
     total_macs, macs = macs_breakdown(model, size)  # one counting pass for the total and the stages
     act_total, act_stages = activation_memory(model, size, batch_size)

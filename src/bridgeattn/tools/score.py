@@ -18,57 +18,45 @@ from ..engine.records import write_eval_report, write_json
 from ..engine.runlock import RunLock
 from ..errors import UserError
 from ..files import check_writable
-from ..weights.loading import LoadedModel, load_model
+from ..weights.loading import load_model
 
 __all__ = ["evaluate_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 
-def _run_of(loaded: LoadedModel) -> Path | None:
-    """The training run folder the weights come from (``RUN/checkpoints/FILE``), if any."""
-    if loaded.kind == "run" or loaded.source.resolve().parent.name == "checkpoints":
-        return loaded.source.resolve().parent.parent
-    return None
-
-
-def _default_output(loaded: LoadedModel, location: Path) -> Path:
-    run = _run_of(loaded)
-    if run is not None:
-        return run / "eval"
-    if location.is_dir():
-        return location.with_name(location.name + "-eval")
-    return loaded.source.with_name(loaded.source.stem + "-eval")
-
-
 def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: int | None = None, workers: int = 0,
                         val_subset: int | None = -1, use_ema: bool = False, device: str = "auto",
                         unsafe: bool = False, output: str | Path | None = None, plots: bool = True,
                         progress: bool = False, model: str | None = None) -> dict[str, Any]:
-    """Evaluate the weights at ``path`` (run folder, checkpoint, weights file or hub folder) on ``data``.
-
-    ``data`` defaults to a training run's own data set; ``val_subset=-1`` keeps the run's validation subset
-    (``None``: all). ``model`` names the model of weights that do not say. Only the validation split is read.
-    Writes ``eval.json``, ``per_class.csv`` and ``confusion.png`` to ``output`` (default: ``RUN/eval``, else
-    ``<weights>-eval``); a report inside a run folder takes the run's lock first, so a run still training there is
-    refused (``UserError``). Returns the metrics plus ``stored_top1`` (the run's last recorded top-1) and the epoch.
-    """
+    """Evaluate the weights at ``path`` (run folder, checkpoint, weights file or hub folder) on ``data`` (default: a
+    training run's own data set); ``val_subset=-1`` keeps the run's validation subset (``None``: all); ``model`` names
+    the model of weights that do not say. Only the validation split is read. Writes ``eval.json``, ``per_class.csv``
+    and ``confusion.png`` to ``output`` (default: ``RUN/eval``, else ``<weights>-eval``); a report inside a run folder
+    takes the run's lock first, so a run still training there is refused (``UserError``). Returns the metrics plus
+    ``stored_top1`` (the run's last recorded top-1) and the epoch."""
     location = Path(path)
     loaded = load_model(location, model, use_ema=use_ema, unsafe=unsafe)
-    out = Path(output) if output else _default_output(loaded, location)
+    folder = loaded.source.resolve().parent  # the training run the weights come from (RUN/checkpoints/FILE), if any
+    run = folder.parent if loaded.kind == "run" or folder.name == "checkpoints" else None
+    if output:
+        out = Path(output)
+    elif run is not None:
+        out = run / "eval"
+    else:  # beside the weights
+        out = (location.with_name(location.name + "-eval") if location.is_dir()
+               else loaded.source.with_name(loaded.source.stem + "-eval"))
     check_writable(out, folder=True)  # before the data and the evaluation, not after them
-    run = _run_of(loaded)
     # a report inside a run folder is written under the run's lock: a run still training there is not disturbed
     inside = run is not None and out.resolve().is_relative_to(run)
     with RunLock(run) if inside else contextlib.nullcontext():
         dev = distributed.resolve_device(device)
         if loaded.config is not None:
             cfg = loaded.train_config
-            if data is not None:
-                cfg.data.spec = data
-            if val_subset != -1:
-                cfg.data.val_subset = val_subset
             data_cfg = cfg.data
+            data_cfg.spec = data or data_cfg.spec
+            if val_subset != -1:
+                data_cfg.val_subset = val_subset
             # the shape the weights were trained at (recorded with them), not one sampled from the data again
             data_cfg.img_size = data_cfg.img_size or loaded.preprocessing.img_size
             data_cfg.in_chans = data_cfg.in_chans or loaded.preprocessing.in_chans
@@ -96,24 +84,16 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
                             pin_memory=dev.type == "cuda")
         metrics = evaluate(net, loader, dev, num_classes=num_classes, amp_dtype=amp_dtype, channels_last=channels_last,
                            progress=progress)
-        history = loaded.checkpoint.get("history") or []
-        record = history[-1] if history else {}
+        record = (loaded.checkpoint.get("history") or [{}])[-1]
         epoch = loaded.checkpoint.get("epoch")
-        result = {
-            **metrics,
-            "stored_top1": record.get("ema_top1" if use_ema else "top1"),
-            # how many validation images the stored top-1 is over, and whether the run measured it on a subset
-            "stored_val_samples": record.get("val_samples"),
-            "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
-            "checkpoint": str(loaded.source),
-            "epoch": epoch,
-            "model": loaded.name,
-            "data": data_cfg.spec,
-            "weights": "ema" if use_ema else "model",
-        }
+        result = {**metrics, "stored_top1": record.get("ema_top1" if use_ema else "top1"),
+                  # how many validation images the stored top-1 is over, and whether the run measured it on a subset
+                  "stored_val_samples": record.get("val_samples"),
+                  "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
+                  "checkpoint": str(loaded.source), "epoch": epoch, "model": loaded.name, "data": data_cfg.spec,
+                  "weights": "ema" if use_ema else "model"}
         title = f"{loaded.name}" + (f" epoch {epoch}" if epoch is not None else "") + f": top-1 {metrics['top1']:.2f} %"
-        paths = write_eval_report(metrics, loaded.class_names or info.class_names, out, plots=plots, title=title)
-        result.update(paths)
+        result.update(write_eval_report(metrics, loaded.class_names or info.class_names, out, plots=plots, title=title))
         write_json(out / "eval.json", result)
         result["output"] = str(out)
         return result
