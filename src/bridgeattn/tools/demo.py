@@ -13,8 +13,8 @@ import torch
 
 from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve_config_path
 from ..engine import plots
-from ..engine.records import write_json
 from ..engine.train import train
+from ..files import write_json
 
 log = logging.getLogger(__name__)
 
