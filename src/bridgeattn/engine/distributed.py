@@ -30,10 +30,6 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
 
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -60,29 +56,18 @@ def collective_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
 
 
-def _attempt_store(rank: int, world: int) -> dist.Store:
-    """The rendezvous store of this torchrun attempt: prefixed by the restart count, since after an elastic
-    restart the store still holds the killed processes' addresses."""
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          is_master=not agent_store and rank == 0, timeout=collective_timeout())
-    return dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Have the kernel send ``sig`` to this process when its parent dies (Linux only), so a worker whose launcher
-    was killed does not train on into a run folder whose lock has gone."""
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux only), so a worker whose launcher was killed
+    does not train on into a run folder whose lock has gone."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
-            return
+        requested = ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), sig)
+        requested = False
+    if requested and os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -100,9 +85,13 @@ def setup(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=_attempt_store(rank, world),
-                                rank=rank, world_size=world, device_id=dev if dev.type == "cuda" else None,
-                                timeout=collective_timeout())
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=not agent_store and rank == 0, timeout=collective_timeout())
+        # prefixed by the attempt: after an elastic restart the store still holds the killed processes' addresses
+        store = dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
+                                device_id=dev if dev.type == "cuda" else None, timeout=collective_timeout())
         global _control_group
         # a CPU group for small votes (stop requests), so they never wait on the device
         _control_group = dist.new_group(backend="gloo", timeout=collective_timeout()) if dev.type == "cuda" else None
@@ -133,15 +122,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if active():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (picklable objects only)."""
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -182,12 +162,16 @@ class StopVote:
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler that can start an epoch part-way (``start``: this rank's samples already consumed),
-    so a run resumed mid-epoch gets exactly the remaining batches of the interrupted epoch."""
+    so a run resumed mid-epoch gets exactly the remaining batches of the interrupted epoch. With ``keyed`` it
+    yields ``(epoch, index)``, so that persistent workers know the epoch of each sample."""
 
     start: int = 0
+    keyed: bool = False
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.start, None)
+    def __iter__(self) -> Iterator[Any]:
+        indices = itertools.islice(super().__iter__(), self.start, None)
+        epoch = self.epoch
+        return ((epoch, index) for index in indices) if self.keyed else indices
 
     def __len__(self) -> int:
         return super().__len__() - self.start

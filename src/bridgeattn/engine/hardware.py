@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import statistics
 import time
@@ -57,16 +58,15 @@ def numerics_report(amp: bool, amp_dtype: str, dtype: torch.dtype | None, channe
                     device: torch.device) -> str:
     """One line saying which precision, memory format and thread count a run uses, and why."""
     if dtype is not None:
-        why = ("CPU has native bf16" if device.type == "cpu" and amp_dtype == "auto" else f"--amp-dtype {amp_dtype}")
+        why = "CPU has native bf16" if device.type == "cpu" and amp_dtype == "auto" else f"--amp-dtype {amp_dtype}"
         precision = f"{str(dtype).removeprefix('torch.')} autocast ({why})"
-    elif amp:
-        off = ("the CPU has no native bf16, where bf16 autocast is slower than float32; force it with "
-               "--amp-dtype bfloat16")
-        if os.environ.get(NO_NATIVE_BF16_ENV, "0") not in ("", "0"):
-            off = f"native bf16 switched off by {NO_NATIVE_BF16_ENV}"
-        precision = f"float32 (--amp off: {off})"
-    else:
+    elif not amp:
         precision = "float32 (--amp not set)"
+    elif os.environ.get(NO_NATIVE_BF16_ENV, "0") not in ("", "0"):
+        precision = f"float32 (--amp off: native bf16 switched off by {NO_NATIVE_BF16_ENV})"
+    else:
+        precision = ("float32 (--amp off: the CPU has no native bf16, where bf16 autocast is slower than float32; "
+                     "force it with --amp-dtype bfloat16)")
     layout = "channels_last" if channels_last else "contiguous (NCHW)"
     where = device.type
     if device.type == "cpu":
@@ -113,18 +113,14 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
     (torch's or one) train ``model`` fastest on this CPU now: ``{"amp", "channels_last", "threads"}`` and a line of
     img/s. After a warm-up step, ``rounds`` rounds time one step of each candidate in turn (a changing load hits
     them alike); the median decides."""
-    dtypes: list[torch.dtype | None] = [None]
-    if try_bf16 and cpu_has_native_bf16():
-        dtypes.append(torch.bfloat16)
+    dtypes = [None, torch.bfloat16] if try_bf16 and cpu_has_native_bf16() else [None]
     threads_before = torch.get_num_threads()
-    thread_counts = sorted({threads_before, 1}, reverse=True)
-    steps = {}
-    for dtype in dtypes:
-        for cl in (False, True):
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            net = copy.deepcopy(model).train().to(memory_format=fmt)  # ``model`` itself is left untouched
-            step = step_function(net, images.contiguous(memory_format=fmt), labels, dtype)
-            steps.update({(dtype, cl, n): step for n in thread_counts})
+    steps: dict[tuple[torch.dtype | None, bool, int], Callable[[], None]] = {}
+    for dtype, cl in itertools.product(dtypes, (False, True)):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        net = copy.deepcopy(model).train().to(memory_format=fmt)  # ``model`` itself is left untouched
+        step = step_function(net, images.contiguous(memory_format=fmt), labels, dtype)
+        steps.update({(dtype, cl, n): step for n in sorted({threads_before, 1}, reverse=True)})
     times: dict[tuple[torch.dtype | None, bool, int], list[float]] = {key: [] for key in steps}
     try:
         for (_, _, n), step in steps.items():

@@ -77,10 +77,6 @@ class Run:
     init_from: dict[str, Any] | None = None  # what --init-from loaded, how, and its step-0 validation
 
     @property
-    def device(self) -> torch.device:
-        return self.dist.device
-
-    @property
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -112,7 +108,7 @@ def resume_position(run: Run, partial: dict[str, Any] | None) -> tuple[int, floa
 
 def to_device(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch on the run's device in its memory format, with Mixup/CutMix applied: ``(images, targets)``."""
-    images, labels = images.to(run.device, non_blocking=True), labels.to(run.device, non_blocking=True)
+    images, labels = images.to(run.dist.device, non_blocking=True), labels.to(run.dist.device, non_blocking=True)
     if run.cfg.run.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return run.mixup(images, labels) if run.mixup is not None else (images, labels)
@@ -185,7 +181,7 @@ class LossWindow:
     def __init__(self, run: Run, epoch: int, batches: int, done: int, sums: tuple[float, float]) -> None:
         self.run, self.epoch, self.batches = run, epoch, batches
         self.accum = run.cfg.optim.grad_accum
-        self.values = torch.zeros(2, SYNC_EVERY * self.accum, device=run.device)  # loss x samples; skipped
+        self.values = torch.zeros(2, SYNC_EVERY * self.accum, device=run.dist.device)  # loss x samples; skipped
         self.first, self.first_step = done, run.step - done // self.accum  # the window's first micro-batch
         self.sums, self.samples, self.start = sums, run.cfg.optim.batch_size, time.perf_counter()
         self.bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{run.cfg.optim.epochs}", unit="batch",
@@ -278,9 +274,9 @@ def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None)
         images, targets = to_device(run, images, labels)
         last_micro = (index + 1) % accum == 0
         # gradients are all-reduced only on the batch that completes an optimizer step
-        sync = contextlib.nullcontext() if last_micro or not run.dist.distributed else net.no_sync()
+        sync = contextlib.nullcontext() if last_micro or run.dist.world_size == 1 else net.no_sync()
         with guard.protect(), sync:
-            with autocast(run.device, run.amp_dtype):
+            with autocast(run.dist.device, run.amp_dtype):
                 loss = run.criterion(net(images), targets)
             window.add_loss(index, loss, len(labels))
             run.scaler.scale(guard.poison(loss) / accum).backward()

@@ -11,10 +11,10 @@ import yaml
 
 from ..config import TrainConfig, dump_yaml
 from ..errors import UserError
-from ..files import atomic_path, write_csv, write_json, write_text
+from ..files import atomic_path, write_csv, write_text
 from ..weights.checkpoint import CKPT_DIR
 
-__all__ = ["RunRecorder", "check_stored_config", "holds_run", "write_eval_report", "write_json"]
+__all__ = ["RunRecorder", "check_stored_config", "holds_run", "write_eval_report"]
 
 
 def holds_run(folder: Path) -> bool:

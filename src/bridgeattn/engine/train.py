@@ -85,14 +85,6 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-class EpochKeyedSampler(distributed.ResumableSampler):
-    """DistributedSampler yielding ``(epoch, index)``, so that persistent workers know the epoch of each sample."""
-
-    def __iter__(self):
-        epoch = self.epoch
-        return ((epoch, index) for index in super().__iter__())
-
-
 class EpochSeeded(torch.utils.data.Dataset):
     """``dataset[index]`` with Python, NumPy and torch seeded from ``(seed, epoch, index)`` first."""
 
@@ -133,20 +125,19 @@ def _claim_folder(options: LaunchOptions, folder: Path, stack: contextlib.ExitSt
 
 def _run_folder(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
                 stack: contextlib.ExitStack) -> tuple[Path, Path | None]:
-    """The run folder and the checkpoint to resume from (same on every rank); refuses an occupied folder."""
-    default = Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = Path(distributed.broadcast_object(str(options.output or default)))
+    """The run folder and the checkpoint to resume from, both rank 0's; refuses an occupied folder."""
+    folder = options.output or Path("runs") / f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
     path, problem = None, None
     if info.is_main:
         try:
-            path = _claim_folder(options, folder, stack)
+            path = _claim_folder(options, Path(folder), stack)
         except UserError as exc:
             problem = str(exc)
     # every rank raises the same error, instead of the others waiting for rank 0 forever
-    path, problem = distributed.broadcast_object((str(path) if path else None, problem))
+    folder, path, problem = distributed.all_gather_object((str(folder), str(path) if path else None, problem))[0]
     if problem:
         raise UserError(problem)
-    return folder, Path(path) if path else None
+    return Path(folder), Path(path) if path else None
 
 
 def _custom_data_info(train_set: Dataset, model: nn.Module | None) -> data_module.DataInfo:
@@ -198,13 +189,12 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
         train_loader = shard_loader(train_set, o.batch_size, rank, world, True, seed, options)
         val_loader = shard_loader(val_set, val_batch, rank, world, False, seed, options)
         return train_loader, val_loader, train_loader.dataset, data_info
+    sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed)
     if cfg.run.workers > 0:
         # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
         # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
-        sampler: distributed.ResumableSampler = EpochKeyedSampler(train_set, world, rank, shuffle=True, seed=seed)
+        sampler.keyed = True
         train_set = EpochSeeded(train_set, seed)
-    else:
-        sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed)
     train_loader = DataLoader(train_set, batch_size=o.batch_size, sampler=sampler, drop_last=True, **options)
     # every sample evaluated once: DistributedSampler would pad the last shard with repeats
     val_loader = DataLoader(val_set, batch_size=val_batch, sampler=range(rank, len(val_set), world), **options)
@@ -256,12 +246,10 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
 def _restore(run: Run, state: dict[str, Any]) -> None:
     """Load a checkpoint into the run: weights, optimizer, schedule, scaler, EMA, counters, history, RNG."""
     cfg, path, stored = run.cfg, state["path"], state["config"]
-    if run.custom_model:
-        if state.get("model_class") != _model_class(run.model):
-            raise UserError(f"checkpoint {path} is for model class {state.get('model_class')!r}, "
-                            f"not {_model_class(run.model)!r}")
-    elif stored.get("model") != cfg.model.name:
-        raise UserError(f"checkpoint {path} is for model {stored.get('model')!r}, not {cfg.model.name!r}")
+    kind, written, wanted = (("model class", state.get("model_class"), _model_class(run.model)) if run.custom_model
+                             else ("model", stored.get("model"), cfg.model.name))
+    if written != wanted:
+        raise UserError(f"checkpoint {path} is for {kind} {written!r}, not {wanted!r}")
     load_state_dict_strict(run.model, state["model"], source=f"checkpoint {path}")
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scheduler is not None and state.get("scheduler") is not None:
@@ -327,7 +315,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
     if cfg.run.sync_bn:
         if info.device.type != "cuda":
             raise UserError("--sync-bn needs CUDA devices; drop --sync-bn on CPU")
-        if info.distributed:
+        if info.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     updates_per_epoch = len(train_loader) // cfg.optim.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
@@ -344,7 +332,7 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
                       mode=o.mixup_mode, label_smoothing=o.smoothing, num_classes=data_info.num_classes)
         criterion = SoftTargetCrossEntropy()
     net: nn.Module = model
-    if info.distributed:
+    if info.world_size > 1:
         # broadcast_buffers: every forward starts from rank 0's BatchNorm statistics, as in timm's train.py
         net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                                       broadcast_buffers=True)
@@ -371,7 +359,7 @@ def _evaluate(run: Run) -> dict[str, Any]:
     for prefix, model in [("", run.model)] + ([("ema_", run.ema.module)] if run.ema is not None else []):
         if distributed.active():
             distribute_bn(model, run.dist.world_size)
-        result = evaluate(model, run.val_loader, device=run.device, num_classes=run.data_info.num_classes,
+        result = evaluate(model, run.val_loader, device=run.dist.device, num_classes=run.data_info.num_classes,
                           amp_dtype=run.amp_dtype, channels_last=run.cfg.run.channels_last)
         metrics.update(result if not prefix else {prefix + k: result[k] for k in ("top1", "top5", "loss")})
     return metrics
@@ -423,7 +411,7 @@ def _summary(run: Run, final: dict[str, Any], status: str = "finished", message:
         "num_classes": run.data_info.num_classes,
         "world_size": run.dist.world_size,
         "global_batch": run.global_batch,
-        "device": str(run.device),
+        "device": str(run.dist.device),
         "seed": run.cfg.run.seed,
         "skipped_steps": run.skipped_steps,
         "skipped_files": len(run.data_info.skipped),
@@ -493,7 +481,7 @@ def _fit(run: Run) -> dict[str, Any]:
     if main:
         log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
                  f"{run.data_info.describe_input()}: {epochs} epochs x {run.updates_per_epoch} steps, global batch "
-                 f"{run.global_batch}, {run.dist.world_size} process(es) on {run.device}; run folder {run.folder}")
+                 f"{run.global_batch}, {run.dist.world_size} process(es) on {run.dist.device}; run folder {run.folder}")
     final: dict[str, Any] = {}
     if run.init_from is not None and run.step == 0:  # where --init-from starts: scored before any step
         start = _evaluate(run)
@@ -558,14 +546,11 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
             run.stop = stop
             try:
                 return _fit(run)
-            except TrainingStopped as exc:
-                _write_summary(run, "stopped", str(exc))
-                raise
             except TrainingInterrupted:
                 raise
-            except UserError as exc:  # e.g. a checkpoint that cannot be written (full disk): say so in the folder
+            except (TrainingStopped, UserError) as exc:  # a non-finite loss, a full disk ...: say so in the folder
                 try:
-                    _write_summary(run, "failed", str(exc))
+                    _write_summary(run, "stopped" if isinstance(exc, TrainingStopped) else "failed", str(exc))
                 except OSError as err:
                     log.warning(f"cannot write {run.folder / 'summary.json'} either: {err.strerror or err}")
                 raise

@@ -15,8 +15,8 @@ from ..config import LaunchOptions, TrainConfig, load_yaml, make_config, resolve
 from ..data import build_datasets
 from ..engine import distributed, plots
 from ..engine.hardware import probe_cpu_numerics
-from ..engine.records import write_json
 from ..engine.train import train
+from ..files import write_json
 from ..models import create_model
 
 log = logging.getLogger(__name__)

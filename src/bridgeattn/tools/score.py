@@ -14,10 +14,10 @@ from ..data import DataConfig, build_datasets
 from ..engine import distributed
 from ..engine.evaluate import evaluate
 from ..engine.hardware import amp_dtype_for
-from ..engine.records import write_eval_report, write_json
+from ..engine.records import write_eval_report
 from ..engine.runlock import RunLock
 from ..errors import UserError
-from ..files import check_writable
+from ..files import check_writable, write_json
 from ..weights.loading import load_model
 
 __all__ = ["evaluate_checkpoint"]
