@@ -15,8 +15,8 @@ from timm.models import get_pretrained_cfg, load_pretrained, model_entrypoint
 from ..layers.bridge import BridgeAttention
 from .warmstart import pretrained_filter
 
-__all__ = ["BRIDGE_KEYS", "PLACEMENTS", "bridge_blocks", "check_taps", "create_bridged", "placement_gate",
-           "pop_bridge_args", "twin_cfg", "warm_start_cfg"]
+__all__ = ["BRIDGE_KEYS", "PLACEMENTS", "bridge_blocks", "create_bridged", "placement_gate", "pop_bridge_args",
+           "tap_gate", "twin_cfg", "warm_start_cfg"]
 
 # Keyword arguments of a bridged entrypoint that configure the gate (not the timm trunk).
 BRIDGE_KEYS = ("rd_ratio", "rd_channels", "rd_divisor", "rd_min_channels", "selection", "act_layer", "gate_layer")
@@ -44,13 +44,15 @@ def pop_bridge_args(kwargs: dict[str, Any], version: str, defaults: dict[str, An
     return ba_args
 
 
-def check_taps(taps: Sequence[str], allowed: Sequence[str], model: str) -> tuple[str, ...]:
-    """Validate a ``ba_taps`` choice and return it in block order."""
+def tap_gate(taps: Sequence[str], widths: Mapping[str, int], channels: int, ba_args: dict[str, Any],
+             model: str) -> tuple[tuple[str, ...], BridgeAttention]:
+    """A ``ba_taps`` choice, validated and in block order (the order of ``widths``: tap name -> channels), and the
+    gate over those taps that rescales a ``channels``-wide output."""
     taps = (taps,) if isinstance(taps, str) else tuple(taps)
-    unknown = [t for t in taps if t not in allowed]
-    if not taps or unknown:
-        raise ValueError(f"{model}: ba_taps must be a non-empty subset of {list(allowed)}, got {list(taps)}")
-    return tuple(t for t in allowed if t in taps)
+    if not taps or any(t not in widths for t in taps):
+        raise ValueError(f"{model}: ba_taps must be a non-empty subset of {list(widths)}, got {list(taps)}")
+    taps = tuple(t for t in widths if t in taps)
+    return taps, BridgeAttention([widths[t] for t in taps], channels, **ba_args)
 
 
 def placement_gate(placement: str, mid: int, out: int, ba_args: dict[str, Any]) -> BridgeAttention:
@@ -63,16 +65,20 @@ def placement_gate(placement: str, mid: int, out: int, ba_args: dict[str, Any]) 
     return BridgeAttention([mid, mid, out], out, **ba_args)
 
 
-def create_bridged(variant: str, twin: str, pretrained: bool, block: type[nn.Module], init: Mapping[str, Any],
-                   stem: str | None = None, twin_filter: Callable[..., Mapping[str, Any]] | None = None,
-                   **kwargs: Any) -> nn.Module:
+def create_bridged(variant: str, pretrained: bool, block: type[nn.Module], *, twin: str, version: str,
+                   gate_defaults: Mapping[str, Any] | None = None, stem: str | None = None,
+                   twin_filter: Callable[..., Mapping[str, Any]] | None = None, **kwargs: Any) -> nn.Module:
     """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then bridge its blocks in place
-    (:func:`bridge_blocks` with the BA ``block`` class and its ``init_bridge`` arguments ``init``).
+    (:func:`bridge_blocks` with the BA ``block`` class).
 
-    ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into stride 1 (families without one
-    reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the twin's module, which converts
-    the twin's original checkpoints before the warm start.
+    Each ``ba_<name>`` keyword argument (``ba_taps``, ``ba_placement``, ...) is ``block.init_bridge``'s ``name``;
+    the gate settings (:data:`BRIDGE_KEYS`, defaults ``gate_defaults``) and ``version`` are its ``ba_args``; all
+    others go to timm's entrypoint. ``stem`` names the stride-2 stem conv that ``small_input=True`` turns into
+    stride 1 (families without one reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the
+    twin's module, which converts the twin's original checkpoints before the warm start.
     """
+    init = {key[3:]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith("ba_")]}
+    init["ba_args"] = pop_bridge_args(kwargs, version, dict(gate_defaults or {}))
     small_input = bool(kwargs.pop("small_input", False))
     if small_input and stem is None:
         raise ValueError(f"{variant} has no 3x3 stride-2 stem to shorten; small_input=True exists for the "

@@ -17,20 +17,21 @@ def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int, model_name:
     """
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):
         return
-    expected = f"a float tensor of shape (B, {in_chans}, H, W) with H, W >= {min_size}"
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{model_name} expects {expected}; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{model_name} expects {expected}; got dtype {x.dtype} (convert with .float())")
-    if x.dim() != 4:
-        raise ValueError(f"{model_name} expects {expected}; got shape {tuple(x.shape)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(f"{model_name} expects {expected}; got {x.shape[1]} channels "
-                         f"(create the model with in_chans={x.shape[1]} to change it)")
-    if min(x.shape[-2:]) < min_size:
+        got = type(x).__name__
+    elif not x.is_floating_point():
+        got = f"dtype {x.dtype} (convert with .float())"
+    elif x.dim() != 4:
+        got = f"shape {tuple(x.shape)}"
+    elif x.shape[1] != in_chans:
+        got = f"{x.shape[1]} channels (create the model with in_chans={x.shape[1]} to change it)"
+    elif min(x.shape[-2:]) < min_size:
         other = "" if small_input else ", a small-input model such as bav2_resnet20, or small_input=True"
-        raise ValueError(f"{model_name} expects {expected}; got {tuple(x.shape[-2:])}, too small for its stride "
-                         f"(use at least {min_size} px{other})")
+        got = f"{tuple(x.shape[-2:])}, too small for its stride (use at least {min_size} px{other})"
+    else:
+        return
+    raise ValueError(f"{model_name} expects a float tensor of shape (B, {in_chans}, H, W) with H, W >= {min_size}; "
+                     f"got {got}")
 
 
 def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:

@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 from timm.models.convnext import ConvNeXtBlock, checkpoint_filter_fn
 
-from ..layers.bridge import BridgeAttention
-from .bridging import check_taps, create_bridged, pop_bridge_args
+from .bridging import create_bridged, tap_gate
 
 __all__ = ["BAConvNeXtBlock", "CONVNEXT_TAPS", "create_convnext_variant"]
 
@@ -27,10 +26,8 @@ class BAConvNeXtBlock(ConvNeXtBlock):
     def init_bridge(self, ba_args: dict[str, Any], taps: Sequence[str] = CONVNEXT_TAPS) -> None:
         if self.use_conv_mlp:
             raise ValueError("bridge gates support ConvNeXt blocks with the channels-last MLP (conv_mlp=False)")
-        self.taps = check_taps(taps, CONVNEXT_TAPS, "ConvNeXt")
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
-        widths = {"dw": dim, "hidden": hidden, "out": dim}
-        self.ba = BridgeAttention([widths[t] for t in self.taps], dim, **ba_args)
+        self.taps, self.ba = tap_gate(taps, {"dw": dim, "hidden": hidden, "out": dim}, dim, ba_args, "ConvNeXt")
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: the layer scale ``gamma``, else the MLP's last Linear (models.warmstart)."""
@@ -50,9 +47,7 @@ class BAConvNeXtBlock(ConvNeXtBlock):
         return self.drop_path(out) + self.shortcut(shortcut)
 
 
-def create_convnext_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
-    """timm's ConvNeXt ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
-    ba_args = pop_bridge_args(kwargs, version, {})
-    taps = kwargs.pop("ba_taps", CONVNEXT_TAPS)
-    return create_bridged(variant, twin, pretrained, BAConvNeXtBlock, dict(ba_args=ba_args, taps=taps),
-                          twin_filter=checkpoint_filter_fn, **kwargs)
+def create_convnext_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's ConvNeXt twin (``twin=``, ``version=``) with bridged blocks; ``ba_taps`` and the gate settings configure
+    the gates."""
+    return create_bridged(variant, pretrained, BAConvNeXtBlock, twin_filter=checkpoint_filter_fn, **kwargs)

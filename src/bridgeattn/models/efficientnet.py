@@ -14,7 +14,7 @@ import torch.nn as nn
 from timm.layers import BatchNormAct2d
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual  # private: no public export
 
-from .bridging import bridge_blocks, create_bridged, placement_gate, pop_bridge_args
+from .bridging import bridge_blocks, create_bridged, placement_gate
 
 __all__ = ["BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "PreActSEDepthwiseSeparable",
            "create_mbconv_variant"]
@@ -106,20 +106,19 @@ class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
         return x
 
 
-def create_mbconv_variant(variant: str, pretrained: bool, *, twin: str, version: str,
-                          gate_defaults: dict[str, Any] = EFFICIENTNET_GATE, pre_act: bool = False,
-                          gate_init_std: float | None = None, **kwargs: Any) -> nn.Module:
-    """A timm MobileNetV3/EfficientNet ``twin`` with bridged MBConv blocks (see :class:`BAInvertedResidual`).
+def create_mbconv_variant(variant: str, pretrained: bool, *, gate_defaults: dict[str, Any] = EFFICIENTNET_GATE,
+                          pre_act: bool = False, gate_init_std: float | None = None, **kwargs: Any) -> nn.Module:
+    """A timm MobileNetV3/EfficientNet twin (``twin=``, ``version=``) with bridged MBConv blocks (see
+    :class:`BAInvertedResidual`).
 
     ``ba_placement``, ``ba_pre_act`` and the gate settings (``rd_ratio``, ``act_layer``, ...; defaults
     ``gate_defaults``) configure the gates, ``small_input=True`` makes the stem conv stride 1 (for 28-64 px
     images); all others go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ...).
     """
-    ba_args = pop_bridge_args(kwargs, version, gate_defaults)
-    placement = kwargs.pop("ba_placement", "se")
-    pre_act = kwargs.pop("ba_pre_act", pre_act if placement == "se" else False)
-    init = dict(ba_args=ba_args, placement=placement, pre_act=pre_act, init_std=gate_init_std)
-    model = create_bridged(variant, twin, pretrained, BAInvertedResidual, init, stem="conv_stem", **kwargs)
+    pre_act = kwargs.setdefault("ba_pre_act", pre_act and kwargs.get("ba_placement", "se") == "se")
+    kwargs.setdefault("ba_init_std", gate_init_std)
+    model = create_bridged(variant, pretrained, BAInvertedResidual, gate_defaults=gate_defaults, stem="conv_stem",
+                           **kwargs)
     if pre_act:  # the expansion-free blocks keep their SE, in the same place as the gates: before the activation
         bridge_blocks(model, PreActSEDepthwiseSeparable, {})
     return model

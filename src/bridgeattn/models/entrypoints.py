@@ -48,12 +48,11 @@ for _prefix, (_, _attention) in RESNET_FAMILIES.items():
         _RESNETS[f"{_prefix}resnet{_depth}"] = (_attention, _layers, _kind, {})
     for _depth, _layers in SMALL_DEPTHS.items():
         _RESNETS[f"{_prefix}resnet{_depth}"] = (_attention, _layers, "basic", small_resnet_args(_attention))
-_RESNEXTS = {
+_RESNETS.update({
     "bav1_resnext50_32x4d": ("bav1", (3, 4, 6, 3), "bottleneck", dict(cardinality=32, base_width=4)),
     "bav2_resnext50_32x4d": ("bav2", (3, 4, 6, 3), "bottleneck", dict(cardinality=32, base_width=4)),
     "bav2_resnext101_32x4d": ("bav2", (3, 4, 23, 3), "bottleneck", dict(cardinality=32, base_width=4)),
-}
-_RESNETS.update(_RESNEXTS)
+})
 
 # The other families, built as their timm twin with bridged blocks: name -> (family, builder, timm twin, docstring).
 # The builder is called as builder(name, pretrained, twin=twin, version="v1"/"v2" (from the name), **kwargs).

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from timm.models.regnet import Bottleneck
 
-from .bridging import create_bridged, placement_gate, pop_bridge_args
+from .bridging import create_bridged, placement_gate
 
 __all__ = ["BARegNetBottleneck", "create_regnet_variant"]
 
@@ -47,12 +47,10 @@ class BARegNetBottleneck(Bottleneck):
         return self.act3(y3)
 
 
-def create_regnet_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
-    """timm's RegNet ``twin`` with bridged blocks; ``ba_placement`` and the gate settings configure the gates."""
-    ba_args = pop_bridge_args(kwargs, version, {})
-    placement = kwargs.pop("ba_placement", "output")
+def create_regnet_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's RegNet twin (``twin=``, ``version=``) with bridged blocks; ``ba_placement`` and the gate settings
+    configure the gates."""
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
     # gradient at the start; the BA references never zero-init (docs/spec.md, section 2).
     kwargs.setdefault("zero_init_last", False)
-    return create_bridged(variant, twin, pretrained, BARegNetBottleneck, dict(ba_args=ba_args, placement=placement),
-                          stem="stem.conv", **kwargs)
+    return create_bridged(variant, pretrained, BARegNetBottleneck, stem="stem.conv", **kwargs)

@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 from timm.models.swin_transformer import SwinTransformerBlock, checkpoint_filter_fn
 
-from ..layers.bridge import BridgeAttention
-from .bridging import check_taps, create_bridged, pop_bridge_args
+from .bridging import create_bridged, tap_gate
 
 __all__ = ["BASwinTransformerBlock", "SWIN_TAPS", "create_swin_variant"]
 
@@ -25,10 +24,8 @@ class BASwinTransformerBlock(SwinTransformerBlock):
     """timm's ``SwinTransformerBlock`` whose MLP output is rescaled by a bridge gate (token-mean taps)."""
 
     def init_bridge(self, ba_args: dict[str, Any], taps: Sequence[str] = SWIN_TAPS) -> None:
-        self.taps = check_taps(taps, SWIN_TAPS, "Swin")
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
-        widths = {"attn": dim, "hidden": hidden, "out": dim}
-        self.ba = BridgeAttention([widths[t] for t in self.taps], dim, **ba_args)
+        self.taps, self.ba = tap_gate(taps, {"attn": dim, "hidden": hidden, "out": dim}, dim, ba_args, "Swin")
 
     def warm_start_scale(self) -> str:
         """What the gate rescales: the MLP's last Linear (models.warmstart)."""
@@ -48,9 +45,7 @@ class BASwinTransformerBlock(SwinTransformerBlock):
         return x.reshape(B, H, W, C)
 
 
-def create_swin_variant(variant: str, pretrained: bool, *, twin: str, version: str, **kwargs: Any) -> nn.Module:
-    """timm's Swin ``twin`` with bridged blocks; ``ba_taps`` and the gate settings configure the gates."""
-    ba_args = pop_bridge_args(kwargs, version, {})
-    taps = kwargs.pop("ba_taps", SWIN_TAPS)
-    return create_bridged(variant, twin, pretrained, BASwinTransformerBlock, dict(ba_args=ba_args, taps=taps),
-                          twin_filter=checkpoint_filter_fn, **kwargs)
+def create_swin_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's Swin twin (``twin=``, ``version=``) with bridged blocks; ``ba_taps`` and the gate settings configure
+    the gates."""
+    return create_bridged(variant, pretrained, BASwinTransformerBlock, twin_filter=checkpoint_filter_fn, **kwargs)

@@ -101,11 +101,11 @@ def warm_state_dict(model: nn.Module, state_dict: Mapping[str, Any], name: str |
     given = clean_state_dict(dict(state_dict))  # without the DDP and torch.compile prefixes
     target = model.state_dict()
     sites = warm_sites(model)
-    new = tuple(s.new for s in sites)
-    own = any(k.startswith(new) for k in given) if new else False
+    new = tuple(s.new for s in sites)  # str.startswith(()) is False: no gates, no gate keys
+    own = any(k.startswith(new) for k in given)
     dropped = tuple(s.dropped for s in sites if s.dropped)
-    expected = set(target) if own else {k for k in target if not k.startswith(new)}
-    unused = {k for k in given if dropped and k.startswith(dropped) and k not in target}
+    expected = {k for k in target if own or not k.startswith(new)}
+    unused = {k for k in given if k.startswith(dropped) and k not in target}
     missing = expected - set(given)
     unexpected = set(given) - expected - unused
     first_conv, classifier = _cfg_names(model, "first_conv"), _cfg_names(model, "classifier")
