@@ -23,10 +23,9 @@ import yaml
 from .errors import UserError
 
 __all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
-           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig",
-           "add_train_arguments", "coerce", "config_from_args", "dump_yaml", "flags_given", "flatten",
-           "from_flat", "load_yaml", "make_config", "make_launch", "model_kwargs_arg", "option",
-           "resolve_config_path", "split_options"]
+           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "add_train_arguments",
+           "config_from_args", "dump_yaml", "flags_given", "from_flat", "load_yaml", "make_config", "model_kwargs_arg",
+           "option", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -164,10 +163,8 @@ class LaunchOptions:
 
     def validate(self) -> LaunchOptions:
         """Raise ``UserError`` for impossible launch options; returns self."""
-        if self.nproc < 1:
-            raise UserError(f"--nproc must be at least 1, got {self.nproc}")
-        if self.max_restarts < 0:
-            raise UserError(f"--max-restarts must not be negative, got {self.max_restarts}")
+        _require(lambda v: v >= 1, "must be at least 1", nproc=self.nproc)
+        _require(lambda v: v >= 0, "must not be negative", max_restarts=self.max_restarts)
         if self.resume not in (None, "auto") and not Path(self.resume).exists():
             raise UserError(f"--resume {self.resume}: no such checkpoint (use --resume auto to continue the run "
                             "in --output, if any)")
@@ -195,7 +192,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ``UserError`` for values out of range and for contradictory options; returns self."""
-        m, d, o, r = self.model, self.data, self.optim, self.run
+        d, o, r = self.data, self.optim, self.run
         for key, value in self.to_dict().items():  # every float option is a finite number (ranges below)
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -232,8 +229,6 @@ class TrainConfig:
             raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
         if (o.mixup > 0 or o.cutmix > 0) and o.batch_size % 2:
             raise UserError(f"Mixup/CutMix mix pairs within a batch: --batch-size must be even, got {o.batch_size}")
-        if not isinstance(m.kwargs, dict):
-            raise UserError(f"model_kwargs must be a mapping, got {m.kwargs!r}")
         return self
 
 
@@ -316,16 +311,9 @@ def _unknown(key: str, known: Iterable[str], section: str = "") -> UserError:
     return UserError(f"unknown training option '{section}{key}'{hint}")
 
 
-def coerce(key: str, value: Any) -> Any:
-    """Convert a YAML or flag value to the option's type; ``UserError`` when it cannot be."""
-    opt = OPTIONS.get(key) or LAUNCH_OPTIONS.get(key)
-    if opt is None:
-        raise _unknown(key, [*OPTIONS, *LAUNCH_OPTIONS])
-    return opt.convert(value)
-
-
-def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat keys from flat or sectioned mappings: ``{"optim": {"lr": 0.1}}`` -> ``{"lr": 0.1}``."""
+def _split(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flat or sectioned ``values`` (``{"optim": {"lr": 0.1}}``) -> flat (training options, launch options),
+    each converted to its option's type; ``UserError`` for an unknown key, with the closest known ones."""
     flat: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
@@ -338,39 +326,35 @@ def flatten(values: Mapping[str, Any]) -> dict[str, Any]:
             if name not in by_name:
                 raise _unknown(name, by_name, f"{key}.")
             flat[by_name[name]] = inner
-    return flat
+    options: dict[str, Any] = {}
+    launch: dict[str, Any] = {}
+    for key, value in flat.items():
+        opt = OPTIONS.get(key) or LAUNCH_OPTIONS.get(key)
+        if opt is None:
+            raise _unknown(key, [*OPTIONS, *LAUNCH_OPTIONS])
+        (options if opt.section else launch)[key] = opt.convert(value)
+    return options, launch
 
 
 def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
     """Defaults updated by each mapping (flat keys or sections) in turn, then by ``values`` (later wins)."""
     merged: dict[str, Any] = {}
     for layer in (*layers, values):
-        for key, value in flatten(layer).items():
-            if key in LAUNCH_OPTIONS:
-                raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
-                                f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
-            merged[key] = coerce(key, value)
+        options, launch = _split(layer)
+        if launch:
+            key = next(iter(launch))
+            raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
+                            f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
+        merged.update(options)
     return TrainConfig(**{section: owner(**{o.name: merged[k] for k, o in OPTIONS.items()
                                             if o.section == section and k in merged})
                           for section, owner in SECTIONS.items()})
 
 
-def split_options(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``values`` -> (training options, launch options), both flat."""
-    flat = flatten(values)
-    launch = {k: flat.pop(k) for k in list(flat) if k in LAUNCH_OPTIONS}
-    return flat, launch
-
-
-def make_launch(**values: Any) -> LaunchOptions:
-    """``LaunchOptions`` from flag-named values, converted like flags."""
-    return LaunchOptions(**{LAUNCH_OPTIONS[k].name: coerce(k, v) for k, v in values.items()})
-
-
 def from_flat(values: Mapping[str, Any]) -> tuple[TrainConfig, LaunchOptions]:
     """One mapping of flag-named values, training and launch options mixed -> ``(TrainConfig, LaunchOptions)``."""
-    config, launch = split_options(values)
-    return make_config(config), make_launch(**launch)
+    options, launch = _split(values)
+    return make_config(options), LaunchOptions(**launch)  # a launch option's key is its field's name
 
 
 # -------------------------------------------------------------------------------------------------- YAML files
@@ -408,19 +392,19 @@ def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, An
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of option: value")
-    options, launch = split_options(raw)
+    options, launch = _split(raw)
     ignored = sorted(k for k, v in launch.items() if v != LAUNCH_OPTIONS[k].default)
     if ignored and not quiet:
         warnings.warn(f"{path}: ignored {', '.join(ignored)}: launch options are taken from the command line "
                       "(or the Python call) only", stacklevel=2)
-    kwargs = options.get("model_kwargs")
-    remote = sorted(k for k in kwargs if k in REMOTE_KWARGS) if isinstance(kwargs, dict) else []
+    kwargs = options.get("model_kwargs", {})
+    remote = sorted(k for k in kwargs if k in REMOTE_KWARGS)
     if remote:
         options["model_kwargs"] = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}
         if not quiet:
             warnings.warn(f"ignoring {', '.join(remote)} stored with {path}: loading saved weights never downloads",
                           stacklevel=2)
-    return _absolute({key: coerce(key, value) for key, value in options.items()})
+    return _absolute(options)
 
 
 def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
@@ -516,7 +500,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptio
 
     Launch options come from the flags only, never from a recipe or a stored ``config.yaml``.
     """
-    launch = make_launch(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
+    launch = LaunchOptions(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
     stored: dict[str, Any] = {}
     if launch.resume and launch.output and (Path(launch.output) / "config.yaml").is_file():

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import OPTIONS
 from ..files import write_json
 
 
@@ -43,15 +44,16 @@ positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")  # sizes, c
 non_negative_int = _checked(int, lambda v: v >= 0, "must not be negative")
 positive_float = _checked(float, lambda v: v > 0, "must be positive")
 
-DEVICE_HELP = "auto | cpu | cuda[:N]; auto: cuda if available, else cpu"
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, checked while parsing, so that a typo is one line, not a traceback."""
 
+    def device(text: str) -> str:
+        name, _, index = text.partition(":")
+        if text in ("auto", "cpu", "cuda") or (name == "cuda" and index.isdigit()):
+            return text
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
 
-def device(text: str) -> str:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (checked here, so that a typo is one line, not a traceback)."""
-    name, _, index = text.partition(":")
-    if text in ("auto", "cpu", "cuda") or (name == "cuda" and index.isdigit()):
-        return text
-    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    parser.add_argument("--device", type=device, default="auto", help=OPTIONS["device"].help)  # as train's
 
 
 def switch(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, help: str,
@@ -67,6 +69,24 @@ def add_weights_arguments(parser: argparse.ArgumentParser, checkpoint: str, requ
     alone = "" if required else ", or alone for random weights"
     parser.add_argument("--model", help=f"model name, e.g. bav2_resnet50: for weights that do not name it{alone}")
     switch(parser, "--unsafe-load", "allow checkpoints that need arbitrary code to load (trusted files only)")
+
+
+def model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(model, LoadedModel)`` from ``--checkpoint`` (with ``--model`` for weights that do not name it), or a fresh
+    ``--model`` and ``None``; ``--in-chans``/``--num-classes`` where the command has and was given them."""
+    if not args.checkpoint and not args.model:
+        from ..errors import UserError
+
+        raise UserError("pass --model NAME (random weights) and/or --checkpoint PATH")
+    overrides = {key: getattr(args, key) for key in ("in_chans", "num_classes") if getattr(args, key, None)}
+    if args.checkpoint:
+        from ..weights.loading import load_model
+
+        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
+        return loaded.model, loaded
+    from ..models import create_model
+
+    return create_model(args.model, **overrides).eval(), None
 
 
 def add_json_arguments(parser: argparse.ArgumentParser, what: str) -> None:

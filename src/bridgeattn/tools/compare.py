@@ -22,7 +22,7 @@ import timm
 import torch
 from scipy import stats
 
-from ..config import from_flat, make_config, split_options
+from ..config import from_flat
 from ..data import build_datasets
 from ..engine import plots, train
 from ..engine.records import holds_run
@@ -134,8 +134,7 @@ def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
 
 def _data_shape(cfg: CompareConfig) -> tuple[int, int, int]:
     """``(num_classes, in_chans, img_size)`` of the compared data set."""
-    config, _ = split_options({**cfg.train_options, "data": cfg.data})
-    _, _, info = build_datasets(make_config(config).data)
+    _, _, info = build_datasets(from_flat({**cfg.train_options, "data": cfg.data})[0].data)
     return info.num_classes, info.in_chans, info.img_size
 
 

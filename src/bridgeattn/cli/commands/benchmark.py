@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ...config import listed
-from ..arguments import DEVICE_HELP, add_json_arguments, device, emit_json, non_negative_int, positive_int, switch
+from ..arguments import add_device_argument, add_json_arguments, emit_json, non_negative_int, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interleaved timed rounds, the median reported")
     parser.add_argument("--steps", type=positive_int, default=1, metavar="N", help="steps per model per round")
     parser.add_argument("--warmup", type=non_negative_int, default=2, metavar="N", help="untimed steps per model first")
-    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    add_device_argument(parser)
     parser.add_argument("--threads", type=positive_int, metavar="N", help="torch.set_num_threads for CPU runs")
     switch(parser, "--progress", "report warm-up and rounds on stderr", default=True)
     add_json_arguments(parser, "report")

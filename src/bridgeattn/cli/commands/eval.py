@@ -5,10 +5,9 @@ import argparse
 
 from ...files import check_writable
 from ..arguments import (
-    DEVICE_HELP,
+    add_device_argument,
     add_json_arguments,
     add_weights_arguments,
-    device,
     emit_json,
     non_negative_int,
     positive_int,
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="eval batch size (default: as in training)")
     parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N", help="data loader workers")
     switch(parser, "--ema", "evaluate the EMA weights instead of the model's")
-    parser.add_argument("--device", type=device, default="auto", help=DEVICE_HELP)
+    add_device_argument(parser)
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
                         "(default: RUN/eval)")
     switch(parser, "--plots", "write confusion.png", default=True)
@@ -43,14 +42,10 @@ def run(args: argparse.Namespace) -> int:
                                  val_subset=None if args.val_subset == 0 else args.val_subset, use_ema=args.ema,
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
                                  progress=args.progress, model=args.model)
-    report = {k: v for k, v in result.items() if k != "confusion"}
-    if args.print_json:
-        emit_json(args, report)
-        return 0
     epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
-    print(f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
-          f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
-          f"({result['count']} images)")
+    lines = [f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
+             f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
+             f"({result['count']} images)"]
     stored = result["stored_top1"]
     if stored is not None and args.data is None:
         samples = result.get("stored_val_samples")
@@ -61,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         where = ""
         if result.get("stored_subset"):
             where = f" on a subset: the first {samples} validation images" if samples else " on a validation subset"
-        print(f"stored at training time: top-1 {stored:.2f} %{where} ({same})")
-    print(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
-    emit_json(args, report)
+        lines.append(f"stored at training time: top-1 {stored:.2f} %{where} ({same})")
+    lines.append(f"report: {result['output']} (eval.json, per_class.csv" + (", confusion.png)" if args.plots else ")"))
+    emit_json(args, {k: v for k, v in result.items() if k != "confusion"}, "\n".join(lines))
     return 0

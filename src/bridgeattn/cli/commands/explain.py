@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ...config import listed
-from ...errors import UserError
 from ...files import check_writable
-from ..arguments import add_weights_arguments, positive_int, switch
+from ..arguments import add_weights_arguments, model_from_args, positive_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,25 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...tools.explain import check_output, explain, find_images
 
-    if not args.checkpoint and not args.model:
-        raise UserError("pass --checkpoint PATH and/or --model NAME")
     check_writable(args.output, folder=True)
     if not args.overwrite:
         check_output(args.output)  # refuse before any work
     files = find_images(args.images)
-    kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v}
-    class_names = None
-    if args.checkpoint:
-        from ...weights.loading import load_model
-
-        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **kwargs)
-        model, class_names = loaded.model, loaded.class_names
-    else:
-        from ...models import create_model
-
-        model = create_model(args.model, **kwargs).eval()
+    model, loaded = model_from_args(args)
     report = explain(model, files, args.output, args.block, target_class=args.target_class, img_size=args.img_size,
-                     mean=args.mean, std=args.std, class_names=class_names, overwrite=args.overwrite)
+                     mean=args.mean, std=args.std, class_names=loaded and loaded.class_names, overwrite=args.overwrite)
     print(f"{len(report['images'])} Grad-CAM figures in {args.output}/gradcam/")
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} unreadable image(s) (list in {args.output}/skipped_files.txt)")

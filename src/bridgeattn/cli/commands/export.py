@@ -50,19 +50,17 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ...weights.export import export_model, resolve_input_size
+    from ..arguments import model_from_args
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
     _check_output(Path(args.output), [Path(args.checkpoint)] if args.checkpoint else [], args.overwrite)
     if args.fuse and args.format in ("safetensors", "hub"):
         raise UserError("--fuse is for inference exports (onnx, torchscript); weights are saved unfused")
-    overrides = {k: v for k, v in (("in_chans", args.in_chans), ("num_classes", args.num_classes)) if v is not None}
     metrics, command, run_info = None, None, None
-    if args.checkpoint:
-        from ...weights.loading import load_model
-
-        loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
+    model, loaded = model_from_args(args)
+    if loaded is not None:
         _check_output(Path(args.output), [loaded.source], args.overwrite)  # a run folder's checkpoint
-        model, metrics = loaded.model, loaded.metrics or None
+        metrics = loaded.metrics or None
         cfg = loaded.train_config
         if cfg is not None:  # a training run: the card says which, on what data, from where
             folder = loaded.source.parent.parent if loaded.source.parent.name == "checkpoints" else None
@@ -70,12 +68,6 @@ def run(args: argparse.Namespace) -> int:
                         "init_from": cfg.model.init_from}
         if loaded.config is not None and metrics:  # the command that measures them again
             command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
-    elif args.model:
-        from ...models import create_model
-
-        model = create_model(args.model, **overrides).eval()
-    else:
-        raise UserError("pass --model NAME (random weights) and/or --checkpoint PATH")
     if args.img_size:  # the size asked for becomes the exported model's input size
         from ...weights.loading import model_preprocessing, set_preprocessing
 
