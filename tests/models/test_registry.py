@@ -60,3 +60,16 @@ def test_the_default_input_size_is_timms_data_config() -> None:
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 40, 40)}
     assert default_input_size(model)[1:] == timm.data.resolve_model_data_config(model)["input_size"][1:] == (40, 40)
     assert default_input_size(nn.Conv2d(3, 8, 3)) == (3, 224, 224)  # no cfg: timm's default
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("bav2_resnet20", {"layers": (1, 1, 1)}),
+    ("bav2_resnet50", {"attention": "se"}),
+    ("bav2_convnext_tiny", {"version": "v1"}),
+    ("bav2_convnext_tiny", {"twin": "convnext_small"}),
+])
+def test_an_entrypoint_refuses_keywords_that_would_build_another_model(name: str, kwargs: dict) -> None:
+    # The name promises the trunk, the attention and the BA version: a keyword that changes them is a TypeError,
+    # as it is for a hand-written timm entrypoint.
+    with pytest.raises(TypeError, match="multiple values for keyword argument"):
+        timm.create_model(name, **kwargs)

@@ -8,7 +8,6 @@ To add weights or a tag to a model, add an ``"arch.tag"`` entry to :data:`PRETRA
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch.nn as nn
@@ -106,12 +105,14 @@ default_cfgs = generate_default_cfgs({**PRETRAINED_CFGS, **WARM_START_CFGS})
 FAMILIES: dict[str, list[str]] = {}
 
 
-def _register(name: str, family: str, build: Callable[..., nn.Module], doc: str) -> None:
+def _register(name: str, family: str, build: Callable[..., nn.Module], doc: str, **fixed: Any) -> None:
     """Register a timm entrypoint ``name(pretrained=False, **kwargs)``, defined in this module, that calls
-    ``build(name, pretrained, **kwargs)``, and list it under ``family``."""
+    ``build(name, pretrained, **fixed, **kwargs)``, and list it under ``family``. A caller's keyword that names a
+    ``fixed`` one (``layers``, ``version``, ...) is a TypeError, as for a hand-written entrypoint: it would build
+    another model under this name."""
 
     def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        return build(name, pretrained, **kwargs)
+        return build(name, pretrained, **fixed, **kwargs)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
@@ -123,8 +124,8 @@ def _register(name: str, family: str, build: Callable[..., nn.Module], doc: str)
 
 for _name, (_attention, _layers, _kind, _extra) in _RESNETS.items():
     _family = RESNET_FAMILIES[_name.split("_", 1)[0] + "_"][0]
-    _build = partial(create_resnet_variant, layers=_layers, block_kind=_kind, attention=_attention, model_args=_extra)
     _label = getattr(_attention, "__name__", _attention) or "no"
-    _register(_name, _family, _build, f"{_name}: ResNet trunk ({_kind} blocks {_layers}) with {_label} attention.")
+    _register(_name, _family, create_resnet_variant, f"{_name}: ResNet trunk ({_kind} blocks {_layers}) with {_label} "
+              "attention.", layers=_layers, block_kind=_kind, attention=_attention, model_args=_extra)
 for _name, (_family, _build, _twin, _doc) in BRIDGED_MODELS.items():
-    _register(_name, _family, partial(_build, twin=_twin, version=_name[2:4]), _doc)  # "bav2_..." -> "v2"
+    _register(_name, _family, _build, _doc, twin=_twin, version=_name[2:4])  # "bav2_..." -> "v2"
