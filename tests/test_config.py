@@ -315,3 +315,10 @@ def test_flag_text_and_yaml_values_convert_alike(tmp_path):
             make_config(values)
     with pytest.raises(SystemExit):
         _parse(["--epochs", "abc"])
+
+
+def test_model_kwargs_built_in_python_must_be_a_mapping():
+    cfg = TrainConfig()
+    cfg.model.kwargs = ["drop_rate", 0.1]  # the flag layer always gives a dict; Python code may not
+    with pytest.raises(UserError, match="model_kwargs must be a mapping"):
+        cfg.validate()

@@ -229,6 +229,8 @@ class TrainConfig:
             raise UserError("--amp-dtype float16 needs CUDA; on CPU use --amp-dtype bfloat16 (or auto)")
         if (o.mixup > 0 or o.cutmix > 0) and o.batch_size % 2:
             raise UserError(f"Mixup/CutMix mix pairs within a batch: --batch-size must be even, got {o.batch_size}")
+        if not isinstance(self.model.kwargs, dict):  # a config built in Python, not through the flag layer
+            raise UserError(f"model_kwargs must be a mapping, got {self.model.kwargs!r}")
         return self
 
 
