@@ -175,3 +175,13 @@ def test_convert_command_writes_safetensors_that_load_strictly(tmp_path, capsys)
 
     assert main(["convert", str(src), str(out), "--model", "bav1_resnet56"]) == 2
     assert "missing in the checkpoint" in capsys.readouterr().err
+
+
+def test_convert_refuses_an_unknown_version_whatever_the_layout(tmp_path) -> None:
+    from bridgeattn.weights.export import convert_checkpoint
+
+    ours = tmp_path / "ours.pth"  # this package's own layout: nothing to rename, the version is still checked
+    torch.save(bridgeattn.create_model("bav1_resnet20", num_classes=10).state_dict(), ours)
+    with pytest.raises(bridgeattn.UserError, match="version must be 'bav1', 'bav2' or 'auto', got 'bogus'"):
+        convert_checkpoint(ours, tmp_path / "out.safetensors", "bav1_resnet20", version="bogus")
+    assert not (tmp_path / "out.safetensors").exists()

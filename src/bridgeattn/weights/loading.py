@@ -206,7 +206,7 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
             raise
         layout = "ours"
     layout = None if layout == "ours" else layout  # the reference layout whose keys are renamed
-    if layout:
+    if layout or reference:  # ours pass through; a reference version asked for is checked either way
         state = convert_official_state_dict(state, reference or "auto")
     if not build:  # the weights alone: nothing else in the file is read
         return LoadedModel(None, None, None, kind, file, state=state, layout=layout)
