@@ -7,8 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from ..config import OPTIONS
+from ..errors import UserError
 from ..files import write_json
+from ..models import create_model
+from ..weights.loading import LoadedModel, load_model
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,21 +76,15 @@ def add_weights_arguments(parser: argparse.ArgumentParser, checkpoint: str, requ
     switch(parser, "--unsafe-load", "allow checkpoints that need arbitrary code to load (trusted files only)")
 
 
-def model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
+def model_from_args(args: argparse.Namespace) -> tuple[nn.Module, LoadedModel | None]:
     """``(model, LoadedModel)`` from ``--checkpoint`` (with ``--model`` for weights that do not name it), or a fresh
     ``--model`` and ``None``; ``--in-chans``/``--num-classes`` where the command has and was given them."""
     if not args.checkpoint and not args.model:
-        from ..errors import UserError
-
         raise UserError("pass --model NAME (random weights) and/or --checkpoint PATH")
     overrides = {key: getattr(args, key) for key in ("in_chans", "num_classes") if getattr(args, key, None)}
     if args.checkpoint:
-        from ..weights.loading import load_model
-
         loaded = load_model(args.checkpoint, args.model, unsafe=args.unsafe_load, **overrides)
         return loaded.model, loaded
-    from ..models import create_model
-
     return create_model(args.model, **overrides).eval(), None
 
 

@@ -56,6 +56,9 @@ def collective_timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
 
 
+PR_SET_PDEATHSIG = 1  # prctl option from <linux/prctl.h>: a signal for this process when its parent dies
+
+
 def die_with_parent() -> None:
     """Have the kernel kill this process when its parent dies (Linux only), so a worker whose launcher was killed
     does not train on into a run folder whose lock has gone."""
@@ -63,7 +66,7 @@ def die_with_parent() -> None:
         return
     parent = os.getppid()
     try:
-        requested = ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+        requested = ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
     except (OSError, AttributeError):
         requested = False
     if requested and os.getppid() != parent:  # the parent died before the request took effect

@@ -246,8 +246,10 @@ def _build_optimization(cfg: TrainConfig, model: nn.Module, updates_per_epoch: i
 def _restore(run: Run, state: dict[str, Any]) -> None:
     """Load a checkpoint into the run: weights, optimizer, schedule, scaler, EMA, counters, history, RNG."""
     cfg, path, stored = run.cfg, state["path"], state["config"]
-    kind, written, wanted = (("model class", state.get("model_class"), _model_class(run.model)) if run.custom_model
-                             else ("model", stored.get("model"), cfg.model.name))
+    if run.custom_model:
+        kind, written, wanted = "model class", state.get("model_class"), _model_class(run.model)
+    else:
+        kind, written, wanted = "model", stored.get("model"), cfg.model.name
     if written != wanted:
         raise UserError(f"checkpoint {path} is for {kind} {written!r}, not {wanted!r}")
     load_state_dict_strict(run.model, state["model"], source=f"checkpoint {path}")

@@ -77,7 +77,8 @@ def create_bridged(variant: str, pretrained: bool, block: type[nn.Module], *, tw
     stride 1 (families without one reject ``small_input``). ``twin_filter``: timm's ``checkpoint_filter_fn`` of the
     twin's module, which converts the twin's original checkpoints before the warm start.
     """
-    init = {key[3:]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith("ba_")]}
+    bridge_keys = [key for key in kwargs if key.startswith("ba_")]
+    init = {key.removeprefix("ba_"): kwargs.pop(key) for key in bridge_keys}
     init["ba_args"] = pop_bridge_args(kwargs, version, dict(gate_defaults or {}))
     small_input = bool(kwargs.pop("small_input", False))
     if small_input and stem is None:

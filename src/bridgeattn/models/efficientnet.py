@@ -115,7 +115,9 @@ def create_mbconv_variant(variant: str, pretrained: bool, *, gate_defaults: dict
     ``gate_defaults``) configure the gates, ``small_input=True`` makes the stem conv stride 1 (for 28-64 px
     images); all others go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ...).
     """
-    pre_act = kwargs.setdefault("ba_pre_act", pre_act and kwargs.get("ba_placement", "se") == "se")
+    if "ba_pre_act" not in kwargs:  # the family's default holds only where the gate takes the SE's place
+        kwargs["ba_pre_act"] = pre_act and kwargs.get("ba_placement", "se") == "se"
+    pre_act = kwargs["ba_pre_act"]
     kwargs.setdefault("ba_init_std", gate_init_std)
     model = create_bridged(variant, pretrained, BAInvertedResidual, gate_defaults=gate_defaults, stem="conv_stem",
                            **kwargs)

@@ -20,13 +20,12 @@ import torch
 import torch.nn as nn
 from timm.models import get_model_args
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..files import atomic_path, publish_mode
 from ..models.cost import default_input_size as resolve_input_size  # ``(C, H, W)`` of the example input
 from .formats import DEFAULT_OPSET, FORMATS
 from .hub import save_pretrained
 from .loading import load_model, model_preprocessing
-from .safe_load import first_line
 
 __all__ = ["FORMATS", "convert_checkpoint", "export_model", "export_onnx", "export_torchscript", "resolve_input_size",
            "save_safetensors", "verify_onnx", "verify_torchscript"]

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file as load_safetensors
 from timm.models import clean_state_dict
 
-from ..errors import UserError, preview_keys
+from ..errors import UserError, first_line, preview_keys
 
 __all__ = ["UNSAFE_HINT", "load_file", "load_state_dict_strict", "safetensors_metadata",
            "state_dict_from"]
@@ -37,11 +37,6 @@ _EMA_KEYS = ("ema", "state_dict_ema", "model_ema")
 # Globals a weights_only load may rebuild besides tensors and containers: each only holds attributes, none calls
 # anything (timm's train.py stores its ``args``, an argparse.Namespace, in every checkpoint; timm allows it too).
 SAFE_GLOBALS = [argparse.Namespace]
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _kind(path: Path) -> str:

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from ...errors import UserError
 from ...files import check_writable
-from ..arguments import add_json_arguments, add_weights_arguments, emit_json, positive_float, positive_int, switch
+from ..arguments import (
+    add_json_arguments,
+    add_weights_arguments,
+    emit_json,
+    model_from_args,
+    positive_float,
+    positive_int,
+    switch,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +58,6 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ...weights.export import export_model, resolve_input_size
-    from ..arguments import model_from_args
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
     _check_output(Path(args.output), [Path(args.checkpoint)] if args.checkpoint else [], args.overwrite)
