@@ -30,13 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as data_module
-from ..config import LaunchOptions, TrainConfig, make_config
+from ..config import REMOTE_KWARGS, LaunchOptions, TrainConfig, make_config
 from ..data.shards import ShardSet, shard_loader
 from ..errors import UserError
 from ..files import write_json, write_text
 from ..layers.freeze import freeze_bn
 from ..models.checks import check_model_input
-from ..models.registry import REMOTE_KWARGS, create_model
+from ..models.registry import create_model
 from ..weights import checkpoint as ckpt
 from ..weights.safe_load import load_state_dict_strict
 from . import distributed
@@ -133,7 +133,8 @@ def _run_folder(cfg: TrainConfig, options: LaunchOptions, info: distributed.Dist
             path = _claim_folder(options, Path(folder), stack)
         except UserError as exc:
             problem = str(exc)
-    # every rank raises the same error, instead of the others waiting for rank 0 forever
+    # every rank takes rank 0's answer (entry [0] of the gather), so every rank raises the same error instead of
+    # the others waiting for rank 0 forever
     folder, path, problem = distributed.all_gather_object((str(folder), str(path) if path else None, problem))[0]
     if problem:
         raise UserError(problem)

@@ -8,7 +8,6 @@ from typing import Any
 import timm
 import torch.nn as nn
 
-from ..config import REMOTE_KWARGS  # noqa: F401  (defined where recipes are read; used here by importers)
 from ..errors import UserError
 from .entrypoints import FAMILIES
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 from huggingface_hub import constants, is_offline_mode
 
-from ..config import OPTIONS, TrainConfig, make_config
+from ..config import OPTIONS, REMOTE_KWARGS, TrainConfig, make_config
 from ..data.preprocessing import Preprocessing, eval_preprocessing
 from ..errors import UserError, first_line
-from ..models.registry import REMOTE_KWARGS, create_model
+from ..models.registry import create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
 from .safe_load import load_state_dict_strict, safetensors_metadata, state_dict_from
