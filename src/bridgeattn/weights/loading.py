@@ -210,53 +210,76 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
         state = convert_official_state_dict(state, reference or "auto")
     if not build:  # the weights alone: nothing else in the file is read
         return LoadedModel(None, None, None, kind, file, state=state, layout=layout)
-    source, config, extras, metrics, labels = file, None, {}, {}, None
-    prep: Preprocessing | Mapping[str, Any] | None = None
-    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping):
-        kind = "run" if kind == "run" else "checkpoint"
-        config = dict(obj["config"])
-        if not isinstance(config.get("model"), str):
-            raise UserError(f"{file}: its stored config does not name a model; pass --model NAME")
-        cfg = stored_train_config(config)
-        name = cfg.model.name
-        kwargs = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
-        kwargs.update(cfg.model.kwargs)
-        if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
-            prep = obj["preprocessing"]
-        elif config.get("data"):  # older checkpoints: what the stored data settings imply
-            try:
-                prep = eval_preprocessing(cfg.data)
-            except UserError:
-                log.warning("%s does not record its preprocessing; using the model's defaults", file)
-        extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
-        last = (obj.get("history") or [{}])[-1]
-        metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
-        if metrics:  # where the numbers come from: the validation at the end of the stored epoch
-            metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
-        labels = obj.get("class_names")
-    else:  # a state dict, described by a hub folder's config.json or a safetensors file's metadata (export, convert)
-        if kind == "hub":
-            source, meta = file.parent / "config.json", _hub_config(file.parent)
-            meta["preprocessing"] = meta.get("pretrained_cfg")
-        else:
-            kind, meta = "reference" if layout else "weights", safetensors_metadata(file)
-            if not layout and isinstance(obj, dict) and isinstance(obj.get("arch"), str):  # timm's train.py
-                meta.setdefault("architecture", obj["arch"])
-        name, metrics, labels = meta.get("architecture"), _dict(meta.get("metrics")), meta.get("label_names")
-        kwargs = {"num_classes": meta["num_classes"]} if isinstance(meta.get("num_classes"), int) else {}
-        kwargs.update(_dict(meta.get("model_args")))
-        prep = _dict(meta.get("preprocessing")) or None
-    if model_name and isinstance(name, str) and name and model_name != name:
-        where = file.parent if kind == "hub" else file
-        raise UserError(f"{where} holds a {name} model, not {model_name}; leave --model out or pass {name}")
-    name = name or model_name
-    labels = list(labels) if isinstance(labels, (list, tuple)) and labels else None
-    kwargs = {**(shapes_from_weights(name, state) if isinstance(name, str) else {}), **kwargs, **overrides}
-    model = build_model(name, kwargs, source=str(source))
+    training = isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping)
+    about = _describe_training(obj, file, kind) if training else _describe_weights(obj, file, kind, layout)
+    if model_name and isinstance(about.name, str) and about.name and model_name != about.name:
+        where = file.parent if about.kind == "hub" else file
+        raise UserError(f"{where} holds a {about.name} model, not {model_name}; leave --model out or pass {about.name}")
+    name = about.name or model_name
+    kwargs = {**(shapes_from_weights(name, state) if isinstance(name, str) else {}), **about.kwargs, **overrides}
+    model = build_model(name, kwargs, source=str(about.source))
     match_dtype(model, state)
     load_state_dict_strict(model, state, source=f"checkpoint {file.name}")
+    prep = about.preprocessing
     if isinstance(prep, Mapping):
         prep = Preprocessing.from_dict(prep, in_chans=getattr(model, "in_chans", None))
     prep = prep or model_preprocessing(model)
-    return LoadedModel(set_preprocessing(model, prep).eval(), name, prep, kind, file, config, extras, metrics, labels,
-                       layout=layout)
+    labels = list(about.labels) if isinstance(about.labels, (list, tuple)) and about.labels else None
+    return LoadedModel(set_preprocessing(model, prep).eval(), name, prep, about.kind, file, about.config,
+                       about.extras, about.metrics, labels, layout=layout)
+
+
+@dataclass
+class _Description:
+    """What a weights file says about its model: name, construction arguments, preprocessing, records."""
+
+    name: str | None
+    kwargs: dict[str, Any]
+    preprocessing: Preprocessing | Mapping[str, Any] | None
+    kind: str  # LoadedModel.kind
+    source: Path  # the file that names the model (a hub folder's config.json)
+    config: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    labels: Any = None
+
+
+def _describe_training(obj: dict[str, Any], file: Path, kind: str) -> _Description:
+    """A training checkpoint: its stored config names the model and the data; its history holds the metrics."""
+    config = dict(obj["config"])
+    if not isinstance(config.get("model"), str):
+        raise UserError(f"{file}: its stored config does not name a model; pass --model NAME")
+    cfg = stored_train_config(config)
+    kwargs = {k: obj[k] for k in ("num_classes", "in_chans") if isinstance(obj.get(k), int)}
+    kwargs.update(cfg.model.kwargs)
+    prep: Preprocessing | Mapping[str, Any] | None = None
+    if isinstance(obj.get("preprocessing"), Mapping):  # recorded at training time
+        prep = obj["preprocessing"]
+    elif config.get("data"):  # older checkpoints: what the stored data settings imply
+        try:
+            prep = eval_preprocessing(cfg.data)
+        except UserError:
+            log.warning("%s does not record its preprocessing; using the model's defaults", file)
+    extras = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer", "scheduler", "scaler", "rng")}
+    last = (obj.get("history") or [{}])[-1]
+    metrics = {k: last[k] for k in ("top1", "top5", "loss", "ema_top1", "val_samples") if k in last}
+    if metrics:  # where the numbers come from: the validation at the end of the stored epoch
+        metrics.update(epoch=obj.get("epoch"), data=cfg.data.spec)
+    return _Description(cfg.model.name, kwargs, prep, "run" if kind == "run" else "checkpoint", file, config, extras,
+                        metrics, obj.get("class_names"))
+
+
+def _describe_weights(obj: Any, file: Path, kind: str, layout: str | None) -> _Description:
+    """A bare state dict, described by a hub folder's config.json or a safetensors file's metadata (export,
+    convert); a timm ``train.py`` checkpoint names its model in ``arch``."""
+    if kind == "hub":
+        source, meta = file.parent / "config.json", _hub_config(file.parent)
+        meta["preprocessing"] = meta.get("pretrained_cfg")
+    else:
+        source, meta, kind = file, safetensors_metadata(file), "reference" if layout else "weights"
+        if not layout and isinstance(obj, dict) and isinstance(obj.get("arch"), str):
+            meta.setdefault("architecture", obj["arch"])
+    kwargs = {"num_classes": meta["num_classes"]} if isinstance(meta.get("num_classes"), int) else {}
+    kwargs.update(_dict(meta.get("model_args")))
+    return _Description(meta.get("architecture"), kwargs, _dict(meta.get("preprocessing")) or None, kind, source,
+                        metrics=_dict(meta.get("metrics")), labels=meta.get("label_names"))
