@@ -2,6 +2,8 @@
 parameters and multiply-accumulates (MACs, not FLOPs: one MAC is one multiply plus one add)."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import timm
@@ -28,6 +30,16 @@ def default_input_size(model: torch.nn.Module, img_size: int | None = None,
     return int(in_chans or getattr(model, "in_chans", None) or chans), int(height), int(width)
 
 
+@contextlib.contextmanager
+def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """``model`` in train (``True``) or eval mode inside the ``with`` block, back in its own mode after it."""
+    was_training = model.training
+    try:
+        yield model.train(training)
+    finally:
+        model.train(was_training)
+
+
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those that require grad)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -39,12 +51,8 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...], batch_size: int =
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.zeros((batch_size, *input_size), device=param.device if param is not None else "cpu", dtype=dtype)
-    was_training = model.training
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model.eval()(x)
-    finally:
-        model.train(was_training)
+    with training_mode(model, False), FlopCounterMode(display=False) as counter:
+        model(x)
     return counter
 
 

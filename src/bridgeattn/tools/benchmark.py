@@ -138,12 +138,10 @@ def format_table(report: dict[str, Any]) -> str:
     if s["amp"]:
         dtype = s.get("amp_dtype", "bfloat16")
         flags.append(f"amp {dtype}" if dtype != "float32" else "amp off (no native bf16)")
-    lines = [
-        f"{mode}, batch {s['batch_size']}, {size}, {report['machine']['device']}"
-        f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"
-        f" medians of {s['repeats']} interleaved rounds",
-        f"{'model':32s} {'img/s':>9s} {'ms/step':>9s} {'time vs first':>14s}",
-    ]
+    lines = [f"{mode}, batch {s['batch_size']}, {size}, {report['machine']['device']}"
+             f" ({report['machine']['threads']} threads){', ' + ', '.join(flags) if flags else ''};"
+             f" medians of {s['repeats']} interleaved rounds",
+             f"{'model':32s} {'img/s':>9s} {'ms/step':>9s} {'time vs first':>14s}"]
     for r in report["results"]:
         px = "" if s["img_size"] else f" {r.get('img_size', '')} px"
         lines.append(f"{r['model']:32s} {r['img_per_s']:9.2f} {r['step_ms']:9.1f} {r['time_ratio']:14.3f}{px}")

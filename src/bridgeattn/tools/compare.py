@@ -217,23 +217,19 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
         for name in names:
             cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
             costs[name] = {"params": cost["params"], "macs": cost["macs"], "infer_img_per_s": speeds.get(name)}
-        results = {
-            "config": _jsonable(dataclasses.asdict(cfg)),
-            "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
-            "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
-            "confidence": 0.95,
-            "models": summarize(cells, models, costs),
-            "cells": [{k: v for k, v in c.items() if k != "skipped"} for c in cells],
-        }
+        results = {"config": _jsonable(dataclasses.asdict(cfg)),
+                   "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
+                   "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+                   "confidence": 0.95, "models": summarize(cells, models, costs),
+                   "cells": [{k: v for k, v in c.items() if k != "skipped"} for c in cells]}
         write_report(results, output)
         return results
 
 
 # -------------------------------------------------------------------------------------------------- report
-_CSV_COLUMNS = [
-    "model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high", "paired_seeds",
-    "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s", "seeds", "top1",
-]
+_CSV_COLUMNS = ["model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high",
+                "paired_seeds", "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s",
+                "seeds", "top1"]
 LIMIT = 100.0  # a difference of two accuracies in percent lies in [-100, +100]; a t interval may reach beyond
 VARIES = 0.05  # params or MACs closer than this (relative) carry no information as an axis or a bubble size
 
@@ -282,10 +278,8 @@ def findings(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table (top-1 in the engine's unit, percent)."""
-    lines = [
-        "| model | top-1 mean ± std | Δ vs plain [95 % CI] | params | MACs | train img/s | inference img/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = ["| model | top-1 mean ± std | Δ vs plain [95 % CI] | params | MACs | train img/s | inference img/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         top1 = f"{_fmt(r['top1_mean'], '.2f')} ± {_fmt(r['top1_std'], '.2f')}"
         if r.get("delta_vs_plain") is None:

@@ -2,6 +2,7 @@
 paper's Figure 2) and, for a BA model, its selection weights and gate values: ``bridgeattn explain``."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..engine import plots
 from ..errors import UserError
 from ..files import write_json, write_text
 from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
+from ..models.cost import training_mode
 from ..weights.loading import model_preprocessing
 
 __all__ = ["IMAGE_SUFFIXES", "block_gradcam", "block_taps", "check_output", "explain", "find_images", "gate_statistics",
@@ -37,10 +39,6 @@ def _require_gradcam() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the taps
-class _BlockInput(nn.Identity):
-    """Passes the block's input through, so Grad-CAM can hook it like any layer output."""
-
-
 def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]], Any]:
     """``([(label, layer)], handle)``: the layers whose outputs are the block's taps, in order: input, the tensors a BA
     block squeezes (``relu(bn1(conv1))``, (``relu(bn2(conv2))``,) the last BN output before the residual add), output.
@@ -52,7 +50,7 @@ def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]
         raise UserError(f"no block {block!r} in the model; blocks: {', '.join(blocks)}") from None
     if not (hasattr(target, "conv1") and hasattr(target, "conv2")):
         raise UserError(f"{block!r} is not a residual block (it has no conv1/conv2); pick e.g. 'layer2.0'")
-    probe = _BlockInput()
+    probe = nn.Identity()  # passes the block's input through, so Grad-CAM can hook it like any layer output
     handle = target.register_forward_pre_hook(lambda _m, args: (probe(args[0]), *args[1:]))
     if hasattr(target, "conv3"):  # bottleneck
         convs = [("conv1", target.act1), ("conv2", target.act2), ("conv3", target.bn3)]
@@ -78,12 +76,10 @@ def block_gradcam(model: nn.Module, images: torch.Tensor, block: str,
     targets = [ClassifierOutputTarget(c) for c in classes]
     taps, handle = block_taps(model, block)
     cams: dict[str, np.ndarray] = {}
-    try:
+    with handle:
         for label, layer in taps:
             with GradCAM(model=model, target_layers=[layer]) as cam:
                 cams[label] = cam(input_tensor=images, targets=targets)
-    finally:
-        handle.remove()
     return cams, classes
 
 
@@ -121,22 +117,15 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
         raise UserError("the model has no bridge attention; gate statistics need a bav1_/bav2_ model")
     gates: dict[str, torch.Tensor] = {}
     softmax_weights: dict[str, torch.Tensor] = {}
-    handles = []
-    for block, ba in bridges:
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor, block: str = block) -> None:
-            gates[block] = out.flatten(1).float().cpu()
-            if isinstance(module.selection, SoftmaxSelection):
-                z = torch.stack([fc(s) for fc, s in zip(module.integration, squeeze_taps(args[0]))], dim=-1)
-                softmax_weights[block] = module.selection.probabilities(z).mean(0).cpu()
-        handles.append(ba.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
+    with contextlib.ExitStack() as hooks, training_mode(model, False):
+        for block, ba in bridges:
+            def hook(module: nn.Module, args: tuple, out: torch.Tensor, block: str = block) -> None:
+                gates[block] = out.flatten(1).float().cpu()
+                if isinstance(module.selection, SoftmaxSelection):
+                    z = torch.stack([fc(s) for fc, s in zip(module.integration, squeeze_taps(args[0]))], dim=-1)
+                    softmax_weights[block] = module.selection.probabilities(z).mean(0).cpu()
+            hooks.enter_context(ba.register_forward_hook(hook))
         model(images)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     blocks: dict[str, Any] = {}
     per_stage: dict[str, list[torch.Tensor]] = {}
     for block, ba in bridges:

@@ -2,13 +2,14 @@
 :mod:`bridgeattn.models.cost`, re-exported here)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..models import create_model
-from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost  # noqa: F401
+from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost, training_mode  # noqa: F401
 
 # Containers whose items are the stages of a network (timm: ``stages``, ``blocks``, ``layers``, ``features``).
 _STAGE_CONTAINERS = ("stages", "blocks", "layers", "features")
@@ -49,18 +50,12 @@ def activation_memory(model: nn.Module, input_size: tuple[int, ...], batch_size:
             saved[key] = (nbytes, current[0])
         return t
 
-    handles = [stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name))
-               for name, stage in model_stages(model)]
-    was_training = model.training
-    model.train()
     x = torch.zeros((batch_size, *input_size), device=device, dtype=dtype, requires_grad=True)
-    try:
+    with contextlib.ExitStack() as hooks, training_mode(model, True):
+        for name, stage in model_stages(model):
+            hooks.enter_context(stage.register_forward_pre_hook(lambda m, a, name=name: current.__setitem__(0, name)))
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     per_stage: dict[str, int] = {}
     for nbytes, stage_name in saved.values():
         per_stage[stage_name] = per_stage.get(stage_name, 0) + nbytes
@@ -96,14 +91,11 @@ def format_profile(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`profile_model`'s report."""
     size = "x".join(str(s) for s in report["input_size"])
     mib = 2**20
-    lines = [
-        f"{report['model']}  input {size}",
-        f"params {report['params']:,}  MACs {report['macs'] / 1e9:.3f} G per image",
-        f"activation memory of a training step, batch {report['batch_size']}: "
-        f"{report['activation_bytes'] / mib:.1f} MiB (tensors saved for backward, input included)",
-        "",
-        f"{'stage':16s} {'params':>12s} {'MACs (M)':>10s} {'MACs %':>7s} {'act. MiB':>9s}",
-    ]
+    lines = [f"{report['model']}  input {size}",
+             f"params {report['params']:,}  MACs {report['macs'] / 1e9:.3f} G per image",
+             f"activation memory of a training step, batch {report['batch_size']}: "
+             f"{report['activation_bytes'] / mib:.1f} MiB (tensors saved for backward, input included)", "",
+             f"{'stage':16s} {'params':>12s} {'MACs (M)':>10s} {'MACs %':>7s} {'act. MiB':>9s}"]
     total_macs = max(1, report["macs"])
     for s in report["stages"]:
         lines.append(f"{s['name']:16s} {s['params']:12,d} {s['macs'] / 1e6:10.1f} {100 * s['macs'] / total_macs:6.1f}%"
