@@ -45,8 +45,7 @@ def _cpu_name() -> str:
 def _prepare(spec: ModelSpec, batch_size: int, img_size: int | None, device: torch.device, train: bool,
              channels_last: bool, compile: bool, fuse: bool, amp_dtype: torch.dtype | None,
              ) -> tuple[Callable[[], None], int, int]:
-    """One model built and prepared for timing (moved, converted, optionally fused and compiled): its step, params,
-    size."""
+    """``(step, params, img_size)`` of one model built and prepared for timing (moved, fused, converted, compiled)."""
     torch.manual_seed(0)
     model = (spec() if callable(spec) else create_model(spec)).to(device).train(train)
     if fuse:
@@ -72,11 +71,9 @@ def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_si
     names too) or ``{label: name or builder}``; the batch is ``(batch_size, in_chans, img_size, img_size)``,
     ``img_size=None``: each model's own. ``amp`` autocasts with the training policy (``hardware.amp_dtype_for``;
     ``amp_dtype`` forces one); ``fuse`` folds the bridge gates (inference only); ``device="auto"``: cuda if available.
-
     Returns ``settings``, ``machine`` and ``results``: per model in order ``img_per_s`` and ``step_ms`` (medians),
     ``time_ratio`` (to the first model), ``round_s``, ``params``, ``img_size``; on CUDA ``peak_step_mib``, the most
-    memory a warm-up step allocated beyond the weights of every model (all in place by then).
-    """
+    memory a warm-up step allocated beyond the weights of every model (all in place by then)."""
     if repeats < 1 or steps < 1 or batch_size < 1 or (img_size is not None and img_size < 1):
         raise UserError("repeats, steps, batch size and image size must be positive")
     if fuse and train:

@@ -1,7 +1,6 @@
-"""Equal-budget comparison of attention variants on one backbone, over several seeds (docs/compare.md): every
-(model, seed) cell is trained by :func:`bridgeattn.engine.train` with the same recipe; the report pairs each variant's
-top-1 with the plain backbone's by seed (Student-t interval). A cell with a ``summary.json`` is finished, so an
-interrupted comparison resumes."""
+"""Equal-budget comparison of attention variants on one backbone over several seeds (docs/compare.md): every (model,
+seed) cell is trained by :func:`bridgeattn.engine.train` with one recipe and paired with the plain backbone's by seed
+(Student-t interval). A cell with a ``summary.json`` is finished, so an interrupted comparison resumes."""
 from __future__ import annotations
 
 import dataclasses
@@ -46,9 +45,7 @@ _RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
 def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean paired difference ``values - baseline`` (aligned by seed) with its Student-t confidence interval
     (``None`` below two pairs)."""
-    if len(values) != len(baseline):
-        raise ValueError("paired samples must have the same length")
-    diffs = [float(a) - float(b) for a, b in zip(values, baseline)]
+    diffs = [float(a) - float(b) for a, b in zip(values, baseline, strict=True)]  # ValueError if unpaired
     n = len(diffs)
     mean = statistics.fmean(diffs) if diffs else None
     out: dict[str, Any] = {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None}

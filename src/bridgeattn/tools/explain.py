@@ -107,8 +107,7 @@ def save_gradcam_figure(image: np.ndarray, cams: dict[str, np.ndarray], path: st
 # -------------------------------------------------------------------------------------------- gate stats
 @torch.no_grad()
 def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> dict[str, Any]:
-    """Selection weights per block and gate-value distributions per stage of a BA model on ``images`` (docs/compare.md).
-
+    """Selection weights per block and gate-value distributions per stage of a BA model on ``images`` (docs/compare.md):
     ``blocks``: ``{block: {"selection_weights", "version", "taps", "gate_mean", "gate_std", "dead"}}`` (softmax
     selection: the mean per-sample tap weights; ``dead``: gate std below ``DEAD_STD``); ``stages``: ``{stage: {mean,
     std, min, max, quantiles, histogram}}``; ``summary``: one sentence naming the constant gates."""

@@ -47,7 +47,6 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
         out = (location.with_name(location.name + "-eval") if location.is_dir()
                else loaded.source.with_name(loaded.source.stem + "-eval"))
     check_writable(out, folder=True)  # before the data and the evaluation, not after them
-    # a report inside a run folder is written under the run's lock: a run still training there is not disturbed
     inside = run is not None and out.resolve().is_relative_to(run)
     with RunLock(run) if inside else contextlib.nullcontext():
         dev = distributed.resolve_device(device)
