@@ -136,16 +136,14 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
                          "gate_mean": float(g.mean()), "gate_std": std, "dead": std < DEAD_STD}
         per_stage.setdefault(block.split(".")[0], []).append(g.flatten())
     stages = {}
-    edges = torch.linspace(0, 1, bins + 1)
     for stage, parts in per_stage.items():
         v = torch.cat(parts)
         q = torch.quantile(v, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95]))
-        stages[stage] = {
-            "count": int(v.numel()), "mean": float(v.mean()), "std": float(v.std()) if v.numel() > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()),
-            "quantiles": {k: float(x) for k, x in zip(("5", "25", "50", "75", "95"), q)},
-            "histogram": {"edges": [float(e) for e in edges], "counts": torch.histc(v, bins, 0, 1).int().tolist()},
-        }
+        counts, edges = np.histogram(v.numpy(), bins, range=(0, 1))
+        stages[stage] = {"count": int(v.numel()), "mean": float(v.mean()),
+                         "std": float(v.std()) if v.numel() > 1 else 0.0, "min": float(v.min()), "max": float(v.max()),
+                         "quantiles": {k: float(x) for k, x in zip(("5", "25", "50", "75", "95"), q)},
+                         "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
     dead = [f"{b} = {v['gate_mean']:.2f}" for b, v in blocks.items() if v["dead"]]
     summary = (f"{len(dead)} of {len(blocks)} gates are constant (std < {DEAD_STD:g}): {', '.join(dead)}; a constant "
                "gate scales its block by a fixed factor and attends to nothing" if dead
@@ -156,18 +154,17 @@ def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> d
 def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     """``selection_weights.png`` (a_i per block) and ``gate_distribution.png`` (gate values per stage)."""
     written = []
-    blocks = {b: v for b, v in stats["blocks"].items() if v["selection_weights"] is not None}
-    if blocks:
-        names = list(blocks)
-        n_taps = max(len(v["selection_weights"]) for v in blocks.values())
-        fig, ax = plots.figure((max(6, 0.45 * len(names) * n_taps), 4), dpi=110)
+    weights = {b: v["selection_weights"] for b, v in stats["blocks"].items() if v["selection_weights"] is not None}
+    if weights:
+        n_taps = max(map(len, weights.values()))
+        x = np.arange(len(weights))
+        fig, ax = plots.figure((max(6, 0.45 * len(weights) * n_taps), 4), dpi=110)
         width = 0.8 / n_taps
         for i in range(n_taps):
-            vals = [v["selection_weights"][i] if i < len(v["selection_weights"]) else 0 for v in blocks.values()]
-            offset = (i - (n_taps - 1) / 2) * width
-            ax.bar(np.arange(len(names)) + offset, vals, width, label=f"a_{i + 1} (conv{i + 1})")
+            vals = [a[i] if i < len(a) else 0 for a in weights.values()]
+            ax.bar(x + (i - (n_taps - 1) / 2) * width, vals, width, label=f"a_{i + 1} (conv{i + 1})")
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(x, list(weights), rotation=45, ha="right", fontsize=8)
         ax.set(ylabel="selection weight a_i",
                title="BAv2 selection weights per block (which conv outputs the bridge uses)")
         ax.legend(fontsize=8)

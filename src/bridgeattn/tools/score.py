@@ -60,7 +60,6 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
             data_cfg.img_size = data_cfg.img_size or loaded.preprocessing.img_size
             data_cfg.in_chans = data_cfg.in_chans or loaded.preprocessing.in_chans
             default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
-            # as in training, so the stored accuracy is reproduced
             amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
             channels_last = cfg.run.channels_last
         else:
@@ -86,7 +85,6 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
         record = (loaded.checkpoint.get("history") or [{}])[-1]
         epoch = loaded.checkpoint.get("epoch")
         result = {**metrics, "stored_top1": record.get("ema_top1" if use_ema else "top1"),
-                  # how many validation images the stored top-1 is over, and whether the run measured it on a subset
                   "stored_val_samples": record.get("val_samples"),
                   "stored_subset": bool(loaded.config is not None and loaded.train_config.data.val_subset),
                   "checkpoint": str(loaded.source), "epoch": epoch, "model": loaded.name, "data": data_cfg.spec,
