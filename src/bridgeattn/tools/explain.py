@@ -16,7 +16,7 @@ from ..data.images import check_image, load_image
 from ..data.preprocessing import Preprocessing
 from ..engine import plots
 from ..errors import UserError
-from ..files import write_json, write_text
+from ..files import check_writable, write_json, write_text
 from ..layers.bridge import BridgeAttention, SoftmaxSelection, squeeze_taps
 from ..models.cost import training_mode
 from ..weights.loading import model_preprocessing
@@ -192,9 +192,7 @@ OUTPUTS = ("explain.json", "gradcam", "gate_stats.json", "selection_weights.png"
 def check_output(output: str | Path, overwrite: bool = False) -> Path:
     """``output`` made ready for a new report: refused (``UserError``) when it holds an earlier one, unless
     ``overwrite``, which removes the earlier report's files (nothing else)."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is a file, not a folder")
+    output = check_writable(output, folder=True)
     earlier = [output / name for name in OUTPUTS if (output / name).exists()]
     if earlier and not overwrite:
         raise UserError(f"{output} already holds an explain report ({earlier[0].name}, ...); choose another "
