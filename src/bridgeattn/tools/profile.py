@@ -9,7 +9,10 @@ import torch
 import torch.nn as nn
 
 from ..models import create_model
-from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost, training_mode  # noqa: F401
+from ..models.cost import count_flops, count_macs, count_params, default_input_size, model_cost, training_mode
+
+__all__ = ["activation_memory", "count_flops", "count_macs", "count_params", "default_input_size", "format_profile",
+           "macs_breakdown", "model_cost", "model_stages", "profile_model"]
 
 # Containers whose items are the stages of a network (timm: ``stages``, ``blocks``, ``layers``, ``features``).
 _STAGE_CONTAINERS = ("stages", "blocks", "layers", "features")
