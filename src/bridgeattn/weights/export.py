@@ -1,8 +1,7 @@
 """Deployment exports: ONNX (checked with onnxruntime), TorchScript, safetensors and hub-style folders.
 
-ONNX uses PyTorch's ``torch.export``-based exporter (opset 18, its native opset) and falls back to the
-TorchScript-based exporter when an older opset (17) is asked for, since the down-conversion of the new
-exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
+ONNX opset 18 goes through ``torch.export``; opset 17 through the TorchScript-based exporter, since the new
+exporter's graph does not convert down to 17 (docs/interop.md). Both keep the batch dimension dynamic.
 """
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
 def convert_checkpoint(path: str | Path, output: str | Path, model_name: str, version: str = "auto",
                        unsafe: bool = False, num_classes: int | None = None) -> dict[str, Any]:
     """Convert a reference BA-Net checkpoint (any location ``load_model`` takes) to ``output`` (``.safetensors``),
-    checked against ``model_name``; ``num_classes`` defaults to the checkpoint's classifier rows. Returns a
-    summary dict (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``)."""
+    checked against ``model_name`` (``num_classes``: the checkpoint's classifier rows unless given); a summary."""
     if Path(output).suffix != ".safetensors":  # refused before the checkpoint is read
         raise UserError(f"the output must end in .safetensors, got {output}")
     if not Path(path).exists():  # a file or folder: a timm name holds no reference layout
@@ -126,8 +124,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
                 exporter: str = "auto") -> dict[str, Any]:
     """Write ``model`` (eval mode) as ONNX with a dynamic batch axis: input ``input`` ``(B, C, H, W)``,
     output ``output``. ``exporter``: ``"dynamo"`` (torch.export), ``"legacy"`` (TorchScript) or ``"auto"``
-    (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``.
-    """
+    (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``."""
     onnx = _onnx_module("onnx")
     if exporter != "legacy":
         _onnx_module("onnxscript")  # torch's dynamo exporter writes through it
@@ -138,8 +135,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
     if exporter not in ("dynamo", "legacy"):
         raise UserError(f"exporter must be 'auto', 'dynamo' or 'legacy', got {exporter!r}")
     path = Path(path)
-    model = model.eval()
-    check_input_size(model, input_size)
+    check_input_size(model, input_size)  # also puts the model in eval mode
     with _writing(path) as tmp:  # a failed export leaves no file behind
         _write_onnx(model, tmp, input_size, opset, exporter)
         proto = onnx.load(str(tmp), load_external_data=False)
@@ -222,25 +218,20 @@ def export_model(model: nn.Module, fmt: str, output: str | Path, input_size: tup
                  command: str | None = None, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`), with its preprocessing, and check it against
     ``reference`` (default: itself). ``metrics``, ``command``, ``run``: as :func:`~.hub.save_pretrained` takes them.
-    Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``).
-    """
+    Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    reference = model if reference is None else reference
     summary: dict[str, Any] = {"format": fmt, "input_size": list(input_size)}
     if fmt == "onnx":
         summary.update(export_onnx(model, output, input_size, opset=opset, exporter=exporter))
-        if verify:
-            summary["max_abs_diff"] = verify_onnx(reference, output, input_size)
     elif fmt == "torchscript":
         summary.update(export_torchscript(model, output, input_size))
-        if verify:
-            summary["max_abs_diff"] = verify_torchscript(reference, output, input_size)
     elif fmt == "safetensors":
         summary["path"] = str(save_safetensors(model, output, metrics=metrics))
     else:
         summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command, run=run))
-    if "max_abs_diff" in summary:
-        summary["atol"] = atol
-        summary["ok"] = bool(summary["max_abs_diff"] <= atol)
+    if verify and fmt in ("onnx", "torchscript"):
+        check = verify_onnx if fmt == "onnx" else verify_torchscript
+        diff = check(model if reference is None else reference, output, input_size)
+        summary.update(max_abs_diff=diff, atol=atol, ok=bool(diff <= atol))
     return summary
