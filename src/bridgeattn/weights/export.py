@@ -108,8 +108,7 @@ def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
 
 
 def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed + batch)
-    return torch.randn(batch, *input_size, generator=g)
+    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed + batch))
 
 
 def _onnx_module(name: str) -> Any:
@@ -134,9 +133,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
         exporter = "dynamo" if opset >= 18 else "legacy"
     if exporter not in ("dynamo", "legacy"):
         raise UserError(f"exporter must be 'auto', 'dynamo' or 'legacy', got {exporter!r}")
-    path = Path(path)
     check_input_size(model, input_size)  # also puts the model in eval mode
-    with _writing(path) as tmp:  # a failed export leaves no file behind
+    with _writing(Path(path)) as tmp:  # a failed export leaves no file behind
         _write_onnx(model, tmp, input_size, opset, exporter)
         proto = onnx.load(str(tmp), load_external_data=False)
         meta = _metadata_or_empty(model)
@@ -189,7 +187,6 @@ def verify_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
 
 def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...]) -> dict[str, Any]:
     """Trace ``model`` (eval mode) with a batch of 2 and save it. Returns ``{"path"}``."""
-    path = Path(path)
     check_input_size(model, input_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
@@ -198,7 +195,7 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     # first: TorchScript's own file writer aborts the process (SIGABRT) when the disk is full.
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
-    with _writing(path) as tmp:
+    with _writing(Path(path)) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return {"path": str(path)}
 

@@ -126,8 +126,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
 def from_pretrained(directory: str | Path, **kwargs: Any) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` in eval mode; another ``num_classes`` re-initialises the
     classifier (fine-tuning), other ``kwargs`` go to ``create_model`` (e.g. ``drop_path_rate``)."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
+    if not Path(directory, "config.json").is_file():
         raise UserError(f"{directory} is not a saved model folder (no config.json); create one with save_pretrained")
     num_classes = kwargs.pop("num_classes", None)
     model = load_model(directory, **kwargs).model

@@ -102,7 +102,7 @@ def timm_weights(name: str) -> nn.Module:
                             f"{OFFLINE_HINT}") from None
     try:
         return timm.create_model(name, pretrained=True)
-    except (OSError, ConnectionError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
         raise UserError(f"{name}: timm's weights could not be loaded ({first_line(exc)}); {OFFLINE_HINT}") from None
 
 
@@ -111,8 +111,7 @@ def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights
     and without the arguments in :data:`REMOTE_KWARGS` (logged when dropped)."""
     if not isinstance(name, str) or not name:
         raise UserError(f"{source} does not say which model it holds; pass --model NAME")
-    dropped = sorted(k for k in kwargs if k in REMOTE_KWARGS)
-    if dropped:
+    if dropped := sorted(k for k in kwargs if k in REMOTE_KWARGS):
         log.warning("ignoring %s stored with %s: loading saved weights never downloads", ", ".join(dropped), source)
     kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}
     try:
@@ -143,8 +142,7 @@ def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
-    classifier and first conv."""
+    """``num_classes`` and ``in_chans`` read off the tensors ``pretrained_cfg`` names as classifier and first conv."""
     cfg = timm.get_pretrained_cfg(name)  # None for a name timm does not know
     if cfg is None:
         return {}
@@ -203,10 +201,9 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
     model = build_model(name, kwargs, source=str(about.source))
     match_dtype(model, state)
     load_state_dict_strict(model, state, source=f"checkpoint {file.name}")
-    prep = about.preprocessing
+    prep = about.preprocessing or model_preprocessing(model)  # recorded with the weights, else the model's defaults
     if isinstance(prep, Mapping):
         prep = Preprocessing.from_dict(prep, in_chans=getattr(model, "in_chans", None))
-    prep = prep or model_preprocessing(model)
     labels = list(about.labels) if isinstance(about.labels, (list, tuple)) and about.labels else None
     return LoadedModel(set_preprocessing(model, prep).eval(), name, prep, about.kind, file, about.config,
                        about.extras, about.metrics, labels, layout=layout)

@@ -62,9 +62,8 @@ def _runs_code(path: Path, exc: BaseException) -> bool:
 
 
 def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: str | torch.device = "cpu") -> Any:
-    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``; ``UserError``
-    (one line) for a missing, empty, truncated or unrecognised file, and for a pickle that runs code unless
-    ``unsafe``."""
+    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``; a one-line
+    ``UserError`` for a missing, empty, truncated or unrecognised file and, unless ``unsafe``, code in a pickle."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
@@ -107,9 +106,8 @@ def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint (bare, or under one of :data:`_STATE_DICT_KEYS`, with ``use_ema``
-    :data:`_EMA_KEYS`), without DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes (timm's
-    ``clean_state_dict``)."""
+    """The state dict in a loaded checkpoint (bare, or under a key of :data:`_STATE_DICT_KEYS`, :data:`_EMA_KEYS` with
+    ``use_ema``), less DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (timm's ``clean_state_dict``)."""
     if isinstance(obj, Mapping):
         keys = _EMA_KEYS if use_ema else _STATE_DICT_KEYS
         found = next((k for k in keys if isinstance(obj.get(k), Mapping)), None)
