@@ -1,8 +1,7 @@
 """Checkpoints that survive crashes: atomic writes, a size + SHA-256 record, keep-last/best/N, RNG states.
 
-``RUN/checkpoints`` holds ``epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch) and its record
-``epoch-0003.pth.json`` (``size``, ``sha256``, ``epoch``, ``step``, ``batch``, ``finite``), written after it: a
-checkpoint without a matching record is never used. ``last.pth``/``best.pth`` are relative symlinks;
+``RUN/checkpoints/epoch-0003.pth`` (``epoch-0003-batch-000120.pth`` mid-epoch) is used only when its record
+``epoch-0003.pth.json``, written after it, matches; ``last.pth``/``best.pth`` are relative symlinks;
 ``superseded/`` keeps what a resume from further back set aside. docs/training.md describes the rules.
 """
 from __future__ import annotations
@@ -80,7 +79,7 @@ def checkpoint_name(epoch: int, batch: int = 0) -> str:
 def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
     """``((epoch, batch), path)`` of the checkpoints in ``folder``, newest first."""
     found = []
-    for path in folder.glob("epoch-*.pth") if folder.is_dir() else []:
+    for path in folder.glob("epoch-*.pth"):  # none when the folder does not exist
         match = _EPOCH_FILE.match(path.name)
         if match:
             found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
@@ -88,8 +87,7 @@ def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
 
 
 def is_good(state: dict[str, Any], val_loss: float | None) -> bool:
-    """A checkpoint may be best / "last good" only when its weights, buffers (the EMA's too) and validation loss
-    (``None``: not measured) are finite."""
+    """Whether a checkpoint may be best or "last good": its weights, buffers and validation loss are finite."""
     tensors = [t for sd in (state["model"], state.get("ema") or {}) for t in sd.values() if torch.is_tensor(t)]
     finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
     return finite and (val_loss is None or math.isfinite(val_loss))

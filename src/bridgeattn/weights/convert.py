@@ -44,10 +44,15 @@ _RENAMES = {
 }
 
 
-def _rename(rest: str, version: str, last_tap: int) -> str | None:
+def _rename(key: str, version: str, pre_taps: Mapping[str, int]) -> str | None:
+    """``key`` with this package's name (``None`` for an unknown gate key); keys outside the gates stay."""
+    m = _BA.match(key)
+    if m is None:
+        return key
+    last_tap = str(pre_taps.get(m.group("block"), 0))
     for pattern, replacement in _RENAMES[version]:
-        if m := re.fullmatch(pattern, rest):
-            return m.expand(replacement.replace("{last}", str(last_tap)))
+        if rest := re.fullmatch(pattern, m.group("rest")):
+            return f"{m.group('block')}.{rest.expand(replacement.replace('{last}', last_tap))}"
     return None
 
 
@@ -65,7 +70,7 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
         raise UserError(f"the checkpoint has the BA{found} layout ({layout} keys) but BA{asked} was asked; "
                         f"use --from ba{found} and a ba{found}_* model")
     if layout == "ours":
-        return dict(state_dict)
+        return state_dict
 
     # BAv1's 'cur_fusion' is the last tap: its index is the number of 'pre_fusions' of the same block.
     pre_taps: dict[str, int] = {}
@@ -73,19 +78,8 @@ def convert_official_state_dict(obj: Any, version: str) -> dict[str, torch.Tenso
         if (m := _BA.match(key)) and (t := re.match(r"pre_fusions\.(\d+)\.", m.group("rest"))):
             pre_taps[m.group("block")] = max(pre_taps.get(m.group("block"), 0), int(t.group(1)) + 1)
 
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state_dict.items():
-        m = _BA.match(key)
-        if m is None:
-            out[key] = value
-            continue
-        block, rest = m.group("block"), m.group("rest")
-        new = _rename(rest, found, pre_taps.get(block, 0))
-        if new is None:
-            unknown.append(key)
-            continue
-        out[f"{block}.{new}"] = value
+    renamed = {key: _rename(key, found, pre_taps) for key in state_dict}
+    unknown = [key for key, new in renamed.items() if new is None]
     if unknown:
         raise UserError(f"unrecognised bridge-attention keys for the {layout} layout: {preview_keys(unknown)}")
-    return out
+    return {renamed[key]: value for key, value in state_dict.items()}

@@ -1,8 +1,7 @@
 """Deployment exports: ONNX (checked with onnxruntime), TorchScript, safetensors and hub-style folders.
 
-ONNX uses PyTorch's ``torch.export``-based exporter (opset 18, its native opset) and falls back to the
-TorchScript-based exporter when an older opset (17) is asked for, since the down-conversion of the new
-exporter's graph to opset 17 fails. Both keep the batch dimension dynamic.
+ONNX opset 18 goes through ``torch.export``; opset 17 through the TorchScript-based exporter, since the new
+exporter's graph does not convert down to 17 (docs/interop.md). Both keep the batch dimension dynamic.
 """
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def save_safetensors(model: nn.Module, path: str | Path, metrics: Mapping[str, A
 def convert_checkpoint(path: str | Path, output: str | Path, model_name: str, version: str = "auto",
                        unsafe: bool = False, num_classes: int | None = None) -> dict[str, Any]:
     """Convert a reference BA-Net checkpoint (any location ``load_model`` takes) to ``output`` (``.safetensors``),
-    checked against ``model_name``; ``num_classes`` defaults to the checkpoint's classifier rows. Returns a
-    summary dict (``layout``, ``model``, ``num_classes``, ``tensors``, ``output``)."""
+    checked against ``model_name`` (``num_classes``: the checkpoint's classifier rows unless given); a summary."""
     if Path(output).suffix != ".safetensors":  # refused before the checkpoint is read
         raise UserError(f"the output must end in .safetensors, got {output}")
     if not Path(path).exists():  # a file or folder: a timm name holds no reference layout
@@ -110,8 +108,7 @@ def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> None:
 
 
 def _example(input_size: tuple[int, ...], batch: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed + batch)
-    return torch.randn(batch, *input_size, generator=g)
+    return torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed + batch))
 
 
 def _onnx_module(name: str) -> Any:
@@ -126,8 +123,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
                 exporter: str = "auto") -> dict[str, Any]:
     """Write ``model`` (eval mode) as ONNX with a dynamic batch axis: input ``input`` ``(B, C, H, W)``,
     output ``output``. ``exporter``: ``"dynamo"`` (torch.export), ``"legacy"`` (TorchScript) or ``"auto"``
-    (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``.
-    """
+    (dynamo for opset >= 18). Returns ``{"path", "opset", "exporter"}``."""
     onnx = _onnx_module("onnx")
     if exporter != "legacy":
         _onnx_module("onnxscript")  # torch's dynamo exporter writes through it
@@ -137,10 +133,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
         exporter = "dynamo" if opset >= 18 else "legacy"
     if exporter not in ("dynamo", "legacy"):
         raise UserError(f"exporter must be 'auto', 'dynamo' or 'legacy', got {exporter!r}")
-    path = Path(path)
-    model = model.eval()
-    check_input_size(model, input_size)
-    with _writing(path) as tmp:  # a failed export leaves no file behind
+    check_input_size(model, input_size)  # also puts the model in eval mode
+    with _writing(Path(path)) as tmp:  # a failed export leaves no file behind
         _write_onnx(model, tmp, input_size, opset, exporter)
         proto = onnx.load(str(tmp), load_external_data=False)
         meta = _metadata_or_empty(model)
@@ -193,7 +187,6 @@ def verify_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, ...],
 
 def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int, ...]) -> dict[str, Any]:
     """Trace ``model`` (eval mode) with a batch of 2 and save it. Returns ``{"path"}``."""
-    path = Path(path)
     check_input_size(model, input_size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # shape checks that are constant for a fixed model
@@ -202,7 +195,7 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: tuple[int
     # first: TorchScript's own file writer aborts the process (SIGABRT) when the disk is full.
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={"bridgeattn.json": json.dumps(_metadata_or_empty(model))})
-    with _writing(path) as tmp:
+    with _writing(Path(path)) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return {"path": str(path)}
 
@@ -222,25 +215,20 @@ def export_model(model: nn.Module, fmt: str, output: str | Path, input_size: tup
                  command: str | None = None, run: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``model`` in ``fmt`` (one of :data:`FORMATS`), with its preprocessing, and check it against
     ``reference`` (default: itself). ``metrics``, ``command``, ``run``: as :func:`~.hub.save_pretrained` takes them.
-    Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``).
-    """
+    Returns ``format``, ``path`` and for onnx/torchscript ``max_abs_diff`` and ``ok`` (``<= atol``)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    reference = model if reference is None else reference
     summary: dict[str, Any] = {"format": fmt, "input_size": list(input_size)}
     if fmt == "onnx":
         summary.update(export_onnx(model, output, input_size, opset=opset, exporter=exporter))
-        if verify:
-            summary["max_abs_diff"] = verify_onnx(reference, output, input_size)
     elif fmt == "torchscript":
         summary.update(export_torchscript(model, output, input_size))
-        if verify:
-            summary["max_abs_diff"] = verify_torchscript(reference, output, input_size)
     elif fmt == "safetensors":
         summary["path"] = str(save_safetensors(model, output, metrics=metrics))
     else:
         summary["path"] = str(save_pretrained(model, output, metrics=metrics, command=command, run=run))
-    if "max_abs_diff" in summary:
-        summary["atol"] = atol
-        summary["ok"] = bool(summary["max_abs_diff"] <= atol)
+    if verify and fmt in ("onnx", "torchscript"):
+        check = verify_onnx if fmt == "onnx" else verify_torchscript
+        diff = check(model if reference is None else reference, output, input_size)
+        summary.update(max_abs_diff=diff, atol=atol, ok=bool(diff <= atol))
     return summary

@@ -6,8 +6,6 @@ with ``timm.create_model("hf-hub:USER/REPO", pretrained=True)`` (after ``import 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -35,9 +33,7 @@ _SOURCE_KEYS = ("tag", "paper_ids", "paper_name", "origin_url", "notes", "licens
 
 
 def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value)
+    return f"{value:.6g}" if isinstance(value, float) else str(value)  # nan and inf print as they are
 
 
 def _table(rows: Mapping[str, Any]) -> str:
@@ -92,8 +88,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
     """Write ``model`` (DDP and EMA wrappers unwrapped) as a hub-style folder, its preprocessing in ``config.json``;
     a failure (a full disk) leaves nothing behind. ``metrics`` (``{"top1": 91.2}``) go to the card and
     ``config.json``; ``model_args`` add to the arguments timm records; ``command`` (what measured the metrics) is
-    quoted in the card; ``run``: ``name`` (recorded as the tag), ``data``, ``init_from`` (a warm start's weights).
-    """
+    quoted in the card; ``run``: ``name`` (recorded as the tag), ``data``, ``init_from`` (a warm start's weights)."""
     model, run = unwrap_model(model), dict(run or {})
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if "architecture" not in cfg or not hasattr(model, "num_classes"):
@@ -101,12 +96,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
                         "features_only or hand-built module)")
     if any(isinstance(m, FusedBridgeAttention) for m in model.modules()):
         raise UserError("this model has fused bridge gates (inference only); save it before calling fuse()")
-    metrics = dict(metrics or {})
-    try:
-        json.dumps([metrics, run])
-    except TypeError as exc:
-        raise UserError(f"metrics must be JSON-serialisable numbers and strings ({exc})") from None
-    directory = Path(directory)
+    metrics, directory = dict(metrics or {}), Path(directory)
     preprocessing = model_preprocessing(model).to_dict()
     model_config = {"metrics": metrics, "data": run.get("data"), "init_from": run.get("init_from"), "command": command}
     model_config = {k: v for k, v in model_config.items() if v}
@@ -123,8 +113,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
             os.replace(tmp, directory)
         for item in tmp.iterdir() if tmp.exists() else []:  # into an existing folder: file by file
             os.replace(item, directory / item.name)
-    except ValueError as exc:  # e.g. a non-serialisable construction argument such as a class
-        raise UserError(f"cannot record the model's arguments: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a construction argument such as a class, a metric such as a tensor
+        raise UserError(f"cannot record the model's arguments or metrics as JSON: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot write {directory}: {exc.strerror or exc}") from None
     finally:
@@ -136,8 +126,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: Mapping[st
 def from_pretrained(directory: str | Path, **kwargs: Any) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` in eval mode; another ``num_classes`` re-initialises the
     classifier (fine-tuning), other ``kwargs`` go to ``create_model`` (e.g. ``drop_path_rate``)."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
+    if not Path(directory, "config.json").is_file():
         raise UserError(f"{directory} is not a saved model folder (no config.json); create one with save_pretrained")
     num_classes = kwargs.pop("num_classes", None)
     model = load_model(directory, **kwargs).model

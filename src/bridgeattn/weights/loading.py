@@ -6,6 +6,7 @@ nothing stored in a file starts a download. The model's ``pretrained_cfg`` carri
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,12 +65,8 @@ def resolve_location(location: str | Path) -> tuple[Path, str]:
     """The weights file ``location`` stands for, and its kind: ``"run"``, ``"hub"``, ``"file"`` or ``"timm"``
     (a timm name with weights, when no such file or folder exists; the path is the name)."""
     path = Path(location).expanduser()
-    if isinstance(location, str) and not path.exists() and timm.is_model(location.split(".", 1)[0]):
-        try:
-            cfg = timm.get_pretrained_cfg(location)
-        except RuntimeError:  # an unknown tag
-            cfg = None
-        if cfg is not None and (cfg.hf_hub_id or cfg.url or cfg.file):
+    if isinstance(location, str) and not path.exists() and timm.is_model(location):
+        if timm.is_model_pretrained(location):  # a url, file or hub id registered for the name (and its tag)
             return Path(location), "timm"
         raise UserError(f"{location}: no such file or folder, and timm has no weights for it")
     if path.is_dir():
@@ -105,7 +102,7 @@ def timm_weights(name: str) -> nn.Module:
                             f"{OFFLINE_HINT}") from None
     try:
         return timm.create_model(name, pretrained=True)
-    except (OSError, ConnectionError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
         raise UserError(f"{name}: timm's weights could not be loaded ({first_line(exc)}); {OFFLINE_HINT}") from None
 
 
@@ -114,8 +111,7 @@ def build_model(name: Any, kwargs: Mapping[str, Any], source: str = "the weights
     and without the arguments in :data:`REMOTE_KWARGS` (logged when dropped)."""
     if not isinstance(name, str) or not name:
         raise UserError(f"{source} does not say which model it holds; pass --model NAME")
-    dropped = sorted(k for k in kwargs if k in REMOTE_KWARGS)
-    if dropped:
+    if dropped := sorted(k for k in kwargs if k in REMOTE_KWARGS):
         log.warning("ignoring %s stored with %s: loading saved weights never downloads", ", ".join(dropped), source)
     kwargs = {k: v for k, v in kwargs.items() if k not in REMOTE_KWARGS}
     try:
@@ -146,9 +142,8 @@ def stored_train_config(config: Mapping[str, Any]) -> TrainConfig:
 
 
 def shapes_from_weights(name: str, state: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """``num_classes`` and ``in_chans`` read off the tensors the model's pretrained_cfg names as its
-    classifier and first conv."""
-    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    """``num_classes`` and ``in_chans`` read off the tensors ``pretrained_cfg`` names as classifier and first conv."""
+    cfg = timm.get_pretrained_cfg(name)  # None for a name timm does not know
     if cfg is None:
         return {}
     names = [v[0] if isinstance(v, (tuple, list)) else v for v in (cfg.classifier, cfg.first_conv)]
@@ -167,16 +162,6 @@ def match_dtype(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
         model.to(dtype=torch.float64)
 
 
-def _hub_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{folder}/config.json is not readable JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{folder}/config.json is not a model config (expected a JSON object)")
-    return config
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
@@ -188,8 +173,7 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
     ``model_name``: for files that do not name their model (must agree with one that does). ``use_ema``: a
     checkpoint's EMA weights. ``overrides``: construction arguments over the stored ones (e.g. ``drop_path_rate``).
     ``build=False``: the weights alone (``.state``), for a warm start. ``reference`` (``"bav1"``, ``"bav2"``,
-    ``"auto"``): the weights must be a BA-Net checkpoint of that layout (``convert``).
-    """
+    ``"auto"``): the weights must be a BA-Net checkpoint of that layout (``convert``)."""
     file, kind = resolve_location(location)
     if kind == "timm":
         model = timm_weights(str(location)).eval()
@@ -199,15 +183,12 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
         return LoadedModel(model, name, model_preprocessing(model), "timm", file)
     obj = ckpt.read(file, unsafe=unsafe)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
-    try:
+    layout = "ours"
+    with contextlib.suppress(UserError):  # no bridge keys: nothing to rename (refused if a reference was asked for)
         layout = detect_layout(state)
-    except UserError:  # no bridge keys: refused only when a reference layout was asked for
-        if reference:
-            raise
-        layout = "ours"
-    layout = None if layout == "ours" else layout  # the reference layout whose keys are renamed
-    if layout or reference:  # ours pass through; a reference version asked for is checked either way
+    if layout != "ours" or reference:  # a reference version asked for is checked either way
         state = convert_official_state_dict(state, reference or "auto")
+    layout = None if layout == "ours" else layout  # the reference layout whose keys were renamed
     if not build:  # the weights alone: nothing else in the file is read
         return LoadedModel(None, None, None, kind, file, state=state, layout=layout)
     training = isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), Mapping)
@@ -220,10 +201,9 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
     model = build_model(name, kwargs, source=str(about.source))
     match_dtype(model, state)
     load_state_dict_strict(model, state, source=f"checkpoint {file.name}")
-    prep = about.preprocessing
+    prep = about.preprocessing or model_preprocessing(model)  # recorded with the weights, else the model's defaults
     if isinstance(prep, Mapping):
         prep = Preprocessing.from_dict(prep, in_chans=getattr(model, "in_chans", None))
-    prep = prep or model_preprocessing(model)
     labels = list(about.labels) if isinstance(about.labels, (list, tuple)) and about.labels else None
     return LoadedModel(set_preprocessing(model, prep).eval(), name, prep, about.kind, file, about.config,
                        about.extras, about.metrics, labels, layout=layout)
@@ -273,7 +253,13 @@ def _describe_weights(obj: Any, file: Path, kind: str, layout: str | None) -> _D
     """A bare state dict, described by a hub folder's config.json or a safetensors file's metadata (export,
     convert); a timm ``train.py`` checkpoint names its model in ``arch``."""
     if kind == "hub":
-        source, meta = file.parent / "config.json", _hub_config(file.parent)
+        source = file.parent / "config.json"
+        try:
+            meta = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{source} is not readable JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{source} is not a model config (expected a JSON object)")
         meta["preprocessing"] = meta.get("pretrained_cfg")
     else:
         source, meta, kind = file, safetensors_metadata(file), "reference" if layout else "weights"

@@ -1,9 +1,8 @@
 """Reading weights files without running code from them, and fitting their state dicts to a model.
 
-``torch.load(weights_only=True)`` refuses a pickle that would import or call anything; ``unsafe=True``, for files
-from a trusted source, comes only from the caller (a flag or a Python argument), never from a file. A file is
-recognised by its content (a ``torch.save`` archive or legacy pickle, or safetensors); anything else (empty,
-random bytes, an image renamed ``.pth``) is "not a checkpoint", never "may run code".
+``torch.load(weights_only=True)`` refuses a pickle that would import or call anything; ``unsafe=True`` (trusted
+files) comes only from the caller, never from a file. A file is recognised by its content: anything but a
+``torch.save`` archive, a legacy pickle or safetensors (empty, random bytes) is "not a checkpoint", not "may run code".
 """
 from __future__ import annotations
 
@@ -24,8 +23,7 @@ from timm.models import clean_state_dict
 
 from ..errors import UserError, first_line, preview_keys
 
-__all__ = ["UNSAFE_HINT", "load_file", "load_state_dict_strict", "safetensors_metadata",
-           "state_dict_from"]
+__all__ = ["UNSAFE_HINT", "load_file", "load_state_dict_strict", "safetensors_metadata", "state_dict_from"]
 
 UNSAFE_HINT = "it may run code when loaded; if you trust its source, pass --unsafe-load (unsafe=True in Python)"
 # What torch.save writes first in its legacy (non-zip) format: the pickled magic number, protocol 2.
@@ -64,9 +62,8 @@ def _runs_code(path: Path, exc: BaseException) -> bool:
 
 
 def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: str | torch.device = "cpu") -> Any:
-    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``; ``UserError``
-    (one line) for a missing, empty, truncated or unrecognised file, and for a pickle that runs code unless
-    ``unsafe``."""
+    """Load a ``.safetensors`` file (as a state dict) or a torch pickle with ``weights_only=True``; a one-line
+    ``UserError`` for a missing, empty, truncated or unrecognised file and, unless ``unsafe``, code in a pickle."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such file: {path}")
@@ -81,10 +78,8 @@ def load_file(path: str | os.PathLike[str], unsafe: bool = False, map_location: 
     if kind == "unknown":
         raise UserError(f"{path} is not a checkpoint (neither a torch.save file nor safetensors)")
     try:
-        if unsafe:
-            return torch.load(path, map_location=map_location, weights_only=False)
         with torch.serialization.safe_globals(SAFE_GLOBALS):  # scoped to this load, not process-wide
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=not unsafe)
     except pickle.UnpicklingError as exc:
         if not unsafe and _runs_code(path, exc):
             raise UserError(f"refused to load {path}: {UNSAFE_HINT}") from None
@@ -111,9 +106,8 @@ def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def state_dict_from(obj: Any, use_ema: bool = False, source: str = "the file") -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint (bare, or under one of :data:`_STATE_DICT_KEYS`, with ``use_ema``
-    :data:`_EMA_KEYS`), without DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes (timm's
-    ``clean_state_dict``)."""
+    """The state dict in a loaded checkpoint (bare, or under a key of :data:`_STATE_DICT_KEYS`, :data:`_EMA_KEYS` with
+    ``use_ema``), less DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (timm's ``clean_state_dict``)."""
     if isinstance(obj, Mapping):
         keys = _EMA_KEYS if use_ema else _STATE_DICT_KEYS
         found = next((k for k in keys if isinstance(obj.get(k), Mapping)), None)
