@@ -254,9 +254,9 @@ class EpochStats:
 
 
 def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One pass over the training data (the rest of it after ``partial``, where a stopped run left it): the
-    ``EpochStats``, or ``stopped_at`` when the ranks voted to stop on a signal. A non-finite loss stops the run at the
-    next read, naming the first bad step; with ``skip_nonfinite`` a bad step is skipped on every rank."""
+    """One pass over the training data (the rest of it after ``partial``, where a stopped run left it): mean loss,
+    samples, seconds and lr curve, or ``stopped_at`` and the running sums when the ranks voted to stop on a signal. A
+    non-finite loss stops the run at the next read, naming the first bad step, unless ``skip_nonfinite`` skips it."""
     net, accum = run.net, run.cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
     done, loader = resume_position(run, partial)
