@@ -175,7 +175,7 @@ class EpochStats:
     def __init__(self, run: Run, epoch: int, batches: int, done: int, partial: dict[str, Any] | None) -> None:
         self.run, self.epoch, self.batches, self.accum = run, epoch, batches, run.cfg.optim.grad_accum
         self.values = torch.zeros(2, SYNC_EVERY * self.accum, device=run.dist.device)  # loss x samples; skipped
-        self.first, self.steps_before = done, run.step - done // self.accum  # the window's first micro-batch
+        self.first, self.earlier_steps = done, run.step - done // self.accum  # the window's first micro-batch
         partial = partial or {}
         self.sums = tuple(partial.get("sums", (0.0, 0.0)))  # (loss x samples, samples) of the finite losses read
         self.lr_curve = list(partial.get("lr_curve", []))  # [epoch as a fraction, lr of that step]
@@ -238,7 +238,7 @@ class EpochStats:
             step_losses = losses[start:start + self.accum]
             bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
             index = self.first + start  # micro-batch index in the epoch
-            step = self.steps_before + index // self.accum + 1
+            step = self.earlier_steps + index // self.accum + 1
             if bad:
                 self.skip(f"non-finite loss ({step_losses[bad[0]] / samples})", step, index + bad[0])
             elif skipped[start + self.accum - 1]:
