@@ -1,7 +1,6 @@
 """Hardware-dependent numerics, one policy for training, evaluation and benchmarks: float16 autocast on CUDA,
 bfloat16 on a CPU only where it computes bf16 natively (elsewhere it is slower than float32); the run's report of
-its choices; the one timed training step of the benchmark and the CPU probe. ``BRIDGEATTN_NO_NATIVE_BF16=1``
-emulates a CPU without native bf16 (docs/speed.md, "Emulating the slow CPU")."""
+its choices; the one timed training step of the benchmark and the CPU probe (docs/speed.md)."""
 from __future__ import annotations
 
 import contextlib
