@@ -31,10 +31,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def under_torchrun() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
 def restart_count() -> int:
     """How often torchrun restarted this job (``--max-restarts``); 0 outside torchrun."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
@@ -48,12 +44,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
         return torch.device(name if ":" in name else f"cuda:{local_rank}")
     return torch.device("cpu")
-
-
-def collective_timeout() -> timedelta:
-    """How long a rank waits for the others (``BRIDGEATTN_DIST_TIMEOUT_S``) before it fails, so that torchrun's
-    ``--max-restarts`` restarts the job instead of it hanging."""
-    return timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
 
 
 PR_SET_PDEATHSIG = 1  # prctl option from <linux/prctl.h>: a signal for this process when its parent dies
@@ -75,7 +65,7 @@ def die_with_parent() -> None:
 
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
-    if not under_torchrun():
+    if "LOCAL_RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not launched by torchrun
         return DistInfo(device=resolve_device(device))
     rank, world, local = (int(os.environ.get(name, "0")) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(name)]
@@ -86,18 +76,20 @@ def setup(device: str = "auto") -> DistInfo:
     die_with_parent()
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
+        # a rank that waits longer for the others fails, so that torchrun's --max-restarts restarts the job
+        timeout = timedelta(seconds=float(os.environ.get("BRIDGEATTN_DIST_TIMEOUT_S", "1800")))
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
         store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                              is_master=not agent_store and rank == 0, timeout=collective_timeout())
+                              is_master=not agent_store and rank == 0, timeout=timeout)
         # prefixed by the attempt: after an elastic restart the store still holds the killed processes' addresses
         store = dist.PrefixStore(f"bridgeattn/attempt-{restart_count()}", store)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
-                                device_id=dev if dev.type == "cuda" else None, timeout=collective_timeout())
+                                device_id=dev if dev.type == "cuda" else None, timeout=timeout)
         global _control_group
         # a CPU group for small votes (stop requests), so they never wait on the device
-        _control_group = dist.new_group(backend="gloo", timeout=collective_timeout()) if dev.type == "cuda" else None
+        _control_group = dist.new_group(backend="gloo", timeout=timeout) if dev.type == "cuda" else None
     return DistInfo(rank, world, dev)
 
 
@@ -147,13 +139,10 @@ class StopVote:
     def poll(self, wanted: bool) -> bool:
         if not active():
             return wanted
-        decided = False
-        if self.work is not None:
-            self.work.wait()
-            decided = self.buffer.item() > 0
-            self.work = None
+        self.close()
+        decided = self.buffer.item() > 0  # the vote the previous call started (none before the first)
         if not decided:
-            self.buffer.fill_(1.0 if wanted else 0.0)
+            self.buffer.fill_(float(wanted))
             self.work = dist.all_reduce(self.buffer, group=_control_group, async_op=True)
         return decided
 
@@ -168,27 +157,26 @@ class ResumableSampler(DistributedSampler):
     so a run resumed mid-epoch gets exactly the remaining batches of the interrupted epoch. With ``keyed`` it
     yields ``(epoch, index)``, so that persistent workers know the epoch of each sample."""
 
-    start: int = 0
-    keyed: bool = False
+    def __init__(self, *args: Any, keyed: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keyed, self.start = keyed, 0
 
     def __iter__(self) -> Iterator[Any]:
         indices = itertools.islice(super().__iter__(), self.start, None)
-        epoch = self.epoch
-        return ((epoch, index) for index in indices) if self.keyed else indices
+        return zip(itertools.repeat(self.epoch), indices) if self.keyed else indices
 
     def __len__(self) -> int:
         return super().__len__() - self.start
 
 
-def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: list[str] | None = None,
-                    env: dict[str, str] | None = None, train_args: list[str] | None = None) -> int:
+def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, env: dict[str, str] | None = None,
+                    train_args: list[str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes on this machine under
-    torchrun (``extra``: its flags; ``env``: the workers'); its status, 128 + the signal number after a signal.
-    SIGTERM, SIGUSR1 and Ctrl-C are passed on once (the workers checkpoint and stop); a second one kills torchrun.
-    """
+    torchrun (``env``: the workers'); its status, 128 + the signal number after a signal. SIGTERM, SIGUSR1 and
+    Ctrl-C are passed on once (the workers checkpoint and stop); a second one kills torchrun."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            f"--max-restarts={max_restarts}", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
-           *(extra or []), "-m", "bridgeattn", "train", "--config", config_path, *(train_args or [])]
+           "-m", "bridgeattn", "train", "--config", config_path, *(train_args or [])]
     env = {**os.environ, **(env or {})}
     # one process per core share: keep each process's intra-op threads from oversubscribing the machine
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -201,8 +189,8 @@ def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, extra: 
         received.append(signum)
         proc.send_signal(signum if len(received) == 1 else signal.SIGKILL)
 
-    names = [n for n in ("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP") if hasattr(signal, n)]
-    previous = {getattr(signal, n): signal.signal(getattr(signal, n), forward) for n in names}
+    passed_on = ("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP")
+    previous = {sig: signal.signal(sig, forward) for sig in signal.Signals if sig.name in passed_on}
     try:
         code = proc.wait()
     finally:

@@ -1,7 +1,6 @@
 """Hardware-dependent numerics, one policy for training, evaluation and benchmarks: float16 autocast on CUDA,
 bfloat16 on a CPU only where it computes bf16 natively (elsewhere it is slower than float32); the run's report of
-its choices; the one timed training step of the benchmark and the CPU probe. ``BRIDGEATTN_NO_NATIVE_BF16=1``
-emulates a CPU without native bf16 (docs/speed.md, "Emulating the slow CPU")."""
+its choices; the one timed training step of the benchmark and the CPU probe (docs/speed.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +78,7 @@ def step_function(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
                   train: bool = True, compile: bool = False) -> Callable[[], None]:
     """One timed step of ``model`` (through ``torch.compile`` with ``compile``) on ``x`` ``(B, C, H, W)``, autocast
     to ``dtype`` (None: float32): a ``no_grad`` forward, or with ``train`` forward, cross-entropy against ``target``
-    ``(B,)``, backward and an SGD step with learning rate 0 (the optimizer's work done, the weights left as they are).
-    """
+    ``(B,)``, backward and an SGD step with learning rate 0 (the optimizer's work done, the weights unchanged)."""
     forward = torch.compile(model, dynamic=False) if compile else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9) if train else None
 
@@ -111,7 +109,7 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
                        rounds: int = 3) -> tuple[dict[str, Any], str]:
     """Which precision (float32, or bf16 with ``try_bf16`` on a native-bf16 CPU), memory format and thread count
     (torch's or one) train ``model`` fastest on this CPU now: ``{"amp", "channels_last", "threads"}`` and a line of
-    img/s. After a warm-up step, ``rounds`` rounds time one step of each candidate in turn (a changing load hits
+    img/s. After a warm-up round, ``rounds`` rounds time one step of each candidate in turn (a changing load hits
     them alike); the median decides."""
     dtypes = [None, torch.bfloat16] if try_bf16 and cpu_has_native_bf16() else [None]
     threads_before = torch.get_num_threads()
@@ -123,16 +121,13 @@ def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: tor
         steps.update({(dtype, cl, n): step for n in sorted({threads_before, 1}, reverse=True)})
     times: dict[tuple[torch.dtype | None, bool, int], list[float]] = {key: [] for key in steps}
     try:
-        for (_, _, n), step in steps.items():
-            torch.set_num_threads(n)
-            step()
-        for _ in range(rounds):
+        for _ in range(rounds + 1):  # the first round warms up
             for key, step in steps.items():
                 torch.set_num_threads(key[2])
                 times[key].append(time_steps(step, 1, images.device))
     finally:
         torch.set_num_threads(threads_before)
-    seconds = {key: statistics.median(t) for key, t in times.items()}
+    seconds = {key: statistics.median(t[1:]) for key, t in times.items()}
     dtype, channels_last, threads = min(seconds, key=seconds.get)
     timings = ", ".join(f"{'bf16' if d else 'fp32'} {'channels_last' if cl else 'NCHW'} {n}t {len(images) / s:.0f}"
                         for (d, cl, n), s in seconds.items())

@@ -39,17 +39,14 @@ class StopRequest:
         return self.signal_name is not None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
         if self.signal_name is None:
             self.signal_name = signal.Signals(signum).name
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for name in SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._previous[sig] = signal.signal(sig, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in signal.Signals if sig.name in SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,8 +1,9 @@
 """``train_one_epoch`` and its parts: the run's state, where an epoch (re)starts, the optimizer step, the
-non-finite guard and the host-sync window."""
+non-finite guard and the epoch's statistics, read on the host once per window of steps."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -88,12 +89,10 @@ class Run:
         return max(group["lr"] for group in self.optimizer.param_groups)
 
 
-def resume_position(run: Run, partial: dict[str, Any] | None) -> tuple[int, float, tuple[float, float], Iterator]:
-    """Where this epoch starts: batches done, seconds taken, (loss x samples, samples) so far, and the loader
-    positioned at the next batch, with the RNG states as a stopped run left them."""
-    done, seconds, sums = 0, 0.0, (0.0, 0.0)
-    if partial is not None:
-        done, seconds, sums = partial["batch"], partial["seconds"], tuple(partial["sums"])
+def resume_position(run: Run, partial: dict[str, Any] | None) -> tuple[int, Iterator]:
+    """Batches of this epoch already done, and the loader positioned at the next one with the RNG states as a stopped
+    run left them."""
+    done = partial["batch"] if partial is not None else 0
     resumable = isinstance(run.sampler, distributed.ResumableSampler)
     if resumable:  # set every epoch: 0, or this rank's samples already trained on
         run.sampler.start = done * run.cfg.optim.batch_size
@@ -103,7 +102,7 @@ def resume_position(run: Run, partial: dict[str, Any] | None) -> tuple[int, floa
             next(loader)
     if partial is not None:
         ckpt.set_rng_state(partial["rng"])  # the generators exactly as they were when the run stopped
-    return done, seconds, sums, loader
+    return done, loader
 
 
 def to_device(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,32 +116,27 @@ def to_device(run: Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[tor
 def optimizer_step(run: Run, params: list[nn.Parameter]) -> torch.Tensor | None:
     """Clip, step, update the scaler and EMA; with ``skip_nonfinite`` skip a step whose gradient norm is not finite
     and return that device-side flag (0-dim bool), else None. Fused optimizers and the fp16 scaler take the flag on
-    the device; others read it once per step (zeroing the gradients would still apply weight decay and momentum).
-    """
+    the device; others read it (zeroing the gradients would still apply weight decay and momentum)."""
     cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
     skip = cfg.run.skip_nonfinite > 0
-    found = None
     if cfg.optim.clip_grad or skip:
         scaler.unscale_(optimizer)  # a no-op without fp16 scaling
     if cfg.optim.clip_grad:
         norm = nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
     elif skip:
         norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    found = ~torch.isfinite(norm) if skip else None
     stepped = True
-    if skip:
-        found = ~torch.isfinite(norm)
-        if scaler.is_enabled():
-            scaler.step(optimizer)  # the scaler skips non-finite steps itself
-        elif getattr(optimizer, "_step_supports_amp_scaling", False):
-            optimizer.found_inf = found.float()  # fused optimizers skip the update on the device
-            optimizer.step()
-            del optimizer.found_inf
-        else:
-            stepped = not found.item()
-            if stepped:
-                optimizer.step()
+    if found is None or scaler.is_enabled():
+        scaler.step(optimizer)  # the fp16 scaler skips non-finite steps itself
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = found.float()  # fused optimizers skip the update on the device
+        optimizer.step()
+        del optimizer.found_inf
     else:
-        scaler.step(optimizer)
+        stepped = not found.item()
+        if stepped:
+            optimizer.step()
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     if run.ema is not None and stepped:
@@ -173,17 +167,20 @@ class NonFiniteGuard:
         return loss * torch.where(self.finite, 1.0, math.nan)  # NaN gradients carry the vote to every rank
 
 
-class LossWindow:
-    """Per-micro-batch losses and "skipped" flags kept on the device, brought to the host every ``SYNC_EVERY``
-    optimizer steps and at the end of an epoch (one collective, one read), so no step waits for the device; the
-    progress bar shows what was read."""
+class EpochStats:
+    """An epoch's statistics as it runs: its clock, progress bar and learning-rate curve, and the losses and
+    "skipped" flags of its micro-batches, kept on the device and brought to the host every ``SYNC_EVERY`` optimizer
+    steps and at the end (one collective, one read), so that no step waits for the device."""
 
-    def __init__(self, run: Run, epoch: int, batches: int, done: int, sums: tuple[float, float]) -> None:
-        self.run, self.epoch, self.batches = run, epoch, batches
-        self.accum = run.cfg.optim.grad_accum
+    def __init__(self, run: Run, epoch: int, batches: int, done: int, partial: dict[str, Any] | None) -> None:
+        self.run, self.epoch, self.batches, self.accum = run, epoch, batches, run.cfg.optim.grad_accum
         self.values = torch.zeros(2, SYNC_EVERY * self.accum, device=run.dist.device)  # loss x samples; skipped
-        self.first, self.first_step = done, run.step - done // self.accum  # the window's first micro-batch
-        self.sums, self.samples, self.start = sums, run.cfg.optim.batch_size, time.perf_counter()
+        self.first, self.earlier_steps = done, run.step - done // self.accum  # the window's first micro-batch
+        partial = partial or {}
+        self.sums = tuple(partial.get("sums", (0.0, 0.0)))  # (loss x samples, samples) of the finite losses read
+        self.lr_curve = list(partial.get("lr_curve", []))  # [epoch as a fraction, lr of that step]
+        self.lr_every = max(1, run.updates_per_epoch // LR_POINTS)
+        self.seconds, self.start = partial.get("seconds", 0.0), time.perf_counter()
         self.bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{run.cfg.optim.epochs}", unit="batch",
                         dynamic_ncols=True, disable=not (run.options.progress and run.dist.is_main), leave=False)
 
@@ -191,25 +188,28 @@ class LossWindow:
         self.values[0, index - self.first] = loss.detach() * samples
 
     def add_step(self, index: int, skipped: torch.Tensor | None) -> None:
+        """Micro-batch ``index`` ended an optimizer step: record its lr and skipped flag; read a full window."""
+        step = index // self.accum
+        if step % self.lr_every == 0:
+            self.lr_curve.append([self.epoch + step / self.run.updates_per_epoch, self.run.lr()])
         if skipped is not None:
             self.values[1, index - self.first] = skipped
+        self.bar.update(self.accum)
+        if (step + 1) % SYNC_EVERY == 0:
+            self.read(index + 1)
 
-    def advance(self, end: int, stepped: bool) -> None:
-        """Micro-batch ``end - 1`` is done; read the window after every ``SYNC_EVERY``-th optimizer step."""
-        self.bar.update(1)
-        if stepped and (self.run.step - self.first_step) % SYNC_EVERY == 0:
-            before = self.sums
-            loss_sum, seen = self.read(end)
-            self.bar.set_postfix(loss=f"{(loss_sum - before[0]) / max(seen - before[1], 1.0):.4f}",
-                                 lr=f"{self.run.lr():.2e}",
-                                 img_s=f"{seen / max(time.perf_counter() - self.start, 1e-9):.0f}")
-
-    def close(self, end: int) -> tuple[float, float]:
-        """Read what is left up to micro-batch ``end - 1``; the epoch's (loss x samples, samples)."""
+    def close(self, stopped_at: int) -> dict[str, Any]:
+        """Read what is left: mean loss, samples, seconds and the lr curve; or, stopped part-way (``stopped_at``
+        batches done), the running sums in place of the mean."""
+        end = stopped_at or self.batches
         if self.first < end:
             self.read(end)
         self.bar.close()
-        return self.sums
+        loss_sum, seen = self.sums
+        common = {"epoch_time_s": self.seconds + time.perf_counter() - self.start, "lr_curve": self.lr_curve}
+        if stopped_at:
+            return {"stopped_at": stopped_at, "sums": [loss_sum, seen], **common}
+        return {"train_loss": loss_sum / max(seen, 1.0), "train_samples": int(seen), **common}
 
     def skip(self, what: str, step: int, batch: int) -> None:
         """Count a skipped step with a NaN/Inf loss or gradient; stop the run beyond ``skip_nonfinite`` of them."""
@@ -225,52 +225,47 @@ class LossWindow:
         if run.dist.is_main:
             log.warning("warning: %s at %s: step skipped (%d/%d allowed)", what, where, run.skipped_steps, allowed)
 
-    def read(self, end: int) -> tuple[float, float]:
+    def read(self, end: int) -> None:
         """Add micro-batches ``first .. end - 1`` with a finite loss on every rank, one at a time (the same sums
-        wherever windows start: a mid-epoch resume starts one); report bad steps. Returns the sums."""
+        wherever windows start: a mid-epoch resume starts one); report bad steps and show the window on the bar."""
         used = end - self.first
         block = distributed.all_reduce_sum(self.values[:, :used].double())  # a NaN on any rank makes the sum NaN
         losses, skipped = block.tolist()
         self.values.zero_()
-        world, accum = self.run.dist.world_size, self.accum
+        samples = self.run.cfg.optim.batch_size * self.run.dist.world_size  # of a micro-batch, over all ranks
         loss_sum, seen = self.sums
-        for start in range(0, used, accum):
-            step_losses = losses[start:start + accum]
+        for start in range(0, used, self.accum):
+            step_losses = losses[start:start + self.accum]
             bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
             index = self.first + start  # micro-batch index in the epoch
-            step = self.first_step + index // accum + 1
+            step = self.earlier_steps + index // self.accum + 1
             if bad:
-                value = step_losses[bad[0]] / (self.samples * world)
-                self.skip(f"non-finite loss ({value})", step, index + bad[0])
-            elif skipped[start + accum - 1]:
-                self.skip("non-finite gradient", step, index + accum - 1)
+                self.skip(f"non-finite loss ({step_losses[bad[0]] / samples})", step, index + bad[0])
+            elif skipped[start + self.accum - 1]:
+                self.skip("non-finite gradient", step, index + self.accum - 1)
             for value in step_losses:
                 if math.isfinite(value):
                     loss_sum += value
-                    seen += self.samples * world
+                    seen += samples
+        self.bar.set_postfix(loss=f"{(loss_sum - self.sums[0]) / max(seen - self.sums[1], 1.0):.4f}",
+                             lr=f"{self.run.lr():.2e}",
+                             img_s=f"{seen / max(time.perf_counter() - self.start, 1e-9):.0f}")
         self.first, self.sums = end, (loss_sum, seen)
-        return self.sums
 
 
 def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None) -> dict[str, Any]:
     """One pass over the training data (the rest of it after ``partial``, where a stopped run left it): mean loss,
-    samples, seconds and the lr curve; or, when the ranks voted to stop on a signal, ``stopped_at`` (batches done)
-    with the running sums. A non-finite loss stops the run at the next ``LossWindow`` read, naming the first bad
-    step; with ``skip_nonfinite`` a bad step is skipped on every rank (``NonFiniteGuard``, ``optimizer_step``).
-    """
+    samples, seconds and lr curve, or ``stopped_at`` and the running sums when the ranks voted to stop on a signal. A
+    non-finite loss stops the run at the next read, naming the first bad step, unless ``skip_nonfinite`` skips it."""
     net, accum = run.net, run.cfg.optim.grad_accum
     batches = run.updates_per_epoch * accum  # trailing batches that do not fill an optimizer step are left out
-    done, seconds_before, sums, loader = resume_position(run, partial)
-    window = LossWindow(run, epoch, batches, done, sums)
+    done, loader = resume_position(run, partial)
+    stats = EpochStats(run, epoch, batches, done, partial)
     guard = NonFiniteGuard(run.model, enabled=run.cfg.run.skip_nonfinite > 0)
     params = [p for p in run.model.parameters() if p.requires_grad]
-    lr_every = max(1, run.updates_per_epoch // LR_POINTS)
-    lr_curve = list(partial.get("lr_curve", [])) if partial else []  # [epoch as a fraction, lr of that step]
     stopped_at = 0
     net.train()
-    for index, (images, labels) in enumerate(loader, start=done):
-        if index >= batches:
-            break
+    for index, (images, labels) in enumerate(itertools.islice(loader, batches - done), start=done):
         images, targets = to_device(run, images, labels)
         last_micro = (index + 1) % accum == 0
         # gradients are all-reduced only on the batch that completes an optimizer step
@@ -278,24 +273,15 @@ def train_one_epoch(run: Run, epoch: int, partial: dict[str, Any] | None = None)
         with guard.protect(), sync:
             with autocast(run.dist.device, run.amp_dtype):
                 loss = run.criterion(net(images), targets)
-            window.add_loss(index, loss, len(labels))
+            stats.add_loss(index, loss, len(labels))
             run.scaler.scale(guard.poison(loss) / accum).backward()
         if last_micro:
-            if (index // accum) % lr_every == 0:
-                lr_curve.append([epoch + (index // accum) / run.updates_per_epoch, run.lr()])
             run.step += 1
-            window.add_step(index, optimizer_step(run, params))
+            stats.add_step(index, optimizer_step(run, params))
             if run.scheduler is not None:
                 run.scheduler.step_update(num_updates=run.step)
             if run.vote.poll(run.stop.requested):  # a signal: stop here, on every rank at the same step
                 stopped_at = index + 1
-        window.advance(index + 1, last_micro)
-        if stopped_at:
-            break
-    sums = window.close(stopped_at or batches)
+                break
     del loader
-    seconds = seconds_before + time.perf_counter() - window.start
-    if stopped_at:
-        return {"stopped_at": stopped_at, "sums": list(sums), "epoch_time_s": seconds, "lr_curve": lr_curve}
-    return {"train_loss": sums[0] / max(sums[1], 1.0), "train_samples": int(sums[1]), "epoch_time_s": seconds,
-            "lr_curve": lr_curve}
+    return stats.close(stopped_at)

@@ -33,8 +33,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         if fcntl is None or self.fd is not None:
             return self
-        new = [p for p in (self.folder, *self.folder.absolute().parents) if not p.exists()]
-        new_file = not self.path.exists()
+        created = [p for p in (self.path, self.folder, *self.folder.absolute().parents) if not p.exists()]
         while True:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -56,7 +55,7 @@ class RunLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        self.created = ([self.path] if new_file else []) + new
+        self.created = created
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         os.fsync(fd)

@@ -190,11 +190,10 @@ def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Da
         train_loader = shard_loader(train_set, o.batch_size, rank, world, True, seed, options)
         val_loader = shard_loader(val_set, val_batch, rank, world, False, seed, options)
         return train_loader, val_loader, train_loader.dataset, data_info
-    sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed)
-    if cfg.run.workers > 0:
-        # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
-        # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
-        sampler.keyed = True
+    # persistent workers keep their random state across epochs, so each sample's augmentation is seeded from
+    # (seed, epoch, index) instead: the same for a resumed run, whatever the worker that draws it
+    sampler = distributed.ResumableSampler(train_set, world, rank, shuffle=True, seed=seed, keyed=cfg.run.workers > 0)
+    if sampler.keyed:
         train_set = EpochSeeded(train_set, seed)
     train_loader = DataLoader(train_set, batch_size=o.batch_size, sampler=sampler, drop_last=True, **options)
     # every sample evaluated once: DistributedSampler would pad the last shard with repeats
