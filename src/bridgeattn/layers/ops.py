@@ -111,9 +111,8 @@ class _LinkedMerge(torch.autograd.Function):
         return grad_y, grad_gate, grad_out if need_shortcut else None, None
 
 
-def gated_residual(
-    y: torch.Tensor, shortcut: torch.Tensor, gate_fn: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
+def gated_residual(y: torch.Tensor, shortcut: torch.Tensor,
+                   gate_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``shortcut + y * gate_fn(mean_hw(y))`` with a lean backward.
 
     ``y``: the gated map ``(B, C, H, W)``; ``shortcut``: broadcastable to ``y``; ``gate_fn``: ``(B, C)`` ->
