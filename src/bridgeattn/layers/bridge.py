@@ -87,7 +87,6 @@ class LinearSelection(nn.Module):
 
     def __init__(self, num_taps: int) -> None:
         super().__init__()
-        self.num_taps = num_taps
         self.weight = nn.Parameter(torch.empty(1, num_taps))
         self.bias = nn.Parameter(torch.empty(1))
         # nn.Linear's default initialisation, so that parameter draws match the reference layer.
@@ -106,7 +105,6 @@ class SoftmaxSelection(nn.Module):
 
     def __init__(self, num_taps: int, hidden: int) -> None:
         super().__init__()
-        self.num_taps = num_taps
         self.score = nn.Linear(hidden, 1)
 
     def probabilities(self, z: torch.Tensor) -> torch.Tensor:

@@ -114,14 +114,12 @@ class BridgeResNet(ResNet):
             if isinstance(module, GlobalContextBlock):
                 module.reset_parameters()
         if not hasattr(self, "layer4"):
-            # Registered right after layer3 so that the module order still reads as the forward: the modules
-            # after it are registered again behind it.
-            names = [name for name, _ in self.named_children()]
-            later = {name: getattr(self, name) for name in names[names.index("layer3") + 1:]}
-            for name in later:
-                delattr(self, name)
             self.layer4 = nn.Sequential()
-            for name, module in later.items():
+            # The modules after layer3 are registered again behind layer4: the module order still reads as the forward.
+            names = [name for name, _ in self.named_children()]
+            for name in names[names.index("layer3") + 1:-1]:
+                module = getattr(self, name)
+                delattr(self, name)
                 setattr(self, name, module)
         # Smallest image side the network accepts: its total stride.
         self.min_input_size = int(self.feature_info[-1]["reduction"])
