@@ -24,19 +24,15 @@ from timm.layers import create_act_layer, make_divisible, register_notrace_modul
 
 from .ops import is_fx_proxy
 
-__all__ = [
-    "BridgeAttention", "GateBatchNorm1d", "LinearSelection", "SoftmaxSelection", "FusedBridgeAttention",
-    "bridge_hidden_channels", "squeeze_taps",
-]
+__all__ = ["BridgeAttention", "FusedBridgeAttention", "GateBatchNorm1d", "LinearSelection", "SoftmaxSelection",
+           "bridge_hidden_channels", "squeeze_taps"]
 
 Version = Literal["v1", "v2"]
 SelectionName = Literal["linear", "softmax"]
 
 
-def bridge_hidden_channels(
-    channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None, rd_divisor: int = 1,
-    rd_min_channels: int = 1,
-) -> int:
+def bridge_hidden_channels(channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+                           rd_divisor: int = 1, rd_min_channels: int = 1) -> int:
     """Width ``h`` of the gate's hidden layer: the papers' ``channels // 16`` with the defaults."""
     if rd_channels is not None:
         return int(rd_channels)
@@ -63,12 +59,11 @@ def squeeze_taps(taps: list[torch.Tensor]) -> list[torch.Tensor]:
 @register_notrace_module
 class GateBatchNorm1d(nn.BatchNorm1d):
     """``nn.BatchNorm1d`` that normalises a training batch of one sample (no batch statistics) with its running
-    statistics, leaving them unchanged. An fx leaf: a symbolic trace cannot branch on the batch size.
+    statistics, leaving them unchanged. An fx leaf for timm; other symbolic traces (torch.ao's prepare_fx,
+    torchvision's feature extractor) have no batch size to branch on and record the plain BatchNorm.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A symbolic trace (torch.ao's prepare_fx, torchvision's feature extractor) has no batch size or rank to
-        # branch on: it records the plain BatchNorm.
         traced = not torch.jit.is_scripting() and is_fx_proxy(x)
         if self.training and self.track_running_stats and not traced and x.shape[0] == 1:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
@@ -92,7 +87,6 @@ class LinearSelection(nn.Module):
 
     def __init__(self, num_taps: int) -> None:
         super().__init__()
-        self.num_taps = num_taps
         self.weight = nn.Parameter(torch.empty(1, num_taps))
         self.bias = nn.Parameter(torch.empty(1))
         # nn.Linear's default initialisation, so that parameter draws match the reference layer.
@@ -111,7 +105,6 @@ class SoftmaxSelection(nn.Module):
 
     def __init__(self, num_taps: int, hidden: int) -> None:
         super().__init__()
-        self.num_taps = num_taps
         self.score = nn.Linear(hidden, 1)
 
     def probabilities(self, z: torch.Tensor) -> torch.Tensor:
@@ -128,8 +121,7 @@ class BridgeAttention(nn.Module):
     Args:
         in_channels: channels ``C_i`` of each tap, in block order (the last is the gated output).
         channels: channels ``C`` of the gated feature map.
-        rd_ratio: hidden width as a fraction of ``channels`` (the papers use 1/16; 1/6 for MobileNetV3
-            and EfficientNet).
+        rd_ratio: hidden width as a fraction of ``channels`` (papers: 1/16; 1/6 for MobileNetV3 and EfficientNet).
         rd_channels: explicit hidden width, overrides ``rd_ratio``.
         rd_divisor: round the hidden width to a multiple of this (1: the papers' floor division).
         rd_min_channels: lower bound of the hidden width.
@@ -148,8 +140,8 @@ class BridgeAttention(nn.Module):
         act_layer: type[nn.Module] | str = nn.ReLU, gate_layer: type[nn.Module] | str = "sigmoid",
     ) -> None:
         super().__init__()
-        in_channels = [int(c) for c in in_channels]
-        if len(in_channels) < 1:
+        self.in_channels = tuple(int(c) for c in in_channels)
+        if not self.in_channels:
             raise ValueError("BridgeAttention needs at least one tap")
         if version not in ("v1", "v2"):
             raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
@@ -157,18 +149,17 @@ class BridgeAttention(nn.Module):
             raise ValueError(f"selection must be 'linear' or 'softmax', got {selection!r}")
         if version == "v1" and selection != "linear":
             raise ValueError("BAv1 sums its taps; a selection operator exists only for version='v2'")
-        self.in_channels = tuple(in_channels)
         self.channels = int(channels)
         self.version = version
         hidden = bridge_hidden_channels(channels, rd_ratio, rd_channels, rd_divisor, rd_min_channels)
         self.hidden_channels = hidden
-        self.integration = nn.ModuleList([nn.Linear(c, hidden, bias=False) for c in in_channels])
+        self.integration = nn.ModuleList([nn.Linear(c, hidden, bias=False) for c in self.in_channels])
         self.integration_norm = self.selection = self.norm = None
         if version == "v1":
-            self.integration_norm = nn.ModuleList([GateBatchNorm1d(hidden) for _ in in_channels])
+            self.integration_norm = nn.ModuleList([GateBatchNorm1d(hidden) for _ in self.in_channels])
         else:
-            self.selection = (LinearSelection(len(in_channels)) if selection == "linear"
-                              else SoftmaxSelection(len(in_channels), hidden))
+            self.selection = (LinearSelection(self.num_taps) if selection == "linear"
+                              else SoftmaxSelection(self.num_taps, hidden))
             self.norm = GateBatchNorm1d(hidden)
         self.act = create_act_layer(act_layer, inplace=True)
         self.generation = nn.Linear(hidden, channels, bias=False)

@@ -1,9 +1,5 @@
-"""Frozen BatchNorm for fine-tuning with tiny batches (detection, segmentation).
-
-``freeze_bn`` turns every BatchNorm2d into timm's ``FrozenBatchNorm2d`` and every BatchNorm1d (the bridge
-gate's normalisation) into :class:`FrozenBatchNorm1d`: fixed affine maps from the running statistics, no
-updates, no batch statistics, so any batch size (one included) gives the same per-sample output.
-"""
+"""Frozen BatchNorm for fine-tuning with tiny batches (detection, segmentation): fixed affine maps from the running
+statistics, so any batch size (one included) gives the same per-sample output."""
 from __future__ import annotations
 
 from typing import Any
@@ -53,20 +49,14 @@ class FrozenBatchNorm1d(nn.Module):
         return f"{self.num_features}, eps={self.eps}"
 
 
-def _freeze_bn1d(module: nn.Module) -> nn.Module:
-    if isinstance(module, nn.BatchNorm1d):
-        return FrozenBatchNorm1d.from_batch_norm(module)
-    for name, child in module.named_children():
-        new_child = _freeze_bn1d(child)
-        if new_child is not child:
-            module.add_module(name, new_child)
-    return module
-
-
 def freeze_bn(model: nn.Module) -> nn.Module:
-    """Freeze every BatchNorm2d and BatchNorm1d of ``model`` (in place where possible); returns the model.
-
-    Parameters of the frozen layers become buffers, so optimisers skip them; the rest of the model keeps
-    training. Outputs of an eval-mode model are unchanged by freezing.
-    """
-    return _freeze_bn1d(freeze_batch_norm_2d(model))
+    """Turn every BatchNorm2d of ``model`` into timm's ``FrozenBatchNorm2d`` and every BatchNorm1d (the gates') into
+    :class:`FrozenBatchNorm1d`, in place where possible; returns the model. Their parameters become buffers, which
+    optimisers skip; an eval-mode model's outputs are unchanged."""
+    model = freeze_batch_norm_2d(model)
+    if isinstance(model, nn.BatchNorm1d):
+        return FrozenBatchNorm1d.from_batch_norm(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.BatchNorm1d):
+            model.set_submodule(name, FrozenBatchNorm1d.from_batch_norm(module))
+    return model

@@ -111,15 +111,12 @@ class _LinkedMerge(torch.autograd.Function):
         return grad_y, grad_gate, grad_out if need_shortcut else None, None
 
 
-def gated_residual(
-    y: torch.Tensor, shortcut: torch.Tensor, gate_fn: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """``shortcut + y * gate_fn(mean_hw(y))`` with a lean backward.
-
-    ``y``: the gated map ``(B, C, H, W)``; ``shortcut``: broadcastable to ``y``; ``gate_fn``: ``(B, C)`` ->
-    ``(B, C, 1, 1)``, differentiable in its input (``y``'s gradient is completed when the pooled tap's arrives).
-    Under ``torch.no_grad``/``inference_mode`` the result is written into ``y``'s memory, as timm's blocks add
-    their shortcut in place.
+def gated_residual(y: torch.Tensor, shortcut: torch.Tensor,
+                   gate_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``shortcut + y * gate_fn(mean_hw(y))`` with a lean backward. ``y``: the gated map ``(B, C, H, W)``;
+    ``shortcut``: broadcastable to ``y``; ``gate_fn``: ``(B, C)`` -> ``(B, C, 1, 1)``, differentiable in its input
+    (``y``'s gradient is completed when the pooled tap's arrives). Under ``torch.no_grad``/``inference_mode`` the
+    result is written into ``y``'s memory, as timm's blocks add their shortcut in place.
     """
     needs_grad = torch.is_grad_enabled() and (y.requires_grad or shortcut.requires_grad)
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or is_fx_proxy(y):

@@ -20,11 +20,8 @@ __all__ = ["SrmModule"]
 
 
 class SrmModule(nn.Module):
-    """SRM ``(B, C, H, W) -> (B, C, H, W)``; ``eps`` is added to the variance before the square root.
-
-    No hidden layer, so timm's ``rd_*`` and ``act_layer`` do not apply. The BatchNorm is
-    :class:`~bridgeattn.layers.bridge.GateBatchNorm1d` (a training batch of one sample does not crash).
-    """
+    """SRM ``(B, C, H, W) -> (B, C, H, W)``. No hidden layer, so timm's ``rd_*`` and ``act_layer`` do not apply; the
+    BatchNorm is a :class:`~bridgeattn.layers.bridge.GateBatchNorm1d` (a training batch of one sample works)."""
 
     def __init__(
         self, channels: int, eps: float = 1e-5, gate_layer: type[nn.Module] | str = "sigmoid",

@@ -68,8 +68,7 @@ def placement_gate(placement: str, mid: int, out: int, ba_args: dict[str, Any]) 
 def create_bridged(variant: str, pretrained: bool, block: type[nn.Module], *, twin: str, version: str,
                    gate_defaults: Mapping[str, Any] | None = None, stem: str | None = None,
                    twin_filter: Callable[..., Mapping[str, Any]] | None = None, **kwargs: Any) -> nn.Module:
-    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg``, then bridge its blocks in place
-    (:func:`bridge_blocks` with the BA ``block`` class).
+    """Build timm's ``twin`` with ``variant``'s ``pretrained_cfg`` and bridge its blocks with ``block``.
 
     Each ``ba_<name>`` keyword argument (``ba_taps``, ``ba_placement``, ...) is ``block.init_bridge``'s ``name``;
     the gate settings (:data:`BRIDGE_KEYS`, defaults ``gate_defaults``) and ``version`` are its ``ba_args``; all

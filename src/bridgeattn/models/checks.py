@@ -5,7 +5,7 @@ import timm
 import torch
 
 from ..config import REMOTE_KWARGS
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .cost import count_macs, default_input_size, meta_model
 
 
@@ -39,7 +39,7 @@ def _runs(model: torch.nn.Module, in_chans: int, size: int) -> str | None:
     try:
         count_macs(model, (in_chans, size, size))
     except (AssertionError, RuntimeError, ValueError, TypeError, IndexError) as exc:
-        return (str(exc).splitlines() or [type(exc).__name__])[0]
+        return first_line(exc)
     return None
 
 
@@ -57,9 +57,8 @@ def check_model_input(name: str, img_size: int | None, in_chans: int | None = No
     try:
         model = meta_model(name, **chans, **kwargs)
     except (AssertionError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         given = " ".join(f"{k}={v}" for k, v in kwargs.items())
-        raise UserError(f"{name} cannot be built with --model-kwargs '{given}': {detail}") from None
+        raise UserError(f"{name} cannot be built with --model-kwargs '{given}': {first_line(exc)}") from None
     if img_size is None:
         return
     chans_in = in_chans or int(getattr(model, "in_chans", 3))

@@ -48,6 +48,5 @@ class BAConvNeXtBlock(ConvNeXtBlock):
 
 
 def create_convnext_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """timm's ConvNeXt twin (``twin=``, ``version=``) with bridged blocks; ``ba_taps`` and the gate settings configure
-    the gates."""
+    """timm's ConvNeXt twin with bridged blocks (``twin``, ``version``, ``ba_taps``, gate settings)."""
     return create_bridged(variant, pretrained, BAConvNeXtBlock, twin_filter=checkpoint_filter_fn, **kwargs)

@@ -86,8 +86,7 @@ class LastFeature(nn.Module):
 def create_fpn_backbone(model_name: str = "bav2_resnet50", out_channels: int = 256, frozen_bn: bool = True,
                         trainable_stages: int | None = None, **model_kwargs: Any) -> BridgeFeaturePyramid:
     """A BA-ResNet + FPN backbone for torchvision's Faster/Mask/Keypoint R-CNN (see :func:`create_features`)."""
-    body = create_features(model_name, frozen_bn, trainable_stages, **model_kwargs)
-    return BridgeFeaturePyramid(body, out_channels)
+    return BridgeFeaturePyramid(create_features(model_name, frozen_bn, trainable_stages, **model_kwargs), out_channels)
 
 
 def create_detector(num_classes: int, model_name: str = "bav2_resnet50", mask: bool = False, min_size: int = 800,
@@ -109,10 +108,9 @@ def create_detector(num_classes: int, model_name: str = "bav2_resnet50", mask: b
     if len(anchor_sizes) != levels:
         raise UserError(f"anchor_sizes needs {levels} entries (one per pyramid level), got {len(anchor_sizes)}")
     anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * levels)
-    kwargs: dict[str, Any] = dict(
-        num_classes=num_classes, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchors,
-        box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2), **detector_kwargs,
-    )
+    box_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, min_size=min_size, max_size=max_size,
+                                  rpn_anchor_generator=anchors, box_roi_pool=box_pool, **detector_kwargs)
     if mask:
         return MaskRCNN(backbone, mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2), **kwargs)
     return FasterRCNN(backbone, **kwargs)
@@ -126,10 +124,9 @@ def create_segmentation_model(num_classes: int, model_name: str = "bav2_resnet50
     ``forward(x)`` -> ``{"out": (B, num_classes, H, W)}``. Pass ``output_stride=8`` or ``16`` for a dilated
     trunk, as torchvision's segmentation backbones use.
     """
-    body = create_features(model_name, frozen_bn, trainable_stages, **model_kwargs)
-    backbone = LastFeature(body)
-    if head == "deeplabv3":
-        return DeepLabV3(backbone, DeepLabHead(backbone.out_channels, num_classes))
-    if head == "fcn":
-        return FCN(backbone, FCNHead(backbone.out_channels, num_classes))
-    raise UserError(f"head must be 'deeplabv3' or 'fcn', got {head!r}")
+    heads = {"deeplabv3": (DeepLabV3, DeepLabHead), "fcn": (FCN, FCNHead)}
+    if head not in heads:
+        raise UserError(f"head must be 'deeplabv3' or 'fcn', got {head!r}")
+    segmentation, head_layer = heads[head]
+    backbone = LastFeature(create_features(model_name, frozen_bn, trainable_stages, **model_kwargs))
+    return segmentation(backbone, head_layer(backbone.out_channels, num_classes))

@@ -1,9 +1,6 @@
-"""BA-EfficientNet: timm's EfficientNet with bridge gates in its MBConv (inverted residual) blocks.
-
-BAv1 placement (docs/spec.md, section 3; docs/placement.md): in every block with an expansion conv and an SE, the
-SE is replaced by a bridge gate over the expansion and depthwise outputs (r = 6, Swish between the gate's layers).
-Blocks without an expansion conv (timm's ``DepthwiseSeparableConv``) keep their SE. ``BAInvertedResidual`` is
-shared with BA-MobileNetV3.
+"""BA-EfficientNet: timm's EfficientNet with bridge gates in place of the SE of its MBConv (inverted residual) blocks,
+r = 6 and Swish between the gate's layers (docs/spec.md, section 3; docs/placement.md). Blocks without an expansion
+conv (timm's ``DepthwiseSeparableConv``) keep their SE. ``BAInvertedResidual`` is shared with BA-MobileNetV3.
 """
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ from .bridging import bridge_blocks, create_bridged, placement_gate
 __all__ = ["BAInvertedResidual", "EFFICIENTNET_GATE", "InvertedResidual", "PreActSEDepthwiseSeparable",
            "create_mbconv_variant"]
 
-# BAv1 for EfficientNet: r = 6 and Swish between the gate's layers (docs/spec.md, section 3); sigmoid gate.
 EFFICIENTNET_GATE = dict(rd_ratio=1 / 6, act_layer="swish", gate_layer="sigmoid")
 
 
@@ -108,16 +104,11 @@ class PreActSEDepthwiseSeparable(DepthwiseSeparableConv):
 
 def create_mbconv_variant(variant: str, pretrained: bool, *, gate_defaults: dict[str, Any] = EFFICIENTNET_GATE,
                           pre_act: bool = False, gate_init_std: float | None = None, **kwargs: Any) -> nn.Module:
-    """A timm MobileNetV3/EfficientNet twin (``twin=``, ``version=``) with bridged MBConv blocks (see
-    :class:`BAInvertedResidual`).
-
-    ``ba_placement``, ``ba_pre_act`` and the gate settings (``rd_ratio``, ``act_layer``, ...; defaults
-    ``gate_defaults``) configure the gates, ``small_input=True`` makes the stem conv stride 1 (for 28-64 px
-    images); all others go to timm's entrypoint (``num_classes``, ``in_chans``, ``features_only``, ...).
-    """
-    if "ba_pre_act" not in kwargs:  # the family's default holds only where the gate takes the SE's place
-        kwargs["ba_pre_act"] = pre_act and kwargs.get("ba_placement", "se") == "se"
-    pre_act = kwargs["ba_pre_act"]
+    """A timm MobileNetV3/EfficientNet twin with bridged MBConv blocks (:class:`BAInvertedResidual`), built by
+    :func:`~bridgeattn.models.bridging.create_bridged`; ``pre_act`` and ``gate_init_std``: the family's defaults of
+    ``ba_pre_act`` and ``ba_init_std``."""
+    # The family's pre_act default holds only where the gate takes the SE's place.
+    pre_act = kwargs.setdefault("ba_pre_act", pre_act and kwargs.get("ba_placement", "se") == "se")
     kwargs.setdefault("ba_init_std", gate_init_std)
     model = create_bridged(variant, pretrained, BAInvertedResidual, gate_defaults=gate_defaults, stem="conv_stem",
                            **kwargs)

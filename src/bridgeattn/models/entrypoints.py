@@ -21,6 +21,7 @@ from .mobilenetv3 import create_mobilenetv3_variant
 from .regnet import create_regnet_variant
 from .resnet import RESNET_DEPTHS, SMALL_DEPTHS, create_resnet_variant, resnet_cfg, small_resnet_args, small_resnet_cfg
 from .swin import create_swin_variant
+from .warmstart import plain_twin
 
 # register_model appends every model name
 __all__: list[str] = ["BRIDGED_MODELS", "FAMILIES", "PRETRAINED_CFGS", "RESNET_FAMILIES", "WARM_START_CFGS"]
@@ -89,15 +90,12 @@ PRETRAINED_CFGS: dict[str, dict[str, Any]] = {
 # Warm-start tags: "bav2_resnet50.from_a1_in1k" is timm's plain resnet50.a1_in1k, whose weights load with the gates
 # warm-started (docs/warmstart.md). Being the only tags with weights, they are the default of pretrained=True.
 # Only the families whose warm start is exact (the others replace an SE the plain weights hold).
-_WARM_START_TWINS = {
-    **{n: n.split("_", 1)[1] for n in _RESNETS if n.startswith(("bav1_", "bav2_")) and n[-2:] not in ("20", "56")},
-    "bav2_convnext_tiny": "convnext_tiny",
-    "bav2_swin_tiny_patch4_window7_224": "swin_tiny_patch4_window7_224",
-}
-WARM_START_CFGS: dict[str, dict[str, Any]] = {
-    f"{name}.from_{get_pretrained_cfg(twin).tag}": warm_start_cfg(f"{twin}.{get_pretrained_cfg(twin).tag}")
-    for name, twin in _WARM_START_TWINS.items()
-}
+_WARM_STARTS = [n for n in _RESNETS if n.startswith(("bav1_", "bav2_")) and n[-2:] not in ("20", "56")]
+_WARM_STARTS += ["bav2_convnext_tiny", "bav2_swin_tiny_patch4_window7_224"]
+WARM_START_CFGS: dict[str, dict[str, Any]] = {}
+for _name in _WARM_STARTS:
+    _plain = get_pretrained_cfg(plain_twin(_name))  # the plain twin's default tag
+    WARM_START_CFGS[f"{_name}.from_{_plain.tag}"] = warm_start_cfg(f"{_plain.architecture}.{_plain.tag}")
 
 # Read by timm's register_model for every entrypoint below.
 default_cfgs = generate_default_cfgs({**PRETRAINED_CFGS, **WARM_START_CFGS})

@@ -1,9 +1,7 @@
-"""BA-RegNetY: timm's RegNet with a bridge gate in every ``act(conv3(SE(conv2(conv1(x)))) + shortcut)`` block.
-
-The SE is removed; ``ba_placement`` (docs/placement.md) is ``"output"`` (default, the BAv2 ResNet placement:
-taps = the three conv outputs, the gate rescales ``conv3``'s output before the residual add) or ``"se"`` (taps =
-``conv1`` and ``conv2`` outputs, the gate rescales ``conv2``'s output where SE was). ``small_input=True`` makes
-the stem conv stride 1 for 28-64 px images.
+"""BA-RegNetY: timm's RegNet with a bridge gate replacing the SE of every ``act(conv3(SE(conv2(conv1(x)))) + shortcut)``
+block. ``ba_placement`` (docs/placement.md): ``"output"`` (default, the BAv2 ResNet placement: taps = the three conv
+outputs, ``conv3``'s is rescaled before the residual add) or ``"se"`` (taps = ``conv1`` and ``conv2`` outputs,
+``conv2``'s is rescaled where SE was). ``small_input=True`` makes the stem conv stride 1 for 28-64 px images.
 """
 from __future__ import annotations
 
@@ -48,8 +46,7 @@ class BARegNetBottleneck(Bottleneck):
 
 
 def create_regnet_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """timm's RegNet twin (``twin=``, ``version=``) with bridged blocks; ``ba_placement`` and the gate settings
-    configure the gates."""
+    """timm's RegNet twin with bridged blocks (``twin``, ``version``, ``ba_placement``, gate settings)."""
     # timm zero-inits the last BatchNorm of each block, which would hand the gate an all-zero tap and no
     # gradient at the start; the BA references never zero-init (docs/spec.md, section 2).
     kwargs.setdefault("zero_init_last", False)

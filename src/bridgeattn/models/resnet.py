@@ -93,12 +93,9 @@ class BABottleneck(_BridgeGateMixin, Bottleneck):
 
 
 class BridgeResNet(ResNet):
-    """timm ``ResNet`` (``**kwargs``) with input checks, 3- or 4-stage trunks and ``small_input``: a 3x3 stride-1
-    stem conv and no max-pool (for 28-64 px images).
-
-    A 3-stage trunk (``*_resnet20/56``) gets an empty ``layer4`` (as timm's own ``prune_intermediate_layers``
-    leaves one), so timm's forward, TorchScript and ``forward_intermediates`` work unchanged; its
-    ``feature_info`` and intermediates have 4 entries (stem and 3 stages).
+    """timm ``ResNet`` (``**kwargs``) with input checks, ``small_input`` and 3- or 4-stage trunks. A 3-stage trunk
+    gets an empty ``layer4`` (as timm's ``prune_intermediate_layers`` leaves one), so timm's forward, TorchScript and
+    ``forward_intermediates`` work unchanged; its ``feature_info`` and intermediates have 4 entries (stem, 3 stages).
     """
 
     def __init__(self, *args: Any, small_input: bool = False, **kwargs: Any) -> None:
@@ -117,14 +114,12 @@ class BridgeResNet(ResNet):
             if isinstance(module, GlobalContextBlock):
                 module.reset_parameters()
         if not hasattr(self, "layer4"):
-            # Registered right after layer3 so that the module order still reads as the forward: the modules
-            # after it are registered again behind it.
-            names = [name for name, _ in self.named_children()]
-            later = {name: getattr(self, name) for name in names[names.index("layer3") + 1:]}
-            for name in later:
-                delattr(self, name)
             self.layer4 = nn.Sequential()
-            for name, module in later.items():
+            # The modules after layer3 are registered again behind layer4: the module order still reads as the forward.
+            names = [name for name, _ in self.named_children()]
+            for name in names[names.index("layer3") + 1:-1]:
+                module = getattr(self, name)
+                delattr(self, name)
                 setattr(self, name, module)
         # Smallest image side the network accepts: its total stride.
         self.min_input_size = int(self.feature_info[-1]["reduction"])
@@ -187,8 +182,7 @@ def small_resnet_cfg() -> dict[str, Any]:
 
 def small_resnet_args(attention: str | type[nn.Module] | None) -> dict[str, Any]:
     """Trunk arguments of the CIFAR-style ``*_resnet20/56``."""
-    # timm's stem is 64 wide unless 'deep' (2 x stem_width); the small-input option then
-    # replaces that deep stem by a single 3x3 conv.
+    # timm's stem is 64 wide unless 'deep' (2 x stem_width); small_input then replaces it by a single 3x3 conv.
     extra: dict[str, Any] = dict(channels=SMALL_CHANNELS, stem_type="deep", stem_width=SMALL_CHANNELS[0] // 2,
                                  small_input=True)
     if attention in ("bav1", "bav2"):

@@ -46,6 +46,5 @@ class BASwinTransformerBlock(SwinTransformerBlock):
 
 
 def create_swin_variant(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    """timm's Swin twin (``twin=``, ``version=``) with bridged blocks; ``ba_taps`` and the gate settings configure
-    the gates."""
+    """timm's Swin twin with bridged blocks (``twin``, ``version``, ``ba_taps``, gate settings)."""
     return create_bridged(variant, pretrained, BASwinTransformerBlock, twin_filter=checkpoint_filter_fn, **kwargs)
