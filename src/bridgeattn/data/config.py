@@ -5,8 +5,6 @@ from dataclasses import dataclass, field
 
 from ..config import DataConfig
 
-__all__ = ["DataConfig", "DataInfo"]
-
 
 @dataclass
 class DataInfo:

@@ -10,16 +10,9 @@ import numpy as np
 from timm.data import create_transform
 
 from ..errors import UserError
-from . import synthetic
+from .build import NATIVE
 from .config import DataConfig, DataInfo
-from .folder import NATIVE_SIZE
-from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, adapt_stats
-
-__all__ = ["Preprocessing", "eval_preprocessing"]
-# (side, channels, stats) of each spec kind before any resizing; folder: checkpoints that do not record their
-# preprocessing predate folders' own shapes.
-NATIVE = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
-          "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
+from .stats import IMAGENET, adapt_stats
 
 
 @dataclass(frozen=True)
@@ -80,6 +73,5 @@ def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preproc
         img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
         mean, std = adapt_stats(stats, in_chans)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
-    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
-    return Preprocessing(input_size=(int(in_chans), int(img_size), int(img_size)), mean=tuple(mean),
-                         std=tuple(std), interpolation=interpolation, crop_pct=float(crop_pct))
+    return Preprocessing.from_dict({"input_size": (in_chans, img_size, img_size), "mean": mean, "std": std,
+                                    "interpolation": cfg.interpolation, "crop_pct": crop_pct})
