@@ -42,8 +42,6 @@ def _wds():
     return webdataset
 
 
-# ------------------------------------------------------------------------------------------ shards.json, checks
-
 def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
 
@@ -134,8 +132,7 @@ def tar_labels(path: Path) -> list[int | None]:
                 labels[-1] = int(text) if text.lstrip(b"-").isdigit() else -1
 
 
-# Shards that passed the check in this process, by (path, size, modification time): a comparison reads one set
-# in every cell.
+# (path, size, mtime) of the shards checked in this process: a comparison reads one set in every cell.
 _CHECKED: set[tuple[str, int, int]] = set()
 
 
@@ -193,7 +190,7 @@ def _share(lo: int, hi: int, i: int, parts: int) -> tuple[int, int]:
 
 class ShardSet(IterableDataset):
     """One split of a shard set. Iterated plainly it yields ``(image tensor, label)`` once each, split over the
-    loader's workers (evaluation); ``batches(...)`` gives the exact per-rank, per-worker training stream."""
+    loader's workers (evaluation); ``ShardBatches`` gives the exact per-rank, per-worker training stream."""
 
     def __init__(self, location: str, meta: dict[str, Any], split: str, transform: Transform, mode: str,
                  tensor_input: bool, subset: int | None = None) -> None:
@@ -271,20 +268,16 @@ class ShardSet(IterableDataset):
         lo, hi = _share(0, len(self), wid, workers)
         yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
 
-    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, train: bool = False,
-                seed: int = 0) -> ShardBatches:
-        return ShardBatches(self, batch_size, rank, world_size, max(1, workers), train, seed)
-
 
 class ShardBatches(IterableDataset):
     """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``); use with ``DataLoader(batch_size=None)``.
     Training: ``ceil(N / world)`` samples per rank (wrapping around), whole batches only, shuffled shard order and
     a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short."""
 
-    def __init__(self, shards: ShardSet, batch_size: int, rank: int, world_size: int, workers: int, train: bool,
-                 seed: int) -> None:
+    def __init__(self, shards: ShardSet, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0,
+                 train: bool = False, seed: int = 0) -> None:
         self.shards, self.batch_size, self.rank, self.world_size = shards, batch_size, rank, world_size
-        self.workers, self.train, self.seed = workers, train, seed
+        self.workers, self.train, self.seed = max(1, workers), train, seed
         # shared memory, so persistent loader workers see the epoch set in the main process
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
@@ -321,7 +314,7 @@ class ShardBatches(IterableDataset):
 def shard_loader(shards: ShardSet, batch_size: int, rank: int, world_size: int, train: bool, seed: int,
                  options: dict[str, Any]) -> DataLoader:
     """A DataLoader over this rank's batches of ``shards``; ``options`` as from ``loader_options``."""
-    batches = shards.batches(batch_size, rank, world_size, options.get("num_workers", 0), train, seed)
+    batches = ShardBatches(shards, batch_size, rank, world_size, options.get("num_workers", 0), train, seed)
     return DataLoader(batches, batch_size=None, **options)
 
 
