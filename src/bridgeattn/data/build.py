@@ -9,12 +9,12 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from . import synthetic
 from .cifar import load_cifar
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .fashion_mnist import load_fashion_mnist
 from .folder import NATIVE_SIZE, folder_datasets
 from .memory import Split, TensorImageDataset
 from .shards import shard_datasets
-from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, adapt_stats
+from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET
 from .transforms import RECIPES, interpolation_mode, make_transform
 
 SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
@@ -48,15 +48,12 @@ def _check_options(cfg: DataConfig) -> None:
 def memory_datasets(cfg: DataConfig, name: str, train: Split, val: Split,
                     classes: list[str]) -> tuple[Dataset, Dataset, DataInfo]:
     """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
-    native_size, native_chans = train[0].shape[-1], train[0].shape[1]
-    img_size, in_chans = cfg.img_size or native_size, cfg.in_chans or native_chans
-    mean, std = adapt_stats(NATIVE[name][2], in_chans)
+    native = train[0].shape[-1], train[0].shape[1]
+    info = data_info(cfg, name, classes, native, NATIVE[name][2], name)
     sets = []
     for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
-        transform = make_transform(cfg, is_train, img_size, in_chans, mean, std, (native_size, native_chans))
+        transform = make_transform(cfg, is_train, info, native)
         sets.append(TensorImageDataset(*split, classes, transform).head(subset))
-    info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))
     return sets[0], sets[1], info
 
 

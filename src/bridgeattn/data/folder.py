@@ -15,9 +15,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .images import check_image, load_image
-from .stats import IMAGENET, adapt_stats
+from .stats import IMAGENET
 from .transforms import make_transform
 
 log = logging.getLogger(__name__)
@@ -197,20 +197,17 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tupl
     # from the val images, which evaluation reads too, so that it sees what training saw
     own = (scans.get("val") or scans["train"])[0]
     side, chans, how = own_shape(own) if None in (cfg.img_size, cfg.in_chans) else (0, 0, "")
-    img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
-    mean, std = adapt_stats(IMAGENET, in_chans)
-    mode = "L" if in_chans == 1 else "RGB"
+    info = data_info(cfg, f"folder:{root.name}", classes, (side, chans), IMAGENET, how)
+    mode = "L" if info.in_chans == 1 else "RGB"
     sets, skipped = {}, {}
     for split, (samples, bad) in scans.items():
         skipped.update(bad)
-        transform = make_transform(cfg, split == "train", img_size, in_chans, mean, std)
+        transform = make_transform(cfg, split == "train", info)
         subset = cfg.train_subset if split == "train" else cfg.val_subset
         sets[split] = CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict)
     if skipped:
         examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
                     " ..." if len(skipped) > 3 else "")
-    info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=classes, mean=mean, std=std, skipped=sorted(skipped),
-                    input_from=input_origin(cfg, how))
+    info.skipped = sorted(skipped)
     return sets.get("train"), sets.get("val"), info

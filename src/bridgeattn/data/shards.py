@@ -20,9 +20,8 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .images import load_image
-from .stats import adapt_stats
 from .transforms import Transform, make_transform
 
 META = "shards.json"
@@ -324,16 +323,12 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     if Path(location).is_dir():
         check_shards(location, meta)
     pre = meta["preprocessing"]
-    img_size, in_chans = cfg.img_size or pre["img_size"], cfg.in_chans or pre["in_chans"]
-    mean, std = adapt_stats((tuple(pre["mean"]), tuple(pre["std"])), in_chans)
+    own, stats = (pre["img_size"], pre["in_chans"]), (tuple(pre["mean"]), tuple(pre["std"]))
+    info = data_info(cfg, f"wds:{meta['name']}", meta["classes"], own, stats, META)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
-    mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
-    native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
+    mode = "L" if (pre["in_chans"] if tensor_input else info.in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        transform = make_transform(cfg, train, img_size, in_chans, mean, std, native)
+        transform = make_transform(cfg, train, info, own if tensor_input else None)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
-    info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
-                    img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
-                    input_from=input_origin(cfg, META))
     return sets[0], sets[1], info
