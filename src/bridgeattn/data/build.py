@@ -12,7 +12,7 @@ from .cifar import load_cifar
 from .config import DataConfig, DataInfo, data_info
 from .fashion_mnist import load_fashion_mnist
 from .folder import NATIVE_SIZE, folder_datasets
-from .memory import Split, TensorImageDataset
+from .memory import TensorImageDataset
 from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET
 from .transforms import RECIPES, interpolation_mode, make_transform
@@ -45,18 +45,6 @@ def _check_options(cfg: DataConfig) -> None:
             raise UserError(f"{name} must be a positive number of samples, got {value}")
 
 
-def memory_datasets(cfg: DataConfig, name: str, train: Split, val: Split,
-                    classes: list[str]) -> tuple[Dataset, Dataset, DataInfo]:
-    """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
-    native = train[0].shape[-1], train[0].shape[1]
-    info = data_info(cfg, name, classes, native, NATIVE[name][2], name)
-    sets = []
-    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
-        transform = make_transform(cfg, is_train, info, native)
-        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
-    return sets[0], sets[1], info
-
-
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
     """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (one of ``SPECS``,
     docs/data.md). ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread and the train set
@@ -87,7 +75,14 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
         train, val, classes = load_cifar(kind, arg)
     else:
         raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
-    return memory_datasets(cfg, kind, train, val, classes)
+    # uint8 (N, C, H, W) tensors held in memory; subsets take the first N
+    native = train[0].shape[-1], train[0].shape[1]
+    info = data_info(cfg, kind, classes, native, NATIVE[kind][2], kind)
+    sets = []
+    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
+        transform = make_transform(cfg, is_train, info, native)
+        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
+    return sets[0], sets[1], info
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

@@ -24,10 +24,8 @@ def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise UserError(
-            f"{kind}:{path}: expected the python release layout {folder}/{{{', '.join(names)}}}; missing "
-            f"{', '.join(missing)}. Unpack {cls.filename} from {cls.url} into {root}"
-        )
+        raise UserError(f"{kind}:{path}: expected the python release layout {folder}/{{{', '.join(names)}}}; "
+                        f"missing {', '.join(missing)}. Unpack {cls.filename} from {cls.url} into {root}")
     try:
         splits = [cls(str(root), train=train, download=False) for train in (True, False)]
     except RuntimeError as err:

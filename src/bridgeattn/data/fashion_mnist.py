@@ -38,9 +38,8 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 def _prepared_root(files: dict[str, Path]) -> Path:
     """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
     else a folder in the cache keyed by the source files, filled once."""
-    raw_dir = files[FILES[0]].parent
-    in_place = all(p.parent == raw_dir and p.suffix != ".gz" for p in files.values())
-    if in_place and raw_dir.parts[-2:] == ("FashionMNIST", "raw"):
+    raw_dir = files[FILES[0]].parent  # of all four
+    if raw_dir.parts[-2:] == ("FashionMNIST", "raw") and all(p.suffix != ".gz" for p in files.values()):
         return raw_dir.parent.parent
     stamps = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values())
     root = cache_dir() / "fashion-mnist" / hashlib.sha1(stamps.encode()).hexdigest()[:16]
