@@ -23,9 +23,7 @@ from .transforms import make_transform
 log = logging.getLogger(__name__)
 NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
 SHAPE_SAMPLE = 32  # images whose sizes and modes give a folder's default input shape
-_GRAY = ("1", "L", "LA", "I", "F")
 MAX_DEPTH = 32  # folders nested deeper under a class folder are not walked (a bound for pathological trees)
-_BATCH = 2048
 Sample = tuple[str, int]
 DirKey = tuple[int, int]
 
@@ -44,9 +42,8 @@ def _dir_key(path: str | Path) -> DirKey | None:
 
 
 def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> list[str]:
-    """Every non-hidden file under ``class_dir`` (recursively, through directory symlinks), sorted. A directory whose
-    ``(st_dev, st_ino)`` is in ``walked`` is not entered again (loops, links between classes); such links, and
-    folders deeper than ``MAX_DEPTH``, go to ``passed``."""
+    """Every non-hidden file under ``class_dir``, sorted, through links to directories not yet ``walked``
+    (docs/data.md); the links not followed, and folders deeper than ``MAX_DEPTH``, go to ``passed``."""
     files, top = [], len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         depth = len(Path(dirpath).parts) - top
@@ -73,8 +70,8 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
     bad: dict[str, str] = {}
     # Threads overlap the file reads; batches bound the number of pending futures on very large folders.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        for start in range(0, len(paths), _BATCH):
-            batch = paths[start:start + _BATCH]
+        for start in range(0, len(paths), 2048):
+            batch = paths[start:start + 2048]
             for path, reason in zip(batch, pool.map(check_image, batch)):
                 if reason is None:
                     continue
@@ -167,7 +164,7 @@ def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
         try:
             with Image.open(path) as img:
                 sides.append(min(img.size))
-                gray = gray and (img.mode in _GRAY or img.mode.startswith("I;16"))
+                gray = gray and (img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16"))
         except (OSError, ValueError):  # changed since the check; loading replaces it later
             continue
     side = min(NATIVE_SIZE, max(8, statistics.median_low(sides or [NATIVE_SIZE])))

@@ -8,8 +8,7 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-# Resizing the short side to img_size makes the long side img_size x the aspect ratio: bounded by this, a tiny file
-# of 100000 x 1 pixels cannot become a 3.2M x 32 image (seconds and hundreds of MB per read).
+# Resizing the short side to img_size makes the long side img_size x the aspect ratio: bounded (docs/data.md).
 MAX_ASPECT = 32
 
 

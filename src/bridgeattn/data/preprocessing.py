@@ -11,7 +11,7 @@ from timm.data import create_transform
 
 from ..errors import UserError
 from .build import NATIVE
-from .config import DataConfig, DataInfo
+from .config import DataConfig, DataInfo, data_info
 from .stats import IMAGENET, adapt_stats
 
 
@@ -63,15 +63,12 @@ def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preproc
     """What the evaluation pipeline of ``cfg`` does to an image: in-memory sets resize to ``img_size``, folders
     resize the short side and center-crop, the ``imagenet`` recipe resizes to ``img_size / crop_pct`` and
     center-crops. ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
-    if info is not None:
-        img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
-    else:
+    if info is None:
         kind = cfg.spec.partition(":")[0]
         if kind not in NATIVE:
             raise UserError(f"unknown dataset spec {cfg.spec!r}: cannot tell its preprocessing")
         side, chans, stats = NATIVE[kind]
-        img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
-        mean, std = adapt_stats(stats, in_chans)
+        info = data_info(cfg, kind, [], (side, chans), stats, kind)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
-    return Preprocessing.from_dict({"input_size": (in_chans, img_size, img_size), "mean": mean, "std": std,
-                                    "interpolation": cfg.interpolation, "crop_pct": crop_pct})
+    return Preprocessing.from_dict({"input_size": (info.in_chans, info.img_size, info.img_size), "mean": info.mean,
+                                    "std": info.std, "interpolation": cfg.interpolation, "crop_pct": crop_pct})
