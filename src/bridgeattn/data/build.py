@@ -46,9 +46,8 @@ def _check_options(cfg: DataConfig) -> None:
 
 
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (one of ``SPECS``,
-    docs/data.md). ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread and the train set
-    ``None``. A subset larger than its split keeps the whole split, with a warning."""
+    """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (docs/data.md);
+    ``splits=("val",)`` leaves a folder's ``train/`` files unread and the train set ``None``."""
     _check_options(cfg)
     sets = _build(cfg, splits)
     for split, subset, dataset in (("train", cfg.train_subset, sets[0]), ("val", cfg.val_subset, sets[1])):

@@ -14,8 +14,7 @@ _CLASSES = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
     """``((train images (50000, 3, 32, 32) uint8, labels), (test images, labels), class names)`` from the folder
-    holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself). torchvision checks every file
-    against the release's MD5 before unpickling it: only the published files are ever unpickled."""
+    holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself), MD5-checked by torchvision."""
     cls = _CLASSES[kind]
     root = Path(path).expanduser()
     if root.name == cls.base_folder:

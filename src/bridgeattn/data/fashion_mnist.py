@@ -1,6 +1,5 @@
-"""Fashion-MNIST from local IDX files, first found in ``$BRIDGEATTN_FASHION_MNIST_DIR``, then
-``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), then torchvision's download.
-gz files are decompressed once into the cache as a torchvision root (docs/data.md)."""
+"""Fashion-MNIST from local IDX files (``$BRIDGEATTN_FASHION_MNIST_DIR``, then ``/usr/share/datasets/fashion-mnist``)
+or torchvision's download; gz files are decompressed once into the cache (docs/data.md)."""
 from __future__ import annotations
 
 import functools

@@ -131,9 +131,8 @@ def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list
 
 
 class CheckedImageFolder(Dataset):
-    """Items ``(transform(image in mode), class index)`` of checked ``(path, class index)`` samples. A file that
-    still fails to decode (changed since, or damaged where the check cannot see) is replaced by the next sample with
-    a warning instead of ending the run; with ``strict`` it raises."""
+    """Items ``(transform(image in mode), class index)`` of checked samples; a file that still fails to decode is
+    replaced by the next sample with a warning (with ``strict``, it raises)."""
 
     def __init__(self, root: Path, samples: list[Sample], classes: list[str], transform: Any,
                  mode: str, strict: bool) -> None:

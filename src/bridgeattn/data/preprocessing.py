@@ -60,9 +60,8 @@ class Preprocessing:
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
-    """What the evaluation pipeline of ``cfg`` does to an image: in-memory sets resize to ``img_size``, folders
-    resize the short side and center-crop, the ``imagenet`` recipe resizes to ``img_size / crop_pct`` and
-    center-crops. ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
+    """What the evaluation pipeline of ``cfg`` does to an image (crop_pct only for the ``imagenet`` recipe);
+    ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
     if info is None:
         kind = cfg.spec.partition(":")[0]
         if kind not in NATIVE:

@@ -93,9 +93,8 @@ def _header(block: bytes) -> tuple[str, int, bytes]:
 
 
 def tar_labels(path: Path) -> list[int | None]:
-    """The ``.cls`` label of each sample in the tar ``path`` (None where there is none, -1 where it is no number),
-    from its headers and ``.cls`` members only; ``ValueError`` when it is not a complete tar archive. Samples are
-    grouped as webdataset groups them: consecutive files with the same name up to the first dot of the file name."""
+    """The ``.cls`` label of each sample (grouped as webdataset does) in the tar ``path``, from its headers and ``.cls``
+    members only: None where there is none, -1 where it is no number; ``ValueError`` for an incomplete tar."""
     size, offset, long_name, key = path.stat().st_size, 0, None, None
     labels: list[int | None] = []
     with open(path, "rb") as f:
@@ -204,16 +203,14 @@ class ShardSet(IterableDataset):
     def __len__(self) -> int:
         return sum(self.counts)
 
-    def _order(self, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    def _raw(self, lo: int, hi: int, shuffle: str | None = None) -> Iterator[dict[str, Any] | None]:
+        """The encoded samples at positions ``lo <= p < hi`` of the shards in stored order, or in an order seeded by
+        ``shuffle`` (webdataset's tar reader; skipped samples not decoded). A shard that fails or ends early loses
+        the rest of its segment, with a warning: None for each lost sample."""
         order = [i for i, c in enumerate(self.counts) if c]
-        if shuffle:
-            random.Random(f"{seed}/{epoch}").shuffle(order)
-        return order
-
-    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any] | None]:
-        """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
-        A shard that fails or ends early loses the rest of its segment, with a warning: None for each lost sample."""
-        for url, start, stop in segments:
+        if shuffle is not None:
+            random.Random(shuffle).shuffle(order)
+        for url, start, stop in _segments(self.urls, self.counts, order, lo, hi):
             got, problem = 0, "it ends early"
             try:
                 for sample in islice(_wds().tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
@@ -236,9 +233,8 @@ class ShardSet(IterableDataset):
         return self.transform(pil_to_tensor(img) if self.tensor_input else img), label
 
     def items(self, stream: Iterator[dict[str, Any] | None]) -> Iterator[tuple[torch.Tensor, int]]:
-        """``load`` of each sample. A lost sample (None) or one that does not decode (with a warning) is stood in
-        for by one of the last ``STAND_INS`` readable ones (the previous one first; at the start, the next one),
-        so the stream keeps its planned length."""
+        """``load`` of each sample; a lost (None) or undecodable one is stood in for by one of the last ``STAND_INS``
+        readable ones (the previous one first; at the start, the next one): the stream keeps its planned length."""
         recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
         owed = 0
         for sample in stream:
@@ -264,14 +260,12 @@ class ShardSet(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         worker = get_worker_info()
         wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        lo, hi = _share(0, len(self), wid, workers)
-        yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
+        yield from self.items(self._raw(*_share(0, len(self), wid, workers)))
 
 
 class ShardBatches(IterableDataset):
-    """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``); use with ``DataLoader(batch_size=None)``.
-    Training: ``ceil(N / world)`` samples per rank (wrapping around), whole batches only, shuffled shard order and
-    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short."""
+    """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``), for ``DataLoader(batch_size=None)``:
+    training takes ``ceil(N / world)`` samples per rank in whole batches, evaluation ``N / world`` (docs/data.md)."""
 
     def __init__(self, shards: ShardSet, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0,
                  train: bool = False, seed: int = 0) -> None:
@@ -301,8 +295,7 @@ class ShardBatches(IterableDataset):
         if count != self.workers:
             raise RuntimeError(f"built for {self.workers} loader workers, iterated by {count}")
         epoch, wds = int(self._epoch[0]), _wds()
-        order = self.shards._order(self.train, self.seed, epoch)
-        stream = self.shards._raw(_segments(self.shards.urls, self.shards.counts, order, *self._worker_range(wid)))
+        stream = self.shards._raw(*self._worker_range(wid), shuffle=f"{self.seed}/{epoch}" if self.train else None)
         if self.train:
             seed = np.random.SeedSequence([self.seed, epoch, self.rank, wid]).generate_state(2)
             torch.manual_seed(int(seed[0]) << 32 | int(seed[1]))  # augmentation
