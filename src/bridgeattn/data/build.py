@@ -76,7 +76,7 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
         raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
     # uint8 (N, C, H, W) tensors held in memory; subsets take the first N
     native = train[0].shape[-1], train[0].shape[1]
-    info = data_info(cfg, kind, classes, native, NATIVE[kind][2], kind)
+    info = data_info(cfg, kind, classes, (*native, NATIVE[kind][2]), kind)
     sets = []
     for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
         transform = make_transform(cfg, is_train, info, native)

@@ -193,7 +193,7 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tupl
     # from the val images, which evaluation reads too, so that it sees what training saw
     own = (scans.get("val") or scans["train"])[0]
     side, chans, how = own_shape(own) if None in (cfg.img_size, cfg.in_chans) else (0, 0, "")
-    info = data_info(cfg, f"folder:{root.name}", classes, (side, chans), IMAGENET, how)
+    info = data_info(cfg, f"folder:{root.name}", classes, (side, chans, IMAGENET), how)
     mode = "L" if info.in_chans == 1 else "RGB"
     sets, skipped = {}, {}
     for split, (samples, bad) in scans.items():

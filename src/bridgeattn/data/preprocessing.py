@@ -66,8 +66,7 @@ def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preproc
         kind = cfg.spec.partition(":")[0]
         if kind not in NATIVE:
             raise UserError(f"unknown dataset spec {cfg.spec!r}: cannot tell its preprocessing")
-        side, chans, stats = NATIVE[kind]
-        info = data_info(cfg, kind, [], (side, chans), stats, kind)
+        info = data_info(cfg, kind, [], NATIVE[kind], kind)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
     return Preprocessing.from_dict({"input_size": (info.in_chans, info.img_size, info.img_size), "mean": info.mean,
                                     "std": info.std, "interpolation": cfg.interpolation, "crop_pct": crop_pct})

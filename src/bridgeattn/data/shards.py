@@ -50,8 +50,7 @@ def _count(value: Any) -> bool:
 
 
 def read_meta(location: str) -> dict[str, Any]:
-    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open); ``UserError`` when it
-    cannot describe a classification set."""
+    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open), checked (docs/data.md)."""
     try:
         with _wds().gopen(_join(location, META), "rb") as f:
             meta = json.loads(f.read())
@@ -135,8 +134,7 @@ _CHECKED: set[tuple[str, int, int]] = set()
 
 
 def check_shards(location: str, meta: dict[str, Any]) -> None:
-    """``UserError`` naming the first shard of a local shard folder that is missing, has another byte size than
-    recorded, is not a complete tar, or holds another number of samples or a label outside the classes."""
+    """``UserError`` naming the first shard of a local shard folder that does not match ``shards.json``."""
     classes = len(meta["classes"])
     for split in SPLITS:
         part = meta[split]
@@ -316,12 +314,12 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     if Path(location).is_dir():
         check_shards(location, meta)
     pre = meta["preprocessing"]
-    own, stats = (pre["img_size"], pre["in_chans"]), (tuple(pre["mean"]), tuple(pre["std"]))
-    info = data_info(cfg, f"wds:{meta['name']}", meta["classes"], own, stats, META)
+    own = pre["img_size"], pre["in_chans"], (tuple(pre["mean"]), tuple(pre["std"]))
+    info = data_info(cfg, f"wds:{meta['name']}", meta["classes"], own, META)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
     mode = "L" if (pre["in_chans"] if tensor_input else info.in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        transform = make_transform(cfg, train, info, own if tensor_input else None)
+        transform = make_transform(cfg, train, info, own[:2] if tensor_input else None)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     return sets[0], sets[1], info
