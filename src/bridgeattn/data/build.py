@@ -17,8 +17,7 @@ from .shards import shard_datasets
 from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET
 from .transforms import RECIPES, interpolation_mode, make_transform
 
-SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
-         "wds:DIR_OR_URL")
+SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N", "wds:DIR_OR_URL")
 # (side, channels, stats) of each spec kind before any resizing; folder: checkpoints that do not record their
 # preprocessing predate folders' own shapes.
 NATIVE = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),

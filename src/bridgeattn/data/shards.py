@@ -163,12 +163,10 @@ def check_shards(location: str, meta: dict[str, Any]) -> None:
             _CHECKED.add(stamp)
 
 
-Segment = tuple[str, int, int]  # (shard url, start, stop): samples start <= i < stop of one shard
-
-
-def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[Segment]:
-    """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as shard segments."""
-    segments: list[Segment] = []
+def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[tuple[str, int, int]]:
+    """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as ``(shard url, start,
+    stop)``: its samples ``start <= i < stop``."""
+    segments = []
     p = 0  # position of the shard's first sample
     while p < hi:
         for i in order:
