@@ -28,8 +28,8 @@ class DataInfo:
 
 
 def data_info(cfg: DataConfig, name: str, classes: list[str], own: tuple[int, int, Stats], origin: str) -> DataInfo:
-    """The input shape ``cfg`` sets, else the data set's ``own`` (side, channels, found from ``origin``), with its
-    ``own`` stats for that many channels."""
+    """The input shape ``cfg`` sets, else the data set's ``own`` (side, channels, stats; found from ``origin``), and
+    the stats adapted to that many channels."""
     img_size, in_chans = cfg.img_size or own[0], cfg.in_chans or own[1]
     given = [what for what, value in (("size", cfg.img_size), ("channels", cfg.in_chans)) if value is not None]
     if len(given) == 2:
