@@ -17,7 +17,7 @@ from bridgeattn.config import from_flat
 from bridgeattn.data import DataConfig, build_datasets
 from bridgeattn.data import shards as shards_module
 from bridgeattn.data.shard_writer import write_shards
-from bridgeattn.data.shards import ShardSet
+from bridgeattn.data.shards import ShardBatches, ShardSet
 from bridgeattn.engine import train
 from bridgeattn.errors import UserError
 
@@ -76,7 +76,7 @@ def test_each_sample_once_per_epoch_across_two_ranks_and_two_workers(shard_dir, 
     for epoch in range(2):
         keys, lengths = [], []
         for rank in range(2):
-            batches = shards.batches(4, rank=rank, world_size=2, workers=2, train=split == "train", seed=3)
+            batches = ShardBatches(shards, 4, rank=rank, world_size=2, workers=2, train=split == "train", seed=3)
             batches.set_epoch(epoch)
             got = 0
             for worker in range(2):  # what each of the two loader workers of this rank reads
@@ -100,7 +100,7 @@ def test_each_sample_once_per_epoch_across_two_ranks_and_two_workers(shard_dir, 
 def test_persistent_loader_workers_follow_the_epoch(shard_dir):
     source = _source()["train"]
     index = {img.numpy().tobytes(): i for i, img in enumerate(source.images)}
-    batches = _identity_set(shard_dir, "train").batches(5, workers=2, train=True)
+    batches = ShardBatches(_identity_set(shard_dir, "train"), 5, workers=2, train=True)
     loader = DataLoader(batches, batch_size=None, num_workers=2, persistent_workers=True)
     orders = []
     for epoch in range(2):
@@ -218,7 +218,7 @@ def test_shards_json_and_labels_are_checked_against_the_tars(shard_dir, tmp_path
 def test_a_shard_failing_while_streaming_keeps_the_planned_steps(shard_dir, tmp_path, caplog):
     folder = _copy(shard_dir, tmp_path)
     shards = _identity_set(folder, "train")
-    batches = shards.batches(4, train=True, seed=1)
+    batches = ShardBatches(shards, 4, train=True, seed=1)
     tar = folder / "train-000003.tar"  # broken after the check, while the run goes on
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 3])
     with caplog.at_level("WARNING", logger="bridgeattn"):

@@ -9,18 +9,19 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from . import synthetic
 from .cifar import load_cifar
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .fashion_mnist import load_fashion_mnist
-from .folder import folder_datasets
-from .memory import Split, TensorImageDataset
+from .folder import NATIVE_SIZE, folder_datasets
+from .memory import TensorImageDataset
 from .shards import shard_datasets
-from .stats import CIFAR10, CIFAR100, FASHION_MNIST, Stats, adapt_stats
+from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET
 from .transforms import RECIPES, interpolation_mode, make_transform
 
-SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N",
-         "wds:DIR_OR_URL")
-# The statistics of the data sets held in memory as uint8 tensors, by spec kind.
-MEMORY_STATS = {"synthetic": synthetic.STATS, "fashion-mnist": FASHION_MNIST, "cifar10": CIFAR10, "cifar100": CIFAR100}
+SPECS = ("fashion-mnist", "folder:PATH", "cifar10:PATH", "cifar100:PATH", "synthetic", "synthetic:N", "wds:DIR_OR_URL")
+# (side, channels, stats) of each spec kind before any resizing; folder: checkpoints that do not record their
+# preprocessing predate folders' own shapes.
+NATIVE = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
+          "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
 
 
 def _check_options(cfg: DataConfig) -> None:
@@ -43,25 +44,9 @@ def _check_options(cfg: DataConfig) -> None:
             raise UserError(f"{name} must be a positive number of samples, got {value}")
 
 
-def memory_datasets(cfg: DataConfig, name: str, train: Split, val: Split, classes: list[str],
-                    stats: Stats) -> tuple[Dataset, Dataset, DataInfo]:
-    """Datasets over uint8 ``(N, C, H, W)`` tensors with the recipe's transforms; subsets take the first N."""
-    native_size, native_chans = train[0].shape[-1], train[0].shape[1]
-    img_size, in_chans = cfg.img_size or native_size, cfg.in_chans or native_chans
-    mean, std = adapt_stats(stats, in_chans)
-    sets = []
-    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
-        transform = make_transform(cfg, is_train, img_size, in_chans, mean, std, (native_size, native_chans))
-        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
-    info = DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=list(classes), mean=mean, std=std, skipped=[], input_from=input_origin(cfg, name))
-    return sets[0], sets[1], info
-
-
 def build_datasets(cfg: DataConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple[Dataset, Dataset, DataInfo]:
-    """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (one of ``SPECS``,
-    docs/data.md). ``splits=("val",)`` (evaluation) leaves a folder's ``train/`` files unread and the train set
-    ``None``. A subset larger than its split keeps the whole split, with a warning."""
+    """Train and val datasets of items ``(float (C, H, W) tensor, int label)`` for ``cfg.spec`` (docs/data.md);
+    ``splits=("val",)`` leaves a folder's ``train/`` files unread and the train set ``None``."""
     _check_options(cfg)
     sets = _build(cfg, splits)
     for split, subset, dataset in (("train", cfg.train_subset, sets[0]), ("val", cfg.val_subset, sets[1])):
@@ -88,7 +73,14 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
         train, val, classes = load_cifar(kind, arg)
     else:
         raise UserError(f"unknown dataset spec {cfg.spec!r}; valid specs: {', '.join(SPECS)}")
-    return memory_datasets(cfg, kind, train, val, classes, MEMORY_STATS[kind])
+    # uint8 (N, C, H, W) tensors held in memory; subsets take the first N
+    native = train[0].shape[-1], train[0].shape[1]
+    info = data_info(cfg, kind, classes, (*native, NATIVE[kind][2]), kind)
+    sets = []
+    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
+        transform = make_transform(cfg, is_train, info, native)
+        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
+    return sets[0], sets[1], info
 
 
 def loader_options(workers: int, device: torch.device) -> dict:

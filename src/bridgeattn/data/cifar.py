@@ -14,8 +14,7 @@ _CLASSES = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
     """``((train images (50000, 3, 32, 32) uint8, labels), (test images, labels), class names)`` from the folder
-    holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself). torchvision checks every file
-    against the release's MD5 before unpickling it: only the published files are ever unpickled."""
+    holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself), MD5-checked by torchvision."""
     cls = _CLASSES[kind]
     root = Path(path).expanduser()
     if root.name == cls.base_folder:
@@ -24,10 +23,8 @@ def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
     names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise UserError(
-            f"{kind}:{path}: expected the python release layout {folder}/{{{', '.join(names)}}}; missing "
-            f"{', '.join(missing)}. Unpack {cls.filename} from {cls.url} into {root}"
-        )
+        raise UserError(f"{kind}:{path}: expected the python release layout {folder}/{{{', '.join(names)}}}; "
+                        f"missing {', '.join(missing)}. Unpack {cls.filename} from {cls.url} into {root}")
     try:
         splits = [cls(str(root), train=train, download=False) for train in (True, False)]
     except RuntimeError as err:

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import DataConfig
-
-__all__ = ["DataConfig", "DataInfo"]
+from .stats import Stats, adapt_stats
 
 
 @dataclass
@@ -28,9 +27,15 @@ class DataInfo:
         return f"{shape} ({self.input_from})" if self.input_from else shape
 
 
-def input_origin(cfg: DataConfig, own: str) -> str:
-    """Where the input shape of ``cfg`` comes from: the values set, the data set's own (``own``), or both."""
-    given = [name for name, value in (("size", cfg.img_size), ("channels", cfg.in_chans)) if value is not None]
+def data_info(cfg: DataConfig, name: str, classes: list[str], own: tuple[int, int, Stats], origin: str) -> DataInfo:
+    """The input shape ``cfg`` sets, else the data set's ``own`` (side, channels, stats; found from ``origin``), and
+    the stats adapted to that many channels."""
+    img_size, in_chans = cfg.img_size or own[0], cfg.in_chans or own[1]
+    given = [what for what, value in (("size", cfg.img_size), ("channels", cfg.in_chans)) if value is not None]
     if len(given) == 2:
-        return "as set"
-    return f"{given[0]} as set, the rest from {own}" if given else f"from {own}"
+        input_from = "as set"
+    else:
+        input_from = f"{given[0]} as set, the rest from {origin}" if given else f"from {origin}"
+    mean, std = adapt_stats(own[2], in_chans)
+    return DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
+                    class_names=list(classes), mean=mean, std=std, input_from=input_from)

@@ -1,6 +1,5 @@
-"""Fashion-MNIST from local IDX files, first found in ``$BRIDGEATTN_FASHION_MNIST_DIR``, then
-``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), then torchvision's download.
-gz files are decompressed once into the cache as a torchvision root (docs/data.md)."""
+"""Fashion-MNIST from local IDX files (``$BRIDGEATTN_FASHION_MNIST_DIR``, then ``/usr/share/datasets/fashion-mnist``)
+or torchvision's download; gz files are decompressed once into the cache (docs/data.md)."""
 from __future__ import annotations
 
 import functools
@@ -38,9 +37,8 @@ def _find_files(folder: Path) -> dict[str, Path] | None:
 def _prepared_root(files: dict[str, Path]) -> Path:
     """A torchvision root (``ROOT/FashionMNIST/raw/<raw files>``): the source itself when it already is one,
     else a folder in the cache keyed by the source files, filled once."""
-    raw_dir = files[FILES[0]].parent
-    in_place = all(p.parent == raw_dir and p.suffix != ".gz" for p in files.values())
-    if in_place and raw_dir.parts[-2:] == ("FashionMNIST", "raw"):
+    raw_dir = files[FILES[0]].parent  # of all four
+    if raw_dir.parts[-2:] == ("FashionMNIST", "raw") and all(p.suffix != ".gz" for p in files.values()):
         return raw_dir.parent.parent
     stamps = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files.values())
     root = cache_dir() / "fashion-mnist" / hashlib.sha1(stamps.encode()).hexdigest()[:16]

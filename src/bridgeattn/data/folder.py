@@ -15,17 +15,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .images import check_image, load_image
-from .stats import IMAGENET, adapt_stats
+from .stats import IMAGENET
 from .transforms import make_transform
 
 log = logging.getLogger(__name__)
 NATIVE_SIZE = 224  # the largest default side: bigger images are resized to it, as timm's models expect
 SHAPE_SAMPLE = 32  # images whose sizes and modes give a folder's default input shape
-_GRAY = ("1", "L", "LA", "I", "F")
 MAX_DEPTH = 32  # folders nested deeper under a class folder are not walked (a bound for pathological trees)
-_BATCH = 2048
 Sample = tuple[str, int]
 DirKey = tuple[int, int]
 
@@ -44,9 +42,8 @@ def _dir_key(path: str | Path) -> DirKey | None:
 
 
 def _class_files(class_dir: Path, walked: set[DirKey], passed: list[str]) -> list[str]:
-    """Every non-hidden file under ``class_dir`` (recursively, through directory symlinks), sorted. A directory whose
-    ``(st_dev, st_ino)`` is in ``walked`` is not entered again (loops, links between classes); such links, and
-    folders deeper than ``MAX_DEPTH``, go to ``passed``."""
+    """Every non-hidden file under ``class_dir``, sorted, through links to directories not yet ``walked``
+    (docs/data.md); the links not followed, and folders deeper than ``MAX_DEPTH``, go to ``passed``."""
     files, top = [], len(class_dir.parts)
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         depth = len(Path(dirpath).parts) - top
@@ -73,8 +70,8 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
     bad: dict[str, str] = {}
     # Threads overlap the file reads; batches bound the number of pending futures on very large folders.
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
-        for start in range(0, len(paths), _BATCH):
-            batch = paths[start:start + _BATCH]
+        for start in range(0, len(paths), 2048):
+            batch = paths[start:start + 2048]
             for path, reason in zip(batch, pool.map(check_image, batch)):
                 if reason is None:
                     continue
@@ -134,9 +131,8 @@ def _scan_split(split_dir: Path, classes: list[str], strict: bool) -> tuple[list
 
 
 class CheckedImageFolder(Dataset):
-    """Items ``(transform(image in mode), class index)`` of checked ``(path, class index)`` samples. A file that
-    still fails to decode (changed since, or damaged where the check cannot see) is replaced by the next sample with
-    a warning instead of ending the run; with ``strict`` it raises."""
+    """Items ``(transform(image in mode), class index)`` of checked samples; a file that still fails to decode is
+    replaced by the next sample with a warning (with ``strict``, it raises)."""
 
     def __init__(self, root: Path, samples: list[Sample], classes: list[str], transform: Any,
                  mode: str, strict: bool) -> None:
@@ -167,7 +163,7 @@ def own_shape(samples: list[Sample]) -> tuple[int, int, str]:
         try:
             with Image.open(path) as img:
                 sides.append(min(img.size))
-                gray = gray and (img.mode in _GRAY or img.mode.startswith("I;16"))
+                gray = gray and (img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16"))
         except (OSError, ValueError):  # changed since the check; loading replaces it later
             continue
     side = min(NATIVE_SIZE, max(8, statistics.median_low(sides or [NATIVE_SIZE])))
@@ -197,20 +193,17 @@ def folder_datasets(cfg: DataConfig, path: str, wanted: tuple[str, ...]) -> tupl
     # from the val images, which evaluation reads too, so that it sees what training saw
     own = (scans.get("val") or scans["train"])[0]
     side, chans, how = own_shape(own) if None in (cfg.img_size, cfg.in_chans) else (0, 0, "")
-    img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
-    mean, std = adapt_stats(IMAGENET, in_chans)
-    mode = "L" if in_chans == 1 else "RGB"
+    info = data_info(cfg, f"folder:{root.name}", classes, (side, chans, IMAGENET), how)
+    mode = "L" if info.in_chans == 1 else "RGB"
     sets, skipped = {}, {}
     for split, (samples, bad) in scans.items():
         skipped.update(bad)
-        transform = make_transform(cfg, split == "train", img_size, in_chans, mean, std)
+        transform = make_transform(cfg, split == "train", info)
         subset = cfg.train_subset if split == "train" else cfg.val_subset
         sets[split] = CheckedImageFolder(splits[split], _spread(samples, subset), classes, transform, mode, cfg.strict)
     if skipped:
         examples = "; ".join(f"{p} ({r})" for p, r in list(skipped.items())[:3])
         log.warning("skipped %d unreadable file(s) in %s: %s%s", len(skipped), root, examples,
                     " ..." if len(skipped) > 3 else "")
-    info = DataInfo(name=f"folder:{root.name}", num_classes=len(classes), in_chans=in_chans, img_size=img_size,
-                    class_names=classes, mean=mean, std=std, skipped=sorted(skipped),
-                    input_from=input_origin(cfg, how))
+    info.skipped = sorted(skipped)
     return sets.get("train"), sets.get("val"), info

@@ -8,10 +8,7 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-# JPEG streams end with the EOI marker; a file that does not is most often cut short.
-_JPEG_END = b"\xff\xd9"
-# Resizing the short side to img_size makes the long side img_size x the aspect ratio: bounded by this, a tiny file
-# of 100000 x 1 pixels cannot become a 3.2M x 32 image (seconds and hundreds of MB per read).
+# Resizing the short side to img_size makes the long side img_size x the aspect ratio: bounded (docs/data.md).
 MAX_ASPECT = 32
 
 
@@ -44,7 +41,7 @@ def check_image(path: str | Path) -> str | None:
         if fmt == "JPEG":
             with open(path, "rb") as f:
                 f.seek(max(0, size - 2))
-                if f.read(2) == _JPEG_END:
+                if f.read(2) == b"\xff\xd9":  # JPEG's end marker: a file without it is most often cut short
                     return None
         if fmt != "PNG":
             with Image.open(path) as img:

@@ -10,16 +10,9 @@ import numpy as np
 from timm.data import create_transform
 
 from ..errors import UserError
-from . import synthetic
-from .config import DataConfig, DataInfo
-from .folder import NATIVE_SIZE
-from .stats import CIFAR10, CIFAR100, FASHION_MNIST, IMAGENET, adapt_stats
-
-__all__ = ["Preprocessing", "eval_preprocessing"]
-# (side, channels, stats) of each spec kind before any resizing; folder: checkpoints that do not record their
-# preprocessing predate folders' own shapes.
-NATIVE = {"fashion-mnist": (28, 1, FASHION_MNIST), "cifar10": (32, 3, CIFAR10), "cifar100": (32, 3, CIFAR100),
-          "synthetic": (synthetic.NATIVE_SIZE, 3, synthetic.STATS), "folder": (NATIVE_SIZE, 3, IMAGENET)}
+from .build import NATIVE
+from .config import DataConfig, DataInfo, data_info
+from .stats import IMAGENET, adapt_stats
 
 
 @dataclass(frozen=True)
@@ -67,19 +60,13 @@ class Preprocessing:
 
 
 def eval_preprocessing(cfg: DataConfig, info: DataInfo | None = None) -> Preprocessing:
-    """What the evaluation pipeline of ``cfg`` does to an image: in-memory sets resize to ``img_size``, folders
-    resize the short side and center-crop, the ``imagenet`` recipe resizes to ``img_size / crop_pct`` and
-    center-crops. ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
-    if info is not None:
-        img_size, in_chans, mean, std = info.img_size, info.in_chans, info.mean, info.std
-    else:
+    """What the evaluation pipeline of ``cfg`` does to an image (crop_pct only for the ``imagenet`` recipe);
+    ``info`` (the built data set) is needed where the spec alone does not tell (``wds:``)."""
+    if info is None:
         kind = cfg.spec.partition(":")[0]
         if kind not in NATIVE:
             raise UserError(f"unknown dataset spec {cfg.spec!r}: cannot tell its preprocessing")
-        side, chans, stats = NATIVE[kind]
-        img_size, in_chans = cfg.img_size or side, cfg.in_chans or chans
-        mean, std = adapt_stats(stats, in_chans)
+        info = data_info(cfg, kind, [], NATIVE[kind], kind)
     crop_pct = cfg.crop_pct if cfg.recipe == "imagenet" else 1.0
-    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
-    return Preprocessing(input_size=(int(in_chans), int(img_size), int(img_size)), mean=tuple(mean),
-                         std=tuple(std), interpolation=interpolation, crop_pct=float(crop_pct))
+    return Preprocessing.from_dict({"input_size": (info.in_chans, info.img_size, info.img_size), "mean": info.mean,
+                                    "std": info.std, "interpolation": cfg.interpolation, "crop_pct": crop_pct})

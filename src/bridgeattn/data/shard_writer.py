@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,7 @@ def write_shards(cfg: DataConfig, output: str | os.PathLike[str], shard_size: in
         raise UserError(f"--output {out} exists and is not an empty folder; choose a new one")
     if cfg.spec.startswith("wds:"):
         raise UserError("--data is already a shard set; give the original data set spec")
-    native = DataConfig(**{**cfg.__dict__, "img_size": None, "in_chans": None})  # store the images as they are
-    train_set, val_set, info = build_datasets(native)
+    train_set, val_set, info = build_datasets(replace(cfg, img_size=None, in_chans=None))  # the images as they are
     pre = {"img_size": info.img_size, "in_chans": info.in_chans, "mean": list(info.mean), "std": list(info.std),
            "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct}
     meta: dict[str, Any] = {"format": FORMAT, "source": cfg.spec, "name": info.name, "classes": list(info.class_names),

@@ -20,9 +20,8 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import UserError
-from .config import DataConfig, DataInfo, input_origin
+from .config import DataConfig, DataInfo, data_info
 from .images import load_image
-from .stats import adapt_stats
 from .transforms import Transform, make_transform
 
 META = "shards.json"
@@ -42,8 +41,6 @@ def _wds():
     return webdataset
 
 
-# ------------------------------------------------------------------------------------------ shards.json, checks
-
 def _join(location: str, name: str) -> str:
     return f"{location.rstrip('/')}/{name}"
 
@@ -53,8 +50,7 @@ def _count(value: Any) -> bool:
 
 
 def read_meta(location: str) -> dict[str, Any]:
-    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open); ``UserError`` when it
-    cannot describe a classification set."""
+    """The ``shards.json`` of a shard set (a folder, or a URL prefix webdataset can open), checked (docs/data.md)."""
     try:
         with _wds().gopen(_join(location, META), "rb") as f:
             meta = json.loads(f.read())
@@ -96,9 +92,8 @@ def _header(block: bytes) -> tuple[str, int, bytes]:
 
 
 def tar_labels(path: Path) -> list[int | None]:
-    """The ``.cls`` label of each sample in the tar ``path`` (None where there is none, -1 where it is no number),
-    from its headers and ``.cls`` members only; ``ValueError`` when it is not a complete tar archive. Samples are
-    grouped as webdataset groups them: consecutive files with the same name up to the first dot of the file name."""
+    """The ``.cls`` label of each sample (grouped as webdataset does) in the tar ``path``, from its headers and ``.cls``
+    members only: None where there is none, -1 where it is no number; ``ValueError`` for an incomplete tar."""
     size, offset, long_name, key = path.stat().st_size, 0, None, None
     labels: list[int | None] = []
     with open(path, "rb") as f:
@@ -134,14 +129,12 @@ def tar_labels(path: Path) -> list[int | None]:
                 labels[-1] = int(text) if text.lstrip(b"-").isdigit() else -1
 
 
-# Shards that passed the check in this process, by (path, size, modification time): a comparison reads one set
-# in every cell.
+# (path, size, mtime) of the shards checked in this process: a comparison reads one set in every cell.
 _CHECKED: set[tuple[str, int, int]] = set()
 
 
 def check_shards(location: str, meta: dict[str, Any]) -> None:
-    """``UserError`` naming the first shard of a local shard folder that is missing, has another byte size than
-    recorded, is not a complete tar, or holds another number of samples or a label outside the classes."""
+    """``UserError`` naming the first shard of a local shard folder that does not match ``shards.json``."""
     classes = len(meta["classes"])
     for split in SPLITS:
         part = meta[split]
@@ -170,12 +163,10 @@ def check_shards(location: str, meta: dict[str, Any]) -> None:
             _CHECKED.add(stamp)
 
 
-Segment = tuple[str, int, int]  # (shard url, start, stop): samples start <= i < stop of one shard
-
-
-def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[Segment]:
-    """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as shard segments."""
-    segments: list[Segment] = []
+def _segments(urls: list[str], counts: list[int], order: list[int], lo: int, hi: int) -> list[tuple[str, int, int]]:
+    """Positions ``lo <= p < hi`` of the sequence of shards in ``order`` (wrapping around) as ``(shard url, start,
+    stop)``: its samples ``start <= i < stop``."""
+    segments = []
     p = 0  # position of the shard's first sample
     while p < hi:
         for i in order:
@@ -193,7 +184,7 @@ def _share(lo: int, hi: int, i: int, parts: int) -> tuple[int, int]:
 
 class ShardSet(IterableDataset):
     """One split of a shard set. Iterated plainly it yields ``(image tensor, label)`` once each, split over the
-    loader's workers (evaluation); ``batches(...)`` gives the exact per-rank, per-worker training stream."""
+    loader's workers (evaluation); ``ShardBatches`` gives the exact per-rank, per-worker training stream."""
 
     def __init__(self, location: str, meta: dict[str, Any], split: str, transform: Transform, mode: str,
                  tensor_input: bool, subset: int | None = None) -> None:
@@ -208,16 +199,14 @@ class ShardSet(IterableDataset):
     def __len__(self) -> int:
         return sum(self.counts)
 
-    def _order(self, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    def _raw(self, lo: int, hi: int, shuffle: str | None = None) -> Iterator[dict[str, Any] | None]:
+        """The encoded samples at positions ``lo <= p < hi`` of the shards in stored order, or in an order seeded by
+        ``shuffle`` (webdataset's tar reader; skipped samples not decoded). A shard that fails or ends early loses
+        the rest of its segment, with a warning: None for each lost sample."""
         order = [i for i, c in enumerate(self.counts) if c]
-        if shuffle:
-            random.Random(f"{seed}/{epoch}").shuffle(order)
-        return order
-
-    def _raw(self, segments: list[Segment]) -> Iterator[dict[str, Any] | None]:
-        """The encoded samples of ``segments``, in order (webdataset's tar reader; skipped samples not decoded).
-        A shard that fails or ends early loses the rest of its segment, with a warning: None for each lost sample."""
-        for url, start, stop in segments:
+        if shuffle is not None:
+            random.Random(shuffle).shuffle(order)
+        for url, start, stop in _segments(self.urls, self.counts, order, lo, hi):
             got, problem = 0, "it ends early"
             try:
                 for sample in islice(_wds().tariterators.tarfile_samples(iter([{"url": url}])), start, stop):
@@ -240,9 +229,8 @@ class ShardSet(IterableDataset):
         return self.transform(pil_to_tensor(img) if self.tensor_input else img), label
 
     def items(self, stream: Iterator[dict[str, Any] | None]) -> Iterator[tuple[torch.Tensor, int]]:
-        """``load`` of each sample. A lost sample (None) or one that does not decode (with a warning) is stood in
-        for by one of the last ``STAND_INS`` readable ones (the previous one first; at the start, the next one),
-        so the stream keeps its planned length."""
+        """``load`` of each sample; a lost (None) or undecodable one is stood in for by one of the last ``STAND_INS``
+        readable ones (the previous one first; at the start, the next one): the stream keeps its planned length."""
         recent: deque[dict[str, Any]] = deque(maxlen=STAND_INS)
         owed = 0
         for sample in stream:
@@ -268,23 +256,17 @@ class ShardSet(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         worker = get_worker_info()
         wid, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        lo, hi = _share(0, len(self), wid, workers)
-        yield from self.items(self._raw(_segments(self.urls, self.counts, self._order(False, 0, 0), lo, hi)))
-
-    def batches(self, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0, train: bool = False,
-                seed: int = 0) -> ShardBatches:
-        return ShardBatches(self, batch_size, rank, world_size, max(1, workers), train, seed)
+        yield from self.items(self._raw(*_share(0, len(self), wid, workers)))
 
 
 class ShardBatches(IterableDataset):
-    """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``); use with ``DataLoader(batch_size=None)``.
-    Training: ``ceil(N / world)`` samples per rank (wrapping around), whole batches only, shuffled shard order and
-    a shuffle buffer. Evaluation: ``N / world`` samples per rank in stored order, the last batch may be short."""
+    """This rank's batches of a ``ShardSet`` for one epoch (``set_epoch``), for ``DataLoader(batch_size=None)``:
+    training takes ``ceil(N / world)`` samples per rank in whole batches, evaluation ``N / world`` (docs/data.md)."""
 
-    def __init__(self, shards: ShardSet, batch_size: int, rank: int, world_size: int, workers: int, train: bool,
-                 seed: int) -> None:
+    def __init__(self, shards: ShardSet, batch_size: int, rank: int = 0, world_size: int = 1, workers: int = 0,
+                 train: bool = False, seed: int = 0) -> None:
         self.shards, self.batch_size, self.rank, self.world_size = shards, batch_size, rank, world_size
-        self.workers, self.train, self.seed = workers, train, seed
+        self.workers, self.train, self.seed = max(1, workers), train, seed
         # shared memory, so persistent loader workers see the epoch set in the main process
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
@@ -309,8 +291,7 @@ class ShardBatches(IterableDataset):
         if count != self.workers:
             raise RuntimeError(f"built for {self.workers} loader workers, iterated by {count}")
         epoch, wds = int(self._epoch[0]), _wds()
-        order = self.shards._order(self.train, self.seed, epoch)
-        stream = self.shards._raw(_segments(self.shards.urls, self.shards.counts, order, *self._worker_range(wid)))
+        stream = self.shards._raw(*self._worker_range(wid), shuffle=f"{self.seed}/{epoch}" if self.train else None)
         if self.train:
             seed = np.random.SeedSequence([self.seed, epoch, self.rank, wid]).generate_state(2)
             torch.manual_seed(int(seed[0]) << 32 | int(seed[1]))  # augmentation
@@ -321,7 +302,7 @@ class ShardBatches(IterableDataset):
 def shard_loader(shards: ShardSet, batch_size: int, rank: int, world_size: int, train: bool, seed: int,
                  options: dict[str, Any]) -> DataLoader:
     """A DataLoader over this rank's batches of ``shards``; ``options`` as from ``loader_options``."""
-    batches = shards.batches(batch_size, rank, world_size, options.get("num_workers", 0), train, seed)
+    batches = ShardBatches(shards, batch_size, rank, world_size, options.get("num_workers", 0), train, seed)
     return DataLoader(batches, batch_size=None, **options)
 
 
@@ -331,16 +312,12 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     if Path(location).is_dir():
         check_shards(location, meta)
     pre = meta["preprocessing"]
-    img_size, in_chans = cfg.img_size or pre["img_size"], cfg.in_chans or pre["in_chans"]
-    mean, std = adapt_stats((tuple(pre["mean"]), tuple(pre["std"])), in_chans)
+    own = pre["img_size"], pre["in_chans"], (tuple(pre["mean"]), tuple(pre["std"]))
+    info = data_info(cfg, f"wds:{meta['name']}", meta["classes"], own, META)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
-    mode = "L" if (pre["in_chans"] if tensor_input else in_chans) == 1 else "RGB"
-    native = (pre["img_size"], pre["in_chans"]) if tensor_input else None
+    mode = "L" if (pre["in_chans"] if tensor_input else info.in_chans) == 1 else "RGB"
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        transform = make_transform(cfg, train, img_size, in_chans, mean, std, native)
+        transform = make_transform(cfg, train, info, own[:2] if tensor_input else None)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
-    info = DataInfo(name=f"wds:{meta['name']}", num_classes=len(meta["classes"]), in_chans=in_chans,
-                    img_size=img_size, class_names=list(meta["classes"]), mean=mean, std=std, skipped=[],
-                    input_from=input_origin(cfg, META))
     return sets[0], sets[1], info

@@ -21,5 +21,4 @@ def adapt_stats(stats: Stats, in_chans: int) -> Stats:
         return stats
     if len(mean) == 1:
         return mean * in_chans, std * in_chans
-    luma = lambda v: (round(sum(w * x for w, x in zip(_LUMA, v)), 4),)  # noqa: E731
-    return luma(mean), luma(std)
+    return tuple((round(sum(w * x for w, x in zip(_LUMA, values)), 4),) for values in stats)

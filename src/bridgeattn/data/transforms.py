@@ -11,7 +11,7 @@ from timm.data import create_transform
 from torchvision.transforms import InterpolationMode, v2
 
 from ..errors import UserError
-from .config import DataConfig
+from .config import DataConfig, DataInfo
 
 RECIPES = ("light", "imagenet", "none")
 
@@ -53,29 +53,29 @@ def interpolation_mode(name: str) -> InterpolationMode:
         raise UserError(f"unknown interpolation {name!r}; use one of: {valid}") from None
 
 
-def make_transform(cfg: DataConfig, train: bool, img_size: int, in_chans: int, mean: tuple[float, ...],
-                   std: tuple[float, ...], native: tuple[int, int] | None = None) -> Transform:
-    """The recipe's transform to a normalised float ``(in_chans, img_size, img_size)`` tensor: of PIL images of any
-    size (in mode RGB, or L for one channel), or, given ``native`` = (side, channels), of uint8 tensors of that shape
-    held in memory (tensor ops only, except the imagenet recipe)."""
-    steps: list[Callable] = []
-    if native is not None and native[1] != in_chans:
-        steps.append(v2.Grayscale(in_chans))  # the luma of 3 channels, or 1 channel repeated
+def make_transform(cfg: DataConfig, train: bool, info: DataInfo, native: tuple[int, int] | None = None) -> Transform:
+    """The recipe's transform to a float ``(in_chans, img_size, img_size)`` tensor normalised as ``info`` says: of PIL
+    images of any size (in mode RGB, or L for one channel), or, given ``native`` = (side, channels), of uint8 tensors
+    of that shape held in memory (tensor ops only, except the imagenet recipe)."""
+    img_size, in_chans = info.img_size, info.in_chans
+    # a tensor gets in_chans channels: the luma of 3 channels, or 1 channel repeated
+    chans = [v2.Grayscale(in_chans)] if native is not None and native[1] != in_chans else []
     if cfg.recipe == "imagenet":
-        if native is not None:  # timm's pipeline works on PIL images: one conversion per sample buys RandAugment
-            steps.append(v2.ToPILImage(mode="L" if in_chans == 1 else "RGB"))
         # timm leaves the augmentation options out of evaluation and crop_pct out of training; its "random"
         # interpolation is a training augmentation, evaluation resizes bicubic
         interpolation = "bicubic" if cfg.interpolation == "random" and not train else cfg.interpolation
         timm = create_transform((in_chans, img_size, img_size), is_training=train, auto_augment=cfg.auto_augment,
                                 color_jitter=cfg.color_jitter, re_prob=cfg.reprob, re_mode="pixel",
-                                interpolation=interpolation, crop_pct=cfg.crop_pct, mean=mean, std=std)
-        return v2.Compose([*steps, timm])
+                                interpolation=interpolation, crop_pct=cfg.crop_pct, mean=info.mean, std=info.std)
+        if native is None:
+            return timm
+        # timm's pipeline works on PIL images: one conversion per sample buys RandAugment
+        return v2.Compose([*chans, v2.ToPILImage(mode="L" if in_chans == 1 else "RGB"), timm])
     resize = v2.Resize(img_size, interpolation=interpolation_mode(cfg.interpolation), antialias=True)
-    if native is None:
-        steps += [resize, v2.CenterCrop(img_size), v2.PILToTensor()]
-    elif native[0] != img_size:
-        steps.insert(0, resize)
+    if native is None:  # the short side to img_size, the center square, a uint8 tensor
+        steps = [resize, v2.CenterCrop(img_size), v2.PILToTensor()]
+    else:
+        steps = [resize, *chans] if native[0] != img_size else chans
     if train and cfg.recipe == "light":
         steps.append(PadCropFlip(img_size))
-    return v2.Compose([*steps, NormalizeUint8(mean, std)])
+    return v2.Compose([*steps, NormalizeUint8(info.mean, info.std)])
