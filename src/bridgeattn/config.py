@@ -193,10 +193,13 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ``UserError`` for values out of range and for contradictory options; returns self."""
         d, o, r = self.data, self.optim, self.run
-        for key, value in self.to_dict().items():  # every float option is a finite number (ranges below)
+        for opt in OPTIONS.values():  # every float a finite number (ranges below), every choice a known one
+            value = getattr(getattr(self, opt.section), opt.name)
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                raise UserError(f"{_flag(key)} must be a finite number, got {value}")
+                raise UserError(f"{opt.flag} must be a finite number, got {value}")
+            if opt.choices and value not in opt.choices:
+                raise UserError(f"unknown {opt.flag} {value!r}; use one of: {', '.join(opt.choices)}")
         _require(lambda v: 0 <= v < 2**63, "must be in [0, 2**63)", seed=r.seed)  # what torch.manual_seed takes
         _require(lambda v: v >= 1, "must be at least 1", epochs=o.epochs, batch_size=o.batch_size,
                  grad_accum=o.grad_accum, val_batch_size=o.val_batch_size, train_subset=d.train_subset,
@@ -215,10 +218,6 @@ class TrainConfig:
             raise UserError(f"--opt-betas must each be in [0, 1), got {' '.join(map(str, o.opt_betas))}")
         if o.warmup_epochs and o.warmup_epochs >= o.epochs:
             raise UserError(f"--warmup-epochs ({o.warmup_epochs}) must be smaller than --epochs ({o.epochs})")
-        for key, value, known in (("sched", o.sched, SCHEDULERS), ("mixup_mode", o.mixup_mode, MIXUP_MODES),
-                                  ("amp_dtype", r.amp_dtype, AMP_DTYPES)):
-            if value not in known:
-                raise UserError(f"unknown {_flag(key)} {value!r}; use one of: {', '.join(known)}")
         if r.device != "auto" and not (r.device == "cpu" or r.device.startswith("cuda")):
             raise UserError(f"--device must be auto, cpu or cuda[:N], got {r.device!r}")
         if r.device == "cpu" and r.sync_bn:
@@ -340,17 +339,16 @@ def _split(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
     """Defaults updated by each mapping (flat keys or sections) in turn, then by ``values`` (later wins)."""
-    merged: dict[str, Any] = {}
+    cfg = TrainConfig()
     for layer in (*layers, values):
         options, launch = _split(layer)
         if launch:
             key = next(iter(launch))
             raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
                             f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
-        merged.update(options)
-    return TrainConfig(**{section: owner(**{o.name: merged[k] for k, o in OPTIONS.items()
-                                            if o.section == section and k in merged})
-                          for section, owner in SECTIONS.items()})
+        for key, value in options.items():
+            setattr(getattr(cfg, OPTIONS[key].section), OPTIONS[key].name, value)
+    return cfg
 
 
 def from_flat(values: Mapping[str, Any]) -> tuple[TrainConfig, LaunchOptions]:
@@ -473,14 +471,11 @@ def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, ex
     suffix = "" if show_defaults else " (default: the recipe's)"
     titles = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
     groups = {name: parser.add_argument_group(f"{title} options{suffix}") for name, title in titles.items()}
-    for opt in OPTIONS.values():
-        if opt.key not in exclude:
-            groups[opt.section].add_argument(opt.flag, **_argument(opt, show_defaults))
     if launch:
-        group = parser.add_argument_group("launch options (never stored with the run)")
-        for opt in LAUNCH_OPTIONS.values():
-            if opt.key not in exclude:
-                group.add_argument(opt.flag, **_argument(opt, True))
+        groups[None] = parser.add_argument_group("launch options (never stored with the run)")
+    for opt in [*OPTIONS.values(), *LAUNCH_OPTIONS.values()]:
+        if opt.section in groups and opt.key not in exclude:
+            groups[opt.section].add_argument(opt.flag, **_argument(opt, show_defaults or opt.section is None))
 
 
 def _absolute(values: dict[str, Any]) -> dict[str, Any]:

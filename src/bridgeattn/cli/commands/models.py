@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import UserError
-from ..arguments import add_json_arguments, emit_json, positive_int
+from ..arguments import add_json_arguments, emit_json, integer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,12 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timm", dest="include_timm", action=argparse.BooleanOptionalAction, default=True,
                         help="include timm's baseline models (--no-timm hides them)")
     parser.add_argument("--names-only", action="store_true", help="print names only (fast: no MAC counting)")
-    parser.add_argument("--img-size", type=positive_int, metavar="N",
-                        help="count MACs at this image size (default: each model's own)")
-    parser.add_argument("--in-chans", type=positive_int, metavar="N",
-                        help="count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
-    parser.add_argument("--num-classes", type=positive_int, metavar="N",
-                        help="count with this classifier size (default: each model's own)")
+    integer(parser, "--img-size", "count MACs at this image size (default: each model's own)")
+    integer(parser, "--in-chans",
+            "count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
+    integer(parser, "--num-classes", "count with this classifier size (default: each model's own)")
     add_json_arguments(parser, "rows")
 
 
