@@ -22,10 +22,9 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
-           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "add_train_arguments",
-           "config_from_args", "dump_yaml", "flags_given", "from_flat", "load_yaml", "make_config", "model_kwargs_arg",
-           "option", "resolve_config_path"]
+__all__ = ["LAUNCH_OPTIONS", "OPTIONS", "REMOTE_KWARGS", "DataConfig", "LaunchOptions", "ModelConfig", "OptimConfig",
+           "RunConfig", "TrainConfig", "add_train_arguments", "config_from_args", "dump_yaml", "flags_given",
+           "from_flat", "listed", "load_yaml", "make_config", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -87,8 +86,7 @@ class ModelConfig:
     kwargs: dict[str, Any] = option(factory=dict, key="model_kwargs",
                                     help="extra create_model arguments: 'drop_rate=0.1 rd_ratio=0.125'")
     init_from: str | None = option(None, help="start from these weights: a timm name (resnet50.a1_in1k), a weights "
-                                              "file or a run folder; plain weights warm-start the gates "
-                                              "(docs/warmstart.md)")
+                                   "file or a run folder; plain weights warm-start the gates (docs/warmstart.md)")
 
 
 @dataclass
@@ -135,8 +133,7 @@ class RunConfig:
     amp_dtype: str = option("auto", choices=AMP_DTYPES, help="auto | float16 | bfloat16")
     channels_last: bool = option(False, help="channels_last memory format")
     sync_bn: bool = option(False, help="SyncBatchNorm across processes (CUDA only)")
-    freeze_bn: bool = option(False, help="freeze every BatchNorm, the gate's included (fine-tuning with small "
-                                         "batches)")
+    freeze_bn: bool = option(False, help="freeze every BatchNorm, the gate's included (fine-tuning with small batches)")
     deterministic: bool = option(False, help="deterministic algorithms (bit-exact resume on CPU)")
     seed: int = option(42, help="seed for model init, data order and augmentation")
     workers: int = option(2, help="data loader worker processes per training process")
@@ -151,9 +148,8 @@ class LaunchOptions:
     """One invocation's choices, never stored in a run: where, whether to resume, trust, display, processes."""
 
     output: str | None = option(None, help="run folder (default: runs/<model>-<date>-<time>)")
-    resume: str | None = option(None, const="auto",
-                                help="'auto' (latest good checkpoint in --output; also plain --resume) or a "
-                                     "checkpoint path")
+    resume: str | None = option(None, const="auto", help="'auto' (latest good checkpoint in --output; also plain "
+                                "--resume) or a checkpoint path")
     overwrite: bool = option(False, help="use an --output folder that holds other files, not a run (the run's "
                                          "files replace any of the same name)")
     unsafe_load: bool = option(False, help="allow checkpoints that need arbitrary code to load (trusted files only)")
@@ -249,18 +245,6 @@ def _require(ok: Callable[[Any], bool], need: str, **values: Any) -> None:
 _WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(value)
-    return int(value)
-
-
-# A YAML value or a flag's text -> an option of each kind (KeyError, TypeError or ValueError when it cannot be).
-_CONVERT: dict[type, Callable[[Any], Any]] = {
-    bool: lambda v: _WORDS[v.lower()] if isinstance(v, str) else bool(v), int: _int, float: float, str: str,
-    list: lambda v: [float(x) for x in v], dict: dict}
-
-
 @dataclass(frozen=True)
 class Option:
     """One field of the tree as the outside world sees it: its YAML key and flag, type, default and help."""
@@ -268,7 +252,7 @@ class Option:
     key: str
     section: str | None  # None: a launch option
     name: str
-    kind: type  # bool, int, float, str, list (of floats) or dict: a key of _CONVERT
+    kind: type  # bool, int, float, str, list (of floats) or dict
     optional: bool  # may be None ("none", "null" or "" on the command line and in YAML)
     default: Any
     help: str
@@ -283,7 +267,11 @@ class Option:
                 return None
             raise UserError(f"option {self.key!r} cannot be empty")
         try:
-            return _CONVERT[self.kind](value)
+            if self.kind is bool and isinstance(value, str):
+                return _WORDS[value.lower()]
+            if self.kind is int and (isinstance(value, bool) or isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)  # no silent rounding: 2.5 epochs, True workers
+            return [float(x) for x in value] if self.kind is list else self.kind(value)
         except (KeyError, TypeError, ValueError):
             raise UserError(f"option {self.key!r}: {value!r} is not a valid {self.kind.__name__}") from None
 
@@ -379,11 +367,9 @@ REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overl
 
 
 def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
-    """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted.
-
-    Launch options (which older run folders stored) and the ``model_kwargs`` in :data:`REMOTE_KWARGS` are ignored,
-    with a warning unless ``quiet``: a file never sets where a run goes or makes it fetch the weights it names.
-    """
+    """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted. Launch options
+    (older run folders stored them) and the ``model_kwargs`` in ``REMOTE_KWARGS`` are ignored, with a warning unless
+    ``quiet``: a file never sets where a run goes or makes it fetch the weights it names."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
@@ -462,9 +448,7 @@ def _argument(opt: Option, show_default: bool) -> dict[str, Any]:
 def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, exclude: tuple[str, ...] = (),
                         config_help: str | None = None, show_defaults: bool = True) -> None:
     """``--config`` and one flag per training option (grouped by section), plus the launch flags with ``launch``.
-
-    ``exclude``: keys the command sets itself; ``show_defaults=False`` where a recipe gives the defaults (demo).
-    """
+    ``exclude``: keys the command sets itself; ``show_defaults=False`` where a recipe gives the defaults (demo)."""
     parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="NAME|FILE",
                         help=config_help or "recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a "
                                             "YAML file, or a run folder (its config.yaml; a new run starts)")
@@ -493,10 +477,8 @@ def flags_given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptions]:
-    """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated.
-
-    Launch options come from the flags only, never from a recipe or a stored ``config.yaml``.
-    """
+    """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated. Launch
+    options come from the flags only, never from a recipe or a stored ``config.yaml``."""
     launch = LaunchOptions(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
     stored: dict[str, Any] = {}

@@ -1,8 +1,5 @@
-"""``bridgeattn <command>``: a thin shell over the library's functions.
-
-Each command lives in ``bridgeattn.cli.commands.<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported only when their command runs, so ``bridgeattn --help`` stays fast.
-"""
+"""``bridgeattn <command>``: a thin shell over the library's functions. Each command is a module of
+``cli/commands`` (``add_arguments``, ``run``), imported only when it runs, so ``bridgeattn --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, "formatter_class": HelpFormatter, **kwargs})
-        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its parser (build_parser fills it)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its parser (build_parser sets it)
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
@@ -83,9 +80,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices
     for name, help_text in COMMANDS.items():
-        p = parser.commands[name] = sub.add_parser(name, help=help_text,
-                                                   description=help_text[0].upper() + help_text[1:] + ".")
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
             module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
             module.add_arguments(p)

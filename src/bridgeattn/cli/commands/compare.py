@@ -1,8 +1,5 @@
-"""``bridgeattn compare``: attention variants under one budget, several seeds, one report.
-
-The budget is given with the training flags of ``bridgeattn train`` (and ``--config RECIPE``), generated from the
-same configuration tree; ``--models`` and the seeds pick the cells.
-"""
+"""``bridgeattn compare``: attention variants under one budget (``bridgeattn train``'s flags and ``--config``),
+several seeds, one report; ``--models`` and the seeds pick the cells."""
 from __future__ import annotations
 
 import argparse

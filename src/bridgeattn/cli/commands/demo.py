@@ -1,8 +1,5 @@
-"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side.
-
-Any training flag of ``bridgeattn train`` (generated from the same configuration tree) changes the recipe for
-every model of the demo.
-"""
+"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side; any
+training flag of ``bridgeattn train`` changes the recipe for every model of the demo."""
 from __future__ import annotations
 
 import argparse
