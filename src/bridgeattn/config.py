@@ -2,8 +2,7 @@
 
 ``TrainConfig`` (sections ``model``, ``data``, ``optim``, ``run``) is what a run's ``config.yaml`` and checkpoints
 store; ``LaunchOptions`` belong to one invocation and are never stored. Each field's metadata holds its ``help``,
-and optionally its YAML ``key`` and ``flag`` (docs/cli.md). Imports neither torch nor timm (fast ``--help``).
-"""
+and optionally its YAML ``key`` and ``flag`` (docs/cli.md). Imports neither torch nor timm."""
 from __future__ import annotations
 
 import argparse
@@ -32,8 +31,7 @@ AMP_DTYPES = ("auto", "float16", "bfloat16")
 MIXUP_MODES = ("batch", "pair", "elem")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
-           **meta: Any) -> Any:
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
     """A dataclass field with its help text (and optional ``key``, ``flag``, ``choices``) in its metadata."""
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
 
@@ -284,9 +282,8 @@ def _options(owner: type, section: str | None) -> Iterator[Option]:
         base = next(a for a in args if a is not type(None)) if optional else hints[f.name]
         key = f.metadata.get("key", f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        yield Option(key, section, f.name, typing.get_origin(base) or base, optional, default,
-                     f.metadata.get("help", ""), f.metadata.get("flag", _flag(key)), f.metadata.get("choices"),
-                     f.metadata.get("const"))
+        yield Option(key, section, f.name, typing.get_origin(base) or base, optional, default, f.metadata["help"],
+                     f.metadata.get("flag", _flag(key)), f.metadata.get("choices"), f.metadata.get("const"))
 
 
 # key -> Option, in help order: the four sections, then the launch options
@@ -401,10 +398,8 @@ def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
 # ----------------------------------------------------------------------------------------------------- flags
 
 def model_kwargs_arg(text: str) -> dict[str, Any]:
-    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars).
-
-    Not ``timm.utils.ParseKwargs``: it reads the quoted form as one value, ``x=true`` as text, ``x`` as a traceback.
-    """
+    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars). Not
+    ``timm.utils.ParseKwargs``: it reads the quoted form as one value, ``x=true`` as text, ``x`` as a traceback."""
     text = text.strip()
     try:
         if text.startswith("{"):

@@ -1,4 +1,4 @@
-"""argparse pieces shared by every command (no torch): ranges, comma lists, the JSON flags. See docs/cli.md."""
+"""argparse pieces shared by the commands: checked numbers, switches, devices, weights, the JSON flags (docs/cli.md)."""
 from __future__ import annotations
 
 import argparse

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from ..errors import UserError
@@ -50,9 +54,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see '{self.prog} --help')\n")
 
     def _suggestion(self, message: str) -> str:
-        import difflib
-        import re
-
         words: list[str] = []
         known: list[str] = []
         if message.startswith("unrecognized arguments:"):
@@ -71,14 +72,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
     parser = _Parser(prog="bridgeattn",
                      description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.")
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        __version__ = version("bridgeattn")
+        release = version("bridgeattn")
     except PackageNotFoundError:  # a source tree that was never installed
-        __version__ = "0+unknown"
-
-    parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
+        release = "0+unknown"
+    parser.add_argument("--version", action="version", version=f"bridgeattn {release}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.commands = sub.choices
     for name, help_text in COMMANDS.items():
@@ -155,8 +153,6 @@ def _traceback() -> int:
     """An unexpected failure: its traceback (re-raised under BRIDGEATTN_DEBUG=1) and exit status 1."""
     if os.environ.get("BRIDGEATTN_DEBUG"):
         raise
-    import traceback
-
     traceback.print_exc()
     return 1
 

@@ -11,16 +11,15 @@ from ..arguments import add_json_arguments, emit_json, integer, non_negative_int
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", action=listed(), default=["plain", "se", "eca", "bav1", "bav2"],
-                        metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or "
-                        "space-separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: "
-                        "plain,se,eca,bav1,bav2)")
+                        metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or space-"
+                        "separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: plain,se,eca,bav1,bav2)")
     parser.add_argument("--backbone", default="resnet20", help="backbone suffix of the short names")
     integer(parser, "--seeds", "number of seeds per model", 3)
     integer(parser, "--first-seed", "seeds are FIRST .. FIRST+SEEDS-1", 0, non_negative_int)
     parser.add_argument("--seed-list", nargs="+", action=listed(non_negative_int), metavar="SEED",
                         help="explicit seeds, e.g. 0,1,2 (overrides --seeds)")
     parser.add_argument("--output", default="runs/compare", help="comparison folder: cells and report; a rerun "
-                                                                  "continues it")
+                        "continues it")
     switch(parser, "--speed", "measure inference img/s", default=True)
     switch(parser, "--progress", "show the engine's progress bars", default=True)
     add_json_arguments(parser, "per-model rows")

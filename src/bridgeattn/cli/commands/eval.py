@@ -42,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
                                  progress=args.progress, model=args.model)
     epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
-    lines = [f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
-             f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
-             f"({result['count']} images)"]
+    lines = [f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: top-1 {result['top1']:.2f} "
+             f"%  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  ({result['count']} images)"]
     stored = result["stored_top1"]
     if stored is not None and args.data is None:
         samples = result.get("stored_val_samples")

@@ -54,7 +54,9 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...layers.fusion import fuse
     from ...weights.export import export_model, resolve_input_size
+    from ...weights.loading import model_preprocessing, set_preprocessing
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
     _check_output(Path(args.output), [Path(args.checkpoint)] if args.checkpoint else [], args.overwrite)
@@ -73,15 +75,11 @@ def run(args: argparse.Namespace) -> int:
         if loaded.config is not None and metrics:  # the command that measures them again
             command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
     if args.img_size:  # the size asked for becomes the exported model's input size
-        from ...weights.loading import model_preprocessing, set_preprocessing
-
         prep = model_preprocessing(model)
         set_preprocessing(model, dataclasses.replace(prep, input_size=(prep.in_chans, args.img_size, args.img_size)))
     input_size = resolve_input_size(model, args.img_size, args.in_chans)
     reference = model
     if args.fuse:
-        from ...layers.fusion import fuse
-
         fused = copy.deepcopy(model)
         model = (fuse(fused) or fused).eval()  # fuse may work in place
     summary = export_model(model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,

@@ -8,9 +8,8 @@ from ..arguments import integer, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="data set spec to convert: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | "
-                             "synthetic[:N]")
+    parser.add_argument("--data", required=True, help="data set spec to convert: fashion-mnist | folder:PATH | "
+                        "cifar10:PATH | cifar100:PATH | synthetic[:N]")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the shards and shards.json")
     integer(parser, "--shard-size", "samples per tar file", 10_000)
     integer(parser, "--train-subset", "write only the first N training samples")
