@@ -267,7 +267,7 @@ class Option:
         try:
             if self.kind is bool and isinstance(value, str):
                 return _WORDS[value.lower()]
-            if self.kind is int and (isinstance(value, bool) or isinstance(value, float) and not value.is_integer()):
+            if self.kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
                 raise ValueError(value)  # no silent rounding: 2.5 epochs, True workers
             return [float(x) for x in value] if self.kind is list else self.kind(value)
         except (KeyError, TypeError, ValueError):
