@@ -2,8 +2,7 @@
 
 ``TrainConfig`` (sections ``model``, ``data``, ``optim``, ``run``) is what a run's ``config.yaml`` and checkpoints
 store; ``LaunchOptions`` belong to one invocation and are never stored. Each field's metadata holds its ``help``,
-and optionally its YAML ``key`` and ``flag`` (docs/cli.md). Imports neither torch nor timm (fast ``--help``).
-"""
+and optionally its YAML ``key`` and ``flag`` (docs/cli.md). Imports neither torch nor timm."""
 from __future__ import annotations
 
 import argparse
@@ -22,10 +21,9 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "SCHEDULERS", "SECTIONS",
-           "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig", "TrainConfig", "add_train_arguments",
-           "config_from_args", "dump_yaml", "flags_given", "from_flat", "load_yaml", "make_config", "model_kwargs_arg",
-           "option", "resolve_config_path"]
+__all__ = ["LAUNCH_OPTIONS", "OPTIONS", "REMOTE_KWARGS", "DataConfig", "LaunchOptions", "ModelConfig", "OptimConfig",
+           "RunConfig", "TrainConfig", "add_train_arguments", "config_from_args", "dump_yaml", "flags_given",
+           "from_flat", "listed", "load_yaml", "make_config", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
@@ -33,8 +31,7 @@ AMP_DTYPES = ("auto", "float16", "bfloat16")
 MIXUP_MODES = ("batch", "pair", "elem")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
-           **meta: Any) -> Any:
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
     """A dataclass field with its help text (and optional ``key``, ``flag``, ``choices``) in its metadata."""
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
 
@@ -87,8 +84,7 @@ class ModelConfig:
     kwargs: dict[str, Any] = option(factory=dict, key="model_kwargs",
                                     help="extra create_model arguments: 'drop_rate=0.1 rd_ratio=0.125'")
     init_from: str | None = option(None, help="start from these weights: a timm name (resnet50.a1_in1k), a weights "
-                                              "file or a run folder; plain weights warm-start the gates "
-                                              "(docs/warmstart.md)")
+                                   "file or a run folder; plain weights warm-start the gates (docs/warmstart.md)")
 
 
 @dataclass
@@ -135,8 +131,7 @@ class RunConfig:
     amp_dtype: str = option("auto", choices=AMP_DTYPES, help="auto | float16 | bfloat16")
     channels_last: bool = option(False, help="channels_last memory format")
     sync_bn: bool = option(False, help="SyncBatchNorm across processes (CUDA only)")
-    freeze_bn: bool = option(False, help="freeze every BatchNorm, the gate's included (fine-tuning with small "
-                                         "batches)")
+    freeze_bn: bool = option(False, help="freeze every BatchNorm, the gate's included (fine-tuning with small batches)")
     deterministic: bool = option(False, help="deterministic algorithms (bit-exact resume on CPU)")
     seed: int = option(42, help="seed for model init, data order and augmentation")
     workers: int = option(2, help="data loader worker processes per training process")
@@ -151,9 +146,8 @@ class LaunchOptions:
     """One invocation's choices, never stored in a run: where, whether to resume, trust, display, processes."""
 
     output: str | None = option(None, help="run folder (default: runs/<model>-<date>-<time>)")
-    resume: str | None = option(None, const="auto",
-                                help="'auto' (latest good checkpoint in --output; also plain --resume) or a "
-                                     "checkpoint path")
+    resume: str | None = option(None, const="auto", help="'auto' (latest good checkpoint in --output; also plain "
+                                "--resume) or a checkpoint path")
     overwrite: bool = option(False, help="use an --output folder that holds other files, not a run (the run's "
                                          "files replace any of the same name)")
     unsafe_load: bool = option(False, help="allow checkpoints that need arbitrary code to load (trusted files only)")
@@ -193,10 +187,13 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ``UserError`` for values out of range and for contradictory options; returns self."""
         d, o, r = self.data, self.optim, self.run
-        for key, value in self.to_dict().items():  # every float option is a finite number (ranges below)
+        for opt in OPTIONS.values():  # every float a finite number (ranges below), every choice a known one
+            value = getattr(getattr(self, opt.section), opt.name)
             values = value if isinstance(value, list) else [value]
             if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                raise UserError(f"{_flag(key)} must be a finite number, got {value}")
+                raise UserError(f"{opt.flag} must be a finite number, got {value}")
+            if opt.choices and value not in opt.choices:
+                raise UserError(f"unknown {opt.flag} {value!r}; use one of: {', '.join(opt.choices)}")
         _require(lambda v: 0 <= v < 2**63, "must be in [0, 2**63)", seed=r.seed)  # what torch.manual_seed takes
         _require(lambda v: v >= 1, "must be at least 1", epochs=o.epochs, batch_size=o.batch_size,
                  grad_accum=o.grad_accum, val_batch_size=o.val_batch_size, train_subset=d.train_subset,
@@ -215,10 +212,6 @@ class TrainConfig:
             raise UserError(f"--opt-betas must each be in [0, 1), got {' '.join(map(str, o.opt_betas))}")
         if o.warmup_epochs and o.warmup_epochs >= o.epochs:
             raise UserError(f"--warmup-epochs ({o.warmup_epochs}) must be smaller than --epochs ({o.epochs})")
-        for key, value, known in (("sched", o.sched, SCHEDULERS), ("mixup_mode", o.mixup_mode, MIXUP_MODES),
-                                  ("amp_dtype", r.amp_dtype, AMP_DTYPES)):
-            if value not in known:
-                raise UserError(f"unknown {_flag(key)} {value!r}; use one of: {', '.join(known)}")
         if r.device != "auto" and not (r.device == "cpu" or r.device.startswith("cuda")):
             raise UserError(f"--device must be auto, cpu or cuda[:N], got {r.device!r}")
         if r.device == "cpu" and r.sync_bn:
@@ -250,18 +243,6 @@ def _require(ok: Callable[[Any], bool], need: str, **values: Any) -> None:
 _WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(value)
-    return int(value)
-
-
-# A YAML value or a flag's text -> an option of each kind (KeyError, TypeError or ValueError when it cannot be).
-_CONVERT: dict[type, Callable[[Any], Any]] = {
-    bool: lambda v: _WORDS[v.lower()] if isinstance(v, str) else bool(v), int: _int, float: float, str: str,
-    list: lambda v: [float(x) for x in v], dict: dict}
-
-
 @dataclass(frozen=True)
 class Option:
     """One field of the tree as the outside world sees it: its YAML key and flag, type, default and help."""
@@ -269,7 +250,7 @@ class Option:
     key: str
     section: str | None  # None: a launch option
     name: str
-    kind: type  # bool, int, float, str, list (of floats) or dict: a key of _CONVERT
+    kind: type  # bool, int, float, str, list (of floats) or dict
     optional: bool  # may be None ("none", "null" or "" on the command line and in YAML)
     default: Any
     help: str
@@ -284,7 +265,11 @@ class Option:
                 return None
             raise UserError(f"option {self.key!r} cannot be empty")
         try:
-            return _CONVERT[self.kind](value)
+            if self.kind is bool and isinstance(value, str):
+                return _WORDS[value.lower()]
+            if self.kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+                raise ValueError(value)  # no silent rounding: 2.5 epochs, True workers
+            return [float(x) for x in value] if self.kind is list else self.kind(value)
         except (KeyError, TypeError, ValueError):
             raise UserError(f"option {self.key!r}: {value!r} is not a valid {self.kind.__name__}") from None
 
@@ -297,9 +282,8 @@ def _options(owner: type, section: str | None) -> Iterator[Option]:
         base = next(a for a in args if a is not type(None)) if optional else hints[f.name]
         key = f.metadata.get("key", f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        yield Option(key, section, f.name, typing.get_origin(base) or base, optional, default,
-                     f.metadata.get("help", ""), f.metadata.get("flag", _flag(key)), f.metadata.get("choices"),
-                     f.metadata.get("const"))
+        yield Option(key, section, f.name, typing.get_origin(base) or base, optional, default, f.metadata["help"],
+                     f.metadata.get("flag", _flag(key)), f.metadata.get("choices"), f.metadata.get("const"))
 
 
 # key -> Option, in help order: the four sections, then the launch options
@@ -340,17 +324,16 @@ def _split(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def make_config(*layers: Mapping[str, Any], **values: Any) -> TrainConfig:
     """Defaults updated by each mapping (flat keys or sections) in turn, then by ``values`` (later wins)."""
-    merged: dict[str, Any] = {}
+    cfg = TrainConfig()
     for layer in (*layers, values):
         options, launch = _split(layer)
         if launch:
             key = next(iter(launch))
             raise UserError(f"{key!r} is a launch option, not part of a training config: pass it in "
                             f"LaunchOptions (train(cfg, LaunchOptions({key}=...))) or as {_flag(key)}")
-        merged.update(options)
-    return TrainConfig(**{section: owner(**{o.name: merged[k] for k, o in OPTIONS.items()
-                                            if o.section == section and k in merged})
-                          for section, owner in SECTIONS.items()})
+        for key, value in options.items():
+            setattr(getattr(cfg, OPTIONS[key].section), OPTIONS[key].name, value)
+    return cfg
 
 
 def from_flat(values: Mapping[str, Any]) -> tuple[TrainConfig, LaunchOptions]:
@@ -381,11 +364,9 @@ REMOTE_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overl
 
 
 def load_yaml(path: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
-    """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted.
-
-    Launch options (which older run folders stored) and the ``model_kwargs`` in :data:`REMOTE_KWARGS` are ignored,
-    with a warning unless ``quiet``: a file never sets where a run goes or makes it fetch the weights it names.
-    """
+    """The training options of a recipe or a run's ``config.yaml`` as flat keys, checked and converted. Launch options
+    (older run folders stored them) and the ``model_kwargs`` in ``REMOTE_KWARGS`` are ignored, with a warning unless
+    ``quiet``: a file never sets where a run goes or makes it fetch the weights it names."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
@@ -417,10 +398,8 @@ def dump_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
 # ----------------------------------------------------------------------------------------------------- flags
 
 def model_kwargs_arg(text: str) -> dict[str, Any]:
-    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars).
-
-    Not ``timm.utils.ParseKwargs``: it reads the quoted form as one value, ``x=true`` as text, ``x`` as a traceback.
-    """
+    """``"drop_rate=0.1 rd_ratio=0.125"`` or a YAML/JSON mapping -> dict (values parsed as YAML scalars). Not
+    ``timm.utils.ParseKwargs``: it reads the quoted form as one value, ``x=true`` as text, ``x`` as a traceback."""
     text = text.strip()
     try:
         if text.startswith("{"):
@@ -464,23 +443,18 @@ def _argument(opt: Option, show_default: bool) -> dict[str, Any]:
 def add_train_arguments(parser: argparse.ArgumentParser, launch: bool = True, exclude: tuple[str, ...] = (),
                         config_help: str | None = None, show_defaults: bool = True) -> None:
     """``--config`` and one flag per training option (grouped by section), plus the launch flags with ``launch``.
-
-    ``exclude``: keys the command sets itself; ``show_defaults=False`` where a recipe gives the defaults (demo).
-    """
+    ``exclude``: keys the command sets itself; ``show_defaults=False`` where a recipe gives the defaults (demo)."""
     parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="NAME|FILE",
                         help=config_help or "recipe name under configs/ (cpu_demo, imagenet_bav2, imagenet_bav1), a "
                                             "YAML file, or a run folder (its config.yaml; a new run starts)")
     suffix = "" if show_defaults else " (default: the recipe's)"
     titles = {"model": "model", "data": "data", "optim": "optimisation", "run": "run"}
     groups = {name: parser.add_argument_group(f"{title} options{suffix}") for name, title in titles.items()}
-    for opt in OPTIONS.values():
-        if opt.key not in exclude:
-            groups[opt.section].add_argument(opt.flag, **_argument(opt, show_defaults))
     if launch:
-        group = parser.add_argument_group("launch options (never stored with the run)")
-        for opt in LAUNCH_OPTIONS.values():
-            if opt.key not in exclude:
-                group.add_argument(opt.flag, **_argument(opt, True))
+        groups[None] = parser.add_argument_group("launch options (never stored with the run)")
+    for opt in [*OPTIONS.values(), *LAUNCH_OPTIONS.values()]:
+        if opt.section in groups and opt.key not in exclude:
+            groups[opt.section].add_argument(opt.flag, **_argument(opt, show_defaults or opt.section is None))
 
 
 def _absolute(values: dict[str, Any]) -> dict[str, Any]:
@@ -498,10 +472,8 @@ def flags_given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, LaunchOptions]:
-    """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated.
-
-    Launch options come from the flags only, never from a recipe or a stored ``config.yaml``.
-    """
+    """Merge defaults < stored run config (on resume) < --config file < the flags given; both validated. Launch
+    options come from the flags only, never from a recipe or a stored ``config.yaml``."""
     launch = LaunchOptions(**{key: getattr(args, key) for key in LAUNCH_OPTIONS if hasattr(args, key)})
     recipe = load_yaml(resolve_config_path(args.config)) if getattr(args, "config", None) else {}
     stored: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""argparse pieces shared by every command (no torch): ranges, comma lists, the JSON flags. See docs/cli.md."""
+"""argparse pieces shared by the commands: checked numbers, switches, devices, weights, the JSON flags (docs/cli.md)."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,7 @@ positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")  # sizes, c
 non_negative_int = _checked(int, lambda v: v >= 0, "must not be negative")
 positive_float = _checked(float, lambda v: v > 0, "must be positive")
 
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``, checked while parsing, so that a typo is one line, not a traceback."""
 
@@ -61,10 +62,15 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device, default="auto", help=OPTIONS["device"].help)  # as train's
 
 
-def switch(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, help: str,
-           default: bool = False) -> None:
+def switch(parser: argparse.ArgumentParser, flag: str, help: str, default: bool = False) -> None:
     """An on/off setting: ``--flag`` and ``--no-flag``."""
     parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+
+
+def integer(parser: argparse.ArgumentParser, flag: str, help: str, default: int | None = None,
+            type: Callable[[str], int] = positive_int) -> None:
+    """``flag N``: a size or count, checked by ``type`` while parsing."""
+    parser.add_argument(flag, type=type, default=default, metavar="N", help=help)
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, checkpoint: str, required: bool = False) -> None:

@@ -1,16 +1,17 @@
-"""``bridgeattn <command>``: a thin shell over the library's functions.
-
-Each command lives in ``bridgeattn.cli.commands.<name>`` with ``add_arguments(parser)`` and ``run(args) -> int``;
-modules are imported only when their command runs, so ``bridgeattn --help`` stays fast.
-"""
+"""``bridgeattn <command>``: a thin shell over the library's functions. Each command is a module of
+``cli/commands`` (``add_arguments``, ``run``), imported only when it runs, so ``bridgeattn --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from ..errors import UserError
@@ -39,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, "formatter_class": HelpFormatter, **kwargs})
-        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its parser (build_parser fills it)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # name -> its parser (build_parser sets it)
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
@@ -53,9 +54,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}{self._suggestion(message)} (see '{self.prog} --help')\n")
 
     def _suggestion(self, message: str) -> str:
-        import difflib
-        import re
-
         words: list[str] = []
         known: list[str] = []
         if message.startswith("unrecognized arguments:"):
@@ -74,18 +72,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the ``only`` subcommand's arguments are loaded (none for ``bridgeattn --help``)."""
     parser = _Parser(prog="bridgeattn",
                      description="Bridge Attention (BA-Net) models: train, compare, explain, benchmark and export.")
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        __version__ = version("bridgeattn")
+        release = version("bridgeattn")
     except PackageNotFoundError:  # a source tree that was never installed
-        __version__ = "0+unknown"
-
-    parser.add_argument("--version", action="version", version=f"bridgeattn {__version__}")
+        release = "0+unknown"
+    parser.add_argument("--version", action="version", version=f"bridgeattn {release}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices
     for name, help_text in COMMANDS.items():
-        p = parser.commands[name] = sub.add_parser(name, help=help_text,
-                                                   description=help_text[0].upper() + help_text[1:] + ".")
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         if name == only:  # the other commands' modules stay unimported: help and parsing stay fast
             module = importlib.import_module(f"bridgeattn.cli.commands.{name}")
             module.add_arguments(p)
@@ -158,8 +153,6 @@ def _traceback() -> int:
     """An unexpected failure: its traceback (re-raised under BRIDGEATTN_DEBUG=1) and exit status 1."""
     if os.environ.get("BRIDGEATTN_DEBUG"):
         raise
-    import traceback
-
     traceback.print_exc()
     return 1
 

@@ -5,26 +5,24 @@ import argparse
 import sys
 
 from ...config import listed
-from ..arguments import add_device_argument, add_json_arguments, emit_json, non_negative_int, positive_int, switch
+from ..arguments import add_device_argument, add_json_arguments, emit_json, integer, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", required=True, nargs="+", action=listed(), metavar="MODEL",
                         help="model names (comma- or space-separated); ratios are to the first")
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="batch size")
-    parser.add_argument("--img-size", type=positive_int, metavar="N",
-                        help="image side (default: each model's own input size)")
+    integer(parser, "--batch-size", "batch size", 8)
+    integer(parser, "--img-size", "image side (default: each model's own input size)")
     switch(parser, "--train", "time a train step (forward, backward, SGD step) instead of inference")
     switch(parser, "--channels-last", "channels_last memory format")
     switch(parser, "--compile", "torch.compile every model")
     switch(parser, "--amp", "autocast (bfloat16 on CPU)")
     switch(parser, "--fuse", "fold the bridge gates for inference (bridgeattn.fuse)")
-    parser.add_argument("--repeats", type=positive_int, default=7, metavar="N",
-                        help="interleaved timed rounds, the median reported")
-    parser.add_argument("--steps", type=positive_int, default=1, metavar="N", help="steps per model per round")
-    parser.add_argument("--warmup", type=non_negative_int, default=2, metavar="N", help="untimed steps per model first")
+    integer(parser, "--repeats", "interleaved timed rounds, the median reported", 7)
+    integer(parser, "--steps", "steps per model per round", 1)
+    integer(parser, "--warmup", "untimed steps per model first", 2, non_negative_int)
     add_device_argument(parser)
-    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch.set_num_threads for CPU runs")
+    integer(parser, "--threads", "torch.set_num_threads for CPU runs")
     switch(parser, "--progress", "report warm-up and rounds on stderr", default=True)
     add_json_arguments(parser, "report")
 

@@ -1,30 +1,25 @@
-"""``bridgeattn compare``: attention variants under one budget, several seeds, one report.
-
-The budget is given with the training flags of ``bridgeattn train`` (and ``--config RECIPE``), generated from the
-same configuration tree; ``--models`` and the seeds pick the cells.
-"""
+"""``bridgeattn compare``: attention variants under one budget (``bridgeattn train``'s flags and ``--config``),
+several seeds, one report; ``--models`` and the seeds pick the cells."""
 from __future__ import annotations
 
 import argparse
 
 from ...config import add_train_arguments, flags_given, listed, load_yaml, make_config, resolve_config_path
 from ...files import check_writable
-from ..arguments import add_json_arguments, emit_json, non_negative_int, positive_int, switch
+from ..arguments import add_json_arguments, emit_json, integer, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", action=listed(), default=["plain", "se", "eca", "bav1", "bav2"],
-                        metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or "
-                        "space-separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: "
-                        "plain,se,eca,bav1,bav2)")
+                        metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or space-"
+                        "separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: plain,se,eca,bav1,bav2)")
     parser.add_argument("--backbone", default="resnet20", help="backbone suffix of the short names")
-    parser.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="number of seeds per model")
-    parser.add_argument("--first-seed", type=non_negative_int, default=0, metavar="N",
-                        help="seeds are FIRST .. FIRST+SEEDS-1")
+    integer(parser, "--seeds", "number of seeds per model", 3)
+    integer(parser, "--first-seed", "seeds are FIRST .. FIRST+SEEDS-1", 0, non_negative_int)
     parser.add_argument("--seed-list", nargs="+", action=listed(non_negative_int), metavar="SEED",
                         help="explicit seeds, e.g. 0,1,2 (overrides --seeds)")
     parser.add_argument("--output", default="runs/compare", help="comparison folder: cells and report; a rerun "
-                                                                  "continues it")
+                        "continues it")
     switch(parser, "--speed", "measure inference img/s", default=True)
     switch(parser, "--progress", "show the engine's progress bars", default=True)
     add_json_arguments(parser, "per-model rows")

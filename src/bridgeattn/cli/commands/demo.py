@@ -1,8 +1,5 @@
-"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side.
-
-Any training flag of ``bridgeattn train`` (generated from the same configuration tree) changes the recipe for
-every model of the demo.
-"""
+"""``bridgeattn demo``: BAv2 vs the plain baseline on Fashion-MNIST with the CPU demo recipe, side by side; any
+training flag of ``bridgeattn train`` changes the recipe for every model of the demo."""
 from __future__ import annotations
 
 import argparse
@@ -16,18 +13,16 @@ from ..arguments import switch
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="the full recipe, cpu_demo_full: 2 epochs over all "
                         "60,000 training images (about 12 minutes of training on 2 AVX2 cores)")
-    parser.add_argument("--models", nargs="+", action=listed(), metavar="MODEL",
-                        help="models to train under the same budget, comma- or space-separated "
-                             "(default: bav2_resnet20,plain_resnet20)")
+    parser.add_argument("--models", nargs="+", action=listed(), metavar="MODEL", help="models to train under the "
+                        "same budget, comma- or space-separated (default: bav2_resnet20,plain_resnet20)")
     parser.add_argument("--output", metavar="DIR", help="demo folder (default: runs/demo-<date>-<time>)")
     switch(parser, "--resume", "continue an interrupted demo in --output")
     switch(parser, "--progress", "progress bars", default=True)
     switch(parser, "--probe", "on a CPU, first time a few steps of float32 / bf16 autocast (bf16 only with native "
            "bf16), NCHW / channels_last and one thread / the default, and train both models the fastest way; flags "
            "given here win (--no-probe: the recipe's settings)", default=True)
-    add_train_arguments(parser, launch=False, exclude=("model",), show_defaults=False,
-                        config_help="recipe (default: cpu_demo: 3 epochs over a fixed 12,800-image subset, about "
-                                    "5 minutes on 2 AVX2 cores)")
+    add_train_arguments(parser, launch=False, exclude=("model",), show_defaults=False, config_help="recipe (default: "
+                        "cpu_demo: 3 epochs over a fixed 12,800-image subset, about 5 minutes on 2 AVX2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:

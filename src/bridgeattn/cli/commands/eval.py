@@ -9,8 +9,8 @@ from ..arguments import (
     add_json_arguments,
     add_weights_arguments,
     emit_json,
+    integer,
     non_negative_int,
-    positive_int,
     switch,
 )
 
@@ -19,11 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_arguments(parser, "a run folder (its newest checkpoint that passes its checksum), a checkpoint "
                                   "file, a .safetensors file or a saved model folder", required=True)
     parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
-    parser.add_argument("--val-subset", type=non_negative_int, default=-1, metavar="N",
-                        help="first N validation samples (default: as in training; 0: all)")
-    parser.add_argument("--batch-size", type=positive_int, metavar="N",
-                        help="eval batch size (default: as in training)")
-    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N", help="data loader workers")
+    integer(parser, "--val-subset", "first N validation samples (default: as in training; 0: all)", -1,
+            non_negative_int)
+    integer(parser, "--batch-size", "eval batch size (default: as in training)")
+    integer(parser, "--workers", "data loader workers", 0, non_negative_int)
     switch(parser, "--ema", "evaluate the EMA weights instead of the model's")
     add_device_argument(parser)
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "
@@ -43,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                  device=args.device, unsafe=args.unsafe_load, output=args.output, plots=args.plots,
                                  progress=args.progress, model=args.model)
     epoch = f", epoch {result['epoch']}" if result["epoch"] is not None else ""
-    lines = [f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: "
-             f"top-1 {result['top1']:.2f} %  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  "
-             f"({result['count']} images)"]
+    lines = [f"{result['model']} ({result['weights']} weights{epoch}) on {result['data']}: top-1 {result['top1']:.2f} "
+             f"%  top-5 {result['top5']:.2f} %  loss {result['loss']:.4f}  ({result['count']} images)"]
     stored = result["stored_top1"]
     if stored is not None and args.data is None:
         samples = result.get("stored_val_samples")

@@ -13,9 +13,9 @@ from ..arguments import (
     add_json_arguments,
     add_weights_arguments,
     emit_json,
+    integer,
     model_from_args,
     positive_float,
-    positive_int,
     switch,
 )
 
@@ -27,15 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                   "or a saved model folder (default: random init)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
-    parser.add_argument("--img-size", type=positive_int, metavar="N",
-                        help="input side (default: the weights' own, else the model's)")
-    parser.add_argument("--in-chans", type=positive_int, metavar="N",
-                        help="input channels (default: the checkpoint's or the model's)")
-    parser.add_argument("--num-classes", type=positive_int, metavar="N",
-                        help="classifier size (default: the checkpoint's or the model's)")
+    integer(parser, "--img-size", "input side (default: the weights' own, else the model's)")
+    integer(parser, "--in-chans", "input channels (default: the checkpoint's or the model's)")
+    integer(parser, "--num-classes", "classifier size (default: the checkpoint's or the model's)")
     switch(parser, "--fuse", "fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
-    parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
-                        help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)")
+    integer(parser, "--opset", f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)",
+            DEFAULT_OPSET)
     parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                         help="ONNX exporter (default: torch.export-based for opset >= 18)")
     parser.add_argument("--atol", type=positive_float, default=1e-4,
@@ -57,7 +54,9 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...layers.fusion import fuse
     from ...weights.export import export_model, resolve_input_size
+    from ...weights.loading import model_preprocessing, set_preprocessing
 
     check_writable(args.output, folder=args.format == "hub")  # before loading or exporting anything
     _check_output(Path(args.output), [Path(args.checkpoint)] if args.checkpoint else [], args.overwrite)
@@ -76,15 +75,11 @@ def run(args: argparse.Namespace) -> int:
         if loaded.config is not None and metrics:  # the command that measures them again
             command = shlex.join(["bridgeattn", "eval", "--checkpoint", str(loaded.source)])
     if args.img_size:  # the size asked for becomes the exported model's input size
-        from ...weights.loading import model_preprocessing, set_preprocessing
-
         prep = model_preprocessing(model)
         set_preprocessing(model, dataclasses.replace(prep, input_size=(prep.in_chans, args.img_size, args.img_size)))
     input_size = resolve_input_size(model, args.img_size, args.in_chans)
     reference = model
     if args.fuse:
-        from ...layers.fusion import fuse
-
         fused = copy.deepcopy(model)
         model = (fuse(fused) or fused).eval()  # fuse may work in place
     summary = export_model(model, args.format, args.output, input_size, opset=args.opset, exporter=args.exporter,

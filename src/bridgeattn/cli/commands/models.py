@@ -4,22 +4,19 @@ from __future__ import annotations
 import argparse
 
 from ...errors import UserError
-from ..arguments import add_json_arguments, emit_json, positive_int
+from ..arguments import add_json_arguments, emit_json, integer, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'bav2_*' (default: all)")
     parser.add_argument("--family", help="only this family (see --families)")
     parser.add_argument("--families", action="store_true", help="list the model families and exit")
-    parser.add_argument("--timm", dest="include_timm", action=argparse.BooleanOptionalAction, default=True,
-                        help="include timm's baseline models (--no-timm hides them)")
+    switch(parser, "--timm", "include timm's baseline models (--no-timm hides them)", default=True)
     parser.add_argument("--names-only", action="store_true", help="print names only (fast: no MAC counting)")
-    parser.add_argument("--img-size", type=positive_int, metavar="N",
-                        help="count MACs at this image size (default: each model's own)")
-    parser.add_argument("--in-chans", type=positive_int, metavar="N",
-                        help="count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
-    parser.add_argument("--num-classes", type=positive_int, metavar="N",
-                        help="count with this classifier size (default: each model's own)")
+    integer(parser, "--img-size", "count MACs at this image size (default: each model's own)")
+    integer(parser, "--in-chans",
+            "count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
+    integer(parser, "--num-classes", "count with this classifier size (default: each model's own)")
     add_json_arguments(parser, "rows")
 
 
@@ -54,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         for family, names in families.items():
             print(f"{family:18s} {len(names):3d} models")
         return 0
-    names = list_models(args.pattern, include_timm=args.include_timm)
+    names = list_models(args.pattern, include_timm=args.timm)
     if args.family:
         if args.family not in families:
             raise UserError(f"unknown family {args.family!r}; known: {', '.join(families)}")

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_json_arguments, emit_json, positive_int
+from ..arguments import add_json_arguments, emit_json, integer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a registered model name, e.g. bav2_resnet50 or resnet50")
-    parser.add_argument("--img-size", type=positive_int, metavar="N",
-                        help="image side (default: the model's own input size)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
-                        help="batch of the training step for activation memory")
+    integer(parser, "--img-size", "image side (default: the model's own input size)")
+    integer(parser, "--batch-size", "batch of the training step for activation memory", 8)
     add_json_arguments(parser, "report")
 
 

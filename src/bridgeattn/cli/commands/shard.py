@@ -4,22 +4,18 @@ from __future__ import annotations
 import argparse
 
 from ...files import check_writable
-from ..arguments import non_negative_int, positive_int, switch
+from ..arguments import integer, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="data set spec to convert: fashion-mnist | folder:PATH | cifar10:PATH | cifar100:PATH | "
-                             "synthetic[:N]")
+    parser.add_argument("--data", required=True, help="data set spec to convert: fashion-mnist | folder:PATH | "
+                        "cifar10:PATH | cifar100:PATH | synthetic[:N]")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the shards and shards.json")
-    parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="samples per tar file")
-    parser.add_argument("--train-subset", type=positive_int, metavar="N",
-                        help="write only the first N training samples")
-    parser.add_argument("--val-subset", type=positive_int, metavar="N",
-                        help="write only the first N validation samples")
+    integer(parser, "--shard-size", "samples per tar file", 10_000)
+    integer(parser, "--train-subset", "write only the first N training samples")
+    integer(parser, "--val-subset", "write only the first N validation samples")
     switch(parser, "--strict-data", "stop at the first unreadable image instead of leaving it out")
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
-                        help="seed of the training samples' order")
+    integer(parser, "--seed", "seed of the training samples' order", 0, non_negative_int)
 
 
 def run(args: argparse.Namespace) -> int:
