@@ -21,9 +21,10 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["LAUNCH_OPTIONS", "OPTIONS", "REMOTE_KWARGS", "DataConfig", "LaunchOptions", "ModelConfig", "OptimConfig",
-           "RunConfig", "TrainConfig", "add_train_arguments", "config_from_args", "dump_yaml", "flags_given",
-           "from_flat", "listed", "load_yaml", "make_config", "resolve_config_path"]
+__all__ = ["AMP_DTYPES", "CONFIG_DIR", "LAUNCH_OPTIONS", "MIXUP_MODES", "OPTIONS", "REMOTE_KWARGS", "SCHEDULERS",
+           "SECTIONS", "DataConfig", "LaunchOptions", "ModelConfig", "OptimConfig", "Option", "RunConfig",
+           "TrainConfig", "add_train_arguments", "config_from_args", "dump_yaml", "flags_given", "from_flat", "listed",
+           "load_yaml", "make_config", "model_kwargs_arg", "option", "resolve_config_path"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "constant", "none")
