@@ -53,11 +53,5 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
     per_true = matrix.sum(dim=1)
     per_class = [100.0 * int(matrix[i, i]) / int(per_true[i]) if per_true[i] else None for i in range(num_classes)]
     n = max(count, 1.0)
-    return {
-        "top1": 100.0 * correct1 / n,
-        "top5": 100.0 * correct5 / n,
-        "loss": loss / n,
-        "count": int(count),
-        "per_class": per_class,
-        "confusion": matrix.tolist(),
-    }
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n, "count": int(count),
+            "per_class": per_class, "confusion": matrix.tolist()}
