@@ -319,10 +319,8 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     updates_per_epoch = len(train_loader) // cfg.optim.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
-    r, o = cfg.run, cfg.optim
-    amp_dtype = amp_dtype_for(r.amp, info.device, r.amp_dtype)
-    if info.is_main:
-        log.info(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device))
+    o = cfg.optim
+    amp_dtype = amp_dtype_for(cfg.run.amp, info.device, cfg.run.amp_dtype)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=o.ema_decay) if o.ema else None
     mixup = None
@@ -451,20 +449,11 @@ def _save_checkpoint(run: Run, epoch: int, stopped: dict[str, Any] | None = None
     return ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=run.cfg.run.keep, good=good)
 
 
-def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingInterrupted:
-    """Checkpoint the exact position a signal stopped the run at; the exception to raise."""
-    path = _save_checkpoint(run, epoch, stopped)
-    distributed.barrier()
-    name = run.stop.signal_name or "a signal on another rank"
-    batches = run.updates_per_epoch * run.cfg.optim.grad_accum
-    return _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
-                                        f"batch {stopped['stopped_at']}/{batches})")
-
-
 def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
     if main:
+        log.info(numerics_report(cfg.run.amp, cfg.run.amp_dtype, run.amp_dtype, cfg.run.channels_last, run.dist.device))
         log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
                  f"{run.data_info.describe_input()}: {epochs} epochs x {run.updates_per_epoch} steps, global batch "
                  f"{run.global_batch}, {run.dist.world_size} process(es) on {run.dist.device}; run folder {run.folder}")
@@ -480,8 +469,13 @@ def _fit(run: Run) -> dict[str, Any]:
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
         partial, run.partial = run.partial, None
         stats = train_one_epoch(run, epoch, partial)
-        if "stopped_at" in stats:
-            raise _stop_mid_epoch(run, epoch, stats)
+        if "stopped_at" in stats:  # by a signal: checkpoint the exact position
+            path = _save_checkpoint(run, epoch, stats)
+            distributed.barrier()
+            name = run.stop.signal_name or "a signal on another rank"
+            batches = run.updates_per_epoch * cfg.optim.grad_accum
+            raise _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
+                                                f"batch {stats['stopped_at']}/{batches})")
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
         record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": run.lr(),
@@ -493,8 +487,8 @@ def _fit(run: Run) -> dict[str, Any]:
         if main:
             run.recorder.write_history(run.history)
             log.info(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
-                  f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
-                  f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
+                     f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
+                     f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
         distributed.barrier()
     if not final:  # resumed a finished run: evaluate its weights once for the report
         final = _evaluate(run)
