@@ -19,8 +19,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
              progress: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``loader`` (``(B, C, H, W)`` images, ``(B,)`` labels): ``top1``/``top5`` (%), ``loss``
     (mean cross-entropy), ``count``, ``per_class`` (%, None without samples) and ``confusion`` (rows: true class).
-    Under DDP each rank evaluates its shard (``range(rank, len(dataset), world)``: no padded repeats) and the sums
-    are all-reduced, so the counts are exact."""
+    Exact under DDP: each rank evaluates its shard (no padded repeats) and the sums are all-reduced."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -53,11 +52,5 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
     per_true = matrix.sum(dim=1)
     per_class = [100.0 * int(matrix[i, i]) / int(per_true[i]) if per_true[i] else None for i in range(num_classes)]
     n = max(count, 1.0)
-    return {
-        "top1": 100.0 * correct1 / n,
-        "top5": 100.0 * correct5 / n,
-        "loss": loss / n,
-        "count": int(count),
-        "per_class": per_class,
-        "confusion": matrix.tolist(),
-    }
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss / n, "count": int(count),
+            "per_class": per_class, "confusion": matrix.tolist()}

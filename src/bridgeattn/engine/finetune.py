@@ -7,7 +7,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..errors import UserError, preview_keys
+from ..errors import preview_keys
 from ..models.warmstart import warm_sites, warm_state_dict
 from ..weights.loading import load_model
 
@@ -45,17 +45,12 @@ def gate_parameter_names(model: nn.Module) -> set[str]:
     return {n for n, _ in model.named_parameters() if prefixes and n.startswith(prefixes)}
 
 
-def optimizer_params(
-    model: nn.Module, lr: float, weight_decay: float, filter_bias_and_bn: bool, gate_lr_scale: float = 1.0
-) -> nn.Module | list[dict[str, Any]]:
+def optimizer_params(model: nn.Module, lr: float, weight_decay: float, filter_bias_and_bn: bool,
+                     gate_lr_scale: float = 1.0) -> nn.Module | list[dict[str, Any]]:
     """What ``create_optimizer_v2`` takes: the model itself, or param groups keeping timm's weight-decay rule whose
     gate groups start at ``lr * gate_lr_scale`` (timm's schedulers shape each group from its own start)."""
-    if gate_lr_scale == 1.0:
-        return model
-    if gate_lr_scale <= 0:
-        raise UserError(f"--gate-lr-scale must be positive, got {gate_lr_scale}")
-    gates = gate_parameter_names(model)
-    if not gates:  # a plain model in a comparison that scales the gates of the others
+    gates = gate_parameter_names(model) if gate_lr_scale != 1.0 else set()
+    if not gates:  # also a plain model in a comparison that scales the gates of the others
         return model
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}

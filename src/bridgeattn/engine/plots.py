@@ -83,11 +83,9 @@ def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str
         ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(n), class_names, fontsize=8)
         if n <= 15:
-            for i in range(n):
-                for j in range(n):
-                    if matrix[i, j]:
-                        ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if rates[i, j] > 0.5 else "black")
+            for i, j in zip(*matrix.nonzero()):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")

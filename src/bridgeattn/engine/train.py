@@ -65,8 +65,7 @@ def seed_everything(seed: int, *salt: int) -> None:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """cuDNN and torch's algorithm choice for one run (deterministic, or cuDNN's autotuner); the caller's settings
-    are restored afterwards."""
+    """cuDNN and torch's algorithm choice for one run (deterministic, or cuDNN's autotuner), restored afterwards."""
     saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     set_env = enabled and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
@@ -103,20 +102,20 @@ class EpochSeeded(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------- set-up
 
 def _claim_folder(options: LaunchOptions, folder: Path, stack: contextlib.ExitStack) -> Path | None:
-    """Lock the run folder for this run, check it may be (re)used, clear a killed writer's temp files; the
-    checkpoint to resume from. Rank 0 only."""
+    """Rank 0: lock the run folder, check it may be (re)used, clear a killed writer's temp files; the checkpoint to
+    resume from."""
     resume = options.resume
     if resume is None and distributed.restart_count() > 0:
         resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--output {folder} is a file, not a folder")
     stack.enter_context(RunLock(folder))  # before any check, so two runs cannot both pass them
-    if resume is None and holds_run(folder):
-        raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
-    if not options.overwrite and not holds_run(folder):
-        refuse_other_files(folder)
-    if resume is not None and holds_run(folder):
+    if holds_run(folder):
+        if resume is None:
+            raise UserError(f"{folder} already holds a run; continue it with --resume auto, or choose another --output")
         check_stored_config(folder)
+    elif not options.overwrite:
+        refuse_other_files(folder)
     ckpt.clean_temps(folder)
     if resume == "auto":
         return ckpt.find_resume(folder)
@@ -151,19 +150,17 @@ def _custom_data_info(train_set: Dataset, model: nn.Module | None) -> data_modul
         raise UserError(f"the training dataset must yield (C, H, W) image tensors, got {type(image).__name__} "
                         f"{tuple(getattr(image, 'shape', ()))}")
     names = getattr(train_set, "classes", None)
-    if names is not None:
-        num_classes = len(names)
-    elif model is not None:
-        model.eval()
-        with torch.no_grad():  # the number of outputs of the caller's model
-            num_classes = int(model(image.unsqueeze(0).to(next(model.parameters()).device)).shape[-1])
-    elif isinstance(train_set, torch.utils.data.TensorDataset):
-        num_classes = int(train_set.tensors[1].max()) + 1
-    else:
-        raise UserError("cannot tell the number of classes: pass a model, or give the dataset a `classes` list")
-    names = [str(c) for c in names] if names is not None else [str(i) for i in range(num_classes)]
-    return data_module.DataInfo(name="custom", num_classes=num_classes, in_chans=image.shape[0],
-                                img_size=image.shape[-1], class_names=names, mean=(), std=())
+    if names is None:  # class names 0 .. n-1
+        if model is not None:
+            model.eval()
+            with torch.no_grad():  # the number of outputs of the caller's model
+                names = range(model(image.unsqueeze(0).to(next(model.parameters()).device)).shape[-1])
+        elif isinstance(train_set, torch.utils.data.TensorDataset):
+            names = range(int(train_set.tensors[1].max()) + 1)
+        else:
+            raise UserError("cannot tell the number of classes: pass a model, or give the dataset a `classes` list")
+    return data_module.DataInfo(name="custom", num_classes=len(names), in_chans=image.shape[0],
+                                img_size=image.shape[-1], class_names=[str(c) for c in names], mean=(), std=())
 
 
 def _build_data(cfg: TrainConfig, info: distributed.DistInfo, datasets: tuple[Dataset, Dataset] | None = None,
@@ -321,10 +318,8 @@ def _setup(cfg: TrainConfig, options: LaunchOptions, info: distributed.DistInfo,
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     updates_per_epoch = len(train_loader) // cfg.optim.grad_accum
     optimizer, scheduler = _build_optimization(cfg, model, updates_per_epoch)
-    r, o = cfg.run, cfg.optim
-    amp_dtype = amp_dtype_for(r.amp, info.device, r.amp_dtype)
-    if info.is_main:
-        log.info(numerics_report(r.amp, r.amp_dtype, amp_dtype, r.channels_last, info.device))
+    o = cfg.optim
+    amp_dtype = amp_dtype_for(cfg.run.amp, info.device, cfg.run.amp_dtype)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
     ema = ModelEmaV3(model, decay=o.ema_decay) if o.ema else None
     mixup = None
@@ -376,51 +371,38 @@ def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = Non
                     "partial": {"sums": distributed.all_gather_object(stopped["sums"]),
                                 "seconds": stopped["epoch_time_s"], "lr_curve": stopped["lr_curve"]}}
     return {
-        "format": "bridgeattn-train-checkpoint/1",
-        "model": run.model.state_dict(),
+        "format": "bridgeattn-train-checkpoint/1", "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
-        **position,
-        **{key: getattr(run, key) for key in PROGRESS},
-        "rng": rng,
-        "config": run.cfg.to_dict(),
-        "num_classes": run.data_info.num_classes,
-        "in_chans": run.data_info.in_chans,
-        "class_names": list(run.data_info.class_names),
+        **position, **{key: getattr(run, key) for key in PROGRESS}, "rng": rng, "config": run.cfg.to_dict(),
+        "num_classes": run.data_info.num_classes, "in_chans": run.data_info.in_chans,
+        "class_names": list(run.data_info.class_names), "model_class": _model_class(run.model),
         # what evaluation does to an image, so the weights can be used without the data set
         "preprocessing": data_module.eval_preprocessing(run.cfg.data, run.data_info).to_dict(),
-        "model_class": _model_class(run.model),
     }
 
 
-def _summary(run: Run, final: dict[str, Any], status: str = "finished", message: str = "") -> dict[str, Any]:
+def _summary(run: Run, final: dict[str, Any], status: str = "finished", **extra: Any) -> dict[str, Any]:
+    """summary.json's fields: ``status``, the results of validation ``final``, the run's progress and set-up."""
     samples = sum(r.get("train_samples", 0) for r in run.history)
     epoch_time = sum(r.get("epoch_time_s", 0.0) for r in run.history)
     summary: dict[str, Any] = {
-        "status": status,
-        "model": _model_class(run.model) if run.custom_model else run.cfg.model.name,
+        "status": status, "model": _model_class(run.model) if run.custom_model else run.cfg.model.name,
         "data": run.data_info.name if run.data_info.name == "custom" else run.cfg.data.spec,
         **{key: final.get(key) for key in ("top1", "top5", "loss")},
+        **{key: final[key] for key in ("ema_top1", "ema_top5", "ema_loss") if key in final},
         "best_top1": run.best_top1 if run.best_epoch else None,  # None: no epoch with finite results
-        "best_epoch": run.best_epoch,
-        "epochs": len(run.history),
-        "steps": run.step,
-        "train_time_s": run.train_time_s,
-        "train_img_per_s": samples / epoch_time if epoch_time else None,
-        "params": run.params,
-        "num_classes": run.data_info.num_classes,
-        "world_size": run.dist.world_size,
-        "global_batch": run.global_batch,
-        "device": str(run.dist.device),
-        "seed": run.cfg.run.seed,
-        "skipped_steps": run.skipped_steps,
-        "skipped_files": len(run.data_info.skipped),
-        "output": str(run.folder),
+        "best_epoch": run.best_epoch, "epochs": len(run.history), "steps": run.step,
+        "train_time_s": run.train_time_s, "train_img_per_s": samples / epoch_time if epoch_time else None,
+        "params": run.params, "num_classes": run.data_info.num_classes, "world_size": run.dist.world_size,
+        "global_batch": run.global_batch, "device": str(run.dist.device), "seed": run.cfg.run.seed,
+        "skipped_steps": run.skipped_steps, "skipped_files": len(run.data_info.skipped), "output": str(run.folder),
+        **extra,
     }
-    summary.update({key: final[key] for key in ("ema_top1", "ema_top5", "ema_loss") if key in final})
-    summary.update({key: value for key, value in (("init_from", run.init_from), ("message", message)) if value})
+    if run.init_from:
+        summary["init_from"] = run.init_from
     return summary
 
 
@@ -436,11 +418,10 @@ def _resume_command(run: Run) -> str:
     return command
 
 
-def _write_summary(run: Run, status: str, message: str, **extra: Any) -> None:
+def _write_summary(run: Run, status: str, **extra: Any) -> None:
     """summary.json of a run that did not finish: its last epoch's results, ``status`` and why (rank 0)."""
     if run.dist.is_main:
-        final = run.history[-1] if run.history else {}
-        write_json(run.folder / "summary.json", {**_summary(run, final, status, message), **extra})
+        write_json(run.folder / "summary.json", _summary(run, run.history[-1] if run.history else {}, status, **extra))
 
 
 def _interrupted(run: Run, signal_name: str, checkpoint: Path | None, message: str) -> TrainingInterrupted:
@@ -448,7 +429,7 @@ def _interrupted(run: Run, signal_name: str, checkpoint: Path | None, message: s
     command = _resume_command(run)
     path = str(checkpoint) if checkpoint else None
     text = f"{message}; {f'checkpoint {path}' if path else 'no checkpoint yet'}; continue with: {command}"
-    _write_summary(run, "interrupted", text, signal=signal_name, resume_command=command, checkpoint=path)
+    _write_summary(run, "interrupted", message=text, signal=signal_name, resume_command=command, checkpoint=path)
     return TrainingInterrupted(text, signal_name, command, path)
 
 
@@ -467,20 +448,11 @@ def _save_checkpoint(run: Run, epoch: int, stopped: dict[str, Any] | None = None
     return ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=run.cfg.run.keep, good=good)
 
 
-def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingInterrupted:
-    """Checkpoint the exact position a signal stopped the run at; the exception to raise."""
-    path = _save_checkpoint(run, epoch, stopped)
-    distributed.barrier()
-    name = run.stop.signal_name or "a signal on another rank"
-    batches = run.updates_per_epoch * run.cfg.optim.grad_accum
-    return _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
-                                        f"batch {stopped['stopped_at']}/{batches})")
-
-
 def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
     if main:
+        log.info(numerics_report(cfg.run.amp, cfg.run.amp_dtype, run.amp_dtype, cfg.run.channels_last, run.dist.device))
         log.info(f"training {cfg.model.name} ({run.params:,} params) on {run.data_info.name}, "
                  f"{run.data_info.describe_input()}: {epochs} epochs x {run.updates_per_epoch} steps, global batch "
                  f"{run.global_batch}, {run.dist.world_size} process(es) on {run.dist.device}; run folder {run.folder}")
@@ -496,8 +468,13 @@ def _fit(run: Run) -> dict[str, Any]:
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
         partial, run.partial = run.partial, None
         stats = train_one_epoch(run, epoch, partial)
-        if "stopped_at" in stats:
-            raise _stop_mid_epoch(run, epoch, stats)
+        if "stopped_at" in stats:  # by a signal: checkpoint the exact position
+            path = _save_checkpoint(run, epoch, stats)
+            distributed.barrier()
+            name = run.stop.signal_name or "a signal on another rank"
+            batches = run.updates_per_epoch * cfg.optim.grad_accum
+            raise _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
+                                                f"batch {stats['stopped_at']}/{batches})")
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
         record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": run.lr(),
@@ -509,16 +486,15 @@ def _fit(run: Run) -> dict[str, Any]:
         if main:
             run.recorder.write_history(run.history)
             log.info(f"epoch {epoch + 1}/{epochs}  train loss {stats['train_loss']:.4f}  val top1 {final['top1']:.2f}"
-                  f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
-                  f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
+                     f"  top5 {final['top5']:.2f}  loss {final['loss']:.4f}  lr {record['lr']:.2e}"
+                     f"  {record['train_img_per_s']:.0f} img/s  {stats['epoch_time_s']:.1f}s")
         distributed.barrier()
     if not final:  # resumed a finished run: evaluate its weights once for the report
         final = _evaluate(run)
     summary = _summary(run, final)
     if main:
-        report = write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.run.plots,
-                                   title=f"{cfg.model.name}: top-1 {final['top1']:.2f} %")
-        summary.update(report)
+        summary.update(write_eval_report(final, run.data_info.class_names, run.folder, plots=cfg.run.plots,
+                                         title=f"{cfg.model.name}: top-1 {final['top1']:.2f} %"))
         if cfg.run.plots:
             summary["curves"] = str(run.folder / "curves.png")
         summary.update(checkpoint=str(run.folder / ckpt.CKPT_DIR / "last.pth"), per_class_top1=final["per_class"])
@@ -552,7 +528,7 @@ def train(cfg: TrainConfig, options: LaunchOptions | None = None, model: nn.Modu
                 raise
             except (TrainingStopped, UserError) as exc:  # a non-finite loss, a full disk ...: say so in the folder
                 try:
-                    _write_summary(run, "stopped" if isinstance(exc, TrainingStopped) else "failed", str(exc))
+                    _write_summary(run, "stopped" if isinstance(exc, TrainingStopped) else "failed", message=str(exc))
                 except OSError as err:
                     log.warning(f"cannot write {run.folder / 'summary.json'} either: {err.strerror or err}")
                 raise
