@@ -123,6 +123,10 @@ def test_a_run_folder_stands_for_its_newest_complete_verified_finite_checkpoint(
             record_path(folder / name).write_text(json.dumps(rec))
     with pytest.warns(UserWarning, match=r"skipped newer checkpoint\(s\) epoch-0003.pth \(non-finite"):
         assert load_model(copy).source == good
+    damaged = folder / "epoch-0001-batch-000001.pth"
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"?")  # same size, other content
+    with pytest.raises(UserError, match="cannot be used: checksum mismatch"):
+        load_model(damaged)
     for name in ("epoch-0001.pth", "epoch-0001.pth.json"):
         (folder / name).unlink()
     with pytest.raises(UserError, match="no usable checkpoint.*epoch-0003.pth \\(non-finite"):

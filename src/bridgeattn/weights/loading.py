@@ -28,7 +28,7 @@ from ..errors import UserError, first_line
 from ..models.registry import create_model
 from . import checkpoint as ckpt
 from .convert import convert_official_state_dict, detect_layout
-from .safe_load import load_state_dict_strict, safetensors_metadata, state_dict_from
+from .safe_load import load_file, load_state_dict_strict, safetensors_metadata, state_dict_from
 
 __all__ = ["LoadedModel", "REMOTE_KWARGS", "build_model", "load_model", "model_preprocessing", "resolve_location",
            "set_preprocessing"]
@@ -181,7 +181,8 @@ def load_model(location: str | Path, model_name: str | None = None, *, use_ema: 
         if not build:
             return LoadedModel(None, name, None, "timm", file, state=dict(model.state_dict()))
         return LoadedModel(model, name, model_preprocessing(model), "timm", file)
-    obj = ckpt.read(file, unsafe=unsafe)
+    # run_checkpoint verified a run's file against its record as it picked it; ckpt.read verifies any other file
+    obj = load_file(file, unsafe=unsafe) if kind == "run" else ckpt.read(file, unsafe=unsafe)
     state = state_dict_from(obj, use_ema=use_ema, source=str(file))
     layout = "ours"
     with contextlib.suppress(UserError):  # no bridge keys: nothing to rename (refused if a reference was asked for)
