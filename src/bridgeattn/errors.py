@@ -2,10 +2,8 @@
 
 
 class UserError(ValueError):
-    """Bad input from the user (unknown model, missing path, contradictory flags, ...).
-
-    The command line prints its message as one line and exits with status 2, without a traceback.
-    """
+    """Bad input from the user (unknown model, missing path, contradictory flags, ...): the command line prints
+    its message as one line and exits with status 2, without a traceback."""
 
 
 def preview_keys(keys: list[str], limit: int = 8) -> str:

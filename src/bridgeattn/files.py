@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -45,9 +46,7 @@ def _fsync(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path to write ``path``'s new content to; on success it replaces ``path``, else it is removed.
-
-    For writers that take a file name (``yaml`` dumps, ``torch.onnx.export``, ...); see ``atomic_write``.
-    """
+    For writers that take a file name (``yaml`` dumps, ``torch.onnx.export``, ...); see ``atomic_write``."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -55,8 +54,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)  # left by a failed write (exists() misses a dangling symlink)
     with contextlib.suppress(OSError):  # some file systems cannot open or flush a folder
         _fsync(path.parent)
 
@@ -97,7 +95,7 @@ def write_csv(path: str | os.PathLike[str], columns: list[str], rows: list[dict[
 def _finite(value: Any) -> Any:
     """``value`` with NaN/Inf floats replaced by None, so every JSON reader accepts the file."""
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -107,29 +105,24 @@ def _finite(value: Any) -> Any:
 
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files ``atomic_path`` left in ``folder`` (call only while no other process writes there)."""
-    removed = []
-    for path in folder.iterdir() if folder.is_dir() else []:
-        if is_temp(path) and (path.is_file() or path.is_symlink()):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    removed = [path for path in folder.glob("*") if is_temp(path) and (path.is_file() or path.is_symlink())]
+    for path in removed:
+        path.unlink(missing_ok=True)
     return removed
 
 
 def check_writable(path: str | os.PathLike[str], *, folder: bool = False, flag: str = "--output") -> Path:
     """Refuse, as one ``UserError`` line and before any work, an output location that cannot be written.
 
-    ``folder``: ``path`` is a folder to create or fill, else a file to (re)write. The nearest existing ancestor
-    must be a folder in which a file can be created (probed with a temp file that is removed again, so read-only
-    file systems, ``/proc`` and permissions are judged by the kernel, not guessed); nothing else is created.
+    ``folder``: ``path`` is a folder to create or fill, else a file to (re)write. The kernel judges (read-only file
+    systems, ``/proc``, permissions) by a temp file created and removed in the nearest existing ancestor.
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        if folder and not path.is_dir():
-            raise UserError(f"{flag} {path}: a file is in the way (expected a folder)")
-        if not folder and path.is_dir():
-            raise UserError(f"{flag} {path} is a folder (expected a file name)")
-    start = path if folder and path.is_dir() else path.parent
-    ancestor = start.absolute()
+    if folder and os.path.lexists(path) and not path.is_dir():
+        raise UserError(f"{flag} {path}: a file is in the way (expected a folder)")
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path} is a folder (expected a file name)")
+    ancestor = (path if folder and path.is_dir() else path.parent).absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():

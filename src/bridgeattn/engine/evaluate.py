@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..models.cost import training_mode
 from . import distributed
 from .hardware import autocast
 
@@ -21,32 +22,29 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str | 
     (mean cross-entropy), ``count``, ``per_class`` (%, None without samples) and ``confusion`` (rows: true class).
     Exact under DDP: each rank evaluates its shard (no padded repeats) and the sums are all-reduced."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, count
     confusion: torch.Tensor | None = None
-    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
-        if confusion is None:
-            num_classes = num_classes or logits.shape[1]
-            confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == labels[:, None]
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
-                             hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
-                             torch.tensor(float(len(labels)), device=device, dtype=torch.float64)])
-        confusion += torch.bincount(labels * num_classes + top[:, 0], minlength=num_classes * num_classes)
+    with training_mode(model, False):
+        for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp_dtype):
+                logits = model(images).float()
+            if confusion is None:
+                num_classes = num_classes or logits.shape[1]
+                confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == labels[:, None]
+            sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                                 hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+                                 torch.tensor(float(len(labels)), device=device, dtype=torch.float64)])
+            confusion += torch.bincount(labels * num_classes + top[:, 0], minlength=num_classes * num_classes)
     if confusion is None:  # an empty shard: still take part in the reductions
         num_classes = num_classes or 1
         confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     distributed.all_reduce_sum(sums)
     distributed.all_reduce_sum(confusion)
-    model.train(was_training)
     loss, correct1, correct5, count = sums.tolist()
     matrix = confusion.view(num_classes, num_classes).cpu()
     per_true = matrix.sum(dim=1)

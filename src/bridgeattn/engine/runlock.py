@@ -3,6 +3,7 @@ holder dies (no stale-lock guessing); the file's ``pid host`` only names the hol
 (docs/training.md, "The run folder")."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -49,11 +50,9 @@ class RunLock:
                     return self  # our launcher holds it for all of its workers
                 raise UserError(f"{self.folder} is in use by another run (pid {pid or '?'} on {host or '?'}); wait "
                                 "for it to end or choose another --output") from None
-            try:  # a failed run may have removed the file we opened: a lock on it guards nothing, take the new one
+            with contextlib.suppress(FileNotFoundError):  # a failed run may have removed our file: lock anew
                 if os.path.samestat(os.fstat(fd), os.stat(self.path)):
                     break
-            except FileNotFoundError:
-                pass
             os.close(fd)
         self.created = created
         os.ftruncate(fd, 0)
@@ -78,7 +77,6 @@ class RunLock:
                 path.unlink() if path == self.path else path.rmdir()
             except OSError:
                 break
-        self.created = []
         self.release()
 
     def __enter__(self) -> RunLock:
@@ -93,8 +91,7 @@ class RunLock:
 def refuse_other_files(folder: Path) -> None:
     """``UserError`` when ``folder`` holds files (other than the lock and temp files) but no run: a user's folder is
     not filled unless ``--overwrite``."""
-    names = [p.name for p in folder.iterdir() if p.name != LOCK_FILE and not is_temp(p)] if folder.is_dir() else []
-    others = sorted(names)
+    others = sorted(p.name for p in folder.glob("*") if p.name != LOCK_FILE and not is_temp(p))  # [] if no folder
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(f"--output {folder} holds other files ({shown}) and no run; choose a new or empty folder, "

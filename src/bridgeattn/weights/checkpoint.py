@@ -80,8 +80,7 @@ def epoch_files(folder: Path) -> list[tuple[Position, Path]]:
     """``((epoch, batch), path)`` of the checkpoints in ``folder``, newest first."""
     found = []
     for path in folder.glob("epoch-*.pth"):  # none when the folder does not exist
-        match = _EPOCH_FILE.match(path.name)
-        if match:
+        if match := _EPOCH_FILE.match(path.name):
             found.append(((int(match.group(1)), int(match.group(2) or 0)), path))
     return sorted(found, reverse=True)
 
@@ -142,8 +141,7 @@ def set_aside_newer(run_dir: Path, epoch: int, batch: int = 0) -> list[Path]:
     for path in newer:
         for item in (path, record_path(path)):
             if item.exists():
-                target = aside / item.name
-                n = 1
+                target, n = aside / item.name, 1
                 while target.exists():
                     target, n = aside / f"{item.name}.{n}", n + 1
                 os.replace(item, target)
@@ -186,10 +184,9 @@ def run_checkpoint(run_dir: Path) -> Path:
     """The checkpoint a run folder stands for when its weights are used (eval, export, ``--init-from``,
     ``from_plain``): the same rule, at an epoch's end and finite (the weights ``summary.json`` describes)."""
     path, skipped = _pick(run_dir, mid_epoch=False, finite_only=True)
-    detail = f": {'; '.join(skipped)}" if skipped else ""
     if path is None:
         raise UserError(f"{run_dir}: no usable checkpoint in this run folder (none complete, checksum-verified and "
-                        f"finite){detail}")
+                        f"finite){': ' if skipped else ''}{'; '.join(skipped)}")
     if skipped:
         warnings.warn(f"{run_dir}: skipped newer checkpoint(s) {'; '.join(skipped)}", stacklevel=2)
     return path

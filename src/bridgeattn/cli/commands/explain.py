@@ -28,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...tools.explain import check_output, explain, find_images
 
-    check_writable(args.output, folder=True)
-    if not args.overwrite:
-        check_output(args.output)  # refuse before any work
+    if args.overwrite:
+        check_writable(args.output, folder=True)  # before any work; the earlier report goes once the new one is made
+    else:
+        check_output(args.output)  # refuses an earlier report and an unwritable --output, before any work
     files = find_images(args.images)
     model, loaded = model_from_args(args)
     report = explain(model, files, args.output, args.block, target_class=args.target_class, img_size=args.img_size,
