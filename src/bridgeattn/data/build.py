@@ -77,9 +77,9 @@ def _build(cfg: DataConfig, splits: tuple[str, ...]) -> tuple[Dataset, Dataset, 
     native = train[0].shape[-1], train[0].shape[1]
     info = data_info(cfg, kind, classes, (*native, NATIVE[kind][2]), kind)
     sets = []
-    for split, is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
+    for (images, labels), is_train, subset in ((train, True, cfg.train_subset), (val, False, cfg.val_subset)):
         transform = make_transform(cfg, is_train, info, native)
-        sets.append(TensorImageDataset(*split, classes, transform).head(subset))
+        sets.append(TensorImageDataset(images[:subset], labels[:subset], classes, transform))
     return sets[0], sets[1], info
 
 

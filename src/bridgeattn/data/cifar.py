@@ -9,13 +9,11 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from ..errors import UserError
 from .memory import Split
 
-_CLASSES = {"cifar10": CIFAR10, "cifar100": CIFAR100}
-
 
 def load_cifar(kind: str, path: str) -> tuple[Split, Split, list[str]]:
     """``((train images (50000, 3, 32, 32) uint8, labels), (test images, labels), class names)`` from the folder
     holding ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself), MD5-checked by torchvision."""
-    cls = _CLASSES[kind]
+    cls = CIFAR10 if kind == "cifar10" else CIFAR100
     root = Path(path).expanduser()
     if root.name == cls.base_folder:
         root = root.parent

@@ -63,13 +63,12 @@ def _read(root: Path, where: str) -> tuple[Split, Split, list[str]]:
     except (AssertionError, ValueError, TypeError, RuntimeError, OSError, EOFError) as err:
         raise UserError(f"the Fashion-MNIST files in {where} cannot be read as IDX files ({err}); "
                         f"{HOW_TO_GET}") from None
-    out = []
-    for ds in splits:
-        images, labels = ds.data, ds.targets
-        if images.ndim != 3 or len(images) != len(labels) or len(images) == 0:
-            raise UserError(f"the Fashion-MNIST files in {where} are inconsistent: {tuple(images.shape)} images, "
-                            f"{tuple(labels.shape)} labels")
-        out.append((images.unsqueeze(1).contiguous(), labels.long()))
+    # torchvision checks that images are (N, H, W) and labels (N',); not that N == N' > 0
+    out = [(ds.data.unsqueeze(1).contiguous(), ds.targets.long()) for ds in splits]
+    for images, labels in out:
+        if len(images) != len(labels) or len(images) == 0:
+            raise UserError(f"the Fashion-MNIST files in {where} are inconsistent: {len(images)} images, "
+                            f"{len(labels)} labels")
     return out[0], out[1], list(FashionMNIST.classes)
 
 

@@ -73,12 +73,11 @@ def _check_files(paths: list[str], strict: bool) -> dict[str, str]:
         for start in range(0, len(paths), 2048):
             batch = paths[start:start + 2048]
             for path, reason in zip(batch, pool.map(check_image, batch)):
-                if reason is None:
-                    continue
-                if strict:
+                if reason and strict:
                     raise UserError(f"unreadable image {path} ({reason}); remove it, or turn strict data checking "
                                     "off to skip unreadable files")
-                bad[path] = reason
+                if reason:
+                    bad[path] = reason
     return bad
 
 

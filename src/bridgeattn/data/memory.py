@@ -21,9 +21,3 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[index]), int(self.targets[index])
-
-    def head(self, n: int | None) -> TensorImageDataset:
-        """The first ``n`` samples (all when ``n`` is None), sharing memory with this one."""
-        if n is None or n >= len(self):
-            return self
-        return TensorImageDataset(self.images[:n], self.targets[:n], self.classes, self.transform)

@@ -19,6 +19,9 @@ from torch.utils.data import DistributedSampler
 
 from ..errors import UserError
 
+PR_SET_PDEATHSIG = 1  # prctl option from <linux/prctl.h>: a signal for this process when its parent dies
+_control_group: Any = None  # set by setup()
+
 
 @dataclass
 class DistInfo:
@@ -44,9 +47,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
         return torch.device(name if ":" in name else f"cuda:{local_rank}")
     return torch.device("cpu")
-
-
-PR_SET_PDEATHSIG = 1  # prctl option from <linux/prctl.h>: a signal for this process when its parent dies
 
 
 def die_with_parent() -> None:
@@ -91,9 +91,6 @@ def setup(device: str = "auto") -> DistInfo:
         # a CPU group for small votes (stop requests), so they never wait on the device
         _control_group = dist.new_group(backend="gloo", timeout=timeout) if dev.type == "cuda" else None
     return DistInfo(rank, world, dev)
-
-
-_control_group: Any = None
 
 
 def cleanup() -> None:

@@ -107,10 +107,9 @@ def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> fl
 
 def probe_cpu_numerics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, try_bf16: bool,
                        rounds: int = 3) -> tuple[dict[str, Any], str]:
-    """Which precision (float32, or bf16 with ``try_bf16`` on a native-bf16 CPU), memory format and thread count
-    (torch's or one) train ``model`` fastest on this CPU now: ``{"amp", "channels_last", "threads"}`` and a line of
-    img/s. After a warm-up round, ``rounds`` rounds time one step of each candidate in turn (a changing load hits
-    them alike); the median decides."""
+    """``({"amp", "channels_last", "threads"}, a line of img/s)``: the precision (float32, or bf16 with ``try_bf16``
+    on a native-bf16 CPU), memory format and thread count (torch's or one) that train ``model`` fastest on this CPU
+    now, by the median of ``rounds`` rounds after a warm-up, each timing one step of every candidate in turn."""
     dtypes = [None, torch.bfloat16] if try_bf16 and cpu_has_native_bf16() else [None]
     threads_before = torch.get_num_threads()
     steps: dict[tuple[torch.dtype | None, bool, int], Callable[[], None]] = {}

@@ -18,9 +18,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, message: str, signal_name: str, resume_command: str, checkpoint: str | None) -> None:
         super().__init__(message)
-        self.signal_name = signal_name
-        self.resume_command = resume_command
-        self.checkpoint = checkpoint
+        self.signal_name, self.resume_command, self.checkpoint = signal_name, resume_command, checkpoint
 
     @property
     def exit_code(self) -> int:

@@ -24,9 +24,8 @@ def figure(figsize: tuple[float, float], dpi: float = 100, nrows: int = 1, ncols
 
 def save(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
     """Write ``fig`` as PNG at ``path`` (atomically: a reader never sees a half-written file)."""
-    path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi or fig.dpi))
-    return path
+    return Path(path)
 
 
 def integer_epochs(ax: Any, epochs: int | None = None) -> None:
