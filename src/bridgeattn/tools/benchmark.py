@@ -92,7 +92,6 @@ def benchmark(models: Sequence[ModelSpec] | Mapping[str, ModelSpec], *, batch_si
         for label, (step, _, _) in runners.items():
             say(f"warm-up {label}")
             if device.type == "cuda":
-                torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             time_steps(step, warmup, device)

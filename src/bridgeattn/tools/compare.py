@@ -3,7 +3,6 @@ seed) cell is trained by :func:`bridgeattn.engine.train` with one recipe and pai
 (Student-t interval). A cell with a ``summary.json`` is finished, so an interrupted comparison resumes."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import json
@@ -13,7 +12,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ BASELINE = "plain"
 _RECIPE_EXCLUDE = ("model", "seed", "output", "resume", "progress", "workers")
 
 
-# ----------------------------------------------------------------------------------------------- statistics
 def paired_difference(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
     """Mean paired difference ``values - baseline`` (aligned by seed) with its Student-t confidence interval
     (``None`` below two pairs)."""
@@ -56,11 +54,9 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float], confid
     return out
 
 
-# ------------------------------------------------------------------------------------------------- running
 @dataclass
 class CompareConfig:
-    """One comparison: which variants, which data, which budget (``train_options``: the flat training options
-    of every cell, e.g. ``epochs``, ``batch_size``, ``lr``)."""
+    """One comparison: variants, data, seeds and the budget (``train_options``: flat options, e.g. ``epochs``)."""
 
     models: list[str] = field(default_factory=lambda: ["plain", "bav2"])
     backbone: str = "resnet20"
@@ -78,9 +74,6 @@ def resolve_models(models: Sequence[str], backbone: str) -> list[tuple[str, str]
     """``[(short, registered name)]``: a short name maps to ``{short}_{backbone}``; full names pass through."""
     out: list[tuple[str, str]] = []
     for short in models:
-        short = short.strip()
-        if not short:
-            continue
         name = f"{short}_{backbone}" if timm.is_model(f"{short}_{backbone}") else short
         if not timm.is_model(name):
             raise UserError(f"unknown model {short!r}: neither {short}_{backbone} nor {short} is registered "
@@ -104,8 +97,7 @@ def _train(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_cell(name: str, seed: int, cfg: CompareConfig) -> dict[str, Any]:
-    """Train one (model, seed) cell unless its ``summary.json`` exists; returns the cell summary. The cell's lock is
-    held from before its folder is checked until its summary is written."""
+    """Train one (model, seed) cell, under its lock, unless its ``summary.json`` exists; returns the cell summary."""
     cell = Path(cfg.output) / "cells" / name / f"seed{seed}"
     with RunLock(cell):
         summary_path = cell / "summary.json"
@@ -214,7 +206,7 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
         for name in names:
             cost = model_cost(name, (in_chans, img_size, img_size), num_classes=num_classes, in_chans=in_chans)
             costs[name] = {"params": cost["params"], "macs": cost["macs"], "infer_img_per_s": speeds.get(name)}
-        results = {"config": _jsonable(dataclasses.asdict(cfg)),
+        results = {"config": _jsonable(asdict(cfg)),
                    "data": {"spec": cfg.data, "num_classes": num_classes, "in_chans": in_chans, "img_size": img_size},
                    "environment": {"torch": torch.__version__, "threads": torch.get_num_threads()},
                    "confidence": 0.95, "models": summarize(cells, models, costs),
@@ -223,7 +215,6 @@ def run_compare(cfg: CompareConfig) -> dict[str, Any]:
         return results
 
 
-# -------------------------------------------------------------------------------------------------- report
 _CSV_COLUMNS = ["model", "name", "top1_mean", "top1_std", "delta_vs_plain", "delta_ci_low", "delta_ci_high",
                 "paired_seeds", "params", "macs", "train_img_per_s", "infer_img_per_s", "top5_mean", "train_time_s",
                 "seeds", "top1"]

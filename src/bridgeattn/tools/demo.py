@@ -31,8 +31,7 @@ def plot_side_by_side(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     budget and the seed the models shared."""
     fig, axes = plots.figure((10, 3.8), ncols=2)
     for name, summary in summaries.items():
-        lines = (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()
-        history = [json.loads(line) for line in lines if line.strip()]
+        history = [json.loads(line) for line in (Path(summary["output"]) / "metrics.jsonl").read_text().splitlines()]
         epochs = [r["epoch"] for r in history]
         axes[0].plot(epochs, [r["top1"] for r in history], marker="o", label=name)
         axes[1].plot(epochs, [r["train_loss"] for r in history], marker="o", label=name)

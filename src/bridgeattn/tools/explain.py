@@ -38,7 +38,6 @@ def _require_gradcam() -> None:
         raise UserError("Grad-CAM needs pytorch-grad-cam: pip install 'bridgeattn[explain]' (grad-cam)") from None
 
 
-# ------------------------------------------------------------------------------------------------ the taps
 def block_taps(model: nn.Module, block: str) -> tuple[list[tuple[str, nn.Module]], Any]:
     """``([(label, layer)], handle)``: the layers whose outputs are the block's taps, in order: input, the tensors a BA
     block squeezes (``relu(bn1(conv1))``, (``relu(bn2(conv2))``,) the last BN output before the residual add), output.
@@ -104,7 +103,6 @@ def save_gradcam_figure(image: np.ndarray, cams: dict[str, np.ndarray], path: st
     return round(n * PANEL_INCHES * DPI), round((PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
-# -------------------------------------------------------------------------------------------- gate stats
 @torch.no_grad()
 def gate_statistics(model: nn.Module, images: torch.Tensor, bins: int = 20) -> dict[str, Any]:
     """Selection weights per block and gate-value distributions per stage of a BA model on ``images`` (docs/compare.md):
@@ -183,7 +181,6 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     return written
 
 
-# ---------------------------------------------------------------------------------------------- images, run
 # What explain writes; an output folder holding any of these belongs to an earlier run.
 OUTPUTS = ("explain.json", "gradcam", "gate_stats.json", "selection_weights.png", "gate_distribution.png",
            "skipped_files.txt")

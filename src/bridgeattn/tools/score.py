@@ -75,9 +75,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
         num_classes = int(getattr(loaded.model, "num_classes", info.num_classes))
         if info.num_classes != num_classes:
             raise UserError(f"{data_cfg.spec} has {info.num_classes} classes but the weights have {num_classes}")
-        net = loaded.model.to(dev)
-        if channels_last:
-            net.to(memory_format=torch.channels_last)
+        net = loaded.model.to(dev, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         loader = DataLoader(val_set, batch_size=batch_size or default_batch, num_workers=workers,
                             pin_memory=dev.type == "cuda")
         metrics = evaluate(net, loader, dev, num_classes=num_classes, amp_dtype=amp_dtype, channels_last=channels_last,
