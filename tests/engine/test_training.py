@@ -317,6 +317,8 @@ def test_train_takes_a_users_module_and_datasets_and_resumes_exactly(tmp_path, s
     assert whole["status"] == "finished" and whole["steps"] == 8 and whole["num_classes"] == 5
     assert whole["model"].endswith("TinyNet") and whole["data"] == "custom"
     assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == 2
+    stored = _weights(tmp_path / "whole" / "checkpoints/last.pth", "preprocessing")  # the caller's tensors as given
+    assert stored["input_size"] == [3, 12, 12] and stored["mean"] == [] and stored["std"] == []
 
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:

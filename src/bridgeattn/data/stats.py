@@ -15,9 +15,10 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def adapt_stats(stats: Stats, in_chans: int) -> Stats:
-    """Mean/std for ``in_chans`` channels: 1 -> 3 repeats, 3 -> 1 takes the luma-weighted average."""
+    """Mean/std for ``in_chans`` channels: 1 -> 3 repeats, 3 -> 1 takes the luma-weighted average; none stay none
+    (a caller's own datasets, normalised or not by the caller)."""
     mean, std = stats
-    if len(mean) == in_chans:
+    if len(mean) in (0, in_chans):
         return stats
     if len(mean) == 1:
         return mean * in_chans, std * in_chans
