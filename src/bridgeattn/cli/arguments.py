@@ -67,10 +67,10 @@ def switch(parser: argparse.ArgumentParser, flag: str, help: str, default: bool 
     parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
 
 
-def integer(parser: argparse.ArgumentParser, flag: str, help: str, default: int | None = None,
-            type: Callable[[str], int] = positive_int) -> None:
-    """``flag N``: a size or count, checked by ``type`` while parsing."""
-    parser.add_argument(flag, type=type, default=default, metavar="N", help=help)
+def add_int_argument(parser: argparse.ArgumentParser, flag: str, help: str, *, default: int | None = None,
+                     check: Callable[[str], int] = positive_int) -> None:
+    """``flag N``: a size or count, parsed and range-checked by ``check`` (``positive_int`` by default)."""
+    parser.add_argument(flag, type=check, default=default, metavar="N", help=help)
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, checkpoint: str, required: bool = False) -> None:

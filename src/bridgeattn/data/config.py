@@ -30,12 +30,13 @@ class DataInfo:
 def data_info(cfg: DataConfig, name: str, classes: list[str], own: tuple[int, int, Stats], origin: str) -> DataInfo:
     """The input shape ``cfg`` sets, else the data set's ``own`` (side, channels, stats; found from ``origin``), and
     the stats adapted to that many channels."""
-    img_size, in_chans = cfg.img_size or own[0], cfg.in_chans or own[1]
+    own_size, own_chans, own_stats = own
+    img_size, in_chans = cfg.img_size or own_size, cfg.in_chans or own_chans
     given = [what for what, value in (("size", cfg.img_size), ("channels", cfg.in_chans)) if value is not None]
     if len(given) == 2:
         input_from = "as set"
     else:
         input_from = f"{given[0]} as set, the rest from {origin}" if given else f"from {origin}"
-    mean, std = adapt_stats(own[2], in_chans)
+    mean, std = adapt_stats(own_stats, in_chans)
     return DataInfo(name=name, num_classes=len(classes), in_chans=in_chans, img_size=img_size,
                     class_names=list(classes), mean=mean, std=std, input_from=input_from)

@@ -199,13 +199,13 @@ class ShardSet(IterableDataset):
     def __len__(self) -> int:
         return sum(self.counts)
 
-    def _raw(self, lo: int, hi: int, shuffle: str | None = None) -> Iterator[dict[str, Any] | None]:
+    def _raw(self, lo: int, hi: int, order_seed: str | None = None) -> Iterator[dict[str, Any] | None]:
         """The encoded samples at positions ``lo <= p < hi`` of the shards in stored order, or in an order seeded by
-        ``shuffle`` (webdataset's tar reader; skipped samples not decoded). A shard that fails or ends early loses
+        ``order_seed`` (webdataset's tar reader; skipped samples not decoded). A shard that fails or ends early loses
         the rest of its segment, with a warning: None for each lost sample."""
         order = [i for i, c in enumerate(self.counts) if c]
-        if shuffle is not None:
-            random.Random(shuffle).shuffle(order)
+        if order_seed is not None:
+            random.Random(order_seed).shuffle(order)
         for url, start, stop in _segments(self.urls, self.counts, order, lo, hi):
             got, problem = 0, "it ends early"
             try:
@@ -291,7 +291,7 @@ class ShardBatches(IterableDataset):
         if count != self.workers:
             raise RuntimeError(f"built for {self.workers} loader workers, iterated by {count}")
         epoch, wds = int(self._epoch[0]), _wds()
-        stream = self.shards._raw(*self._worker_range(wid), shuffle=f"{self.seed}/{epoch}" if self.train else None)
+        stream = self.shards._raw(*self._worker_range(wid), order_seed=f"{self.seed}/{epoch}" if self.train else None)
         if self.train:
             seed = np.random.SeedSequence([self.seed, epoch, self.rank, wid]).generate_state(2)
             torch.manual_seed(int(seed[0]) << 32 | int(seed[1]))  # augmentation
@@ -316,8 +316,9 @@ def shard_datasets(cfg: DataConfig, location: str) -> tuple[ShardSet, ShardSet, 
     info = data_info(cfg, f"wds:{meta['name']}", meta["classes"], own, META)
     tensor_input = meta.get("kind") == "tensor"  # small images held as tensors at the source: the tensor pipeline
     mode = "L" if (pre["in_chans"] if tensor_input else info.in_chans) == 1 else "RGB"
+    native = (pre["img_size"], pre["in_chans"]) if tensor_input else None  # the stored tensors' shape
     sets = []
     for split, train, subset in (("train", True, cfg.train_subset), ("val", False, cfg.val_subset)):
-        transform = make_transform(cfg, train, info, own[:2] if tensor_input else None)
+        transform = make_transform(cfg, train, info, native)
         sets.append(ShardSet(location, meta, split, transform, mode, tensor_input, subset))
     return sets[0], sets[1], info

@@ -166,7 +166,7 @@ class ResumableSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
-def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, env: dict[str, str] | None = None,
+def launch_torchrun(config_path: str, nproc: int, max_restarts: int = 0, *, env: dict[str, str] | None = None,
                     train_args: list[str] | None = None) -> int:
     """Run ``bridgeattn train --config CONFIG_PATH *TRAIN_ARGS`` in ``nproc`` processes on this machine under
     torchrun (``env``: the workers'); its status, 128 + the signal number after a signal. SIGTERM, SIGUSR1 and

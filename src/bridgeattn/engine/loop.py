@@ -186,6 +186,7 @@ class EpochStats:
 
     def add_loss(self, index: int, loss: torch.Tensor, samples: int) -> None:
         self.values[0, index - self.first] = loss.detach() * samples
+        self.bar.update(1)
 
     def add_step(self, index: int, skipped: torch.Tensor | None) -> None:
         """Micro-batch ``index`` ended an optimizer step: record its lr and skipped flag; read a full window."""
@@ -194,7 +195,6 @@ class EpochStats:
             self.lr_curve.append([self.epoch + step / self.run.updates_per_epoch, self.run.lr()])
         if skipped is not None:
             self.values[1, index - self.first] = skipped
-        self.bar.update(self.accum)
         if (step + 1) % SYNC_EVERY == 0:
             self.read(index + 1)
 

@@ -371,14 +371,14 @@ def _checkpoint_state(run: Run, epoch: int, stopped: dict[str, Any] | None = Non
                     "partial": {"sums": distributed.all_gather_object(stopped["sums"]),
                                 "seconds": stopped["epoch_time_s"], "lr_curve": stopped["lr_curve"]}}
     return {
-        "format": "bridgeattn-train-checkpoint/1", "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
+        "format": "bridgeattn-train-checkpoint/1", "model_class": _model_class(run.model), "config": run.cfg.to_dict(),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "ema": run.ema.module.state_dict() if run.ema is not None else None,
-        **position, **{key: getattr(run, key) for key in PROGRESS}, "rng": rng, "config": run.cfg.to_dict(),
+        **position, "rng": rng, **{key: getattr(run, key) for key in PROGRESS},
         "num_classes": run.data_info.num_classes, "in_chans": run.data_info.in_chans,
-        "class_names": list(run.data_info.class_names), "model_class": _model_class(run.model),
+        "class_names": list(run.data_info.class_names),
         # what evaluation does to an image, so the weights can be used without the data set
         "preprocessing": data_module.eval_preprocessing(run.cfg.data, run.data_info).to_dict(),
     }
@@ -448,6 +448,16 @@ def _save_checkpoint(run: Run, epoch: int, stopped: dict[str, Any] | None = None
     return ckpt.save_checkpoint(state, run.folder, is_best=is_best, keep=run.cfg.run.keep, good=good)
 
 
+def _stop_mid_epoch(run: Run, epoch: int, stopped: dict[str, Any]) -> TrainingInterrupted:
+    """Checkpoint the exact position a signal stopped the run at; the exception to raise."""
+    path = _save_checkpoint(run, epoch, stopped)
+    distributed.barrier()
+    name = run.stop.signal_name or "a signal on another rank"
+    batches = run.updates_per_epoch * run.cfg.optim.grad_accum
+    return _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
+                                        f"batch {stopped['stopped_at']}/{batches})")
+
+
 def _fit(run: Run) -> dict[str, Any]:
     cfg, main = run.cfg, run.dist.is_main
     epochs = cfg.optim.epochs
@@ -468,13 +478,8 @@ def _fit(run: Run) -> dict[str, Any]:
         seed_everything(cfg.run.seed, run.dist.rank, epoch)
         partial, run.partial = run.partial, None
         stats = train_one_epoch(run, epoch, partial)
-        if "stopped_at" in stats:  # by a signal: checkpoint the exact position
-            path = _save_checkpoint(run, epoch, stats)
-            distributed.barrier()
-            name = run.stop.signal_name or "a signal on another rank"
-            batches = run.updates_per_epoch * cfg.optim.grad_accum
-            raise _interrupted(run, name, path, f"stopped by {name} after step {run.step} (epoch {epoch + 1}, "
-                                                f"batch {stats['stopped_at']}/{batches})")
+        if "stopped_at" in stats:
+            raise _stop_mid_epoch(run, epoch, stats)
         run.train_time_s += stats["epoch_time_s"]
         final = _evaluate(run)
         record = {"epoch": epoch + 1, "step": run.step, **stats, "lr": run.lr(),

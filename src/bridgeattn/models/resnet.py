@@ -115,7 +115,8 @@ class BridgeResNet(ResNet):
                 module.reset_parameters()
         if not hasattr(self, "layer4"):
             self.layer4 = nn.Sequential()
-            # The modules after layer3 are registered again behind layer4: the module order still reads as the forward.
+            # The modules after layer3 (all but the layer4 just added) are registered again behind it: the module order
+            # still reads as the forward.
             names = [name for name, _ in self.named_children()]
             for name in names[names.index("layer3") + 1:-1]:
                 module = getattr(self, name)

@@ -155,14 +155,14 @@ def plot_gate_statistics(stats: dict[str, Any], output: Path) -> list[Path]:
     weights = {b: v["selection_weights"] for b, v in stats["blocks"].items() if v["selection_weights"] is not None}
     if weights:
         n_taps = max(map(len, weights.values()))
-        x = np.arange(len(weights))
+        positions = np.arange(len(weights))
         fig, ax = plots.figure((max(6, 0.45 * len(weights) * n_taps), 4), dpi=110)
         width = 0.8 / n_taps
         for i in range(n_taps):
-            vals = [a[i] if i < len(a) else 0 for a in weights.values()]
-            ax.bar(x + (i - (n_taps - 1) / 2) * width, vals, width, label=f"a_{i + 1} (conv{i + 1})")
+            vals = [tap_weights[i] if i < len(tap_weights) else 0 for tap_weights in weights.values()]
+            ax.bar(positions + (i - (n_taps - 1) / 2) * width, vals, width, label=f"a_{i + 1} (conv{i + 1})")
         ax.axhline(0, color="black", lw=0.6)
-        ax.set_xticks(x, list(weights), rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(positions, list(weights), rotation=45, ha="right", fontsize=8)
         ax.set(ylabel="selection weight a_i",
                title="BAv2 selection weights per block (which conv outputs the bridge uses)")
         ax.legend(fontsize=8)

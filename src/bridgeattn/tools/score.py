@@ -47,6 +47,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
         out = (location.with_name(location.name + "-eval") if location.is_dir()
                else loaded.source.with_name(loaded.source.stem + "-eval"))
     check_writable(out, folder=True)  # before the data and the evaluation, not after them
+    # a report inside a run folder is written under the run's lock: a run still training there is not disturbed
     inside = run is not None and out.resolve().is_relative_to(run)
     with RunLock(run) if inside else contextlib.nullcontext():
         dev = distributed.resolve_device(device)
@@ -60,7 +61,7 @@ def evaluate_checkpoint(path: str | Path, data: str | None = None, batch_size: i
             data_cfg.img_size = data_cfg.img_size or loaded.preprocessing.img_size
             data_cfg.in_chans = data_cfg.in_chans or loaded.preprocessing.in_chans
             default_batch = cfg.optim.val_batch_size or 2 * cfg.optim.batch_size
-            amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)
+            amp_dtype = amp_dtype_for(cfg.run.amp, dev, cfg.run.amp_dtype)  # as in training: the stored top-1 again
             channels_last = cfg.run.channels_last
         else:
             if data is None:

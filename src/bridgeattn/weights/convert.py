@@ -46,13 +46,13 @@ _RENAMES = {
 
 def _rename(key: str, version: str, pre_taps: Mapping[str, int]) -> str | None:
     """``key`` with this package's name (``None`` for an unknown gate key); keys outside the gates stay."""
-    m = _BA.match(key)
-    if m is None:
+    match = _BA.match(key)
+    if match is None:
         return key
-    last_tap = str(pre_taps.get(m.group("block"), 0))
+    last_tap = str(pre_taps.get(match.group("block"), 0))
     for pattern, replacement in _RENAMES[version]:
-        if rest := re.fullmatch(pattern, m.group("rest")):
-            return f"{m.group('block')}.{rest.expand(replacement.replace('{last}', last_tap))}"
+        if rest := re.fullmatch(pattern, match.group("rest")):
+            return f"{match.group('block')}.{rest.expand(replacement.replace('{last}', last_tap))}"
     return None
 
 

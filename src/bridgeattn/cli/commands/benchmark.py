@@ -5,24 +5,24 @@ import argparse
 import sys
 
 from ...config import listed
-from ..arguments import add_device_argument, add_json_arguments, emit_json, integer, non_negative_int, switch
+from ..arguments import add_device_argument, add_int_argument, add_json_arguments, emit_json, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", required=True, nargs="+", action=listed(), metavar="MODEL",
                         help="model names (comma- or space-separated); ratios are to the first")
-    integer(parser, "--batch-size", "batch size", 8)
-    integer(parser, "--img-size", "image side (default: each model's own input size)")
+    add_int_argument(parser, "--batch-size", "batch size", default=8)
+    add_int_argument(parser, "--img-size", "image side (default: each model's own input size)")
     switch(parser, "--train", "time a train step (forward, backward, SGD step) instead of inference")
     switch(parser, "--channels-last", "channels_last memory format")
     switch(parser, "--compile", "torch.compile every model")
     switch(parser, "--amp", "autocast (bfloat16 on CPU)")
     switch(parser, "--fuse", "fold the bridge gates for inference (bridgeattn.fuse)")
-    integer(parser, "--repeats", "interleaved timed rounds, the median reported", 7)
-    integer(parser, "--steps", "steps per model per round", 1)
-    integer(parser, "--warmup", "untimed steps per model first", 2, non_negative_int)
+    add_int_argument(parser, "--repeats", "interleaved timed rounds, the median reported", default=7)
+    add_int_argument(parser, "--steps", "steps per model per round", default=1)
+    add_int_argument(parser, "--warmup", "untimed steps per model first", default=2, check=non_negative_int)
     add_device_argument(parser)
-    integer(parser, "--threads", "torch.set_num_threads for CPU runs")
+    add_int_argument(parser, "--threads", "torch.set_num_threads for CPU runs")
     switch(parser, "--progress", "report warm-up and rounds on stderr", default=True)
     add_json_arguments(parser, "report")
 

@@ -6,7 +6,7 @@ import argparse
 
 from ...config import add_train_arguments, flags_given, listed, load_yaml, make_config, resolve_config_path
 from ...files import check_writable
-from ..arguments import add_json_arguments, emit_json, integer, non_negative_int, switch
+from ..arguments import add_int_argument, add_json_arguments, emit_json, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="MODEL", help="short names ({short}_{backbone}) or full model names, comma- or space-"
                         "separated (short: plain,se,eca,cbam,gc,fca,ca,srm,bav1,bav2; default: plain,se,eca,bav1,bav2)")
     parser.add_argument("--backbone", default="resnet20", help="backbone suffix of the short names")
-    integer(parser, "--seeds", "number of seeds per model", 3)
-    integer(parser, "--first-seed", "seeds are FIRST .. FIRST+SEEDS-1", 0, non_negative_int)
+    add_int_argument(parser, "--seeds", "number of seeds per model", default=3)
+    add_int_argument(parser, "--first-seed", "seeds are FIRST .. FIRST+SEEDS-1", default=0,
+                     check=non_negative_int)
     parser.add_argument("--seed-list", nargs="+", action=listed(non_negative_int), metavar="SEED",
                         help="explicit seeds, e.g. 0,1,2 (overrides --seeds)")
     parser.add_argument("--output", default="runs/compare", help="comparison folder: cells and report; a rerun "

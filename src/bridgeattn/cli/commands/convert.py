@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ...files import check_writable
-from ..arguments import add_json_arguments, emit_json, integer, switch
+from ..arguments import add_int_argument, add_json_arguments, emit_json, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="target model, e.g. bav2_resnet50 or bav1_resnet101")
     parser.add_argument("--from", dest="version", choices=("bav1", "bav2", "auto"), default="auto",
                         help="reference implementation the checkpoint comes from (default: detect from its keys)")
-    integer(parser, "--num-classes", "classifier size (default: rows of the checkpoint's fc)")
+    add_int_argument(parser, "--num-classes", "classifier size (default: rows of the checkpoint's fc)")
     switch(parser, "--unsafe-load", "allow full pickles that may run code (only for files from a trusted source)")
     add_json_arguments(parser, "summary")
 

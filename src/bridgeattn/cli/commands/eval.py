@@ -6,10 +6,10 @@ import argparse
 from ...files import check_writable
 from ..arguments import (
     add_device_argument,
+    add_int_argument,
     add_json_arguments,
     add_weights_arguments,
     emit_json,
-    integer,
     non_negative_int,
     switch,
 )
@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_arguments(parser, "a run folder (its newest checkpoint that passes its checksum), a checkpoint "
                                   "file, a .safetensors file or a saved model folder", required=True)
     parser.add_argument("--data", help="dataset spec to evaluate on (default: the run's own; needed for plain weights)")
-    integer(parser, "--val-subset", "first N validation samples (default: as in training; 0: all)", -1,
-            non_negative_int)
-    integer(parser, "--batch-size", "eval batch size (default: as in training)")
-    integer(parser, "--workers", "data loader workers", 0, non_negative_int)
+    add_int_argument(parser, "--val-subset", "first N validation samples (default: as in training; 0: all)", default=-1,
+                     check=non_negative_int)
+    add_int_argument(parser, "--batch-size", "eval batch size (default: as in training)")
+    add_int_argument(parser, "--workers", "data loader workers", default=0, check=non_negative_int)
     switch(parser, "--ema", "evaluate the EMA weights instead of the model's")
     add_device_argument(parser)
     parser.add_argument("--output", metavar="DIR", help="where to write eval.json, per_class.csv, confusion.png "

@@ -5,7 +5,7 @@ import argparse
 
 from ...config import listed
 from ...files import check_writable
-from ..arguments import add_weights_arguments, integer, model_from_args, switch
+from ..arguments import add_int_argument, add_weights_arguments, model_from_args, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block", default="layer2.0", help="residual block to explain")
     parser.add_argument("--output", default="runs/explain", help="output folder")
     parser.add_argument("--target-class", type=int, metavar="N", help="explain this class instead of each prediction")
-    integer(parser, "--img-size", "input size (default: the weights', else the model's)")
+    add_int_argument(parser, "--img-size", "input size (default: the weights', else the model's)")
     parser.add_argument("--mean", nargs="+", action=listed(float), metavar="X",
                         help="normalisation mean, e.g. 0.286 or 0.485,0.456,0.406 (default: the run's data)")
     parser.add_argument("--std", nargs="+", action=listed(float), metavar="X",
                         help="normalisation std (default: the run's data)")
-    integer(parser, "--num-classes", "head size when only --model is given")
-    integer(parser, "--in-chans", "input channels when only --model is given")
+    add_int_argument(parser, "--num-classes", "head size when only --model is given")
+    add_int_argument(parser, "--in-chans", "input channels when only --model is given")
     switch(parser, "--overwrite", "replace an earlier explain report in --output (default: refuse)")
 
 

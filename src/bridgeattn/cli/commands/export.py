@@ -10,10 +10,10 @@ from pathlib import Path
 from ...errors import UserError
 from ...files import check_writable
 from ..arguments import (
+    add_int_argument,
     add_json_arguments,
     add_weights_arguments,
     emit_json,
-    integer,
     model_from_args,
     positive_float,
     switch,
@@ -27,12 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                   "or a saved model folder (default: random init)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
     parser.add_argument("--output", required=True, help="output file (or folder for --format hub)")
-    integer(parser, "--img-size", "input side (default: the weights' own, else the model's)")
-    integer(parser, "--in-chans", "input channels (default: the checkpoint's or the model's)")
-    integer(parser, "--num-classes", "classifier size (default: the checkpoint's or the model's)")
+    add_int_argument(parser, "--img-size", "input side (default: the weights' own, else the model's)")
+    add_int_argument(parser, "--in-chans", "input channels (default: the checkpoint's or the model's)")
+    add_int_argument(parser, "--num-classes", "classifier size (default: the checkpoint's or the model's)")
     switch(parser, "--fuse", "fold each bridge gate's selection and BatchNorm into one Linear (onnx/torchscript)")
-    integer(parser, "--opset", f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based exporter)",
-            DEFAULT_OPSET)
+    add_int_argument(parser, "--opset", f"ONNX opset, >= 17 (default {DEFAULT_OPSET}; 17 uses the TorchScript-based "
+                     "exporter)", default=DEFAULT_OPSET)
     parser.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                         help="ONNX exporter (default: torch.export-based for opset >= 18)")
     parser.add_argument("--atol", type=positive_float, default=1e-4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import UserError
-from ..arguments import add_json_arguments, emit_json, integer, switch
+from ..arguments import add_int_argument, add_json_arguments, emit_json, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,10 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", action="store_true", help="list the model families and exit")
     switch(parser, "--timm", "include timm's baseline models (--no-timm hides them)", default=True)
     parser.add_argument("--names-only", action="store_true", help="print names only (fast: no MAC counting)")
-    integer(parser, "--img-size", "count MACs at this image size (default: each model's own)")
-    integer(parser, "--in-chans",
-            "count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
-    integer(parser, "--num-classes", "count with this classifier size (default: each model's own)")
+    add_int_argument(parser, "--img-size", "count MACs at this image size (default: each model's own)")
+    add_int_argument(parser, "--in-chans",
+                     "count with this many input channels, 1 for Fashion-MNIST (default: each model's own)")
+    add_int_argument(parser, "--num-classes", "count with this classifier size (default: each model's own)")
     add_json_arguments(parser, "rows")
 
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_json_arguments, emit_json, integer
+from ..arguments import add_int_argument, add_json_arguments, emit_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a registered model name, e.g. bav2_resnet50 or resnet50")
-    integer(parser, "--img-size", "image side (default: the model's own input size)")
-    integer(parser, "--batch-size", "batch of the training step for activation memory", 8)
+    add_int_argument(parser, "--img-size", "image side (default: the model's own input size)")
+    add_int_argument(parser, "--batch-size", "batch of the training step for activation memory", default=8)
     add_json_arguments(parser, "report")
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 import argparse
 
 from ...files import check_writable
-from ..arguments import integer, non_negative_int, switch
+from ..arguments import add_int_argument, non_negative_int, switch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set spec to convert: fashion-mnist | folder:PATH | "
                         "cifar10:PATH | cifar100:PATH | synthetic[:N]")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the shards and shards.json")
-    integer(parser, "--shard-size", "samples per tar file", 10_000)
-    integer(parser, "--train-subset", "write only the first N training samples")
-    integer(parser, "--val-subset", "write only the first N validation samples")
+    add_int_argument(parser, "--shard-size", "samples per tar file", default=10_000)
+    add_int_argument(parser, "--train-subset", "write only the first N training samples")
+    add_int_argument(parser, "--val-subset", "write only the first N validation samples")
     switch(parser, "--strict-data", "stop at the first unreadable image instead of leaving it out")
-    integer(parser, "--seed", "seed of the training samples' order", 0, non_negative_int)
+    add_int_argument(parser, "--seed", "seed of the training samples' order", default=0, check=non_negative_int)
 
 
 def run(args: argparse.Namespace) -> int:
